@@ -1,1 +1,6 @@
-pub mod x {}
+pub mod policy;
+pub mod request;
+pub mod cache;
+pub mod audit;
+pub mod routing;
+pub mod gateway;

@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make run` and `make test`. Everything they need is
+# installed from the project's own files (Python packages, the Rust extension, redis-server).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+
+.PHONY: setup run test test-rust test-python bench system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Builds (incrementally) the Rust extension into the virtualenv, in release mode.
+setup: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+
+system-deps:
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk >/dev/null)
+
+run: setup
+	scripts/run-demo.sh
+
+test-rust:
+	cargo test -q -p gatewayd-core
+
+test-python: setup system-deps
+	$(PY) -m pytest -q
+
+test: test-rust test-python
+
+bench: setup system-deps
+	$(PY) bench/run_all.py

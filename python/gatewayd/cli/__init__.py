@@ -1,0 +1,49 @@
+"""The `gatewayd` command: serve, run the mock provider, and operate the control plane.
+
+Every failure is one line on stderr naming the file, field or argument, and exit code 2
+(usage, bad input: nothing changed) or 1 (the operation ran and failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gatewayd.cli import audit, control, serve
+from gatewayd.cli.common import CliError, Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="gatewayd", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="config file (TOML); default: $GATEWAYD_CONFIG")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    serve.register(commands)
+    control.register(commands)
+    audit.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gatewayd.config import ConfigError
+    from gatewayd.control.documents import DocumentError
+    from gatewayd.control.local_store import ConflictError
+    from gatewayd.control.registry import RegistryError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args) or 0
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ConfigError, DocumentError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConflictError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

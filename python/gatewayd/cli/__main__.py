@@ -1,0 +1,7 @@
+"""`python -m gatewayd.cli`."""
+
+import sys
+
+from gatewayd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""Operator commands: push, activate, rollback (with the propagation barrier), history,
+show, at, status, and key creation."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+
+from gatewayd.cli.common import actor, iso, load_settings, open_registry, parse_instant
+from gatewayd.config import hash_key
+from gatewayd.control import documents
+from gatewayd.control.barrier import wait_for_acks
+from gatewayd.control.model import DEFAULT_SCOPE
+
+
+def register(commands) -> None:
+    p = commands.add_parser("push", help="validate and store a new version (not activated)")
+    p.add_argument("domain", choices=documents.DOMAINS)
+    p.add_argument("file")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(run=run_push)
+
+    for verb, helptext in (("activate", "point a domain at a version"), ("rollback", "return to the previous version")):
+        a = commands.add_parser(verb, help=helptext + "; waits for every replica")
+        a.add_argument("domain", choices=documents.DOMAINS)
+        if verb == "activate":
+            a.add_argument("version", type=int)
+        else:
+            a.add_argument("--to", type=int, help="an explicit version instead of the previous one")
+        a.add_argument("--scope", default=DEFAULT_SCOPE)
+        a.add_argument("--reason", required=True)
+        a.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for acknowledgements")
+        a.set_defaults(run=run_flip, verb=verb)
+
+    h = commands.add_parser("history", help="change records")
+    h.add_argument("domain", nargs="?", choices=documents.DOMAINS)
+    h.set_defaults(run=run_history)
+
+    s = commands.add_parser("show", help="print a stored version byte for byte")
+    s.add_argument("domain", choices=documents.DOMAINS)
+    s.add_argument("version", type=int)
+    s.set_defaults(run=run_show)
+
+    t = commands.add_parser("at", help="what was in effect at an instant")
+    t.add_argument("instant", help="ISO 8601, e.g. 2026-11-23T14:32:17Z")
+    t.set_defaults(run=run_at)
+
+    st = commands.add_parser("status", help="replicas and the versions they serve")
+    st.set_defaults(run=run_status)
+
+    k = commands.add_parser("keys", help="create a caller key for a tenant")
+    k.add_argument("action", choices=["create"])
+    k.add_argument("--tenant", required=True)
+    k.set_defaults(run=run_keys)
+
+
+def run_push(args) -> int:
+    registry = open_registry(load_settings(args))
+    data = documents.read_file(args.file)
+    info = registry.push(args.domain, data, args.file.rsplit("/", 1)[-1], actor(), args.reason)
+    print(f"pushed {info.domain} version {info.id} ({info.digest}); not active: `gatewayd activate {info.domain} {info.id}`")
+    return 0
+
+
+def run_flip(args) -> int:
+    settings = load_settings(args)
+    registry = open_registry(settings)
+    if args.verb == "activate":
+        change = registry.activate(args.domain, args.version, actor(), args.reason, args.scope)
+    else:
+        change = registry.rollback(args.domain, actor(), args.reason, args.scope, args.to)
+    item = change.items[0]
+    print(f"change {change.id}: {item.domain}/{item.scope} {item.prev} -> {item.new} ({change.kind})")
+    report = wait_for_acks(registry.store, change, args.timeout)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def run_history(args) -> int:
+    registry = open_registry(load_settings(args))
+    for change in registry.history(args.domain):
+        moves = ", ".join(f"{i.domain}/{i.scope} {i.prev} -> {i.new}" for i in change.items)
+        print(f"{change.id:>5}  {iso(change.at)}  {change.kind:<9} {moves}  by {change.actor}: {change.reason}")
+    return 0
+
+
+def run_show(args) -> int:
+    registry = open_registry(load_settings(args))
+    _, data = registry.document(args.domain, args.version)
+    sys.stdout.buffer.write(data)
+    return 0
+
+
+def run_at(args) -> int:
+    registry = open_registry(load_settings(args))
+    at = parse_instant(args.instant)
+    state = registry.in_effect_at(at)
+    if not state:
+        print(f"nothing was in effect at {iso(at)} (before the first activation)")
+        return 0
+    for (domain, scope), (version, change) in sorted(state.items()):
+        acked = [a.replica for a in registry.store.acks(change.id) if a.ok and a.at <= at]
+        print(
+            f"{domain}/{scope}: version {version} (change {change.id} at {iso(change.at)} by {change.actor}); "
+            f"acknowledged by {len(acked)} replica(s) by then: {', '.join(acked) or '-'}"
+        )
+    return 0
+
+
+def run_status(args) -> int:
+    registry = open_registry(load_settings(args))
+    pointers = {(p.domain, p.scope): p.version for p in registry.store.pointers()}
+    last = registry.store.last_change_id()
+    print("active: " + ", ".join(f"{d}/{s}=v{v}" for (d, s), v in sorted(pointers.items())) + f" (change {last})")
+    now = time.time()
+    for r in registry.store.replicas():
+        age = now - r.heartbeat_at
+        state = "gone" if age > 3 else ("in sync" if r.applied_change >= last else "stale")
+        versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
+        print(f"{r.name:<24} {state:<8} change {r.applied_change:<5} heartbeat {age:5.1f}s ago  {versions}")
+    return 0
+
+
+def run_keys(args) -> int:
+    key = "gw-" + secrets.token_urlsafe(24)
+    print(f"key (shown once, give it to the caller): {key}")
+    print("add to the config file:")
+    print(f'[[keys]]\ntenant = "{args.tenant}"\nsha256 = "{hash_key(key)}"')
+    return 0

@@ -1,0 +1,83 @@
+"""`gatewayd serve` and `gatewayd mock-upstream`."""
+
+from __future__ import annotations
+
+import os
+
+from gatewayd import config
+from gatewayd.cli.common import load_settings, open_registry
+from gatewayd.control import documents
+
+
+def register(commands) -> None:
+    p = commands.add_parser("serve", help="run the gateway (granian, ASGI, uvloop)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, help="worker processes; each one is a replica")
+    p.set_defaults(run=run_serve)
+
+    m = commands.add_parser("mock-upstream", help="run the bundled mock LLM provider")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=9100)
+    m.add_argument("--latency-ms", type=float, default=0.0)
+    m.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    m.add_argument("--error-rate", type=float, default=0.0)
+    m.add_argument("--chunks", type=int, default=8)
+    m.add_argument("--workers", type=int, default=1)
+    m.set_defaults(run=run_mock)
+
+
+def run_serve(args) -> int:
+    overrides = {
+        f"{config.ENV_PREFIX}SERVER_{name.upper()}": str(value)
+        for name, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if value is not None
+    }
+    os.environ.update(overrides)
+    settings = load_settings(args)
+    _bootstrap(settings)
+    from granian import Granian
+
+    Granian(
+        "gatewayd.server.app:create_app",
+        factory=True,
+        address=settings.server.host,
+        port=settings.server.port,
+        interface="asgi",
+        loop="uvloop",
+        workers=settings.server.workers,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=10,
+    ).serve()
+    return 0
+
+
+def _bootstrap(settings: config.Settings) -> None:
+    """Before any worker starts: an empty store gets the config file's documents as version 1."""
+    registry = open_registry(settings)
+    docs = {}
+    for domain in documents.DOMAINS:
+        path = getattr(settings.bootstrap, domain)
+        if path:
+            full = settings.path(path)
+            docs[domain] = (documents.read_file(full), full.name)
+    change = registry.bootstrap(docs)
+    if change:
+        versions = ", ".join(f"{i.domain} v{i.new}" for i in change.items)
+        print(f"bootstrapped an empty store: {versions} (change {change.id})", flush=True)
+
+
+def run_mock(args) -> int:
+    from gatewayd.mock import run
+
+    run(
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        chunk_delay_ms=args.chunk_delay_ms,
+        error_rate=args.error_rate,
+        chunks=args.chunks,
+        workers=args.workers,
+    )
+    return 0

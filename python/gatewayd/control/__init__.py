@@ -1,0 +1,1 @@
+"""Control plane: versioned documents, pointers, change records and the replica agent."""

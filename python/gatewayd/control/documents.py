@@ -1,0 +1,127 @@
+"""Versioned documents of the three domains: parsing, validation and compilation.
+
+A document is stored byte for byte as pushed (ROLLBACK.md R1); what replicas compile is
+its JSON form. Validation is compilation: a document that does not compile is refused
+with a one-line message naming the field, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from gatewayd import _core
+
+DOMAINS = ("policy", "routing", "config")
+
+
+class DocumentError(Exception):
+    """A document that cannot be parsed or compiled; the message names the field or line."""
+
+
+class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = True
+    ttl_s: float = 300.0
+    # "deterministic": cache requests with temperature 0 (and embeddings) or an explicit
+    # `x-gatewayd-cache: use` header; "header": only with the header; "off": never.
+    mode: str = "deterministic"
+
+
+class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    fsync: str = "interval"  # never | interval | always
+    fsync_interval_ms: int = 200
+
+
+class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The ``config`` domain: behaviour that hot-reloads and rolls back (R12)."""
+
+    upstream_timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    retries: int = 0
+    cache: CacheSettings = CacheSettings()
+    audit: AuditSettings = AuditSettings()
+
+
+CACHE_MODES = ("deterministic", "header", "off")
+FSYNC_POLICIES = ("never", "interval", "always")
+
+
+def parse(data: bytes, name: str) -> object:
+    """Parses YAML (which includes JSON) or TOML by the file name's suffix."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+    if name.endswith(".toml"):
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise DocumentError(f"{name}: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DocumentError(f"{name}: {where}{problem}") from None
+
+
+def to_json(tree: object, name: str) -> bytes:
+    if not isinstance(tree, dict):
+        raise DocumentError(f"{name}: the document must be a mapping at the top level")
+    try:
+        return json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise DocumentError(f"{name}: {exc}") from None
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def compile_document(domain: str, data: bytes, name: str, providers: list[tuple[str, str]]) -> object:
+    """Compiles raw document bytes into what a replica serves from; raises DocumentError.
+
+    `providers` are the (name, kind) pairs of the static config: a route to a provider
+    this host does not have is an error.
+    """
+    doc = to_json(parse(data, name), name)
+    try:
+        if domain == "policy":
+            return _core.Policy(doc)
+        if domain == "routing":
+            return _core.Routing(doc, providers)
+        if domain == "config":
+            return runtime_config(doc, name)
+    except ValueError as exc:
+        raise DocumentError(f"{name}: {exc}") from None
+    raise DocumentError(f"{name}: unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})")
+
+
+def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
+    try:
+        cfg = msgspec.json.decode(doc, type=RuntimeConfig)
+    except msgspec.ValidationError as exc:
+        raise DocumentError(f"{name}: {exc}") from None
+    if cfg.cache.mode not in CACHE_MODES:
+        raise DocumentError(f"{name}: cache.mode: must be one of {', '.join(CACHE_MODES)}")
+    if cfg.audit.fsync not in FSYNC_POLICIES:
+        raise DocumentError(f"{name}: audit.fsync: must be one of {', '.join(FSYNC_POLICIES)}")
+    if cfg.upstream_timeout_s <= 0 or cfg.connect_timeout_s <= 0:
+        raise DocumentError(f"{name}: upstream_timeout_s and connect_timeout_s must be positive")
+    if cfg.retries < 0:
+        raise DocumentError(f"{name}: retries: must not be negative")
+    return cfg
+
+
+def read_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: {exc.strerror}") from None

@@ -1,0 +1,89 @@
+"""The compiled state a replica serves from.
+
+A request reads the replica's current snapshot once, when it starts, and uses it to the
+end (ROLLBACK.md R6): swapping in a new snapshot is one attribute assignment, so no request
+can mix versions.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from gatewayd import _core
+from gatewayd.control import documents
+from gatewayd.control.documents import RuntimeConfig
+from gatewayd.control.model import DEFAULT_SCOPE, Pointer
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    change_id: int
+    # scope -> (version, compiled policy); "default" is always present
+    policies: dict[str, tuple[int, _core.Policy]]
+    routing: _core.Routing
+    routing_version: int
+    config: RuntimeConfig
+    config_version: int
+
+    def policy_for(self, tenant: str) -> tuple[int, _core.Policy]:
+        """The most specific scope wins: `tenant:<name>`, then `default`."""
+        return self.policies.get("tenant:" + tenant) or self.policies[DEFAULT_SCOPE]
+
+    def versions(self) -> dict[str, int]:
+        out = {f"policy/{scope}": v for scope, (v, _) in self.policies.items()}
+        out["routing/default"] = self.routing_version
+        out["config/default"] = self.config_version
+        return out
+
+    def active_version_sets(self) -> list[tuple[int, int, int]]:
+        """Every (policy, routing, config) triple a request can be served under: the cache
+        keeps entries of these and purges the rest (R5)."""
+        return [(v, self.routing_version, self.config_version) for v, _ in self.policies.values()]
+
+
+class CompiledVersions:
+    """Compiled documents by (domain, version): previous versions stay warm, so a rollback
+    is a swap, not a load (R7)."""
+
+    def __init__(self, providers: list[tuple[str, str]], keep_per_domain: int = 8):
+        self.providers = providers
+        self.keep = keep_per_domain
+        self._compiled: dict[tuple[str, int], object] = {}
+
+    def get(self, domain: str, version: int, load: "callable") -> object:
+        key = (domain, version)
+        if key not in self._compiled:
+            name, data = load(domain, version)
+            self._compiled[key] = documents.compile_document(domain, data, name, self.providers)
+            self._evict(domain)
+        return self._compiled[key]
+
+    def _evict(self, domain: str) -> None:
+        ids = sorted(v for d, v in self._compiled if d == domain)
+        for old in ids[: max(0, len(ids) - self.keep)]:
+            del self._compiled[(domain, old)]
+
+
+class IncompleteState(Exception):
+    """The store has no active version for a required domain yet."""
+
+
+def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, load) -> Snapshot:
+    """Compiles (or reuses) every pointed-to version; raises DocumentError on a bad one."""
+    policies: dict[str, tuple[int, _core.Policy]] = {}
+    routing = config = None
+    for p in pointers:
+        obj = compiled.get(p.domain, p.version, load)
+        if p.domain == "policy":
+            policies[p.scope] = (p.version, obj)
+        elif p.domain == "routing" and p.scope == DEFAULT_SCOPE:
+            routing = (p.version, obj)
+        elif p.domain == "config" and p.scope == DEFAULT_SCOPE:
+            config = (p.version, obj)
+    missing = [
+        d
+        for d, present in (("policy", DEFAULT_SCOPE in policies), ("routing", routing), ("config", config))
+        if not present
+    ]
+    if missing:
+        raise IncompleteState(f"no active version for {', '.join(missing)}")
+    return Snapshot(change_id, policies, routing[1], routing[0], config[1], config[0])

@@ -1,0 +1,1 @@
+"""The data plane: the ASGI app and the request pipeline."""

@@ -1,0 +1,140 @@
+"""The ASGI application one granian worker serves: a replica of the gateway.
+
+Each worker is a replica: it claims a stable name, opens its own audit chain and cache,
+starts a replica agent that follows the store's pointers, and serves the OpenAI and
+Anthropic endpoints through the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import msgspec
+
+from gatewayd import _core, config
+from gatewayd.control.agent import ReplicaAgent
+from gatewayd.control.local_store import LocalStore
+from gatewayd.server import errors
+from gatewayd.server.asgi import JSON, respond
+from gatewayd.server.auth import Authenticator
+from gatewayd.server.pipeline import Pipeline
+from gatewayd.server.replica import claim_slot
+from gatewayd.upstream import UpstreamClient
+from gatewayd.upstream.providers import ProviderEndpoint
+
+log = logging.getLogger("gatewayd")
+
+LLM_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+}
+_encode = msgspec.json.encode
+
+
+class GatewayApp:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.pipeline: Pipeline | None = None
+        self.agent: ReplicaAgent | None = None
+        self.engine = None
+        self.client: UpstreamClient | None = None
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: dict, receive, send) -> None:
+        path = scope["path"]
+        api = LLM_ROUTES.get(path)
+        if api is not None:
+            if scope["method"] != "POST":
+                return await _error(send, 405, f"{path} accepts POST only", "method_not_allowed", api == "messages")
+            return await self.pipeline.handle(scope, receive, send, api)
+        if path == "/v1/models" and scope["method"] == "GET":
+            return await self._models(scope, send)
+        if path == "/healthz":
+            return await respond(send, 200, [(b"content-type", JSON)], b'{"status":"ok"}')
+        if path == "/readyz":
+            ready = self.agent is not None and self.agent.snapshot is not None
+            body = _encode({"ready": ready, "replica": self.agent.name if self.agent else None})
+            return await respond(send, 200 if ready else 503, [(b"content-type", JSON)], body)
+        await _error(send, 404, f"no route for {scope['method']} {path}", "not_found", False)
+
+    async def _models(self, scope: dict, send) -> None:
+        """Answered by the gateway: the models the active routing version serves."""
+        if self.pipeline.auth.tenant(scope["headers"]) is None:
+            return await _error(send, 401, "invalid or missing API key", "invalid_api_key", False)
+        snap = self.agent.snapshot
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "gatewayd"} for m in snap.routing.models]
+        await respond(send, 200, [(b"content-type", JSON)], _encode({"object": "list", "data": data}))
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # refuse to serve half-started
+                    log.exception("gatewayd worker failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        s = self.settings
+        name, self._slot_fd = claim_slot(s.path(s.control.dir) / "slots", s.server.replica_prefix)
+        self.engine = _core.Engine(
+            s.cache.max_entries, s.cache.max_bytes, str(s.path(s.audit.dir)), name, s.audit.segment_bytes
+        )
+        providers = [(n, p.kind) for n, p in s.providers.items()]
+        self.agent = ReplicaAgent(
+            name,
+            LocalStore(s.path(s.control.dir)),
+            providers,
+            on_event=lambda event: self.engine.event(_encode(event)),
+            on_swap=self._on_swap,
+            poll_interval_s=s.control.poll_interval_ms / 1000,
+        )
+        self.agent.start()
+        self.client = UpstreamClient(max_connections=max(p.max_connections for p in s.providers.values()))
+        await self.client.start()
+        endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
+        self.pipeline = Pipeline(
+            self.engine, self.agent, Authenticator(s.keys), self.client, endpoints, s.server.max_body_bytes
+        )
+        log.info("replica %s serving (pid %d)", name, os.getpid())
+
+    def _on_swap(self, snap) -> None:
+        """Fence the cache to the version sets the new snapshot serves (R5) and adopt its
+        audit durability setting (R12)."""
+        self.engine.fence(snap.active_version_sets())
+        audit = snap.config.audit
+        self.engine.set_audit_sync(audit.fsync, audit.fsync_interval_ms)
+
+    async def shutdown(self) -> None:
+        if self.client:
+            await self.client.close()
+        if self.agent:
+            self.agent.stop()
+        if self.engine:
+            self.engine.sync_audit()
+
+
+async def _error(send, status: int, message: str, code: str, anthropic: bool) -> None:
+    await respond(send, status, [(b"content-type", JSON)], errors.error_body(status, message, code, anthropic))
+
+
+def create_app() -> GatewayApp:
+    """granian's factory entry point: the config path comes through the environment."""
+    logging.basicConfig(level=os.environ.get("GATEWAYD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    return GatewayApp(config.load(os.environ.get("GATEWAYD_CONFIG") or None))

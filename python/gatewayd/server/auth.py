@@ -1,0 +1,24 @@
+"""Caller authentication: gatewayd API keys, stored as SHA-256 digests, map to tenants."""
+
+from __future__ import annotations
+
+import hashlib
+
+from gatewayd.config import CallerKey
+
+BEARER = b"bearer "
+
+
+class Authenticator:
+    def __init__(self, keys: list[CallerKey]):
+        self._tenants = {k.sha256: k.tenant for k in keys}
+
+    def tenant(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The caller's tenant from `Authorization: Bearer` (OpenAI SDKs) or `x-api-key`
+        (Anthropic SDKs); None when the key is missing or unknown."""
+        for name, value in headers:
+            if name == b"authorization" and value[:7].lower() == BEARER:
+                return self._tenants.get(hashlib.sha256(value[7:].strip()).hexdigest())
+            if name == b"x-api-key":
+                return self._tenants.get(hashlib.sha256(value.strip()).hexdigest())
+        return None

@@ -1,0 +1,194 @@
+"""The request pipeline: authenticate, admit (policy + routing + cache, one Rust call),
+call the upstream, record (cache fill + audit append, one Rust call), answer.
+
+Every request is served from the one snapshot it read when it started (ROLLBACK.md R6),
+and its record reaches the audit chain before its response completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from gatewayd.server import errors
+from gatewayd.server.asgi import JSON, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
+from gatewayd.server.auth import Authenticator
+from gatewayd.upstream import UpstreamClient, UpstreamError
+from gatewayd.upstream.providers import ProviderEndpoint
+
+CACHE_OFF, CACHE_DETERMINISTIC, CACHE_FORCED = 0, 1, 2
+SSE = b"text/event-stream"
+# Upstream response headers worth passing on; everything else stays behind the gateway.
+PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
+UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
+
+
+class Pipeline:
+    def __init__(self, engine, agent, auth: Authenticator, client: UpstreamClient, providers, max_body: int):
+        self.engine = engine
+        self.agent = agent
+        self.auth = auth
+        self.client = client
+        self.providers: dict[str, ProviderEndpoint] = providers
+        self.max_body = max_body
+
+    async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
+        snap = self.agent.snapshot  # R6: this request's one snapshot
+        request_id = _request_id(scope)
+        anthropic = api == "messages"
+        tenant = self.auth.tenant(scope["headers"])
+        versions = (snap.policy_for(tenant or "")[0], snap.routing_version, snap.config_version)
+        if tenant is None:
+            adm = self.engine.reject(api, "", request_id, 401, "invalid_api_key", "invalid or missing API key", versions)
+            return await self._refuse(send, adm, anthropic)
+        try:
+            body = await read_body(receive, self.max_body, _content_length(scope))
+        except BodyTooLarge:
+            message = f"request body exceeds the limit of {self.max_body} bytes"
+            adm = self.engine.reject(api, tenant, request_id, 413, "request_too_large", message, versions)
+            return await self._refuse(send, adm, anthropic)
+        except ClientGone:
+            return
+        policy_version, policy = snap.policy_for(tenant)
+        adm = self.engine.admit(
+            policy,
+            policy_version,
+            snap.routing,
+            snap.routing_version,
+            snap.config_version,
+            api,
+            tenant,
+            request_id,
+            _policy_headers(scope, policy.header_names),
+            body,
+            _cache_mode(scope, snap.config.cache),
+        )
+        if adm.verdict != "allow":
+            return await self._refuse(send, adm, anthropic)
+        if adm.cached_body is not None:
+            self.engine.record(adm, adm.cached_status, None, None, None, 0.0)
+            content_type = adm.cached_content_type.encode()
+            return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
+        await self._forward(scope, send, adm, snap.config, anthropic)
+
+    async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
+        provider = self.providers[adm.provider]
+        ttl = config.cache.ttl_s if config.cache.enabled else 0.0
+        try:
+            upstream = await self.client.send(
+                "POST", provider.url(adm.api), provider.headers(scope["headers"]), adm.body, config.upstream_timeout_s
+            )
+        except UpstreamError as exc:
+            return await self._upstream_failed(send, adm, exc, anthropic)
+        try:
+            passed = [(k.encode(), v.encode()) for k, v in upstream.headers if k.encode().startswith(PASSED_HEADERS)]
+            content_type = _content_type(upstream.headers)
+            if upstream.status != 200 or not content_type.startswith(SSE):
+                payload = await upstream.read()
+                self.engine.record(adm, upstream.status, None, payload, None, ttl)
+                return await respond(send, upstream.status, _headers(adm, content_type, passed), payload)
+            await self._stream(send, adm, upstream, passed, ttl, anthropic)
+        except UpstreamError as exc:
+            return await self._upstream_failed(send, adm, exc, anthropic)
+        finally:
+            await upstream.aclose()
+
+    async def _stream(self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool) -> None:
+        """Passes SSE through chunk by chunk; a broken upstream ends the stream with an error event."""
+        await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
+        digest = hashlib.sha256()
+        kept: list[bytes] | None = [] if adm.cache_key else None
+        error = None
+        try:
+            async for chunk in upstream.chunks():
+                digest.update(chunk)
+                if kept is not None:
+                    kept.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            error = exc
+        if error is None:
+            full = b"".join(kept) if kept is not None else None
+            self.engine.record(adm, 200, None, full, digest.hexdigest(), ttl)
+            return await send({"type": "http.response.body", "body": b""})
+        status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
+        message = f"upstream stream broke off: {error}"
+        self.engine.record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0)
+        event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
+        await send({"type": "http.response.body", "body": event})
+
+    async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool) -> None:
+        status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
+        what = "timed out" if exc.kind == "timeout" else "failed"
+        message = f"upstream {adm.provider} {what}: {exc}"
+        self.engine.record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0)
+        body = errors.error_body(status, message, "upstream_" + exc.kind, anthropic)
+        await respond(send, status, _headers(adm, JSON), body)
+
+    async def _refuse(self, send: Send, adm, anthropic: bool) -> None:
+        self.engine.record(adm, adm.status, adm.message, None, None, 0.0)
+        body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
+        await respond(send, adm.status, _headers(adm, JSON), body)
+
+
+def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+    """R3: every response names the versions it was served under."""
+    p, r, c = adm.versions
+    return [
+        (b"content-type", content_type),
+        (b"x-request-id", adm.request_id.encode()),
+        (b"x-gatewayd-policy-version", str(p).encode()),
+        (b"x-gatewayd-routing-version", str(r).encode()),
+        (b"x-gatewayd-config-version", str(c).encode()),
+        (b"x-gatewayd-cache", adm.cache.encode()),
+        *extra,
+    ]
+
+
+def _request_id(scope: dict) -> str:
+    """The caller's x-request-id when it is sane (so traces join up), else a fresh one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if 0 < len(value) <= 128 and value.isascii() and all(c > 32 and c < 127 for c in value):
+                return value.decode()
+            break
+    return os.urandom(16).hex()
+
+
+def _content_length(scope: dict) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _content_type(headers: list[tuple[str, str]]) -> bytes:
+    for name, value in headers:
+        if name == "content-type":
+            return value.encode()
+    return JSON
+
+
+def _policy_headers(scope: dict, wanted: list[str]) -> list[tuple[str, str]]:
+    """Only the headers some rule looks at cross into Rust."""
+    if not wanted:
+        return []
+    names = {n.encode() for n in wanted}
+    return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
+
+
+def _cache_mode(scope: dict, cache) -> int:
+    """Config decides whether caching may happen; the `x-gatewayd-cache` header can ask
+    for it (`use`) or opt out (`bypass`)."""
+    if not cache.enabled or cache.mode == "off":
+        return CACHE_OFF
+    asked = None
+    for name, value in scope["headers"]:
+        if name == b"x-gatewayd-cache":
+            asked = value.lower()
+            break
+    if asked == b"bypass":
+        return CACHE_OFF
+    if asked == b"use":
+        return CACHE_FORCED
+    return CACHE_DETERMINISTIC if cache.mode == "deterministic" else CACHE_OFF

@@ -1,0 +1,52 @@
+"""Provider endpoints: where each API's requests go and with which credentials.
+
+The caller's gatewayd key never leaves the gateway; the provider key is added here and
+appears nowhere else (not in logs, errors or audit records).
+"""
+
+from __future__ import annotations
+
+from gatewayd.config import Provider
+
+API_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "messages": "/v1/messages",  # Anthropic base URLs, like its SDK's, stop before /v1
+}
+ANTHROPIC_VERSION = "2023-06-01"
+# Client headers that carry API semantics and must reach the provider unchanged.
+FORWARDED = {
+    "openai": ("openai-beta",),
+    "anthropic": ("anthropic-version", "anthropic-beta"),
+}
+
+
+class ProviderEndpoint:
+    def __init__(self, name: str, provider: Provider):
+        self.name = name
+        self.kind = provider.kind
+        self.base_url = provider.base_url.rstrip("/")
+        key = provider.resolved_key()
+        fixed = [("content-type", "application/json"), *provider.headers.items()]
+        if self.kind == "anthropic":
+            fixed.append(("x-api-key", key))
+        elif key:
+            fixed.append(("authorization", f"Bearer {key}"))
+        self._fixed = fixed
+        self._forwarded = tuple(n.encode() for n in FORWARDED[self.kind])
+
+    def url(self, api: str) -> str:
+        return self.base_url + API_PATHS[api]
+
+    def headers(self, client_headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+        """The provider's fixed headers plus the API headers the client chose."""
+        out = list(self._fixed)
+        seen = set()
+        for name, value in client_headers:
+            if name in self._forwarded:
+                out.append((name.decode(), value.decode("latin-1")))
+                seen.add(name)
+        if self.kind == "anthropic" and b"anthropic-version" not in seen:
+            out.append(("anthropic-version", ANTHROPIC_VERSION))
+        return out

@@ -1,0 +1,245 @@
+//! Segment files: naming, the header, and the frames that hold the header and records.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Take};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::payload::write_canonical;
+use super::{FORMAT_VERSION, MAGIC, MAX_PAYLOAD};
+
+/// Bytes before a frame's payload: u32 LE length, u32 LE CRC-32C of the payload.
+pub(crate) const FRAME_HEADER: usize = 8;
+
+/// Large reads keep verification streaming at memory speed rather than syscall speed.
+const READ_BUFFER: usize = 1 << 20;
+
+pub(crate) fn segment_name(number: u64) -> String {
+    format!("{number:08}.seg")
+}
+
+/// Segment numbers in `dir`, ascending. Other files (the lock, temp files) are ignored.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let number = name
+            .strip_suffix(".seg")
+            .and_then(|stem| stem.parse::<u64>().ok());
+        // Only canonical names: "1.seg" or "+0000001.seg" would parse to the same number.
+        if let Some(number) = number.filter(|&number| segment_name(number) == name) {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Where a segment sits in its chain, as stated by its header.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub chain: String,
+    pub first_seq: u64,
+    /// Hash of record `first_seq - 1`; zeros for the genesis segment.
+    pub prev: [u8; 32],
+}
+
+impl SegmentHeader {
+    /// Magic, version, then the header as a frame whose payload is canonical JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut payload = Vec::new();
+        write_canonical(
+            &mut payload,
+            &json!({"chain": self.chain, "first_seq": self.first_seq, "prev": hex::encode(self.prev)}),
+        );
+        let mut out = Vec::with_capacity(MAGIC.len() + 2 + FRAME_HEADER + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&frame_header(&payload));
+        out.extend_from_slice(&payload);
+        out
+    }
+}
+
+pub(crate) fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER] {
+    let mut header = [0; FRAME_HEADER];
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    header
+}
+
+/// Why a frame could not be read. Offsets are those of the frame's first byte.
+#[derive(Debug)]
+pub(crate) enum FrameError {
+    /// The file ends inside the frame.
+    Truncated,
+    /// The payload does not match its CRC.
+    Crc,
+    /// The length field exceeds [`MAX_PAYLOAD`].
+    TooLarge(u32),
+    Io(io::Error),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(err),
+        }
+    }
+}
+
+/// Why a segment header could not be read.
+#[derive(Debug)]
+pub(crate) enum HeaderError {
+    Frame(FrameError),
+    /// Wrong magic, unknown version or malformed header JSON.
+    Invalid(String),
+}
+
+/// Streams the frames of one segment, up to the length the file had when opened, so a
+/// segment still being appended to reads as a consistent prefix.
+pub(crate) struct SegmentReader {
+    pub path: PathBuf,
+    /// File length when opened.
+    pub len: u64,
+    /// Offset of the next frame.
+    pub offset: u64,
+    file: BufReader<Take<File>>,
+    payload: Vec<u8>,
+}
+
+impl SegmentReader {
+    pub fn open(path: PathBuf) -> io::Result<SegmentReader> {
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        Ok(SegmentReader {
+            path,
+            len,
+            offset: 0,
+            file: BufReader::with_capacity(READ_BUFFER, file.take(len)),
+            payload: Vec::new(),
+        })
+    }
+
+    pub fn read_header(&mut self) -> Result<SegmentHeader, HeaderError> {
+        let mut prefix = [0u8; MAGIC.len() + 2];
+        self.file
+            .read_exact(&mut prefix)
+            .map_err(|e| HeaderError::Frame(e.into()))?;
+        self.offset = prefix.len() as u64;
+        if &prefix[..MAGIC.len()] != MAGIC {
+            return Err(HeaderError::Invalid("bad magic".into()));
+        }
+        let version = u16::from_le_bytes([prefix[MAGIC.len()], prefix[MAGIC.len() + 1]]);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Invalid(format!(
+                "unsupported format version {version}"
+            )));
+        }
+        let payload = self.next_frame().map_err(HeaderError::Frame)?;
+        let payload = payload.ok_or(HeaderError::Frame(FrameError::Truncated))?;
+        parse_header(payload).map_err(HeaderError::Invalid)
+    }
+
+    /// The next frame's payload, or `None` at the end of the segment. On error the reader
+    /// stays at the start of the bad frame.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if self.file.fill_buf()?.is_empty() {
+            return Ok(None);
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        self.file.read_exact(&mut header)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let end = self.offset + (FRAME_HEADER as u64) + u64::from(len);
+        if end > self.len {
+            return Err(FrameError::Truncated);
+        }
+        if len > MAX_PAYLOAD {
+            return Err(FrameError::TooLarge(len));
+        }
+        self.payload.resize(len as usize, 0);
+        self.file.read_exact(&mut self.payload)?;
+        if crc32c::crc32c(&self.payload) != crc {
+            return Err(FrameError::Crc);
+        }
+        self.offset = end;
+        Ok(Some(&self.payload))
+    }
+
+    /// The payload last returned by `next_frame`.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Classifies the bytes from `from` to the end, to tell a torn final write from damage
+    /// in the middle of a segment.
+    pub fn inspect_tail(&self, from: u64) -> io::Result<Tail> {
+        let mut file = File::open(&self.path)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(from))?;
+        let mut tail = Vec::new();
+        file.take(self.len - from).read_to_end(&mut tail)?;
+        if tail.iter().all(|&b| b == 0) {
+            return Ok(Tail::Zeros);
+        }
+        // Skip the first byte so the damaged frame itself is not found.
+        let frame_follows = (1..tail.len()).any(|at| is_record_frame_at(&tail, at));
+        Ok(if frame_follows {
+            Tail::FrameFollows
+        } else {
+            Tail::Unframed
+        })
+    }
+}
+
+/// What follows the first bad frame of a segment.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Space the file system allocated but never wrote, as a crash can leave.
+    Zeros,
+    /// A well-formed frame starts later on: records follow the damage.
+    FrameFollows,
+    /// Neither: what a torn write leaves.
+    Unframed,
+}
+
+/// True if `bytes[at..]` starts with a complete frame whose CRC matches and whose payload
+/// is a JSON object.
+fn is_record_frame_at(bytes: &[u8], at: usize) -> bool {
+    let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let start = at + FRAME_HEADER;
+    match bytes.get(start..start.saturating_add(len)) {
+        Some(payload) => payload.first() == Some(&b'{') && crc32c::crc32c(payload) == crc,
+        None => false,
+    }
+}
+
+fn parse_header(payload: &[u8]) -> Result<SegmentHeader, String> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        chain: &'a str,
+        first_seq: u64,
+        prev: &'a str,
+    }
+    let raw: Raw = serde_json::from_slice(payload).map_err(|e| format!("header JSON: {e}"))?;
+    Ok(SegmentHeader {
+        chain: raw.chain.to_owned(),
+        first_seq: raw.first_seq,
+        prev: parse_hash(raw.prev).ok_or("header prev is not 64 lowercase hex digits")?,
+    })
+}
+
+/// Parses a hash written as 64 lowercase hex digits, the only form the writer produces.
+pub(crate) fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    let lowercase = text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (lowercase && hex::decode_to_slice(text, &mut hash).is_ok()).then_some(hash)
+}

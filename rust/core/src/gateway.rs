@@ -1,0 +1,324 @@
+//! The two request phases the serving layer calls, each one crossing into Rust once:
+//! [`Gateway::admit`] (parse, policy, routing, rewrite, cache lookup) and
+//! [`Gateway::record`] (cache fill and audit append).
+//!
+//! The cache only ever holds entries of the version sets the replica currently serves:
+//! [`Gateway::fence`] purges the rest at a flip and refuses late fills from requests that
+//! started under a version that has since left service (ROLLBACK.md R5).
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditError, AuditWriter, SyncPolicy};
+use crate::cache::{CacheKey, CachedResponse, ResponseCache, Versions};
+use crate::policy::{Policy, RequestView, Verdict};
+use crate::request::{Api, ParsedRequest};
+use crate::routing::{Destination, Routing, Unroutable};
+
+/// Whether a request may be answered from, and fill, the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheMode {
+    Off,
+    /// Only deterministic requests: temperature 0, and embeddings.
+    Deterministic,
+    /// The caller asked for caching explicitly.
+    Forced,
+}
+
+/// How a request left admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Invalid,
+    Unroutable,
+    /// Refused before admission (authentication, body size).
+    Rejected,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Invalid => "invalid",
+            Outcome::Unroutable => "unroutable",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Everything one request needs to be admitted.
+pub struct AdmitInput<'a> {
+    pub ctx: RequestContext<'a>,
+    pub policy: &'a Policy,
+    pub routing: &'a Routing,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    pub cache: CacheMode,
+}
+
+/// The result of admission; the serving layer acts on it and hands it back to `record`.
+#[derive(Debug)]
+pub struct Admission {
+    pub request_id: String,
+    pub api: Api,
+    pub tenant: String,
+    pub outcome: Outcome,
+    /// The HTTP status and error to answer with when the outcome is not `Allow`.
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub rule: Option<String>,
+    pub matched: Vec<String>,
+    pub model: String,
+    pub stream: bool,
+    pub destination: Option<Destination>,
+    /// The body to send upstream (redacted and re-targeted as the policy and routing say).
+    pub body: Option<Vec<u8>>,
+    pub redacted: bool,
+    pub cache_key: Option<CacheKey>,
+    pub cached: Option<Arc<CachedResponse>>,
+    pub versions: Versions,
+    pub prompt_sha256: String,
+    pub started: Instant,
+}
+
+/// Who is asking, under which versions: known before the body is even read.
+#[derive(Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub api: Api,
+    pub tenant: &'a str,
+    pub request_id: &'a str,
+    pub versions: Versions,
+}
+
+impl Admission {
+    fn new(ctx: &RequestContext<'_>, body: &[u8], outcome: Outcome, status: u16, code: &str, message: String) -> Admission {
+        Admission {
+            request_id: ctx.request_id.to_string(),
+            api: ctx.api,
+            tenant: ctx.tenant.to_string(),
+            outcome,
+            status,
+            code: code.to_string(),
+            message,
+            rule: None,
+            matched: Vec::new(),
+            model: String::new(),
+            stream: false,
+            destination: None,
+            body: None,
+            redacted: false,
+            cache_key: None,
+            cached: None,
+            versions: ctx.versions,
+            prompt_sha256: hex::encode(Sha256::digest(body)),
+            started: Instant::now(),
+        }
+    }
+
+    fn refuse(&mut self, outcome: Outcome, status: u16, code: &str, message: String) {
+        self.outcome = outcome;
+        self.status = status;
+        self.code = code.to_string();
+        self.message = message;
+    }
+
+    /// "hit", "miss" (cacheable, not found) or "bypass" (not cacheable).
+    pub fn cache_state(&self) -> &'static str {
+        match (&self.cached, &self.cache_key) {
+            (Some(_), _) => "hit",
+            (None, Some(_)) => "miss",
+            _ => "bypass",
+        }
+    }
+}
+
+/// What happened upstream, for the audit record and the cache fill.
+pub struct RecordInput<'a> {
+    pub status: u16,
+    pub error: Option<&'a str>,
+    /// The full response body when it should be cached or digested here.
+    pub response: Option<&'a [u8]>,
+    /// A digest computed by the caller (streams are hashed as they pass).
+    pub response_sha256: Option<&'a str>,
+    pub cache_ttl: Duration,
+}
+
+/// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
+pub struct Gateway {
+    cache: ResponseCache,
+    audit: Mutex<AuditWriter>,
+    active: RwLock<Vec<Versions>>,
+}
+
+impl Gateway {
+    pub fn new(cache: ResponseCache, audit: AuditWriter) -> Gateway {
+        Gateway { cache, audit: Mutex::new(audit), active: RwLock::new(Vec::new()) }
+    }
+
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
+        let ctx = &req.ctx;
+        let mut adm = Admission::new(ctx, req.body, Outcome::Allow, 200, "", String::new());
+        let mut parsed = match ParsedRequest::parse(ctx.api, req.body) {
+            Ok(p) => p,
+            Err(e) => {
+                adm.refuse(Outcome::Invalid, 400, "invalid_request", e.to_string());
+                return adm;
+            }
+        };
+        let model = parsed.model().to_string();
+        let decision = {
+            let segments = parsed.segments();
+            let view = RequestView {
+                tenant: ctx.tenant,
+                model: &model,
+                route: ctx.api.name(),
+                headers: req.headers,
+                segments: &segments,
+            };
+            req.policy.evaluate(&view)
+        };
+        adm.model = model;
+        adm.stream = parsed.stream();
+        adm.matched = decision.matched;
+        if let Verdict::Deny { status, message, rule } = decision.verdict {
+            let message = if rule.is_empty() { message } else { format!("{message} (rule {rule})") };
+            adm.refuse(Outcome::Deny, status, "policy_denied", message);
+            adm.rule = Some(rule).filter(|r| !r.is_empty());
+            return adm;
+        }
+        let destination = match req.routing.resolve(ctx.api, &adm.model, decision.route.as_deref()) {
+            Ok(d) => d,
+            Err(Unroutable::UnknownModel) => {
+                let message = format!("the model `{}` does not exist or is not routed here", adm.model);
+                adm.refuse(Outcome::Unroutable, 404, "model_not_found", message);
+                return adm;
+            }
+            Err(Unroutable::UnknownTarget(target)) => {
+                let message = format!("policy routes to target `{target}`, which the active routing does not define");
+                adm.refuse(Outcome::Unroutable, 503, "route_target_missing", message);
+                return adm;
+            }
+        };
+        if self.cacheable(req, &parsed) {
+            // A streamed answer is stored as SSE bytes: it must never answer a plain request.
+            let shape = if parsed.stream() { "stream" } else { "whole" };
+            let route = [ctx.api.name(), shape].join("/");
+            let key = CacheKey::new(ctx.tenant, &route, &parsed.normalized(), ctx.versions);
+            adm.cached = self.cache.get(&key);
+            adm.cache_key = Some(key);
+        }
+        adm.redacted = !decision.rewrites.is_empty();
+        parsed.apply_rewrites(&decision.rewrites);
+        if destination.model != adm.model {
+            parsed.set_model(&destination.model);
+        }
+        adm.body = Some(if adm.redacted || destination.model != adm.model {
+            parsed.to_body()
+        } else {
+            req.body.to_vec()
+        });
+        adm.destination = Some(destination);
+        adm
+    }
+
+    fn cacheable(&self, req: &AdmitInput<'_>, parsed: &ParsedRequest) -> bool {
+        match req.cache {
+            CacheMode::Off => false,
+            CacheMode::Forced => true,
+            CacheMode::Deterministic => req.ctx.api == Api::Embeddings || parsed.temperature() == Some(0.0),
+        }
+    }
+
+    /// An admission for a request refused before it could be parsed (401, 413, ...).
+    pub fn reject(&self, ctx: &RequestContext<'_>, status: u16, code: &str, message: String) -> Admission {
+        Admission::new(ctx, b"", Outcome::Rejected, status, code, message)
+    }
+
+    /// Fills the cache (successful, cacheable, still-served versions only) and appends the
+    /// request's audit record. Returns the record's sequence number.
+    pub fn record(&self, adm: &Admission, out: &RecordInput<'_>) -> Result<u64, AuditError> {
+        if let (Some(key), Some(body), None, 200) = (adm.cache_key, out.response, &adm.cached, out.status) {
+            // Held across the insert so a fence cannot slip between the check and the fill.
+            let active = self.active.read().unwrap_or_else(|p| p.into_inner());
+            if !out.cache_ttl.is_zero() && active.contains(&adm.versions) {
+                let content_type = if adm.stream { "text/event-stream" } else { "application/json" };
+                self.cache.insert(key, 200, content_type, body.to_vec(), adm.versions, out.cache_ttl);
+            }
+        }
+        let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
+            (Some(d), _, _) => Some(d.to_string()),
+            (None, Some(body), _) => Some(hex::encode(Sha256::digest(body))),
+            (None, None, Some(hit)) => Some(hex::encode(Sha256::digest(&hit.body))),
+            _ => None,
+        };
+        let v = adm.versions;
+        let fields = json!({
+            "kind": "request",
+            "request_id": adm.request_id,
+            "tenant": adm.tenant,
+            "api": adm.api.name(),
+            "model": adm.model,
+            "decision": adm.outcome.name(),
+            "rule": adm.rule,
+            "rules": adm.matched,
+            "redacted": adm.redacted,
+            "policy_version": v.policy,
+            "routing_version": v.routing,
+            "config_version": v.config,
+            "upstream": adm.destination.as_ref().map(|d| d.provider.as_str()),
+            "upstream_model": adm.destination.as_ref().map(|d| d.model.as_str()),
+            "stream": adm.stream,
+            "status": out.status,
+            "error": out.error,
+            "latency_us": adm.started.elapsed().as_micros() as u64,
+            "cache": adm.cache_state(),
+            "prompt_sha256": adm.prompt_sha256,
+            "response_sha256": response_sha256,
+        });
+        self.append(into_map(fields))
+    }
+
+    /// Appends a control-plane or replica event (change applied, refused, started ...).
+    pub fn append(&self, fields: Map<String, Value>) -> Result<u64, AuditError> {
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.append(fields).map(|(seq, _)| seq)
+    }
+
+    pub fn set_audit_sync(&self, policy: SyncPolicy) {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).set_sync_policy(policy);
+    }
+
+    pub fn sync_audit(&self) -> Result<(), AuditError> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).sync()
+    }
+
+    pub fn audit_head(&self) -> (u64, [u8; 32]) {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).head()
+    }
+
+    /// Makes `active` the only version sets the cache may serve or be filled with, and
+    /// purges every entry of any other. Returns the number purged.
+    pub fn fence(&self, active: Vec<Versions>) -> usize {
+        let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
+        let purged = self.cache.retain_versions(&active);
+        *guard = active;
+        purged
+    }
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("json! object literal"),
+    }
+}

@@ -1,0 +1,298 @@
+use serde_json::{json, Value};
+
+use super::{Api, ParsedRequest, RequestError};
+
+fn parse(api: Api, body: Value) -> ParsedRequest {
+    match ParsedRequest::parse(api, body.to_string().as_bytes()) {
+        Ok(parsed) => parsed,
+        Err(err) => panic!("request should parse: {err}"),
+    }
+}
+
+fn error(api: Api, body: &[u8]) -> String {
+    match ParsedRequest::parse(api, body) {
+        Ok(_) => panic!(
+            "request should be refused: {}",
+            String::from_utf8_lossy(body)
+        ),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn body_json(parsed: &ParsedRequest) -> Value {
+    serde_json::from_slice(&parsed.to_body()).unwrap()
+}
+
+#[test]
+fn api_names_round_trip() {
+    for api in [Api::Chat, Api::Completions, Api::Embeddings, Api::Messages] {
+        assert_eq!(Api::from_name(api.name()), Some(api));
+    }
+    assert_eq!(Api::Chat.name(), "chat");
+    assert_eq!(Api::from_name("models"), None);
+    assert_eq!(Api::from_name("Chat"), None);
+}
+
+#[test]
+fn chat_segments_cover_string_content_and_text_parts() {
+    let parsed = parse(
+        Api::Chat,
+        json!({
+            "model": "gpt-4o",
+            "stream": true,
+            "temperature": 0.2,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "first part"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                    {"type": "text", "text": "second part"},
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "t"}]},
+                {"role": "tool", "tool_call_id": "t", "content": "tool output"},
+            ],
+        }),
+    );
+    assert_eq!(parsed.model(), "gpt-4o");
+    assert!(parsed.stream());
+    assert_eq!(parsed.temperature(), Some(0.2));
+    assert_eq!(
+        parsed.segments(),
+        ["be brief", "first part", "second part", "tool output"]
+    );
+}
+
+#[test]
+fn completions_segments_take_string_or_string_array_prompts() {
+    let single = parse(
+        Api::Completions,
+        json!({"model": "m", "prompt": "once upon"}),
+    );
+    assert_eq!(single.segments(), ["once upon"]);
+    let batch = parse(
+        Api::Completions,
+        json!({"model": "m", "prompt": ["a", "b"]}),
+    );
+    assert_eq!(batch.segments(), ["a", "b"]);
+    let tokens = parse(
+        Api::Completions,
+        json!({"model": "m", "prompt": [[1, 2], [3]]}),
+    );
+    assert!(tokens.segments().is_empty());
+    assert!(!single.stream());
+    assert_eq!(single.temperature(), None);
+}
+
+#[test]
+fn embeddings_segments_skip_token_ids() {
+    let parsed = parse(
+        Api::Embeddings,
+        json!({"model": "e", "input": ["text one", [1, 2, 3], "text two"]}),
+    );
+    assert_eq!(parsed.segments(), ["text one", "text two"]);
+    let tokens = parse(Api::Embeddings, json!({"model": "e", "input": [1, 2, 3]}));
+    assert!(tokens.segments().is_empty());
+    let single = parse(Api::Embeddings, json!({"model": "e", "input": "just this"}));
+    assert_eq!(single.segments(), ["just this"]);
+}
+
+#[test]
+fn messages_segments_include_system_blocks_first() {
+    let parsed = parse(
+        Api::Messages,
+        json!({
+            "model": "claude-3-5-sonnet",
+            "max_tokens": 256,
+            "system": [{"type": "text", "text": "sys one"}, {"type": "text", "text": "sys two", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "plain question"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "x", "name": "f", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "x", "content": "nested is skipped"},
+                    {"type": "image", "source": {"type": "base64", "data": "AAAA"}},
+                    {"type": "text", "text": "follow-up"},
+                ]},
+            ],
+        }),
+    );
+    assert_eq!(
+        parsed.segments(),
+        ["sys one", "sys two", "plain question", "follow-up"]
+    );
+
+    let string_system = parse(
+        Api::Messages,
+        json!({
+            "model": "c", "max_tokens": 1, "system": "sys", "messages": [{"role": "user", "content": "hi"}],
+        }),
+    );
+    assert_eq!(string_system.segments(), ["sys", "hi"]);
+}
+
+#[test]
+fn rewrites_replace_segments_in_place() {
+    let mut parsed = parse(
+        Api::Messages,
+        json!({
+            "model": "c",
+            "max_tokens": 10,
+            "system": [{"type": "text", "text": "system secret"}],
+            "messages": [
+                {"role": "user", "content": "mail a@b.com"},
+                {"role": "user", "content": [{"type": "text", "text": "keep"}, {"type": "text", "text": "card 4111"}]},
+            ],
+        }),
+    );
+    parsed.apply_rewrites(&[
+        (0, "system [X]".to_string()),
+        (1, "mail [EMAIL]".to_string()),
+        (3, "card [CARD]".to_string()),
+        (99, "ignored".to_string()),
+    ]);
+    assert_eq!(
+        parsed.segments(),
+        ["system [X]", "mail [EMAIL]", "keep", "card [CARD]"]
+    );
+    assert_eq!(
+        body_json(&parsed),
+        json!({
+            "model": "c",
+            "max_tokens": 10,
+            "system": [{"type": "text", "text": "system [X]"}],
+            "messages": [
+                {"role": "user", "content": "mail [EMAIL]"},
+                {"role": "user", "content": [{"type": "text", "text": "keep"}, {"type": "text", "text": "card [CARD]"}]},
+            ],
+        })
+    );
+}
+
+#[test]
+fn rewrites_reach_array_prompts() {
+    let mut parsed = parse(
+        Api::Embeddings,
+        json!({"model": "e", "input": [[7], "a", "b"]}),
+    );
+    parsed.apply_rewrites(&[(1, "B".to_string())]);
+    assert_eq!(body_json(&parsed)["input"], json!([[7], "a", "B"]));
+}
+
+#[test]
+fn set_model_changes_the_upstream_body() {
+    let mut parsed = parse(Api::Chat, json!({"model": "gpt-4o", "messages": []}));
+    parsed.set_model("gpt-4o-mini");
+    assert_eq!(parsed.model(), "gpt-4o-mini");
+    assert_eq!(
+        parsed.to_body(),
+        br#"{"messages":[],"model":"gpt-4o-mini"}"#
+    );
+}
+
+#[test]
+fn normalized_ignores_delivery_and_attribution_fields_and_key_order() {
+    let a = br#"{"stream": true, "model": "m", "user": "u1", "metadata": {"k": 1},
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "hi"}], "temperature": 0.50}"#;
+    let b =
+        br#"{"temperature": 0.5, "messages": [{"content": "hi", "role": "user"}], "model": "m"}"#;
+    let a = ParsedRequest::parse(Api::Chat, a).unwrap();
+    let b = ParsedRequest::parse(Api::Chat, b).unwrap();
+    assert_eq!(a.normalized(), b.normalized());
+    assert_eq!(
+        String::from_utf8(a.normalized()).unwrap(),
+        r#"{"messages":[{"content":"hi","role":"user"}],"model":"m","temperature":0.5}"#
+    );
+    assert!(a.stream(), "normalising does not change the request itself");
+
+    let c = parse(
+        Api::Chat,
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}),
+    );
+    assert_ne!(a.normalized(), c.normalized());
+}
+
+#[test]
+fn normalized_of_only_ignored_fields_is_an_empty_object() {
+    let parsed = parse(
+        Api::Embeddings,
+        json!({"model": "e", "input": "x", "user": "u"}),
+    );
+    assert_eq!(parsed.normalized(), br#"{"input":"x","model":"e"}"#);
+}
+
+#[test]
+fn invalid_bodies_are_refused_with_one_line_reasons() {
+    let invalid_json = error(Api::Chat, b"{\"model\": }");
+    assert!(
+        invalid_json
+            .starts_with("request body is not valid JSON: expected value at line 1 column 11"),
+        "{invalid_json}"
+    );
+    assert_eq!(
+        error(Api::Chat, b"[1]"),
+        "request body must be a JSON object"
+    );
+    assert!(matches!(
+        ParsedRequest::parse(Api::Chat, b"{}"),
+        Err(RequestError::InvalidField { field: "model", .. })
+    ));
+    let cases: [(Api, Value, &str); 8] = [
+        (
+            Api::Chat,
+            json!({"messages": []}),
+            "`model` is required and must be a string",
+        ),
+        (
+            Api::Chat,
+            json!({"model": 4, "messages": []}),
+            "`model` is required and must be a string",
+        ),
+        (
+            Api::Chat,
+            json!({"model": "m", "messages": "hi"}),
+            "`messages` is required and must be an array",
+        ),
+        (
+            Api::Messages,
+            json!({"model": "m", "max_tokens": 5}),
+            "`messages` is required and must be an array",
+        ),
+        (
+            Api::Messages,
+            json!({"model": "m", "messages": []}),
+            "`max_tokens` is required and must be an integer",
+        ),
+        (
+            Api::Messages,
+            json!({"model": "m", "messages": [], "max_tokens": 1.5}),
+            "`max_tokens` is required and must be an integer",
+        ),
+        (
+            Api::Completions,
+            json!({"model": "m"}),
+            "`prompt` is required and must be a string or an array",
+        ),
+        (
+            Api::Embeddings,
+            json!({"model": "m", "input": 3}),
+            "`input` is required and must be a string or an array",
+        ),
+    ];
+    for (api, body, expected) in cases {
+        assert_eq!(error(api, body.to_string().as_bytes()), expected, "{body}");
+    }
+}
+
+#[test]
+fn unrelated_fields_are_left_for_upstream_to_validate() {
+    let parsed = parse(
+        Api::Chat,
+        json!({"model": "m", "messages": [42, {"content": 7}], "temperature": "hot"}),
+    );
+    assert!(parsed.segments().is_empty());
+    assert_eq!(parsed.temperature(), None);
+    assert!(matches!(
+        ParsedRequest::parse(Api::Chat, b"{\"model\":\"m\",\"messages\":[],\"stream\":\"yes\"}"),
+        Ok(ref parsed) if !parsed.stream()
+    ));
+}

@@ -1,0 +1,171 @@
+"""A real gatewayd deployment for tests: config files in a temp dir, `gatewayd serve` as a
+subprocess (granian workers and all), and the CLI run as a subprocess too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from support.procs import free_port, start_process, stop_process
+
+KEYS = {"acme": "key-acme", "free": "key-free"}
+PROVIDER_KEY = "provider-secret"  # the mock refuses any other key
+
+POLICY = """\
+default: allow
+rules:
+  - id: block-cards
+    priority: 100
+    when: {prompt: {regex: ['\\b(?:\\d[ -]?){13,16}\\b']}}
+    action: deny
+    message: "card numbers are not allowed"
+  - id: block-secret-word
+    when: {prompt: {keywords: [swordfish], case_insensitive: true}}
+    action: deny
+    status: 403
+  - id: redact-emails
+    when: {prompt: {regex: ['[\\w.+-]+@[\\w-]+\\.[\\w.-]+']}}
+    action: redact
+    replacement: "[EMAIL]"
+  - id: free-tier-small-model
+    when: {tenants: [free]}
+    action: route
+    upstream: small
+"""
+
+ROUTING = """\
+routes:
+  - {match: "mock-*", provider: mock}
+  - {match: "mock-*", provider: mock-anthropic}
+  - {match: "dead-*", provider: dead}
+  - {match: "slow-*", provider: slow}
+  - {match: "ratelimited-*", provider: ratelimited}
+  - {match: "fragile-*", provider: fragile}
+  - {match: "fragile-*", provider: fragile-anthropic}
+  - {match: "unknown-upstream-*", provider: mock}
+targets:
+  small: {provider: mock, model: mock-small}
+models: [mock-gpt, mock-claude]
+"""
+
+RUNTIME = """\
+upstream_timeout_s: 1.5
+cache: {enabled: true, ttl_s: 300, mode: deterministic}
+audit: {fsync: interval, fsync_interval_ms: 100}
+"""
+
+
+class Gateway:
+    """One gateway with its own store, audit dir and config; `url` is its base URL."""
+
+    def __init__(self, root: Path, mock_port: int, fragile_port: int, workers: int = 1):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.audit_dir = root / "audit"
+        self.config = root / "gatewayd.toml"
+        (root / "policy.yaml").write_text(POLICY)
+        (root / "routing.yaml").write_text(ROUTING)
+        (root / "runtime.yaml").write_text(RUNTIME)
+        keys = "\n".join(
+            f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in KEYS.items()
+        )
+        mock = f"http://127.0.0.1:{mock_port}"
+        fragile = f"http://127.0.0.1:{fragile_port}"
+        self.config.write_text(
+            textwrap.dedent(
+                f"""\
+                [server]
+                port = {self.port}
+                workers = {workers}
+                max_body_bytes = 65536
+                [control]
+                dir = "control"
+                poll_interval_ms = 50
+                [audit]
+                dir = "audit"
+                {keys}
+                [providers.mock]
+                kind = "openai"
+                base_url = "{mock}/v1"
+                api_key = "provider-secret"
+                [providers.mock-anthropic]
+                kind = "anthropic"
+                base_url = "{mock}"
+                api_key = "provider-secret"
+                [providers.dead]
+                kind = "openai"
+                base_url = "http://127.0.0.1:{free_port()}/v1"
+                [providers.slow]
+                kind = "openai"
+                base_url = "{mock}/v1"
+                api_key = "provider-secret"
+                headers = {{x-mock-latency-ms = "4000"}}
+                [providers.ratelimited]
+                kind = "openai"
+                base_url = "{mock}/v1"
+                api_key = "provider-secret"
+                headers = {{x-mock-status = "429"}}
+                [providers.fragile]
+                kind = "openai"
+                base_url = "{fragile}/v1"
+                api_key = "provider-secret"
+                headers = {{x-mock-chunk-delay-ms = "300", x-mock-chunks = "50"}}
+                [providers.fragile-anthropic]
+                kind = "anthropic"
+                base_url = "{fragile}"
+                api_key = "provider-secret"
+                headers = {{x-mock-chunk-delay-ms = "300", x-mock-chunks = "50"}}
+                [bootstrap]
+                policy = "policy.yaml"
+                routing = "routing.yaml"
+                config = "runtime.yaml"
+                """
+            )
+        )
+        self.proc = None
+
+    def start(self) -> "Gateway":
+        self.proc = start_process(self.cli_argv("serve"), self.url + "/healthz", timeout=60)
+        wait_ready(self.url + "/readyz")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def cli_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "gatewayd.cli", "--config", str(self.config), *args]
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.cli_argv(*args), capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"gatewayd {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def audit_records(self) -> list[dict]:
+        """Every record of every chain, via `gatewayd audit export` (the auditor's path)."""
+        out = self.cli("audit", "export").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never became ready")
+        time.sleep(0.05)

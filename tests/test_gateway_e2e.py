@@ -1,0 +1,242 @@
+"""The official openai and anthropic SDKs against a real `gatewayd serve` and mock provider."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import urllib.request
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from gatewayd import _core
+from conftest import start_provider_mock
+from support.gateway import KEYS
+from support.procs import stop_process
+
+
+def oa(gateway, key=KEYS["acme"], **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, **kw)
+
+
+def an(gateway, key=KEYS["acme"]) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+
+
+def mock_requests(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_mock/requests") as r:
+        return json.load(r)
+
+
+def post(gateway, path: str, body: bytes, headers: dict | None = None) -> httpx.Response:
+    h = {"authorization": f"Bearer {KEYS['acme']}", "content-type": "application/json", **(headers or {})}
+    return httpx.post(gateway.url + path, content=body, headers=h, timeout=10)
+
+
+def test_chat_completion_round_trip_carries_versions(gateway):
+    raw = oa(gateway).chat.completions.with_raw_response.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "hello there"}]
+    )
+    reply = raw.parse()
+    assert "hello there" in reply.choices[0].message.content
+    assert raw.headers["x-gatewayd-policy-version"] == "1"
+    assert raw.headers["x-gatewayd-routing-version"] == "1"
+    assert raw.headers["x-gatewayd-config-version"] == "1"
+    assert raw.headers["x-gatewayd-cache"] == "bypass"
+    assert len(raw.headers["x-request-id"]) >= 16
+
+
+def test_chat_streaming_passes_chunks_through(gateway):
+    stream = oa(gateway).chat.completions.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "stream me"}], stream=True
+    )
+    chunks = list(stream)
+    assert len(chunks) > 2
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "stream me" in text
+
+
+def test_completions_embeddings_and_models(gateway):
+    client = oa(gateway)
+    completion = client.completions.create(model="mock-gpt", prompt="say hi")
+    assert "say hi" in completion.choices[0].text
+    embedding = client.embeddings.create(model="mock-embed", input=["a", "b"])
+    assert len(embedding.data) == 2 and len(embedding.data[0].embedding) > 0
+    assert [m.id for m in client.models.list()] == ["mock-gpt", "mock-claude"]
+
+
+def test_anthropic_messages_plain_and_streaming(gateway):
+    client = an(gateway)
+    msg = client.messages.create(
+        model="mock-claude", max_tokens=64, system="be brief", messages=[{"role": "user", "content": "hi claude"}]
+    )
+    assert "hi claude" in msg.content[0].text
+    with client.messages.stream(
+        model="mock-claude", max_tokens=64, messages=[{"role": "user", "content": "stream claude"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert "stream claude" in text
+
+
+def test_denied_request_names_the_rule_and_never_reaches_upstream(gateway, mock_port):
+    before = len(mock_requests(mock_port))
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        oa(gateway).chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "my card is 4111 1111 1111 1111"}]
+        )
+    assert err.value.status_code == 403
+    assert "block-cards" in err.value.message
+    assert len(mock_requests(mock_port)) == before
+    with pytest.raises(anthropic.PermissionDeniedError):
+        an(gateway).messages.create(
+            model="mock-claude", max_tokens=8, messages=[{"role": "user", "content": "SwordFish please"}]
+        )
+
+
+def test_redaction_rewrites_what_the_upstream_receives(gateway, mock_port):
+    reply = oa(gateway).chat.completions.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "mail bob@example.com now"}]
+    )
+    last = mock_requests(mock_port)[-1]
+    sent = json.dumps(last["body"])
+    assert "bob@example.com" not in sent and "[EMAIL]" in sent
+    assert "bob@example.com" not in reply.choices[0].message.content
+
+
+def test_policy_route_action_sends_free_tier_to_the_small_model(gateway, mock_port):
+    oa(gateway, key=KEYS["free"]).chat.completions.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "route me"}]
+    )
+    assert mock_requests(mock_port)[-1]["body"]["model"] == "mock-small"
+
+
+def test_cache_hit_for_deterministic_requests(gateway, mock_port):
+    client = oa(gateway)
+    ask = dict(model="mock-gpt", temperature=0, messages=[{"role": "user", "content": "cache me please"}])
+    first = client.chat.completions.with_raw_response.create(**ask)
+    count = len(mock_requests(mock_port))
+    second = client.chat.completions.with_raw_response.create(**ask)
+    assert first.headers["x-gatewayd-cache"] == "miss"
+    assert second.headers["x-gatewayd-cache"] == "hit"
+    assert len(mock_requests(mock_port)) == count  # served without the upstream
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    # Another tenant never sees acme's entry.
+    other = oa(gateway, key=KEYS["free"]).chat.completions.with_raw_response.create(**ask)
+    assert other.headers["x-gatewayd-cache"] == "miss"
+
+
+def test_missing_or_wrong_key_is_401(gateway):
+    with pytest.raises(openai.AuthenticationError):
+        oa(gateway, key="nope").chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.AuthenticationError):
+        an(gateway, key="nope").messages.create(
+            model="mock-claude", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    r = httpx.post(gateway.url + "/v1/chat/completions", content=b"{}", timeout=5)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_client_errors_get_openai_shaped_json(gateway):
+    r = post(gateway, "/v1/chat/completions", b"{not json")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = post(gateway, "/v1/chat/completions", b'{"model": "mock-gpt"}')
+    assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = post(gateway, "/v1/chat/completions", b'{"model":"mock-gpt","messages":[{"role":"user","content":"' + b"a" * 70000 + b'"}]}')
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = httpx.get(gateway.url + "/v1/nowhere", timeout=5)
+    assert r.status_code == 404 and "error" in r.json()
+    r = post(gateway, "/v1/messages", b"[]")
+    assert r.status_code == 400 and r.json()["type"] == "error"
+
+
+def test_unknown_model_is_404(gateway):
+    with pytest.raises(openai.NotFoundError) as err:
+        oa(gateway).chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "model_not_found"
+
+
+def test_upstream_failures_map_to_502_504_and_pass_through(gateway):
+    client = oa(gateway)
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="dead-model", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 502
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="slow-model", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 504
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="ratelimited-model", messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 429
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="unknown-upstream-model", messages=[{"role": "user", "content": "x"}])
+
+
+def test_provider_key_replaces_the_callers_key(gateway, mock_port):
+    # The mock accepts only the provider key: the caller's gatewayd key is refused there ...
+    direct = openai.OpenAI(base_url=f"http://127.0.0.1:{mock_port}/v1", api_key=KEYS["acme"], max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        direct.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "x"}])
+    # ... and accepted through the gateway, which sends the provider key instead.
+    reply = oa(gateway).chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "key"}])
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("flavour", ["openai", "anthropic"])
+def test_upstream_killed_mid_stream_ends_with_a_clean_error(gateway, fragile_port, flavour):
+    _, fragile = start_provider_mock(fragile_port)
+    received: list[str] = []
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            if flavour == "openai":
+                stream = oa(gateway).chat.completions.create(
+                    model="fragile-model", messages=[{"role": "user", "content": "long story"}], stream=True
+                )
+                for chunk in stream:
+                    received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+            else:
+                with an(gateway).messages.stream(
+                    model="fragile-model", max_tokens=64, messages=[{"role": "user", "content": "long story"}]
+                ) as stream:
+                    for text in stream.text_stream:
+                        received.append(text)
+        except BaseException as exc:  # noqa: BLE001 - the failure is what we assert on
+            failure.append(exc)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(received) >= 2, "the stream never started"
+    stop_process(fragile, sig=signal.SIGKILL)
+    reader.join(timeout=15)
+    assert not reader.is_alive()
+    assert failure, "the client must see an error, not a silently truncated stream"
+    assert isinstance(failure[0], (openai.APIError, anthropic.APIError)), repr(failure[0])
+    record = [r for r in gateway.audit_records() if r.get("model") == "fragile-model" and r["api"] == (
+        "chat" if flavour == "openai" else "messages")][-1]
+    assert record["status"] == 502 and record["error"].startswith("protocol")
+
+
+def test_audit_chain_verifies_and_records_every_request(gateway):
+    raw = oa(gateway).chat.completions.with_raw_response.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "audit me"}]
+    )
+    request_id = raw.headers["x-request-id"]
+    records = gateway.audit_records()
+    mine = [r for r in records if r.get("request_id") == request_id]
+    assert len(mine) == 1
+    rec = mine[0]
+    assert rec["decision"] == "allow" and rec["status"] == 200 and rec["policy_version"] == 1
+    assert "provider-secret" not in json.dumps(records)
+    assert any(r.get("decision") == "deny" and r.get("rule") == "block-cards" for r in records)
+    for chain in _core.list_chains(str(gateway.audit_dir)):
+        report = _core.verify_chain(str(gateway.audit_dir), chain)
+        assert report["records"] > 0
+    done = gateway.cli("audit", "verify")
+    assert "intact" in done.stdout
