@@ -164,6 +164,8 @@ def _check(s: Settings, label: str) -> None:
             raise ConfigError(f"{label}: keys[{i}].sha256: must be 64 lowercase hex digits")
         if not key.tenant:
             raise ConfigError(f"{label}: keys[{i}].tenant: must not be empty")
+    if not s.providers:
+        raise ConfigError(f"{label}: providers: at least one provider is required ([providers.NAME])")
     for name, provider in s.providers.items():
         if provider.kind not in PROVIDER_KINDS:
             raise ConfigError(f"{label}: providers.{name}.kind: must be one of {', '.join(PROVIDER_KINDS)}")

@@ -35,6 +35,8 @@ def run_serve(args) -> int:
     }
     os.environ.update(overrides)
     settings = load_settings(args)
+    if args.config:  # workers are separate processes: they find the file through the environment
+        os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
     _bootstrap(settings)
     from granian import Granian
 

@@ -1,0 +1,192 @@
+"""UpstreamClient against a real mock provider process: bodies, streaming, and each failure kind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+
+from gatewayd.upstream import UpstreamClient, UpstreamError
+from support.mock import start_mock
+from support.procs import free_port, stop_process
+
+AUTH = [("authorization", "Bearer sk-test"), ("content-type", "application/json")]
+
+
+def chat_body(stream: bool = False) -> bytes:
+    return json.dumps(
+        {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hello upstream"}]}
+    ).encode()
+
+
+def run(coro_fn):
+    """Run one test body on a fresh loop with a started client, closing it afterwards."""
+
+    async def main():
+        client = UpstreamClient(max_connections=8, connect_timeout=2.0)
+        await client.start()
+        try:
+            return await coro_fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def test_status_headers_and_body(mock_url):
+    async def body(client):
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", AUTH, chat_body(), timeout=5)
+        try:
+            return resp.status, resp.headers, await resp.read()
+        finally:
+            await resp.aclose()
+
+    status, headers, payload = run(body)
+    assert status == 200
+    names = [name for name, _ in headers]
+    assert names == [n.lower() for n in names]
+    assert dict(headers)["content-type"] == "application/json"
+    assert dict(headers)["x-request-id"].startswith("req_")
+    assert json.loads(payload)["choices"][0]["message"]["content"] == "echo: hello upstream"
+
+
+def test_error_status_is_a_response_not_an_exception(mock_url):
+    async def body(client):
+        headers = [*AUTH, ("x-mock-status", "503")]
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), timeout=5)
+        try:
+            return resp.status, json.loads(await resp.read())
+        finally:
+            await resp.aclose()
+
+    status, payload = run(body)
+    assert status == 503 and payload["error"]["type"] == "server_error"
+
+
+def test_caller_cannot_override_framing_headers(mock_url):
+    async def body(client):
+        headers = [*AUTH, ("content-length", "1"), ("host", "elsewhere.example"), ("x-trace", "t-9")]
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), timeout=5)
+        await resp.aclose()
+        return resp.status
+
+    assert run(body) == 200
+
+
+def test_stream_chunks_arrive_as_sent(mock_url):
+    """With a pause between events, each SSE event is its own chunk, in order, before the end."""
+    events = []
+
+    async def body(client):
+        headers = [*AUTH, ("x-mock-chunk-delay-ms", "40"), ("x-mock-chunks", "4")]
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5)
+        events.append(("headers", resp.status))
+        try:
+            async for chunk in resp.chunks():
+                events.append(("chunk", chunk))
+        finally:
+            await resp.aclose()
+        events.append(("end", None))
+
+    run(body)
+    assert events[0] == ("headers", 200)
+    chunks = [c for kind, c in events if kind == "chunk"]
+    # role chunk, 4 content chunks, finish chunk, [DONE]: each arrived on its own.
+    assert len(chunks) == 7
+    assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
+    assert chunks[-1] == b"data: [DONE]\n\n"
+    assert events[-1] == ("end", None)
+
+
+def test_first_chunk_is_handed_over_before_the_stream_ends(mock_url):
+    """The consumer sees chunk 1 while the upstream is still producing: it can act on it."""
+    order = []
+
+    async def body(client):
+        headers = [*AUTH, ("x-mock-chunk-delay-ms", "150"), ("x-mock-chunks", "3")]
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5)
+        chunks = resp.chunks()
+        first = await anext(chunks)
+        order.append("first")
+        # Another request completes entirely while the stream is paused between events.
+        side = await client.send("POST", f"{mock_url}/v1/chat/completions", AUTH, chat_body(), timeout=5)
+        await side.read()
+        await side.aclose()
+        order.append("side request done")
+        rest = [c async for c in chunks]
+        order.append("last")
+        await resp.aclose()
+        return first, rest
+
+    first, rest = run(body)
+    assert order == ["first", "side request done", "last"]
+    assert b'"role":"assistant"' in first and rest[-1] == b"data: [DONE]\n\n"
+
+
+def test_connection_refused_is_unreachable():
+    port = free_port()  # nothing listens there
+
+    async def body(client):
+        await client.send("POST", f"http://127.0.0.1:{port}/v1/chat/completions", AUTH, chat_body(), timeout=5)
+
+    with pytest.raises(UpstreamError) as info:
+        run(body)
+    assert info.value.kind == "unreachable"
+
+
+def test_no_headers_within_timeout_is_timeout(mock_url):
+    async def body(client):
+        headers = [*AUTH, ("x-mock-latency-ms", "3000")]
+        await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), timeout=0.3)
+
+    with pytest.raises(UpstreamError) as info:
+        run(body)
+    assert info.value.kind == "timeout"
+
+
+def test_stalled_body_is_timeout(mock_url):
+    async def body(client):
+        headers = [*AUTH, ("x-mock-chunk-delay-ms", "3000")]
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=0.3)
+        try:
+            async for _ in resp.chunks():
+                pass
+        finally:
+            await resp.aclose()
+
+    with pytest.raises(UpstreamError) as info:
+        run(body)
+    assert info.value.kind == "timeout"
+
+
+def test_upstream_killed_mid_stream_is_protocol_error():
+    url, proc = start_mock("--chunk-delay-ms", "200")
+    received = []
+
+    async def body(client):
+        resp = await client.send("POST", f"{url}/v1/chat/completions", AUTH, chat_body(True), timeout=5)
+        try:
+            async for chunk in resp.chunks():
+                received.append(chunk)
+                if len(received) == 2:
+                    stop_process(proc, signal.SIGKILL)
+        finally:
+            await resp.aclose()
+
+    try:
+        with pytest.raises(UpstreamError) as info:
+            run(body)
+    finally:
+        stop_process(proc)
+    assert info.value.kind == "protocol"
+    assert len(received) == 2
+
+
+def test_send_before_start_is_a_programming_error():
+    async def main():
+        await UpstreamClient().send("GET", "http://127.0.0.1:1/", [], b"", timeout=1)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(main())
