@@ -1,0 +1,89 @@
+"""Type stubs for the Rust extension (rust/py): the gateway's hot path."""
+
+from collections.abc import Iterator
+
+class Policy:
+    """A compiled policy version. Raises ValueError naming the field on a bad document."""
+
+    def __init__(self, doc_json: bytes) -> None: ...
+    @property
+    def header_names(self) -> list[str]: ...
+    @property
+    def rule_count(self) -> int: ...
+
+class Routing:
+    """A compiled routing version, checked against the configured (name, kind) providers."""
+
+    def __init__(self, doc_json: bytes, providers: list[tuple[str, str]]) -> None: ...
+    @property
+    def models(self) -> list[str]: ...
+
+class Admission:
+    """What `Engine.admit` decided: answer with an error, from cache, or go upstream."""
+
+    request_id: str
+    api: str
+    verdict: str  # allow | deny | invalid | unroutable | rejected
+    status: int
+    code: str
+    message: str
+    rule: str | None
+    matched: list[str]
+    model: str
+    stream: bool
+    provider: str | None
+    upstream_model: str | None
+    redacted: bool
+    body: bytes | None
+    cache: str  # hit | miss | bypass
+    cache_key: str | None
+    cached_body: bytes | None
+    cached_status: int
+    cached_content_type: str
+    versions: tuple[int, int, int]
+
+class Engine:
+    """One replica's response cache and audit chain."""
+
+    def __init__(self, cache_entries: int, cache_bytes: int, audit_dir: str, chain: str, segment_bytes: int) -> None: ...
+    def admit(
+        self,
+        policy: Policy,
+        policy_version: int,
+        routing: Routing,
+        routing_version: int,
+        config_version: int,
+        api: str,
+        tenant: str,
+        request_id: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        cache_mode: int,
+    ) -> Admission: ...
+    def reject(
+        self, api: str, tenant: str, request_id: str, status: int, code: str, message: str, versions: tuple[int, int, int]
+    ) -> Admission: ...
+    def record(
+        self,
+        admission: Admission,
+        status: int,
+        error: str | None,
+        response: bytes | None,
+        response_sha256: str | None,
+        cache_ttl_s: float,
+    ) -> int: ...
+    def event(self, fields_json: bytes) -> int: ...
+    def fence(self, active: list[tuple[int, int, int]]) -> int: ...
+    def set_audit_sync(self, policy: str, interval_ms: int) -> None: ...
+    def sync_audit(self) -> None: ...
+    def audit_head(self) -> tuple[int, str]: ...
+    def cache_stats(self) -> dict[str, int]: ...
+
+class AuditReader(Iterator[bytes]):
+    """One chain's record payloads in order, verified as read (ValueError at a break)."""
+
+    def __init__(self, root: str, chain: str) -> None: ...
+    def __next__(self) -> bytes: ...
+
+def verify_chain(root: str, chain: str) -> dict[str, int | str]: ...
+def list_chains(root: str) -> list[str]: ...
