@@ -146,6 +146,21 @@ def test_no_headers_within_timeout_is_timeout(mock_url):
     assert info.value.kind == "timeout"
 
 
+def test_timed_out_requests_give_back_their_connection_slots(mock_url):
+    async def body(client):  # the client allows 8 requests in flight
+        slow = [*AUTH, ("x-mock-latency-ms", "5000")]
+        url = f"{mock_url}/v1/chat/completions"
+        results = await asyncio.gather(
+            *(client.send("POST", url, slow, chat_body(), timeout=0.2) for _ in range(16)), return_exceptions=True
+        )
+        assert all(isinstance(r, UpstreamError) and r.kind == "timeout" for r in results)
+        resp = await client.send("POST", url, AUTH, chat_body(), timeout=2)
+        await resp.aclose()
+        return resp.status
+
+    assert run(body) == 200
+
+
 def test_stalled_body_is_timeout(mock_url):
     async def body(client):
         headers = [*AUTH, ("x-mock-chunk-delay-ms", "3000")]

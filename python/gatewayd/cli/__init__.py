@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from gatewayd.config import ConfigError
     from gatewayd.control.documents import DocumentError
-    from gatewayd.control.local_store import ConflictError
+    from gatewayd.control.model import ConflictError, StoreUnavailableError
     from gatewayd.control.registry import RegistryError
 
     try:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DocumentError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ConflictError as exc:
+    except (ConflictError, StoreUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

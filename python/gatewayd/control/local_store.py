@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gatewayd.control.model import Ack, Change, ChangeItem, Pointer, Replica, VersionInfo
+from gatewayd.control.model import Ack, Change, ChangeItem, ConflictError, Pointer, Replica, VersionInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -36,10 +36,6 @@ CREATE TABLE IF NOT EXISTS acks (
     change_id INTEGER NOT NULL, replica TEXT NOT NULL, ok INTEGER NOT NULL,
     error TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (change_id, replica));
 """
-
-
-class ConflictError(Exception):
-    """A compare-and-set lost: the pointer moved since the caller read it."""
 
 
 class LocalStore:
@@ -95,11 +91,9 @@ class LocalStore:
                 row = db.execute(
                     "SELECT version FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope)
                 ).fetchone()
-                if (row[0] if row else None) != item.prev:
-                    raise ConflictError(
-                        f"{item.domain}/{item.scope} moved to version {row[0] if row else None} "
-                        f"(expected {item.prev}); re-read and try again"
-                    )
+                current = row[0] if row else None
+                if current != item.prev:
+                    raise ConflictError.moved(item.domain, item.scope, current, item.prev)
             at = time.time()
             change_id = db.execute(
                 "INSERT INTO changes (at, actor, reason, kind) VALUES (?,?,?,?)", (at, actor, reason, kind)
@@ -167,8 +161,40 @@ class LocalStore:
         )
         return [Ack(c, r, bool(ok), e, at) for c, r, ok, e, at in rows]
 
+    def subscribe(self, check_interval_s: float = 0.01) -> LocalSubscription:
+        return LocalSubscription(self.path, check_interval_s)
+
     def _write(self) -> "_Transaction":
         return _Transaction(self._db)
+
+
+class LocalSubscription:
+    """Change hints for one thread: `wait` is True when the last change id differs from the
+    one seen at the previous True (always True first, like a fresh Redis subscription).
+
+    Reading the largest change id is a b-tree seek on a WAL snapshot, cheap enough to do
+    every `check_interval_s`, so a flip is noticed within that instead of a poll interval.
+    """
+
+    def __init__(self, path: Path, check_interval_s: float):
+        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._check_interval_s = check_interval_s
+        self._seen: int | None = None
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+            if last != self._seen:
+                self._seen = last
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._check_interval_s, remaining))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 class _Transaction:

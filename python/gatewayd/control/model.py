@@ -64,3 +64,15 @@ class Pointer(msgspec.Struct, frozen=True):
     scope: str
     version: int
     change_id: int
+
+
+class ConflictError(Exception):
+    """A compare-and-set lost: the pointer moved since the caller read it."""
+
+    @classmethod
+    def moved(cls, domain: str, scope: str, current: int | None, expected: int | None) -> ConflictError:
+        return cls(f"{domain}/{scope} moved to version {current} (expected {expected}); re-read and try again")
+
+
+class StoreUnavailableError(Exception):
+    """The control store did not answer. A write may or may not have landed: re-read first."""
