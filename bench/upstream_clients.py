@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ CANDIDATES = {
     "httpx2": ("httpx2", "httpx2"),
     "aiosonic": ("aiosonic", "aiosonic"),
     "rnet": ("rnet", "rnet"),
+    "pyqwest": ("pyqwest", "pyqwest"),
+    "gatewayd": ("gatewayd.upstream", "gatewayd"),  # the shipped wrapper, to show its overhead
 }
 POOL = 512
 MOCK_CPU, PASSTHROUGH_CPU = "0", "1"
@@ -176,6 +179,56 @@ class RnetAdapter:
                 await emit(chunk)
 
 
+class PyqwestAdapter:
+    async def start(self):
+        import pyqwest
+
+        self.pyqwest = pyqwest
+        self.transport = pyqwest.HTTPTransport(
+            pool_max_idle_per_host=POOL,  # default 2: connections would churn under load
+            enable_gzip=False,
+            enable_brotli=False,
+            enable_zstd=False,
+            enable_otel=False,
+        )
+        self.client = pyqwest.Client(self.transport)
+
+    async def post(self, url, body):
+        resp = await self.client.execute("POST", url, UPSTREAM_HEADERS, body)
+        return resp.status, _relay_headers(resp.headers.items()), resp.content
+
+    async def stream(self, url, body, start, emit):
+        request = self.pyqwest.Request("POST", url, self.pyqwest.Headers(UPSTREAM_HEADERS), body)
+        resp = await self.transport.execute(request)
+        await start(resp.status, _relay_headers(resp.headers.items()))
+        async for chunk in resp.content:
+            await emit(bytes(chunk))
+
+
+class GatewaydAdapter:
+    async def start(self):
+        from gatewayd.upstream import UpstreamClient
+
+        self.client = UpstreamClient(max_connections=POOL)
+        await self.client.start()
+
+    async def post(self, url, body):
+        resp = await self.client.send("POST", url, UPSTREAM_HEADERS, body, timeout=30)
+        try:
+            return resp.status, _relay_headers(resp.headers), await resp.read()
+        finally:
+            await resp.aclose()
+
+    async def stream(self, url, body, start, emit):
+        resp = await self.client.send("POST", url, UPSTREAM_HEADERS, body, timeout=30)
+        try:
+            await start(resp.status, _relay_headers(resp.headers))
+            async for chunk in resp.chunks():
+                await emit(chunk)
+        finally:
+            await resp.aclose()
+
+
 ADAPTERS = {
     "pyreqwest": PyreqwestAdapter,
     "aiohttp": AiohttpAdapter,
@@ -183,6 +236,8 @@ ADAPTERS = {
     "httpx2": Httpx2Adapter,
     "aiosonic": AiosonicAdapter,
     "rnet": RnetAdapter,
+    "pyqwest": PyqwestAdapter,
+    "gatewayd": GatewaydAdapter,
 }
 
 
@@ -268,26 +323,67 @@ def measure(name: str, base: str, path_for: dict[bool, str], wrk_cpu: str, durat
         url = base + path_for[stream]
         wrk(url, connections, min(2, duration), stream, wrk_cpu)  # warm pools and caches
         rows.append({"client": name, "scenario": scenario, **wrk(url, connections, duration, stream, wrk_cpu)})
-        print(_row(rows[-1]), flush=True)
+        print(_row(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
+def measure_passthrough(name: str, mock_url: str, env: dict, duration: int) -> list[dict]:
+    port = free_port()
+    proc = start_process(
+        ["taskset", "-c", PASSTHROUGH_CPU, sys.executable, __file__, "--serve", str(port)],
+        f"http://127.0.0.1:{port}/",
+        env={**env, "BENCH_CLIENT": name, "BENCH_UPSTREAM": mock_url},
+    )
+    try:
+        return measure(name, f"http://127.0.0.1:{port}", {False: "/", True: "/stream"}, MOCK_CPU, duration)
+    finally:
+        stop_process(proc)
+
+
+def median_rows(samples: list[dict]) -> list[dict]:
+    """One row per (client, scenario): the median of each figure over the repeats."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for sample in samples:
+        groups.setdefault((sample["client"], sample["scenario"]), []).append(sample)
+    return [
+        {
+            "client": client,
+            "scenario": scenario,
+            **{k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")},
+            "errors": sum(r["errors"] + r["non_2xx"] for r in runs),
+            "runs": len(runs),
+        }
+        for (client, scenario), runs in groups.items()
+    ]
+
+
 def _row(r: dict) -> str:
+    errors = r["errors"] + r.get("non_2xx", 0)
     return (
         f"| {r['client']:<10} | {r['scenario']:<10} | {r['rps']:>9.0f} | {r['p50_ms']:>7.2f} | {r['p99_ms']:>7.2f} |"
-        f" {r['errors'] + r['non_2xx']:>6} |"
+        f" {errors:>6} |"
     )
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "source tree"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over all clients; medians are reported")
     parser.add_argument("--clients", default=",".join(CANDIDATES), help="comma-separated subset")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # pass-through child mode
     args = parser.parse_args()
     if args.serve:
         return serve_passthrough(args.serve)
 
+    clients = [c for c in args.clients.split(",") if importlib.util.find_spec(CANDIDATES[c][0]) is not None]
+    skipped = sorted(set(args.clients.split(",")) - set(clients))
     env = {"PYTHONPATH": os.pathsep.join([str(HERE.parent / "python"), os.environ.get("PYTHONPATH", "")])}
     mock_port = free_port()
     mock_url = f"http://127.0.0.1:{mock_port}"
@@ -296,41 +392,33 @@ def main() -> None:
         f"{mock_url}/_mock/health",
         env=env,
     )
-    print("| client     | scenario   |     req/s | p50 ms  | p99 ms  | errors |")
-    print("|------------|------------|-----------|---------|---------|--------|")
-    rows = []
-    versions = {}
+    samples = []
     try:
-        direct = {False: "/v1/chat/completions", True: "/v1/chat/completions"}
-        rows += measure("direct", mock_url, direct, PASSTHROUGH_CPU, args.duration)
-        for name in args.clients.split(","):
-            module, dist = CANDIDATES[name]
-            if importlib.util.find_spec(module) is None:
-                print(f"| {name:<10} | skipped: not installed")
-                continue
-            versions[name] = importlib.metadata.version(dist)
-            port = free_port()
-            proc = start_process(
-                ["taskset", "-c", PASSTHROUGH_CPU, sys.executable, __file__, "--serve", str(port)],
-                f"http://127.0.0.1:{port}/",
-                env={**env, "BENCH_CLIENT": name, "BENCH_UPSTREAM": mock_url},
-            )
-            try:
-                paths = {False: "/", True: "/stream"}
-                rows += measure(name, f"http://127.0.0.1:{port}", paths, MOCK_CPU, args.duration)
-            finally:
-                stop_process(proc)
+        # Round-robin, so a burst of noise from elsewhere on the box hits every client alike.
+        for _ in range(args.repeat):
+            direct = {False: "/v1/chat/completions", True: "/v1/chat/completions"}
+            samples += measure("direct", mock_url, direct, PASSTHROUGH_CPU, args.duration)
+            for name in clients:
+                samples += measure_passthrough(name, mock_url, env, args.duration)
     finally:
         stop_process(mock)
 
+    rows = median_rows(samples)
+    print(f"medians of {args.repeat} runs of {args.duration}s" + (f"; not installed: {', '.join(skipped)}" * bool(skipped)))
+    print("| client     | scenario   |     req/s | p50 ms  | p99 ms  | errors |")
+    print("|------------|------------|-----------|---------|---------|--------|")
+    for row in rows:
+        print(_row(row))
     result = {
         "how": "granian ASGI pass-through (1 worker, uvloop) -> mock (RSGI, 1 worker); wrk -t1; "
         f"pass-through on CPU {PASSTHROUGH_CPU}, mock and wrk on CPU {MOCK_CPU} (direct: wrk on CPU "
-        f"{PASSTHROUGH_CPU}); {args.duration}s per run after a 2s warm-up",
+        f"{PASSTHROUGH_CPU}); {args.duration}s per run after a 2s warm-up; medians of {args.repeat} "
+        "round-robin repeats",
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
-        "versions": versions,
+        "versions": {name: _version(CANDIDATES[name][1]) for name in clients},
         "results": rows,
+        "samples": samples,
     }
     out = HERE / "results" / "upstream_clients.json"
     out.parent.mkdir(exist_ok=True)

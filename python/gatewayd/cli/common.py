@@ -7,8 +7,8 @@ import datetime as dt
 import os
 
 from gatewayd import config
-from gatewayd.control.local_store import LocalStore
 from gatewayd.control.registry import Registry
+from gatewayd.control.stores import open_store
 
 
 class CliError(Exception):
@@ -30,7 +30,7 @@ def load_settings(args) -> config.Settings:
 
 def open_registry(settings: config.Settings) -> Registry:
     providers = [(name, p.kind) for name, p in settings.providers.items()]
-    return Registry(LocalStore(settings.path(settings.control.dir)), providers)
+    return Registry(open_store(settings), providers)
 
 
 def iso(ts: float) -> str:

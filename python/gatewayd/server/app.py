@@ -14,7 +14,7 @@ import msgspec
 
 from gatewayd import _core, config
 from gatewayd.control.agent import ReplicaAgent
-from gatewayd.control.local_store import LocalStore
+from gatewayd.control.stores import open_store
 from gatewayd.server import errors
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
@@ -99,7 +99,7 @@ class GatewayApp:
         providers = [(n, p.kind) for n, p in s.providers.items()]
         self.agent = ReplicaAgent(
             name,
-            LocalStore(s.path(s.control.dir)),
+            open_store(s),
             providers,
             on_event=lambda event: self.engine.event(_encode(event)),
             on_swap=self._on_swap,
