@@ -5,6 +5,8 @@ from __future__ import annotations
 import msgspec
 
 DEFAULT_SCOPE = "default"
+# The policy pointer of this scope names a candidate run in shadow mode, not enforced (R15).
+SHADOW_SCOPE = "shadow"
 
 
 class VersionInfo(msgspec.Struct, frozen=True):

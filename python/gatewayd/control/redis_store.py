@@ -1,0 +1,293 @@
+"""The shared control store: one Redis for replicas on many hosts (ROLLBACK.md R2, R4, R16).
+
+It has the interface and semantics of `LocalStore`. Every multi-key write is one Lua
+script, so it lands whole or not at all, and every time it records comes from the Redis
+clock (TIME inside the script), so hosts with skewed clocks still agree on order and on
+the barrier's liveness window. Redis must persist (AOF) and must not evict (`noeviction`,
+the default): versions and change records are kept forever.
+
+Key layout, under `<ns>:` (namespace, default "gatewayd"); a "stamped" value is
+`<redis time> <JSON body>`, the body being the record without that time:
+
+    version-id:<domain>   string  last version id of the domain (INCR)
+    versions:<domain>     hash    id -> stamped {digest, name, actor, reason}, never overwritten
+    documents:<domain>    hash    id -> the document bytes as pushed, never overwritten
+    pointers              hash    "<domain>/<scope>" -> "<version> <change id>"
+    changes               list    element N-1 is change N: stamped {actor, reason, kind, items}
+    acks:<change id>      hash    replica -> stamped {ok, error}
+    replicas              hash    name -> stamped {pid, host, started_at, applied_change, versions}
+
+The change list is the change-id sequence: only the flip script appends, so its length
+is the last change id and `changes(since)` is one LRANGE. Each flip PUBLISHes its id on
+the channel `<ns>:changed`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from gatewayd.control.model import (
+    Ack,
+    Change,
+    ChangeItem,
+    ConflictError,
+    Pointer,
+    Replica,
+    StoreUnavailableError,
+    VersionInfo,
+)
+from gatewayd.control.redis_subscription import CONNECT_TIMEOUT_S, RedisSubscription
+
+Body = TypeVar("Body", bound=msgspec.Struct)
+
+# A command whose answer takes longer than SOCKET_TIMEOUT_S fails: a half-open connection
+# is found by its first command, and an idle one by a PING (answer awaited) before reuse.
+SOCKET_TIMEOUT_S = 3.0
+HEALTH_CHECK_INTERVAL_S = 5
+# Connection errors (refused, reset, closed) are retried briefly; timeouts are not, since
+# the command may have run. A replayed write is harmless: a flip's compare-and-set fails.
+COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
+
+_NOW = """
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+"""
+
+# KEYS: version-id, versions, documents. ARGV: metadata JSON, document. Returns the id.
+_ADD_VERSION = (
+    _NOW
+    + """
+local id = redis.call('INCR', KEYS[1])
+if redis.call('HSETNX', KEYS[3], id, ARGV[2]) == 0 then
+  return redis.error_reply('version ' .. id .. ' is already stored: the id counter is behind the registry')
+end
+redis.call('HSETNX', KEYS[2], id, now() .. ' ' .. ARGV[1])
+return id
+"""
+)
+
+# KEYS: pointers, changes. ARGV: change JSON, channel, then (field, prev, new) per item,
+# '' standing for no version. Returns {change id, time} or {0, item number, its version}.
+_FLIP = (
+    _NOW
+    + """
+local n = (#ARGV - 2) / 3
+for i = 0, n - 1 do
+  local current = redis.call('HGET', KEYS[1], ARGV[3 + 3 * i])
+  current = current and string.match(current, '^%d+') or ''
+  if current ~= ARGV[4 + 3 * i] then
+    return {0, i + 1, current}
+  end
+end
+local at = now()
+local id = redis.call('RPUSH', KEYS[2], at .. ' ' .. ARGV[1])
+for i = 0, n - 1 do
+  local field, new = ARGV[3 + 3 * i], ARGV[5 + 3 * i]
+  if new == '' then
+    redis.call('HDEL', KEYS[1], field)
+  else
+    redis.call('HSET', KEYS[1], field, new .. ' ' .. id)
+  end
+end
+redis.call('PUBLISH', ARGV[2], id)
+return {id, at}
+"""
+)
+
+# KEYS: hash. ARGV: field, JSON body. Stores the body stamped with the Redis time.
+_STAMP = _NOW + "redis.call('HSET', KEYS[1], ARGV[1], now() .. ' ' .. ARGV[2])"
+
+
+class _VersionBody(msgspec.Struct, frozen=True):
+    digest: str
+    name: str
+    actor: str
+    reason: str
+
+
+class _ChangeBody(msgspec.Struct, frozen=True):
+    actor: str
+    reason: str
+    kind: str
+    items: list[ChangeItem]
+
+
+class _AckBody(msgspec.Struct, frozen=True):
+    ok: bool
+    error: str
+
+
+class _ReplicaBody(msgspec.Struct, frozen=True):
+    pid: int
+    host: str
+    started_at: float
+    applied_change: int
+    versions: dict[str, int]
+
+
+def _guarded(method):
+    """Turns a lost connection into StoreUnavailableError, a one-line message for operators."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStore, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except redis.AuthenticationError:
+            raise StoreUnavailableError(
+                f"control store {self.where}: authentication failed; check the user and password in the URL"
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(f"control store {self.where}: {exc}") from exc
+
+    return wrapper
+
+
+class RedisStore:
+    """Redis-backed store; thread-safe (a connection pool), one per process."""
+
+    def __init__(self, url: str, namespace: str = "gatewayd"):
+        self._url = url
+        self.where = _redacted(url)
+        self._ns = namespace
+        self._channel = f"{namespace}:changed"
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_keepalive=True,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            retry=COMMAND_RETRY,
+        )
+        self._add_version = self._redis.register_script(_ADD_VERSION)
+        self._flip = self._redis.register_script(_FLIP)
+        self._stamp = self._redis.register_script(_STAMP)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _key(self, *parts: object) -> str:
+        return ":".join((self._ns, *map(str, parts)))
+
+    # -- versions ---------------------------------------------------------------------
+    @_guarded
+    def add_version(self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str) -> int:
+        keys = [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
+        meta = msgspec.json.encode(_VersionBody(digest, name, actor, reason))
+        return int(self._add_version(keys=keys, args=[meta, document]))
+
+    @_guarded
+    def version(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes] | None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self._key("versions", domain), version_id)
+        pipe.hget(self._key("documents", domain), version_id)
+        meta, document = pipe.execute()
+        if meta is None or document is None:
+            return None
+        return _version_info(domain, version_id, meta), document
+
+    @_guarded
+    def versions(self, domain: str) -> list[VersionInfo]:
+        stored = self._redis.hgetall(self._key("versions", domain))
+        infos = [_version_info(domain, int(version_id), meta) for version_id, meta in stored.items()]
+        return sorted(infos, key=lambda info: info.id)
+
+    # -- pointers and changes ---------------------------------------------------------
+    @_guarded
+    def pointers(self) -> list[Pointer]:
+        out = []
+        for field, value in self._redis.hgetall(self._key("pointers")).items():
+            domain, scope = field.decode().split("/", 1)
+            version, change_id = value.split()
+            out.append(Pointer(domain, scope, int(version), int(change_id)))
+        return sorted(out, key=lambda p: (p.domain, p.scope))
+
+    @_guarded
+    def last_change_id(self) -> int:
+        return self._redis.llen(self._key("changes"))
+
+    @_guarded
+    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
+        """Moves every pointer in `items` in one script, if each still holds `prev`."""
+        args: list[str | bytes] = [msgspec.json.encode(_ChangeBody(actor, reason, kind, items)), self._channel]
+        for item in items:
+            args += [f"{item.domain}/{item.scope}", _id_arg(item.prev), _id_arg(item.new)]
+        result = self._flip(keys=[self._key("pointers"), self._key("changes")], args=args)
+        if result[0] == 0:
+            item = items[result[1] - 1]
+            raise ConflictError.moved(item.domain, item.scope, int(result[2]) if result[2] else None, item.prev)
+        return Change(int(result[0]), float(result[1]), actor, reason, kind, list(items))
+
+    @_guarded
+    def changes(self, since_id: int = 0, domain: str | None = None) -> list[Change]:
+        since_id = max(since_id, 0)
+        records = self._redis.lrange(self._key("changes"), since_id, -1)
+        out = []
+        for offset, record in enumerate(records):
+            at, body = _unstamp(record, _ChangeBody)
+            out.append(Change(since_id + offset + 1, at, body.actor, body.reason, body.kind, body.items))
+        if domain:
+            out = [c for c in out if any(i.domain == domain for i in c.items)]
+        return out
+
+    # -- replicas and acknowledgements ------------------------------------------------
+    @_guarded
+    def heartbeat(self, replica: Replica) -> None:
+        """Records the replica; `heartbeat_at` becomes the Redis time of this call."""
+        body = _ReplicaBody(replica.pid, replica.host, replica.started_at, replica.applied_change, replica.versions)
+        self._stamp(keys=[self._key("replicas")], args=[replica.name, msgspec.json.encode(body)])
+
+    @_guarded
+    def replicas(self) -> list[Replica]:
+        out = []
+        for name, value in self._redis.hgetall(self._key("replicas")).items():
+            at, b = _unstamp(value, _ReplicaBody)
+            out.append(Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions))
+        return sorted(out, key=lambda r: r.name)
+
+    @_guarded
+    def remove_replica(self, name: str) -> None:
+        self._redis.hdel(self._key("replicas"), name)
+
+    @_guarded
+    def ack(self, ack: Ack) -> None:
+        """Records the answer; `at` becomes the Redis time of this call, the clock of the change."""
+        body = msgspec.json.encode(_AckBody(ack.ok, ack.error))
+        self._stamp(keys=[self._key("acks", ack.change_id)], args=[ack.replica, body])
+
+    @_guarded
+    def acks(self, change_id: int) -> list[Ack]:
+        out = []
+        for replica, value in self._redis.hgetall(self._key("acks", change_id)).items():
+            at, body = _unstamp(value, _AckBody)
+            out.append(Ack(change_id, replica.decode(), body.ok, body.error, at))
+        return sorted(out, key=lambda a: a.replica)
+
+    def subscribe(self, ping_interval_s: float = 1.0) -> RedisSubscription:
+        return RedisSubscription(self._url, self.where, self._channel, ping_interval_s)
+def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
+    created_at, body = _unstamp(meta, _VersionBody)
+    return VersionInfo(domain, version_id, body.digest, body.name, created_at, body.actor, body.reason)
+
+
+def _unstamp(value: bytes, body_type: type[Body]) -> tuple[float, Body]:
+    at, _, body = value.partition(b" ")
+    return float(at), msgspec.json.decode(body, type=body_type)
+
+
+def _id_arg(version: int | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _redacted(url: str) -> str:
+    """The URL without credentials, for messages and logs."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

@@ -1,0 +1,362 @@
+"""The control-store contract, against the embedded SQLite store and a real redis-server,
+and the Redis notifications surviving restarts, dropped and half-open connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from gatewayd import config
+from gatewayd.control.local_store import LocalStore
+from gatewayd.control.model import Ack, ChangeItem, ConflictError, Pointer, Replica, StoreUnavailableError
+from gatewayd.control.redis_store import RedisStore
+from gatewayd.control.stores import open_store
+from support.procs import free_port, stop_process
+from support.redis import start_redis
+
+DOC = b"rules:\n  - deny: card\x00\xff\r\n  \n"  # stored byte for byte, not as text
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    url, proc = start_redis()
+    yield url
+    stop_process(proc)
+
+
+@pytest.fixture(params=["local", "redis"])
+def open_(request, tmp_path):
+    """Opens another handle on one store, as another process would; closes them all."""
+    if request.param == "local":
+        kind, args = LocalStore, (tmp_path,)
+    else:
+        kind, args = RedisStore, (request.getfixturevalue("redis_url"), f"t{uuid.uuid4().hex[:8]}")
+    handles = []
+
+    def opener():
+        handles.append(kind(*args))
+        return handles[-1]
+
+    yield opener
+    for handle in handles:
+        handle.close()
+
+
+@pytest.fixture
+def store(open_):
+    return open_()
+
+
+def activate(store, domain: str, new: int, prev: int | None = None, actor: str = "alice"):
+    return store.flip([ChangeItem(domain, "default", prev, new)], actor, f"{domain} to {new}", "activate")
+
+
+# -- the contract, for both stores -----------------------------------------------------
+
+
+def test_versions_are_immutable_and_numbered_per_domain(store):
+    before = time.time()
+    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first") == 1
+    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "again") == 2
+    assert store.add_version("routing", "sha256:b", "r1", b"{}", "bob", "routes") == 1
+
+    info, data = store.version("policy", 1)
+    assert data == DOC
+    assert (info.domain, info.id, info.digest, info.name, info.actor, info.reason) == (
+        "policy", 1, "sha256:a", "p1", "alice", "first"
+    )
+    assert before - 1 <= info.created_at <= time.time() + 1
+    assert [v.id for v in store.versions("policy")] == [1, 2]
+    assert store.versions("policy")[1].reason == "again"
+    assert store.version("policy", 3) is None
+    assert store.version("config", 1) is None
+    assert store.versions("config") == []
+
+
+def test_flip_moves_pointers_and_records_the_change(store):
+    assert store.pointers() == [] and store.last_change_id() == 0 and store.changes() == []
+    before = time.time()
+    change = activate(store, "policy", 1)
+    assert change.id == 1 and change.kind == "activate" and change.actor == "alice"
+    assert before - 1 <= change.at <= time.time() + 1
+    assert store.pointers() == [Pointer("policy", "default", 1, 1)]
+    assert store.last_change_id() == 1
+    assert store.changes() == [change]
+
+    unset = store.flip([ChangeItem("policy", "default", 1, None)], "bob", "switch off", "rollback")
+    assert unset.id == 2 and store.pointers() == []
+    assert store.changes(since_id=1) == [unset]
+
+
+def test_lost_compare_and_set_changes_nothing(store):
+    activate(store, "policy", 1)
+    activate(store, "policy", 2, prev=1)
+    state = (store.pointers(), store.changes())
+    with pytest.raises(ConflictError, match=r"policy/default moved to version 2 \(expected 1\)"):
+        activate(store, "policy", 3, prev=1)
+    with pytest.raises(ConflictError, match=r"moved to version 2 \(expected None\)"):
+        activate(store, "policy", 3)
+    assert (store.pointers(), store.changes()) == state
+    assert store.last_change_id() == 2
+
+
+def test_multi_item_flip_is_all_or_nothing(store):
+    bundle = [ChangeItem(d, "default", None, 1) for d in ("policy", "routing", "config")]
+    first = store.flip(bundle, "alice", "bootstrap", "bootstrap")
+    stale = [
+        ChangeItem("policy", "default", 1, 2),
+        ChangeItem("routing", "default", 7, 2),  # lost: routing is at 1
+        ChangeItem("config", "default", 1, 2),
+    ]
+    with pytest.raises(ConflictError, match="routing/default moved to version 1"):
+        store.flip(stale, "alice", "bundle 2", "bundle")
+    assert {(p.domain, p.version, p.change_id) for p in store.pointers()} == {
+        (d, 1, first.id) for d in ("policy", "routing", "config")
+    }
+
+    second = store.flip([ChangeItem(i.domain, i.scope, 1, 2) for i in stale], "alice", "bundle 2", "bundle")
+    assert {(p.version, p.change_id) for p in store.pointers()} == {(2, second.id)}
+    assert store.changes() == [first, second]
+
+
+def test_changes_are_ordered_and_filter_by_domain(store):
+    activate(store, "policy", 1)
+    activate(store, "routing", 1)
+    both = [ChangeItem("policy", "tenant-a/x", None, 1), ChangeItem("config", "default", None, 1)]
+    store.flip(both, "alice", "tenant policy and config", "bundle")
+    activate(store, "policy", 2, prev=1)
+    assert [c.id for c in store.changes()] == [1, 2, 3, 4]
+    assert [c.id for c in store.changes(since_id=2)] == [3, 4]
+    assert store.changes(since_id=4) == []
+    assert [c.id for c in store.changes(domain="policy")] == [1, 3, 4]
+    assert [c.id for c in store.changes(since_id=1, domain="config")] == [3]
+    assert Pointer("policy", "tenant-a/x", 1, 3) in store.pointers()  # a scope may contain '/'
+    ats = [c.at for c in store.changes()]
+    assert ats == sorted(ats)
+
+
+def test_concurrent_flips_have_one_winner(open_):
+    open_()
+    stores = [open_() for _ in range(8)]
+    results: list[object] = []
+    start = threading.Barrier(len(stores))
+
+    def contend(store, new):
+        start.wait()
+        try:
+            results.append(activate(store, "policy", new))
+        except ConflictError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(s, i + 1)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [r for r in results if not isinstance(r, ConflictError)]
+    assert len(results) == 8 and len(winners) == 1
+    assert stores[0].changes() == winners
+    assert stores[0].pointers()[0].version == winners[0].items[0].new
+
+
+def test_replicas_and_acks(store):
+    now = time.time()
+    for applied in (0, 3):
+        store.heartbeat(Replica("h1-w1", 11, "h1", now - 5, now, applied, {"policy": applied}))
+    store.heartbeat(Replica("h1-w0", 10, "h1", now - 5, now, 3, {}))
+    got = store.replicas()
+    assert [r.name for r in got] == ["h1-w0", "h1-w1"]
+    assert (got[1].pid, got[1].host, got[1].started_at, got[1].applied_change, got[1].versions) == (
+        11, "h1", now - 5, 3, {"policy": 3}
+    )
+    assert all(abs(r.heartbeat_at - now) < 2 for r in got)
+    store.remove_replica("h1-w0")
+    assert [r.name for r in store.replicas()] == ["h1-w1"]
+
+    store.ack(Ack(3, "h1-w1", False, "policy v3: line 2: unknown action", now))
+    store.ack(Ack(3, "h1-w0", True, "", now))
+    store.ack(Ack(3, "h1-w1", True, "", now))  # a later answer replaces the earlier one
+    acks = store.acks(3)
+    assert [(a.change_id, a.replica, a.ok, a.error) for a in acks] == [(3, "h1-w0", True, ""), (3, "h1-w1", True, "")]
+    assert all(abs(a.at - now) < 2 for a in acks)
+    assert store.acks(4) == []
+
+
+def test_subscription_wakes_on_a_flip_from_another_handle(open_):
+    store, writer = open_(), open_()
+    sub = store.subscribe()
+    try:
+        assert sub.wait(5) is True  # subscribed: the caller reads the pointers once
+        assert sub.wait(0.2) is False
+        threading.Timer(0.2, activate, (writer, "policy", 1)).start()
+        start = time.monotonic()
+        assert sub.wait(5) is True
+        assert time.monotonic() - start < 1
+        assert store.last_change_id() == 1
+        assert sub.wait(0.2) is False
+    finally:
+        sub.close()
+
+
+def test_open_store_follows_the_redis_url_setting(tmp_path, redis_url):
+    path = tmp_path / "gatewayd.toml"
+    path.write_text('[providers.p]\nkind = "openai"\nbase_url = "http://127.0.0.1:1"\n')
+    local = open_store(config.load(path, environ={}))
+    remote = open_store(config.load(path, environ={"GATEWAYD_CONTROL_REDIS_URL": redis_url}))
+    try:
+        assert isinstance(local, LocalStore) and local.path.parent == tmp_path / "var/control"
+        assert isinstance(remote, RedisStore) and remote.last_change_id() >= 0
+    finally:
+        local.close()
+        remote.close()
+    with pytest.raises(config.ConfigError, match="control.redis_url"):
+        open_store(config.load(path, environ={"GATEWAYD_CONTROL_REDIS_URL": "http://127.0.0.1:1"}))
+
+
+# -- Redis only -------------------------------------------------------------------------
+
+
+def test_a_stored_version_is_never_overwritten(redis_url):
+    store = RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}")
+    try:
+        store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first")
+        store._redis.set(store._key("version-id", "policy"), 0)  # a counter behind the data
+        with pytest.raises(redis.ResponseError, match="version 1 is already stored"):
+            store.add_version("policy", "sha256:b", "evil", b"allow: all", "mallory", "overwrite")
+        assert store.version("policy", 1)[1] == DOC
+        assert [v.name for v in store.versions("policy")] == ["p1"]
+    finally:
+        store.close()
+
+
+def test_auth_url_works_and_a_wrong_password_is_one_clear_line():
+    url, proc = start_redis(password="s3cret-pw")
+    try:
+        store = RedisStore(url)
+        assert activate(store, "policy", 1).id == 1
+        sub = store.subscribe()
+        assert sub.wait(5) is True
+        sub.close()
+        store.close()
+        for bad in (url.replace("s3cret-pw", "wrong"), url.replace(":s3cret-pw@", "")):
+            bad_store = RedisStore(bad)
+            with pytest.raises(StoreUnavailableError, match="authentication failed; check the user") as caught:
+                bad_store.pointers()
+            message = str(caught.value)
+            assert "\n" not in message and "s3cret" not in message and "redis://127.0.0.1:" in message
+            bad_store.close()
+    finally:
+        stop_process(proc)
+
+
+def test_tls_url_with_auth(tmp_path):
+    url, proc = start_redis(password="s3cret-pw", tls=tmp_path / "tls")
+    try:
+        assert url.startswith("rediss://")
+        store = RedisStore(url)
+        sub = store.subscribe()
+        assert sub.wait(5) is True
+        activate(store, "policy", 1)
+        assert sub.wait(5) is True and store.pointers() == [Pointer("policy", "default", 1, 1)]
+        sub.close()
+        store.close()
+        untrusted = RedisStore(url.split("?")[0])  # the system CAs do not know this server
+        with pytest.raises(StoreUnavailableError, match="certificate verify failed") as caught:
+            untrusted.pointers()
+        assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
+        untrusted.close()
+    finally:
+        stop_process(proc)
+
+
+def test_unreachable_redis_fails_fast_and_static():
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="control store redis://127.0.0.1:"):
+        store.last_change_id()
+    sub = store.subscribe()  # no Redis is no reason to fail: replicas keep serving
+    assert sub.wait(0.3) is False
+    assert time.monotonic() - start < 5
+    sub.close()
+    store.close()
+
+
+def wait_true(sub, within: float) -> float:
+    """Seconds until `sub.wait` says True; fails after `within`."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if sub.wait(0.2):
+            return time.monotonic() - start
+    pytest.fail(f"no notification within {within}s")
+
+
+def test_subscriber_reconnects_after_redis_restart(tmp_path):
+    url, proc = start_redis(dir=tmp_path, appendonly=True)
+    port = urlsplit(url).port
+    store = RedisStore(url)
+    sub = store.subscribe(ping_interval_s=0.3)
+    try:
+        assert sub.wait(5) is True
+        activate(store, "policy", 1)
+        assert sub.wait(5) is True
+
+        stop_process(proc, signal.SIGKILL)
+        with pytest.raises(StoreUnavailableError):
+            store.pointers()
+        assert sub.wait(1) is False  # down: nothing to report, and no exception either
+        url, proc = start_redis(port=port, dir=tmp_path, appendonly=True)
+        assert wait_true(sub, 10) < 5  # resubscribed: the caller must re-read the pointers
+        assert store.pointers() == [Pointer("policy", "default", 1, 1)]
+        assert sub.wait(0.3) is False
+
+        activate(store, "policy", 2, prev=1)
+        assert sub.wait(5) is True
+    finally:
+        sub.close()
+        store.close()
+        stop_process(proc)
+
+
+def test_subscriber_recovers_when_its_connection_is_killed(redis_url):
+    store = RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}")
+    sub = store.subscribe()
+    try:
+        assert sub.wait(5) is True
+        assert store._redis.client_kill_filter(_type="pubsub") >= 1
+        assert wait_true(sub, 5) < 2  # the reconnect itself is the hint
+        activate(store, "policy", 1)
+        assert sub.wait(5) is True
+    finally:
+        sub.close()
+        store.close()
+
+
+def test_half_open_subscription_is_detected():
+    """A stopped server keeps the TCP connection open but answers nothing: only a PING
+    whose answer is awaited tells. After it resumes, the subscriber must have reconnected
+    (True without any flip), not carried on with the old connection."""
+    url, proc = start_redis()
+    store = RedisStore(url)
+    sub = store.subscribe(ping_interval_s=0.2)
+    try:
+        assert sub.wait(5) is True
+        assert sub.wait(1.0) is False  # five PINGs answered: a healthy link is kept
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            assert sub.wait(1.0) is False
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert wait_true(sub, 10) < 5
+        activate(store, "policy", 1)
+        assert sub.wait(5) is True
+    finally:
+        sub.close()
+        store.close()
+        stop_process(proc)
