@@ -50,6 +50,7 @@ class Engine:
         self,
         policy: Policy,
         policy_version: int,
+        shadow: tuple[Policy, int] | None,
         routing: Routing,
         routing_version: int,
         config_version: int,
@@ -78,6 +79,7 @@ class Engine:
     def sync_audit(self) -> None: ...
     def audit_head(self) -> tuple[int, str]: ...
     def cache_stats(self) -> dict[str, int]: ...
+    def metrics_json(self) -> bytes: ...
 
 class AuditReader(Iterator[bytes]):
     """One chain's record payloads in order, verified as read (ValueError at a break)."""

@@ -33,13 +33,21 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dir: str = "var/control"  # embedded store (used when redis_url is empty)
     redis_url: str = ""
-    poll_interval_ms: int = 200  # embedded store: how often replicas look for flips
-    resync_interval_ms: int = 2000  # Redis: periodic pointer re-read (pub/sub is a hint)
+    resync_interval_ms: int = 2000  # periodic pointer re-read: notifications are only hints
 
 
 class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Where the chains live, who signs their checkpoints and how long they are kept. Static
+    on purpose: no rollback of the versioned config may touch them (ROLLBACK.md R8)."""
+
     dir: str = "var/audit"
     segment_bytes: int = 64 * 1024 * 1024
+    signing_key: str = ""  # Ed25519 key file (`gatewayd audit keygen`); empty: no checkpoints
+    keyring: str = ""  # verifier keys, retired ones included (default: the signing key's own)
+    origin: str = "gatewayd"  # checkpoints name their log `<origin>/<replica>`
+    checkpoint_interval_s: float = 60.0
+    retain_days: float = 0.0  # drop sealed segments older than this; 0: keep forever
+    retain_bytes: int = 0  # per replica chain; 0: no limit
 
 
 class CacheSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -52,6 +60,14 @@ class CacheSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class CallerKey(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tenant: str
     sha256: str  # hex SHA-256 of the key: keys are never stored in clear
+
+
+class AdminToken(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A bearer token of the admin API; its name is the actor on the change records it makes."""
+
+    name: str
+    role: str  # viewer | operator | admin
+    sha256: str  # hex SHA-256 of the token: tokens are never stored in clear
 
 
 class Provider(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -83,6 +99,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     audit: AuditSection = AuditSection()
     cache: CacheSection = CacheSection()
     keys: list[CallerKey] = []
+    admin_tokens: list[AdminToken] = []
     providers: dict[str, Provider] = {}
     bootstrap: Bootstrap = Bootstrap()
     base_dir: str = "."  # set by the loader: relative paths resolve against the file's folder
@@ -94,6 +111,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 PROVIDER_KINDS = ("openai", "anthropic")
+# Each role may do what the ones before it may: read; activate and roll back; push.
+ADMIN_ROLES = ("viewer", "operator", "admin")
 
 
 def hash_key(key: str) -> str:
@@ -159,15 +178,50 @@ def _check(s: Settings, label: str) -> None:
         raise ConfigError(f"{label}: server.workers: must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{label}: server.max_body_bytes: must be at least 1024")
+    if not 0 <= s.server.admin_port < 65536 or s.server.admin_port == s.server.port:
+        raise ConfigError(f"{label}: server.admin_port: must be 0 (off) or a port other than server.port")
     for i, key in enumerate(s.keys):
-        if len(key.sha256) != 64 or any(c not in "0123456789abcdef" for c in key.sha256):
+        if not _is_sha256_hex(key.sha256):
             raise ConfigError(f"{label}: keys[{i}].sha256: must be 64 lowercase hex digits")
         if not key.tenant:
             raise ConfigError(f"{label}: keys[{i}].tenant: must not be empty")
+    _check_admin_tokens(s, label)
     if not s.providers:
         raise ConfigError(f"{label}: providers: at least one provider is required ([providers.NAME])")
+    a = s.audit
+    if a.checkpoint_interval_s <= 0:
+        raise ConfigError(f"{label}: audit.checkpoint_interval_s: must be positive")
+    if not a.origin or any(c.isspace() or c == "+" for c in a.origin):
+        raise ConfigError(f"{label}: audit.origin: must be non-empty, without spaces or '+'")
+    if a.retain_days < 0 or a.retain_bytes < 0:
+        raise ConfigError(f"{label}: audit.retain_days and audit.retain_bytes: must not be negative")
+    if (a.retain_days or a.retain_bytes) and not a.signing_key:
+        raise ConfigError(f"{label}: audit.signing_key: retention needs it (kept segments are pinned by signed checkpoints)")
     for name, provider in s.providers.items():
         if provider.kind not in PROVIDER_KINDS:
             raise ConfigError(f"{label}: providers.{name}.kind: must be one of {', '.join(PROVIDER_KINDS)}")
         if not provider.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{label}: providers.{name}.base_url: must start with http:// or https://")
+
+
+def _check_admin_tokens(s: Settings, label: str) -> None:
+    names: set[str] = set()
+    digests: set[str] = set()
+    for i, token in enumerate(s.admin_tokens):
+        if not token.name or token.name in names:
+            raise ConfigError(f"{label}: admin_tokens[{i}].name: must be non-empty and unique")
+        if token.role not in ADMIN_ROLES:
+            raise ConfigError(f"{label}: admin_tokens[{i}].role: must be one of {', '.join(ADMIN_ROLES)}")
+        if not _is_sha256_hex(token.sha256) or token.sha256 in digests:
+            raise ConfigError(f"{label}: admin_tokens[{i}].sha256: must be 64 lowercase hex digits, unique")
+        names.add(token.name)
+        digests.add(token.sha256)
+    if s.server.admin_port and not s.admin_tokens:
+        raise ConfigError(
+            f"{label}: admin_tokens: server.admin_port is set but no token is configured "
+            "(create one with `gatewayd admin-token create --name NAME --role admin`)"
+        )
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

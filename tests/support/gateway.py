@@ -16,6 +16,7 @@ from pathlib import Path
 from support.procs import free_port, start_process, stop_process
 
 KEYS = {"acme": "key-acme", "free": "key-free"}
+ADMIN_TOKENS = {"viewer": "tok-viewer", "operator": "tok-operator", "admin": "tok-admin"}  # role -> token
 PROVIDER_KEY = "provider-secret"  # the mock refuses any other key
 
 POLICY = """\
@@ -65,10 +66,25 @@ audit: {fsync: interval, fsync_interval_ms: 100}
 class Gateway:
     """One gateway with its own store, audit dir and config; `url` is its base URL."""
 
-    def __init__(self, root: Path, mock_port: int, fragile_port: int, workers: int = 1):
+    def __init__(
+        self,
+        root: Path,
+        mock_port: int,
+        fragile_port: int,
+        workers: int = 1,
+        redis_url: str = "",
+        prefix: str = "",
+        extra_providers: str = "",
+        admin: bool = False,
+    ):
+        """`redis_url` makes it share a control store with other gateways (one per "host");
+        `prefix` names its replicas; `extra_providers` is TOML appended to the config;
+        `admin` runs the admin API beside it, with one token per role named ci-<role>."""
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port() if admin else 0
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.audit_dir = root / "audit"
         self.config = root / "gatewayd.toml"
         (root / "policy.yaml").write_text(POLICY)
@@ -76,6 +92,11 @@ class Gateway:
         (root / "runtime.yaml").write_text(RUNTIME)
         keys = "\n".join(
             f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in KEYS.items()
+        )
+        tokens = "\n".join(
+            f'[[admin_tokens]]\nname = "ci-{r}"\nrole = "{r}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"'
+            for r, t in ADMIN_TOKENS.items()
+            if admin
         )
         mock = f"http://127.0.0.1:{mock_port}"
         fragile = f"http://127.0.0.1:{fragile_port}"
@@ -86,12 +107,16 @@ class Gateway:
                 port = {self.port}
                 workers = {workers}
                 max_body_bytes = 65536
+                replica_prefix = "{prefix}"
+                admin_port = {self.admin_port}
                 [control]
                 dir = "control"
-                poll_interval_ms = 50
+                redis_url = "{redis_url}"
+                resync_interval_ms = 1000
                 [audit]
                 dir = "audit"
                 {keys}
+                {tokens}
                 [providers.mock]
                 kind = "openai"
                 base_url = "{mock}/v1"
@@ -129,12 +154,15 @@ class Gateway:
                 config = "runtime.yaml"
                 """
             )
+            + extra_providers
         )
         self.proc = None
 
     def start(self) -> "Gateway":
         self.proc = start_process(self.cli_argv("serve"), self.url + "/healthz", timeout=60)
         wait_ready(self.url + "/readyz")
+        if self.admin_port:
+            wait_ready(self.admin_url + "/healthz")
         return self
 
     def stop(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatewayd.cli import audit, control, serve
+from gatewayd.cli import admin, audit, control, serve
 from gatewayd.cli.common import CliError, Parser
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     control.register(commands)
     audit.register(commands)
+    admin.register(commands)
     return parser
 
 

@@ -1,86 +1,233 @@
-"""`gatewayd audit ...`: verify the chains, query and export records."""
+"""`gatewayd audit ...`: verify the trail, manage checkpoint keys, prove records, and
+query, export and ship records (those three are in audit_records.py)."""
 
 from __future__ import annotations
 
-import sys
-
-import msgspec
+import json
+import os
+from pathlib import Path
 
 from gatewayd import _core
-from gatewayd.cli.common import Parser, load_settings, parse_instant
+from gatewayd.audit import note
+from gatewayd.audit.keys import AuditKeyError, Signer, Verifier, add_to_keyring, load_keyring
+from gatewayd.audit.verify import Broken, referenced_versions, unresolved, verify_chain
+from gatewayd.cli import audit_records
+from gatewayd.cli.audit_records import audit_root
+from gatewayd.cli.common import CliError, Parser, load_settings, open_registry
+
+TLOG_PROOF = "c2sp.org/tlog-proof@v1"
 
 
 def register(commands) -> None:
-    audit = commands.add_parser("audit", help="verify, query and export the audit chains")
+    audit = commands.add_parser("audit", help="verify, prove, query, export and ship the audit chains")
     verbs = audit.add_subparsers(dest="audit_command", required=True, parser_class=Parser)
 
-    v = verbs.add_parser("verify", help="verify every chain of every replica")
-    v.add_argument("--dir", help="audit directory (default: from the config)")
+    v = verbs.add_parser("verify", help="verify every chain, checkpoint and signature")
+    _where(v)
     v.set_defaults(run=run_verify)
 
-    for name, helptext in (("query", "print matching records"), ("export", "print records as JSON lines")):
-        q = verbs.add_parser(name, help=helptext)
-        q.add_argument("--dir")
-        q.add_argument("--from", dest="start", help="ISO 8601 time, inclusive")
-        q.add_argument("--to", dest="end", help="ISO 8601 time, exclusive")
-        q.add_argument("--request-id")
-        q.add_argument("--tenant")
-        q.add_argument("--policy-version", type=int)
-        q.add_argument("--kind", help="request | replica | change")
-        q.set_defaults(run=run_query)
+    k = verbs.add_parser("keygen", help="create a checkpoint signing key (mode 0600)")
+    k.add_argument("--out", required=True, help="the key file to create; never overwritten")
+    k.add_argument("--name", default="gatewayd/audit", help="the key name signature lines show")
+    k.add_argument("--keyring", help="also append the verifier key to this keyring")
+    k.set_defaults(run=run_keygen)
+
+    p = verbs.add_parser("pubkey", help="print the verifier key of the signing key")
+    p.add_argument("--key", help="signing key file (default: audit.signing_key of the config)")
+    p.set_defaults(run=run_pubkey)
+
+    pr = verbs.add_parser("prove", help="inclusion proof of a request's record against the latest checkpoint")
+    pr.add_argument("request_id")
+    _where(pr)
+    pr.set_defaults(run=run_prove)
+
+    c = verbs.add_parser("consistency", help="prove a later checkpoint extends an earlier one")
+    c.add_argument("old", help="checkpoint note file")
+    c.add_argument("new", help="checkpoint note file")
+    _where(c)
+    c.set_defaults(run=run_consistency)
+
+    audit_records.register(verbs)
 
 
-def _root(args) -> str:
-    if args.dir:
-        return args.dir
-    settings = load_settings(args)
-    return str(settings.path(settings.audit.dir))
+def _where(parser) -> None:
+    parser.add_argument("--dir", help="audit directory (default: audit.dir of the config)")
+    parser.add_argument("--keyring", help="verifier keys (default: audit.keyring, else the signing key's own)")
+
+
+def _has_config(args) -> bool:
+    return bool(getattr(args, "config", None) or os.environ.get("GATEWAYD_CONFIG"))
+
+
+def _keyring(args) -> list[Verifier] | None:
+    try:
+        if args.keyring:
+            return load_keyring(args.keyring)
+        if not _has_config(args):
+            return None
+        a = (settings := load_settings(args)).audit
+        if a.keyring:
+            return load_keyring(settings.path(a.keyring))
+        if a.signing_key:
+            return [Signer.load(settings.path(a.signing_key)).verifier]
+        return None
+    except AuditKeyError as exc:
+        raise CliError(str(exc)) from None
 
 
 def run_verify(args) -> int:
-    root = _root(args)
+    root = audit_root(args)
     chains = _core.list_chains(root)
     if not chains:
         print(f"no audit chains under {root}")
         return 1
-    total = 0
-    for chain in chains:
-        try:
-            report = _core.verify_chain(root, chain)
-        except ValueError as exc:
-            print(f"BROKEN: chain {chain}: {exc}")
-            return 1
-        total += report["records"]
-        print(f"  {chain}: {report['records']} records in {report['segments']} segment(s), head {report['head_hash'][:16]}")
-    print(f"intact: {len(chains)} chain(s), {total} records")
+    keyring = _keyring(args)
+    reports = []
+    try:
+        for chain in chains:
+            reports.append(verify_chain(root, chain, keyring))
+    except Broken as exc:
+        print(f"BROKEN: {exc}")
+        return 1
+    for r in reports:
+        kept = f" (seq {r.first_seq} on; earlier records removed by retention)" if r.first_seq > 1 else ""
+        signed = "no checkpoints: its end is not signed"
+        if r.checkpoints:
+            signed = f"{r.checkpoints} checkpoint(s) signed by {', '.join(sorted(r.signers))}"
+        print(f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), head seq {r.head_seq}; {signed}")
+    records = sum(r.records for r in reports)
+    checkpoints = sum(r.checkpoints for r in reports)
+    print(f"intact: {len(reports)} chain(s), {records} records, {checkpoints} checkpoint signature(s) verified")
+    if not _has_config(args):
+        print("versions not resolved against the registry (no config given)")
+        return 0
+    referenced = set().union(*(referenced_versions(root, chain) for chain in chains))
+    missing = unresolved(referenced, open_registry(load_settings(args)))
+    if missing:
+        names = ", ".join(f"{domain} v{version}" for domain, version in missing)
+        print(f"BROKEN: records name versions the registry does not hold: {names}")
+        return 1
+    print(f"every version the records name ({len(referenced)}) resolves in the registry")
     return 0
 
 
-def run_query(args) -> int:
-    """Streams matching records of every chain as JSON lines, oldest chain order first."""
-    root = _root(args)
-    start = _micros(args.start)
-    end = _micros(args.end)
-    out = sys.stdout.buffer
+def run_keygen(args) -> int:
+    try:
+        signer = Signer.generate(args.name)
+        signer.save(args.out)
+        if args.keyring:
+            add_to_keyring(args.keyring, signer.verifier)
+    except AuditKeyError as exc:
+        raise CliError(str(exc)) from None
+    print(signer.verifier.text())
+    return 0
+
+
+def run_pubkey(args) -> int:
+    path = args.key
+    if not path:
+        settings = load_settings(args)
+        if not settings.audit.signing_key:
+            raise CliError("no signing key: pass --key FILE or set audit.signing_key")
+        path = settings.path(settings.audit.signing_key)
+    try:
+        print(Signer.load(path).verifier.text())
+    except AuditKeyError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _signed_checkpoint(path: Path, keyring: list[Verifier] | None) -> tuple[str, int, str, str]:
+    """(origin, size, root, note text) of a checkpoint whose signature verifies."""
+    if keyring is None:
+        raise CliError("no keyring to check checkpoint signatures with: pass --keyring")
+    try:
+        text = path.read_text()
+        note.verify(text, keyring)
+        origin, size, root = _core.parse_checkpoint(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: {exc}") from None
+    except (note.NoteError, ValueError) as exc:
+        raise CliError(f"{path}: {exc}", code=1) from None
+    return origin, size, root, text
+
+
+def run_prove(args) -> int:
+    root = audit_root(args)
+    keyring = _keyring(args)
+    needle = b'"request_id":' + json.dumps(args.request_id).encode()
+    proofs = []
     for chain in _core.list_chains(root):
-        for payload in _core.AuditReader(root, chain):
-            record = msgspec.json.decode(payload)
-            if args.request_id and record.get("request_id") != args.request_id:
-                continue
-            if args.tenant and record.get("tenant") != args.tenant:
-                continue
-            if args.policy_version is not None and record.get("policy_version") != args.policy_version:
-                continue
-            if args.kind and record.get("kind") != args.kind:
-                continue
-            if start is not None or end is not None:
-                ts = parse_instant(record["ts"]) * 1e6
-                if (start is not None and ts < start) or (end is not None and ts >= end):
-                    continue
-            out.write(payload + b"\n")
-    out.flush()
+        seqs = [json.loads(p)["seq"] for p in _core.AuditReader(root, chain) if needle in p]
+        if not seqs:
+            continue
+        notes = sorted((p for p in Path(root, chain, "checkpoints").glob("*.note") if p.stem.isdigit()), key=_size)
+        if not notes or _size(notes[-1]) < max(seqs):
+            latest = _size(notes[-1]) if notes else 0
+            message = f"chain {chain}: seq {max(seqs)} is not covered by a checkpoint yet (latest: size {latest})"
+            raise CliError(message, 1)
+        _, size, checkpoint_root, text = _signed_checkpoint(notes[-1], keyring)
+        for seq in seqs:
+            proofs.append(_inclusion(root, chain, seq, size, checkpoint_root, text))
+    if not proofs:
+        raise CliError(f"no record of request {args.request_id} under {root}", 1)
+    print(json.dumps({"request_id": args.request_id, "proofs": proofs}, indent=2))
     return 0
 
 
-def _micros(text: str | None) -> float | None:
-    return None if text is None else parse_instant(text) * 1e6
+def _size(note_path: Path) -> int:
+    return int(note_path.stem)
+
+
+def _inclusion(root: str, chain: str, seq: int, size: int, checkpoint_root: str, note_text: str) -> dict:
+    try:
+        proof = _core.prove_inclusion(root, chain, seq, size)
+    except ValueError as exc:
+        raise CliError(f"chain {chain}: {exc}", 1) from None
+    if proof["root"] != checkpoint_root:
+        raise CliError(f"chain {chain}: the chain no longer matches its checkpoint at size {size}", 1)
+    lines = [TLOG_PROOF, f"index {seq - 1}", *proof["hashes"]]
+    return {
+        "chain": chain,
+        "seq": seq,
+        "index": seq - 1,
+        "tree_size": size,
+        "record": proof["record"].decode(),
+        "leaf_hash": proof["leaf"],
+        "proof": proof["hashes"],
+        "root": proof["root"],
+        "checkpoint": note_text,
+        "tlog_proof": "\n".join(lines) + "\n\n" + note_text,
+    }
+
+
+def run_consistency(args) -> int:
+    keyring = _keyring(args)
+    old_origin, old_size, old_root, old_text = _signed_checkpoint(Path(args.old), keyring)
+    new_origin, new_size, new_root, new_text = _signed_checkpoint(Path(args.new), keyring)
+    if old_origin != new_origin:
+        raise CliError(f"the checkpoints are of different logs: {old_origin} and {new_origin}")
+    chain = new_origin.rsplit("/", 1)[-1]
+    try:
+        proof = _core.prove_consistency(audit_root(args), chain, old_size, new_size)
+    except ValueError as exc:
+        raise CliError(f"chain {chain}: {exc}", 1) from None
+    for label, size, signed, computed in (
+        ("old", old_size, old_root, proof["old_root"]),
+        ("new", new_size, new_root, proof["new_root"]),
+    ):
+        if signed != computed:
+            what = f"the {label} checkpoint (size {size}) does not match the chain: history was rewritten"
+            raise CliError(f"chain {chain}: {what}", 1)
+    print(
+        json.dumps(
+            {
+                "chain": chain,
+                "old": {"size": old_size, "root": old_root, "checkpoint": old_text},
+                "new": {"size": new_size, "root": new_root, "checkpoint": new_text},
+                "proof": proof["hashes"],
+            },
+            indent=2,
+        )
+    )
+    return 0

@@ -1,14 +1,17 @@
-"""What the subcommands share: settings, the registry, time parsing and printing."""
+"""What the subcommands share: settings, the registry, time parsing and printing.
+
+`iso` and `open_registry` are re-exported: the control layer owns them, the CLI uses them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 
 from gatewayd import config
-from gatewayd.control.registry import Registry
-from gatewayd.control.stores import open_store
+from gatewayd.control import overview
+from gatewayd.control.overview import iso  # noqa: F401 (re-export)
+from gatewayd.control.registry import open_registry  # noqa: F401 (re-export)
 
 
 class CliError(Exception):
@@ -28,24 +31,11 @@ def load_settings(args) -> config.Settings:
     return config.load(getattr(args, "config", None) or os.environ.get("GATEWAYD_CONFIG") or None)
 
 
-def open_registry(settings: config.Settings) -> Registry:
-    providers = [(name, p.kind) for name, p in settings.providers.items()]
-    return Registry(open_store(settings), providers)
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def parse_instant(text: str) -> float:
-    """RFC 3339 / ISO 8601; a time without a zone is UTC."""
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-23T14:32:17Z)") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.timestamp()
+        return overview.parse_instant(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def actor() -> str:

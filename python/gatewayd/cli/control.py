@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import secrets
 import sys
-import time
 
 from gatewayd.cli.common import actor, iso, load_settings, open_registry, parse_instant
 from gatewayd.config import hash_key
-from gatewayd.control import documents
+from gatewayd.control import documents, overview
 from gatewayd.control.barrier import wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE
 
@@ -95,30 +94,27 @@ def run_show(args) -> int:
 def run_at(args) -> int:
     registry = open_registry(load_settings(args))
     at = parse_instant(args.instant)
-    state = registry.in_effect_at(at)
+    state = overview.in_effect_at(registry, at)
     if not state:
         print(f"nothing was in effect at {iso(at)} (before the first activation)")
         return 0
-    for (domain, scope), (version, change) in sorted(state.items()):
-        acked = [a.replica for a in registry.store.acks(change.id) if a.ok and a.at <= at]
+    for e in state:
+        change, acked = e.change, e.acknowledged_by
         print(
-            f"{domain}/{scope}: version {version} (change {change.id} at {iso(change.at)} by {change.actor}); "
+            f"{e.domain}/{e.scope}: version {e.version} (change {change.id} at {iso(change.at)} by {change.actor}); "
             f"acknowledged by {len(acked)} replica(s) by then: {', '.join(acked) or '-'}"
         )
     return 0
 
 
 def run_status(args) -> int:
-    registry = open_registry(load_settings(args))
-    pointers = {(p.domain, p.scope): p.version for p in registry.store.pointers()}
-    last = registry.store.last_change_id()
-    print("active: " + ", ".join(f"{d}/{s}=v{v}" for (d, s), v in sorted(pointers.items())) + f" (change {last})")
-    now = time.time()
-    for r in registry.store.replicas():
-        age = now - r.heartbeat_at
-        state = "gone" if age > 3 else ("in sync" if r.applied_change >= last else "stale")
+    status = overview.status(open_registry(load_settings(args)))
+    last = status.last_change.id if status.last_change else 0
+    print("active: " + ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers) + f" (change {last})")
+    for r in status.replicas:
         versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
-        print(f"{r.name:<24} {state:<8} change {r.applied_change:<5} heartbeat {age:5.1f}s ago  {versions}")
+        age = r.heartbeat_age_s
+        print(f"{r.name:<24} {r.state:<8} change {r.applied_change:<5} heartbeat {age:5.1f}s ago  {versions}")
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from gatewayd import config
 from gatewayd.cli.common import load_settings, open_registry
 from gatewayd.control import documents
+from gatewayd.control.model import StoreUnavailableError
 
 
 def register(commands) -> None:
@@ -40,19 +43,41 @@ def run_serve(args) -> int:
     _bootstrap(settings)
     from granian import Granian
 
-    Granian(
-        "gatewayd.server.app:create_app",
-        factory=True,
-        address=settings.server.host,
-        port=settings.server.port,
-        interface="asgi",
-        loop="uvloop",
-        workers=settings.server.workers,
-        log_access=False,
-        respawn_failed_workers=True,
-        workers_kill_timeout=10,
-    ).serve()
+    admin = _start_admin() if settings.server.admin_port else None
+    try:
+        Granian(
+            "gatewayd.server.app:create_app",
+            factory=True,
+            address=settings.server.host,
+            port=settings.server.port,
+            interface="asgi",
+            loop="uvloop",
+            workers=settings.server.workers,
+            log_access=False,
+            respawn_failed_workers=True,
+            workers_kill_timeout=10,
+        ).serve()
+    finally:
+        if admin is not None:
+            _stop(admin)
     return 0
+
+
+def _start_admin() -> subprocess.Popen:
+    """The admin API is a process of its own: a busy or stuck gateway worker never holds up a
+    rollback. It reads the same config (GATEWAYD_CONFIG and overrides pass in the environment)."""
+    config_path = os.environ.get("GATEWAYD_CONFIG")
+    argv = [sys.executable, "-m", "gatewayd.cli", *(["--config", config_path] if config_path else []), "admin"]
+    return subprocess.Popen(argv)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _bootstrap(settings: config.Settings) -> None:
@@ -64,7 +89,11 @@ def _bootstrap(settings: config.Settings) -> None:
         if path:
             full = settings.path(path)
             docs[domain] = (documents.read_file(full), full.name)
-    change = registry.bootstrap(docs)
+    try:
+        change = registry.bootstrap(docs)
+    except StoreUnavailableError as exc:  # fail static (R16): replicas start from last-known-good
+        print(f"warning: {exc}; replicas start from their last-known-good state", flush=True)
+        return
     if change:
         versions = ", ".join(f"{i.domain} v{i.new}" for i in change.items)
         print(f"bootstrapped an empty store: {versions} (change {change.id})", flush=True)

@@ -5,6 +5,10 @@ event loop that serves requests. On each change it compiles the pointed-to versi
 fences the cache to the new version sets (R5), swaps the snapshot atomically (R6), writes
 the boundary into the audit chain, and acknowledges the change, or refuses it with the
 error and keeps serving its last good snapshot (R4).
+
+Notifications are hints (R16): the agent re-reads the pointers whenever its subscription
+says so (a message, or a reconnect) and at least every `resync_interval_s`. With the store
+unreachable it keeps serving, and starts from its last-known-good state after a restart.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import Callable
 
 from gatewayd.control import snapshot as snapshots
 from gatewayd.control.documents import DocumentError
-from gatewayd.control.local_store import LocalStore
-from gatewayd.control.model import Ack, Replica
+from gatewayd.control.last_known_good import LastKnownGood
+from gatewayd.control.model import Ack, Replica, StoreUnavailableError
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
 
 log = logging.getLogger("gatewayd.agent")
@@ -31,29 +35,38 @@ class ReplicaAgent:
     def __init__(
         self,
         name: str,
-        store: LocalStore,
+        store,
         providers: list[tuple[str, str]],
+        lkg: LastKnownGood,
         on_event: Callable[[dict], None],
         on_swap: Callable[[Snapshot], None],
-        poll_interval_s: float = 0.2,
+        resync_interval_s: float = 2.0,
     ):
         self.name = name
         self.store = store
+        self.lkg = lkg
         self.compiled = CompiledVersions(providers)
         self.on_event = on_event  # writes a replica event into the audit chain
         self.on_swap = on_swap  # engine-side work for a new snapshot (cache fence, fsync policy)
-        self.poll_interval_s = poll_interval_s
+        self.resync_interval_s = resync_interval_s
         self.snapshot: Snapshot | None = None
         self.applied_change = 0
         self.started_at = time.time()
+        self.counters = {"changes_applied": 0, "changes_refused": 0, "store_lost": 0, "resyncs": 0}
+        self.store_lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat = 0.0
 
     def start(self) -> None:
-        """Applies the current state before returning, so the replica never serves empty."""
+        """Applies the current state before returning, so the replica never serves empty:
+        from the store, or from the last-known-good state when the store is unreachable."""
         self.on_event({"kind": "replica", "event": "started", "pid": os.getpid()})
-        self.sync()
+        try:
+            self.sync()
+        except StoreUnavailableError as exc:
+            self._lost(exc)
+            self._start_from_last_known_good()
         self._thread = threading.Thread(target=self._run, name=f"agent-{self.name}", daemon=True)
         self._thread.start()
 
@@ -61,51 +74,93 @@ class ReplicaAgent:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        self.store.remove_replica(self.name)
+        try:
+            self.store.remove_replica(self.name)
+        except StoreUnavailableError:
+            pass
         self.on_event({"kind": "replica", "event": "stopped"})
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                self.sync()
-            except Exception:  # the agent must outlive any single failure
-                log.exception("replica agent: sync failed; keeping the current snapshot")
+        subscription = self.store.subscribe()
+        try:
+            while not self._stop.is_set():
+                subscription.wait(min(self.resync_interval_s, HEARTBEAT_S))
+                if self._stop.is_set():
+                    return
+                try:
+                    self.sync()
+                except StoreUnavailableError as exc:
+                    self._lost(exc)
+                except Exception:  # the agent must outlive any single failure
+                    log.exception("replica %s: sync failed; keeping the current snapshot", self.name)
+        finally:
+            subscription.close()
 
     def sync(self) -> None:
         """Applies every change after the last one applied, then heartbeats."""
         last = self.store.last_change_id()
-        if last > self.applied_change:
+        if self.store_lost:
+            self.store_lost = False
+            self.counters["resyncs"] += 1
+            self.on_event({"kind": "replica", "event": "resynced", "change": last})
+            log.warning("replica %s: control store is back; resynced at change %d", self.name, last)
+        if last != self.applied_change:
             self._apply(last)
         now = time.time()
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._heartbeat(now)
 
     def _apply(self, last: int) -> None:
-        pending = [c.id for c in self.store.changes(since_id=self.applied_change)]
+        pending = [c.id for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
         try:
             snap = snapshots.build(last, self.store.pointers(), self.compiled, self._load)
         except (DocumentError, IncompleteState, ValueError) as exc:
             error = str(exc)
             log.error("replica %s refuses change %s: %s", self.name, last, error)
+            self.counters["changes_refused"] += 1
             self.on_event({"kind": "replica", "event": "refused", "change": last, "error": error})
             self._answer(pending, ok=False, error=error)
-            self.applied_change = last  # refused: wait for the next change, keep serving
+            self.applied_change = last  # refused: keep serving, wait for the next change
             return
+        self._swap(snap)
+        self.lkg.save(snap.change_id, self.store.pointers(), self._load)
+        self.counters["changes_applied"] += 1
+        self._answer(pending, ok=True, error="")
+        self._heartbeat(time.time())
+
+    def _swap(self, snap: Snapshot) -> None:
         previous = self.snapshot
         self.snapshot = snap
         self.on_swap(snap)
-        self.applied_change = last
+        self.applied_change = snap.change_id
         self.on_event(
             {
                 "kind": "replica",
                 "event": "applied",
-                "change": last,
+                "change": snap.change_id,
                 "versions": snap.versions(),
                 "previous": previous.versions() if previous else None,
             }
         )
-        self._answer(pending, ok=True, error="")
-        self._heartbeat(time.time())
+
+    def _start_from_last_known_good(self) -> None:
+        state = self.lkg.load()
+        if state is None:
+            raise RuntimeError(
+                f"replica {self.name}: the control store is unreachable and there is no last-known-good "
+                f"state in {self.lkg.path}; cannot serve"
+            )
+        change_id, pointers, documents = state
+        snap = snapshots.build(change_id, pointers, self.compiled, lambda d, v: documents[(d, v)])
+        self._swap(snap)
+        log.warning("replica %s: serving last-known-good change %d until the store returns", self.name, change_id)
+
+    def _lost(self, exc: Exception) -> None:
+        if not self.store_lost:
+            self.store_lost = True
+            self.counters["store_lost"] += 1
+            self.on_event({"kind": "replica", "event": "store_lost", "error": str(exc)})
+            log.error("replica %s: %s; serving the last good snapshot", self.name, exc)
 
     def _answer(self, change_ids: list[int], ok: bool, error: str) -> None:
         now = time.time()

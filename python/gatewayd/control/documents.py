@@ -32,7 +32,7 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    fsync: str = "interval"  # never | interval | always
+    fsync: str = "interval"  # never | interval | group | always (docs/AUDIT.md)
     fsync_interval_ms: int = 200
 
 
@@ -47,7 +47,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 CACHE_MODES = ("deterministic", "header", "off")
-FSYNC_POLICIES = ("never", "interval", "always")
+FSYNC_POLICIES = ("never", "interval", "group", "always")
 
 
 def parse(data: bytes, name: str) -> object:

@@ -6,9 +6,10 @@ change record (ROLLBACK.md R2). A rollback is an event of its own: it never eras
 
 from __future__ import annotations
 
+from gatewayd.config import Settings
 from gatewayd.control import documents
-from gatewayd.control.local_store import LocalStore
-from gatewayd.control.model import DEFAULT_SCOPE, Change, ChangeItem, VersionInfo
+from gatewayd.control.model import DEFAULT_SCOPE, Change, ChangeItem, ConflictError, VersionInfo
+from gatewayd.control.stores import Store, open_store
 
 
 class RegistryError(Exception):
@@ -16,7 +17,7 @@ class RegistryError(Exception):
 
 
 class Registry:
-    def __init__(self, store: LocalStore, providers: list[tuple[str, str]]):
+    def __init__(self, store: Store, providers: list[tuple[str, str]]):
         self.store = store
         self.providers = providers  # (name, kind): routing documents compile against them
 
@@ -37,28 +38,46 @@ class Registry:
             raise RegistryError(f"{domain} version {version_id} does not exist")
         return found
 
+    def versions(self, domain: str) -> list[VersionInfo]:
+        _check_domain(domain)
+        return self.store.versions(domain)
+
     def active(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
         for p in self.store.pointers():
             if p.domain == domain and p.scope == scope:
                 return p.version
         return None
 
-    def activate(self, domain: str, version_id: int, actor: str, reason: str, scope: str = DEFAULT_SCOPE) -> Change:
+    def activate(
+        self,
+        domain: str,
+        version_id: int,
+        actor: str,
+        reason: str,
+        scope: str = DEFAULT_SCOPE,
+        expect: int | None = None,
+    ) -> Change:
         _check_domain(domain)
         _require_reason(reason)
         self.document(domain, version_id)
-        current = self.active(domain, scope)
+        current = self._current(domain, scope, expect)
         if current == version_id:
             raise RegistryError(f"{domain}/{scope} is already at version {version_id}")
         return self.store.flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate")
 
     def rollback(
-        self, domain: str, actor: str, reason: str, scope: str = DEFAULT_SCOPE, to: int | None = None
+        self,
+        domain: str,
+        actor: str,
+        reason: str,
+        scope: str = DEFAULT_SCOPE,
+        to: int | None = None,
+        expect: int | None = None,
     ) -> Change:
         """Returns the pointer to the version before the current activation (or `to`)."""
         _check_domain(domain)
         _require_reason(reason)
-        current = self.active(domain, scope)
+        current = self._current(domain, scope, expect)
         if current is None:
             raise RegistryError(f"{domain}/{scope} has no active version to roll back")
         target = to if to is not None else self.previous(domain, scope)
@@ -68,6 +87,14 @@ class Registry:
         if target == current:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
         return self.store.flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback")
+
+    def _current(self, domain: str, scope: str, expect: int | None) -> int | None:
+        """The pointer's version. With `expect` (the version the caller decided from), a pointer
+        that has moved since is a lost compare-and-set, not something to flip from blindly."""
+        current = self.active(domain, scope)
+        if expect is not None and expect != current:
+            raise ConflictError.moved(domain, scope, current, expect)
+        return current
 
     def previous(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
         """The version a rollback returns to: activations push, rollbacks pop."""
@@ -110,6 +137,11 @@ class Registry:
             info = self.push(domain, data, name, actor, "initial version from the config file")
             items.append(ChangeItem(domain, DEFAULT_SCOPE, None, info.id))
         return self.store.flip(items, actor, "initial activation", "bootstrap") if items else None
+
+
+def open_registry(settings: Settings) -> Registry:
+    providers = [(name, p.kind) for name, p in settings.providers.items()]
+    return Registry(open_store(settings), providers)
 
 
 def _check_domain(domain: str) -> None:

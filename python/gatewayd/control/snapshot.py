@@ -12,7 +12,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.control import documents
 from gatewayd.control.documents import RuntimeConfig
-from gatewayd.control.model import DEFAULT_SCOPE, Pointer
+from gatewayd.control.model import DEFAULT_SCOPE, SHADOW_SCOPE, Pointer
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -23,6 +23,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     routing_version: int
     config: RuntimeConfig
     config_version: int
+    # A candidate policy evaluated beside the active one, recorded, never enforced (R15).
+    shadow: tuple[_core.Policy, int] | None = None
 
     def policy_for(self, tenant: str) -> tuple[int, _core.Policy]:
         """The most specific scope wins: `tenant:<name>`, then `default`."""
@@ -30,6 +32,8 @@ class Snapshot(msgspec.Struct, frozen=True):
 
     def versions(self) -> dict[str, int]:
         out = {f"policy/{scope}": v for scope, (v, _) in self.policies.items()}
+        if self.shadow:
+            out[f"policy/{SHADOW_SCOPE}"] = self.shadow[1]
         out["routing/default"] = self.routing_version
         out["config/default"] = self.config_version
         return out
@@ -70,10 +74,12 @@ class IncompleteState(Exception):
 def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, load) -> Snapshot:
     """Compiles (or reuses) every pointed-to version; raises DocumentError on a bad one."""
     policies: dict[str, tuple[int, _core.Policy]] = {}
-    routing = config = None
+    routing = config = shadow = None
     for p in pointers:
         obj = compiled.get(p.domain, p.version, load)
-        if p.domain == "policy":
+        if p.domain == "policy" and p.scope == SHADOW_SCOPE:
+            shadow = (obj, p.version)
+        elif p.domain == "policy":
             policies[p.scope] = (p.version, obj)
         elif p.domain == "routing" and p.scope == DEFAULT_SCOPE:
             routing = (p.version, obj)
@@ -86,4 +92,4 @@ def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, l
     ]
     if missing:
         raise IncompleteState(f"no active version for {', '.join(missing)}")
-    return Snapshot(change_id, policies, routing[1], routing[0], config[1], config[0])
+    return Snapshot(change_id, policies, routing[1], routing[0], config[1], config[0], shadow)

@@ -7,15 +7,20 @@ Anthropic endpoints through the pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 
 import msgspec
 
 from gatewayd import _core, config
+from gatewayd.audit.runtime import AuditRuntime
 from gatewayd.control.agent import ReplicaAgent
+from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.stores import open_store
 from gatewayd.server import errors
+from gatewayd.server import metrics
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.pipeline import Pipeline
@@ -40,7 +45,9 @@ class GatewayApp:
         self.pipeline: Pipeline | None = None
         self.agent: ReplicaAgent | None = None
         self.engine = None
+        self.audit: AuditRuntime | None = None
         self.client: UpstreamClient | None = None
+        self._metrics_task: asyncio.Task | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         kind = scope["type"]
@@ -50,6 +57,23 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: dict, receive, send) -> None:
+        """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
+        started = False
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                anthropic = scope["path"] == "/v1/messages"
+                await _error(send, 500, "internal gateway error; see the gateway log", "internal_error", anthropic)
+
+    async def _route(self, scope: dict, receive, send) -> None:
         path = scope["path"]
         api = LLM_ROUTES.get(path)
         if api is not None:
@@ -58,6 +82,10 @@ class GatewayApp:
             return await self.pipeline.handle(scope, receive, send, api)
         if path == "/v1/models" and scope["method"] == "GET":
             return await self._models(scope, send)
+        if path == "/metrics":
+            self._write_metrics()
+            body = metrics.render(self.metrics_dir.read_all())
+            return await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4")], body)
         if path == "/healthz":
             return await respond(send, 200, [(b"content-type", JSON)], b'{"status":"ok"}')
         if path == "/readyz":
@@ -96,23 +124,57 @@ class GatewayApp:
         self.engine = _core.Engine(
             s.cache.max_entries, s.cache.max_bytes, str(s.path(s.audit.dir)), name, s.audit.segment_bytes
         )
+        self.audit = AuditRuntime(self.engine, s)
+        self.audit.start()
         providers = [(n, p.kind) for n, p in s.providers.items()]
+        state_dir = s.path(s.control.dir)
         self.agent = ReplicaAgent(
             name,
             open_store(s),
             providers,
-            on_event=lambda event: self.engine.event(_encode(event)),
+            LastKnownGood(state_dir / "last-known-good" / f"{name}.json"),
+            on_event=self._on_event,
             on_swap=self._on_swap,
-            poll_interval_s=s.control.poll_interval_ms / 1000,
+            resync_interval_s=s.control.resync_interval_ms / 1000,
         )
         self.agent.start()
+        self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
+        self._metrics_task = asyncio.get_running_loop().create_task(self._flush_metrics())
         self.client = UpstreamClient(max_connections=max(p.max_connections for p in s.providers.values()))
         await self.client.start()
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
         self.pipeline = Pipeline(
-            self.engine, self.agent, Authenticator(s.keys), self.client, endpoints, s.server.max_body_bytes
+            self.engine, self.agent, Authenticator(s.keys), self.client, endpoints, s.server.max_body_bytes, self.audit
         )
         log.info("replica %s serving (pid %d)", name, os.getpid())
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            try:
+                self._write_metrics()
+            except OSError:
+                log.exception("could not write metrics")
+            await asyncio.sleep(1.0)
+
+    def _write_metrics(self) -> None:
+        agent = self.agent
+        snap = agent.snapshot
+        self.metrics_dir.write(
+            metrics.ReplicaMetrics(
+                replica=agent.name,
+                written_at=time.time(),
+                change_id=agent.applied_change,
+                versions=snap.versions() if snap else {},
+                counters=dict(agent.counters),
+                cache=self.engine.cache_stats(),
+                engine=msgspec.Raw(self.engine.metrics_json()),
+            )
+        )
+
+    def _on_event(self, event: dict) -> None:
+        """Writes a replica event into the chain; a change boundary is signed at once (R8)."""
+        self.engine.event(_encode(event))
+        self.audit.after_event(event)
 
     def _on_swap(self, snap) -> None:
         """Fence the cache to the version sets the new snapshot serves (R5) and adopt its
@@ -122,12 +184,14 @@ class GatewayApp:
         self.engine.set_audit_sync(audit.fsync, audit.fsync_interval_ms)
 
     async def shutdown(self) -> None:
+        if self._metrics_task:
+            self._metrics_task.cancel()
         if self.client:
             await self.client.close()
         if self.agent:
             self.agent.stop()
-        if self.engine:
-            self.engine.sync_audit()
+        if self.audit:
+            await self.audit.stop()  # a last fsync and checkpoint
 
 
 async def _error(send, status: int, message: str, code: str, anthropic: bool) -> None:

@@ -24,8 +24,9 @@ UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
 
 
 class Pipeline:
-    def __init__(self, engine, agent, auth: Authenticator, client: UpstreamClient, providers, max_body: int):
+    def __init__(self, engine, agent, auth: Authenticator, client: UpstreamClient, providers, max_body: int, audit):
         self.engine = engine
+        self.audit = audit  # gatewayd.audit.runtime.AuditRuntime
         self.agent = agent
         self.auth = auth
         self.client = client
@@ -53,6 +54,7 @@ class Pipeline:
         adm = self.engine.admit(
             policy,
             policy_version,
+            snap.shadow,
             snap.routing,
             snap.routing_version,
             snap.config_version,
@@ -66,7 +68,7 @@ class Pipeline:
         if adm.verdict != "allow":
             return await self._refuse(send, adm, anthropic)
         if adm.cached_body is not None:
-            self.engine.record(adm, adm.cached_status, None, None, None, 0.0)
+            await self._record(adm, adm.cached_status, None, None, None, 0.0)
             content_type = adm.cached_content_type.encode()
             return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
         await self._forward(scope, send, adm, snap.config, anthropic)
@@ -85,7 +87,7 @@ class Pipeline:
             content_type = _content_type(upstream.headers)
             if upstream.status != 200 or not content_type.startswith(SSE):
                 payload = await upstream.read()
-                self.engine.record(adm, upstream.status, None, payload, None, ttl)
+                await self._record(adm, upstream.status, None, payload, None, ttl)
                 return await respond(send, upstream.status, _headers(adm, content_type, passed), payload)
             await self._stream(send, adm, upstream, passed, ttl, anthropic)
         except UpstreamError as exc:
@@ -109,11 +111,11 @@ class Pipeline:
             error = exc
         if error is None:
             full = b"".join(kept) if kept is not None else None
-            self.engine.record(adm, 200, None, full, digest.hexdigest(), ttl)
+            await self._record(adm, 200, None, full, digest.hexdigest(), ttl)
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
         message = f"upstream stream broke off: {error}"
-        self.engine.record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0)
+        await self._record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0)
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
 
@@ -121,14 +123,21 @@ class Pipeline:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
         what = "timed out" if exc.kind == "timeout" else "failed"
         message = f"upstream {adm.provider} {what}: {exc}"
-        self.engine.record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0)
+        await self._record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0)
         body = errors.error_body(status, message, "upstream_" + exc.kind, anthropic)
         await respond(send, status, _headers(adm, JSON), body)
 
     async def _refuse(self, send: Send, adm, anthropic: bool) -> None:
-        self.engine.record(adm, adm.status, adm.message, None, None, 0.0)
+        await self._record(adm, adm.status, adm.message, None, None, 0.0)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
         await respond(send, adm.status, _headers(adm, JSON), body)
+
+
+    async def _record(self, adm, status: int, error, response, response_sha256, cache_ttl_s: float) -> None:
+        """Appends the request's audit record (written before this returns) and, under the
+        `group` fsync policy, waits until it is on disk: the response completes after."""
+        seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
+        await self.audit.durable(seq)
 
 
 def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:

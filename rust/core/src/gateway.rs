@@ -6,15 +6,16 @@
 //! [`Gateway::fence`] purges the rest at a flip and refuses late fills from requests that
 //! started under a version that has since left service (ROLLBACK.md R5).
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::audit::{AuditError, AuditWriter, SyncPolicy};
+use crate::audit::{AuditError, AuditWriter, SharedWriter};
 use crate::cache::{CacheKey, CachedResponse, ResponseCache, Versions};
-use crate::policy::{Policy, RequestView, Verdict};
+use crate::metrics::{Metrics, ShadowKey};
+use crate::policy::{Decision, Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
 use crate::routing::{Destination, Routing, Unroutable};
 
@@ -55,6 +56,8 @@ impl Outcome {
 pub struct AdmitInput<'a> {
     pub ctx: RequestContext<'a>,
     pub policy: &'a Policy,
+    /// A candidate policy evaluated beside the active one and recorded, never enforced (R15).
+    pub shadow: Option<(&'a Policy, u64)>,
     pub routing: &'a Routing,
     pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
@@ -83,8 +86,28 @@ pub struct Admission {
     pub cache_key: Option<CacheKey>,
     pub cached: Option<Arc<CachedResponse>>,
     pub versions: Versions,
+    pub shadow: Option<ShadowOutcome>,
     pub prompt_sha256: String,
     pub started: Instant,
+}
+
+/// What the shadow policy would have decided for this request.
+#[derive(Debug)]
+pub struct ShadowOutcome {
+    pub version: u64,
+    pub verdict: &'static str,
+    pub rule: Option<String>,
+    pub matched: Vec<String>,
+}
+
+impl ShadowOutcome {
+    fn from_decision(version: u64, decision: Decision) -> ShadowOutcome {
+        let (verdict, rule) = match decision.verdict {
+            Verdict::Allow => ("allow", None),
+            Verdict::Deny { rule, .. } => ("deny", Some(rule).filter(|r| !r.is_empty())),
+        };
+        ShadowOutcome { version, verdict, rule, matched: decision.matched }
+    }
 }
 
 /// Who is asking, under which versions: known before the body is even read.
@@ -116,6 +139,7 @@ impl Admission {
             cache_key: None,
             cached: None,
             versions: ctx.versions,
+            shadow: None,
             prompt_sha256: hex::encode(Sha256::digest(body)),
             started: Instant::now(),
         }
@@ -152,17 +176,22 @@ pub struct RecordInput<'a> {
 /// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
 pub struct Gateway {
     cache: ResponseCache,
-    audit: Mutex<AuditWriter>,
+    metrics: Metrics,
+    audit: SharedWriter,
     active: RwLock<Vec<Versions>>,
 }
 
 impl Gateway {
     pub fn new(cache: ResponseCache, audit: AuditWriter) -> Gateway {
-        Gateway { cache, audit: Mutex::new(audit), active: RwLock::new(Vec::new()) }
+        Gateway { cache, metrics: Metrics::default(), audit: SharedWriter::new(audit), active: RwLock::new(Vec::new()) }
     }
 
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
@@ -185,6 +214,9 @@ impl Gateway {
                 headers: req.headers,
                 segments: &segments,
             };
+            if let Some((shadow, version)) = req.shadow {
+                adm.shadow = Some(ShadowOutcome::from_decision(version, shadow.evaluate(&view)));
+            }
             req.policy.evaluate(&view)
         };
         adm.model = model;
@@ -262,6 +294,17 @@ impl Gateway {
             _ => None,
         };
         let v = adm.versions;
+        let latency = adm.started.elapsed();
+        self.metrics.observe(v, adm.api.name(), out.status, adm.cache_state(), latency);
+        let shadow = adm.shadow.as_ref().map(|s| {
+            self.metrics.observe_shadow(ShadowKey {
+                shadow_version: s.version,
+                active_version: v.policy,
+                active: if adm.outcome == Outcome::Deny { "deny" } else { "allow" },
+                shadow: s.verdict,
+            });
+            json!({"version": s.version, "decision": s.verdict, "rule": s.rule, "rules": s.matched})
+        });
         let fields = json!({
             "kind": "request",
             "request_id": adm.request_id,
@@ -280,30 +323,23 @@ impl Gateway {
             "stream": adm.stream,
             "status": out.status,
             "error": out.error,
-            "latency_us": adm.started.elapsed().as_micros() as u64,
+            "latency_us": latency.as_micros() as u64,
             "cache": adm.cache_state(),
             "prompt_sha256": adm.prompt_sha256,
             "response_sha256": response_sha256,
+            "shadow": shadow,
         });
         self.append(into_map(fields))
     }
 
     /// Appends a control-plane or replica event (change applied, refused, started ...).
     pub fn append(&self, fields: Map<String, Value>) -> Result<u64, AuditError> {
-        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        audit.append(fields).map(|(seq, _)| seq)
+        self.audit.append(fields)
     }
 
-    pub fn set_audit_sync(&self, policy: SyncPolicy) {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).set_sync_policy(policy);
-    }
-
-    pub fn sync_audit(&self) -> Result<(), AuditError> {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).sync()
-    }
-
-    pub fn audit_head(&self) -> (u64, [u8; 32]) {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).head()
+    /// The replica's audit chain: sync, checkpoints and retention.
+    pub fn audit(&self) -> &SharedWriter {
+        &self.audit
     }
 
     /// Makes `active` the only version sets the cache may serve or be filled with, and

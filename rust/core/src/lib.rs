@@ -4,3 +4,4 @@ pub mod cache;
 pub mod audit;
 pub mod routing;
 pub mod gateway;
+pub mod metrics;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gatewayd_core::audit::{AuditOptions, AuditWriter, SyncPolicy};
+use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
 use gatewayd_core::cache::{ResponseCache, Versions};
 use gatewayd_core::gateway::{self, AdmitInput, CacheMode, Gateway, RecordInput, RequestContext};
 use gatewayd_core::request::Api;
@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::audit::audit_err;
+use crate::audit::{self, audit_err, RetentionPlan};
 use crate::documents::{Policy, Routing};
 
 /// The outcome of `Engine.admit`: what to answer or where to send the request.
@@ -107,9 +107,9 @@ impl Admission {
     }
 }
 
-/// One replica's hot path: response cache and audit chain.
+/// One replica's hot path: response cache and audit chain (and what opening it found).
 #[pyclass(frozen, module = "gatewayd._core")]
-pub struct Engine(Gateway);
+pub struct Engine(Gateway, OpenReport);
 
 fn api_from(name: &str) -> PyResult<Api> {
     Api::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown api {name:?}")))
@@ -124,8 +124,8 @@ impl Engine {
     #[new]
     fn new(cache_entries: usize, cache_bytes: usize, audit_dir: &str, chain: &str, segment_bytes: u64) -> PyResult<Self> {
         let opts = AuditOptions { segment_bytes, sync: SyncPolicy::Never };
-        let (writer, _report) = AuditWriter::open(Path::new(audit_dir), chain, opts).map_err(audit_err)?;
-        Ok(Engine(Gateway::new(ResponseCache::new(cache_entries, cache_bytes), writer)))
+        let (writer, report) = AuditWriter::open(Path::new(audit_dir), chain, opts).map_err(audit_err)?;
+        Ok(Engine(Gateway::new(ResponseCache::new(cache_entries, cache_bytes), writer), report))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -134,6 +134,7 @@ impl Engine {
         py: Python<'_>,
         policy: &Policy,
         policy_version: u64,
+        shadow: Option<(PyRef<'_, Policy>, u64)>,
         routing: &Routing,
         routing_version: u64,
         config_version: u64,
@@ -154,6 +155,7 @@ impl Engine {
         let input = AdmitInput {
             ctx: RequestContext { api: api_from(api)?, tenant, request_id, versions },
             policy: &policy.0,
+            shadow: shadow.as_ref().map(|(p, v)| (&p.0, *v)),
             routing: &routing.0,
             headers: &headers,
             body,
@@ -211,24 +213,67 @@ impl Engine {
         self.0.fence(active.into_iter().map(versions_from).collect())
     }
 
+    /// never | interval | group | always; only `always` syncs inside an append, the rest
+    /// is driven from Python (gatewayd.audit.sync) through `sync_audit`.
     fn set_audit_sync(&self, policy: &str, interval_ms: u64) -> PyResult<()> {
-        let policy = match policy {
-            "never" => SyncPolicy::Never,
-            "always" => SyncPolicy::Always,
-            "interval" => SyncPolicy::Interval(Duration::from_millis(interval_ms)),
-            other => return Err(PyValueError::new_err(format!("unknown fsync policy {other:?}"))),
-        };
-        self.0.set_audit_sync(policy);
+        self.0.audit().set_sync_policy(audit::sync_policy(policy, interval_ms)?);
         Ok(())
     }
 
-    fn sync_audit(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.0.sync_audit()).map_err(audit_err)
+    /// (policy, interval_ms, head seq, synced seq).
+    fn audit_sync_state(&self) -> (&'static str, u64, u64, u64) {
+        let state = self.0.audit().sync_state();
+        let (policy, interval_ms) = audit::sync_policy_name(state.policy);
+        (policy, interval_ms, state.head_seq, state.synced_seq)
+    }
+
+    /// Syncs every record appended so far, without holding up appends meanwhile; returns
+    /// the seq up to which records are durable.
+    fn sync_audit(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.0.audit().sync()).map_err(audit_err)
     }
 
     fn audit_head(&self) -> (u64, String) {
-        let (seq, hash) = self.0.audit_head();
+        let (seq, hash) = self.0.audit().head();
         (seq, hex::encode(hash))
+    }
+
+    /// The chain's directory: segments, and checkpoint notes under `checkpoints/`.
+    fn audit_dir(&self) -> String {
+        self.0.audit().dir().display().to_string()
+    }
+
+    /// What opening the chain found (created, torn tail cut, checkpoint re-verified).
+    fn audit_opened<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        audit::open_report(py, &self.1)
+    }
+
+    /// The current tree head, synced first, as (size, checkpoint note body) for the log
+    /// `<origin>/<chain>`; the caller signs the body.
+    fn audit_checkpoint(&self, py: Python<'_>, origin: &str) -> PyResult<(u64, String)> {
+        let checkpoint = py.detach(|| self.0.audit().checkpoint(origin)).map_err(audit_err)?;
+        Ok((checkpoint.size, checkpoint.body()))
+    }
+
+    /// Picks the sealed segments older than `max_age_s` or beyond `max_bytes` (0: no
+    /// limit) and records the decision in the chain; None if nothing is due. Sign a
+    /// checkpoint, then `audit_apply_retention`.
+    fn audit_plan_retention(&self, max_age_s: f64, max_bytes: u64) -> PyResult<Option<RetentionPlan>> {
+        let policy = audit::retention_policy(max_age_s, max_bytes);
+        let plan = self.0.audit().plan_retention(&policy).map_err(audit_err)?;
+        Ok(plan.map(RetentionPlan))
+    }
+
+    /// Removes the segments a plan lets go, once a checkpoint covers its record.
+    fn audit_apply_retention(&self, py: Python<'_>, plan: &RetentionPlan) -> PyResult<u64> {
+        py.detach(|| self.0.audit().apply_retention(&plan.0)).map_err(audit_err)
+    }
+
+    /// This replica's request metrics as JSON, for shipping with its heartbeat.
+    fn metrics_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let snapshot = self.0.metrics().snapshot();
+        let bytes = serde_json::to_vec(&snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyBytes::new(py, &bytes))
     }
 
     fn cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -1,46 +1,31 @@
-//! Reading a chain back: every record is checked against its predecessor as it streams by,
-//! so reading and verifying are the same pass.
+//! The rules that link one record to the next, and how a break in them is reported.
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
+use super::merkle::{leaf_hash, Frontier, Hash};
 use super::payload::RecordHead;
-use super::segment::{
-    list_segments, parse_hash, segment_name, FrameError, HeaderError, SegmentHeader, SegmentReader,
-};
+use super::segment::{parse_hash, FrameError, HeaderError, SegmentHeader};
 use super::FORMAT_VERSION;
-
-/// What a successful verification covered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub records: u64,
-    pub segments: u64,
-    /// Seq and hash of the last record; 0 and zeros for a chain with no records.
-    pub head_seq: u64,
-    pub head_hash: [u8; 32],
-    /// Bytes of an incomplete frame ending the last segment: a write in progress, or a torn
-    /// write the writer will cut when it next opens the chain. Not part of the chain.
-    pub tail_bytes: u64,
-}
 
 /// Where verification stopped and why; displays as one line.
 #[derive(Debug, thiserror::Error)]
 pub struct VerifyFailure {
-    pub segment: PathBuf,
-    /// Offset of the bad frame in `segment`, if the problem is inside the file.
+    /// The segment (or checkpoint note) where the problem is.
+    pub path: PathBuf,
+    /// Offset of the bad frame in `path`, if the problem is inside a segment.
     pub offset: Option<u64>,
-    /// The seq the record at `offset` should have had.
+    /// The seq the record at `offset` should have had, or the record the problem is about.
     pub seq: Option<u64>,
     pub problem: Problem,
 }
 
 impl fmt::Display for VerifyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.segment.display())?;
+        write!(f, "{}", self.path.display())?;
         if let Some(offset) = self.offset {
             write!(f, " at byte {offset}")?;
         }
@@ -78,7 +63,23 @@ pub enum Problem {
     #[error("seq gap or reorder: expected {expected}, found {found}")]
     SeqMismatch { expected: u64, found: u64 },
     #[error("prev hash mismatch: expected {}, found {found}", hex::encode(.expected))]
-    PrevMismatch { expected: [u8; 32], found: String },
+    PrevMismatch { expected: Hash, found: String },
+    #[error("earlier segments are missing and no retention record removed them")]
+    UnrecordedRemoval,
+    #[error("earlier segments were removed by retention, but no checkpoint at or after seq {0} pins the first kept record")]
+    RetentionUnpinned(u64),
+    #[error("invalid checkpoint: {0}")]
+    BadCheckpoint(String),
+    #[error("checkpoint covers {size} records but the chain ends at seq {head}: records were removed from the end")]
+    CheckpointBeyondEnd { size: u64, head: u64 },
+    #[error("checkpoint root at size {size} is {found}, the chain's is {expected}: records up to seq {size} were changed")]
+    CheckpointMismatch {
+        size: u64,
+        expected: String,
+        found: String,
+    },
+    #[error("checkpoint record names checkpoints/{0}.note, which is missing or differs")]
+    CheckpointMissing(u64),
 }
 
 impl From<FrameError> for Problem {
@@ -103,12 +104,23 @@ impl From<HeaderError> for Problem {
     }
 }
 
+/// The records the chain format itself gives meaning to (see FORMAT.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `kind: "checkpoint"`: a signed tree head was written for this chain.
+    Checkpoint,
+    /// `kind: "retention"`: segments before `first_segment` are about to be removed.
+    Retention,
+    Other,
+}
+
 /// The end of a chain as read so far: what the next record must continue from.
 #[derive(Debug, Clone)]
 pub(crate) struct ChainState {
     pub chain: String,
     pub seq: u64,
-    pub head: [u8; 32],
+    pub head: Hash,
+    pub tree: Frontier,
 }
 
 impl ChainState {
@@ -117,6 +129,27 @@ impl ChainState {
             chain: chain.to_owned(),
             seq: 0,
             head: [0; 32],
+            tree: Frontier::new(),
+        }
+    }
+
+    /// The state a segment's header says the chain was in before its first record.
+    pub fn from_header(header: &SegmentHeader) -> ChainState {
+        ChainState {
+            chain: header.chain.clone(),
+            seq: header.first_seq - 1,
+            head: header.prev,
+            tree: header.tree.clone(),
+        }
+    }
+
+    /// The header of a segment that starts here.
+    pub fn header(&self) -> SegmentHeader {
+        SegmentHeader {
+            chain: self.chain.clone(),
+            first_seq: self.seq + 1,
+            prev: self.head,
+            tree: self.tree.clone(),
         }
     }
 
@@ -142,11 +175,18 @@ impl ChainState {
         if header.prev != self.head {
             return mismatch("prev", hex::encode(self.head), hex::encode(header.prev));
         }
+        if header.tree != self.tree {
+            return mismatch(
+                "tree",
+                hex::encode(self.tree.root()),
+                format!("a frontier with root {}", hex::encode(header.tree.root())),
+            );
+        }
         Ok(())
     }
 
     /// Checks that `payload` is the next record of the chain, then moves past it.
-    pub fn advance(&mut self, payload: &[u8]) -> Result<[u8; 32], Problem> {
+    pub fn advance(&mut self, payload: &[u8]) -> Result<RecordKind, Problem> {
         let record: RecordHead =
             serde_json::from_slice(payload).map_err(|e| Problem::BadPayload(e.to_string()))?;
         if record.v != FORMAT_VERSION {
@@ -171,8 +211,13 @@ impl ChainState {
             });
         }
         self.seq = record.seq;
-        self.head = Sha256::digest(payload).into();
-        Ok(self.head)
+        self.head = leaf_hash(payload);
+        self.tree.push(self.head);
+        Ok(match record.kind.as_deref() {
+            Some("checkpoint") => RecordKind::Checkpoint,
+            Some("retention") => RecordKind::Retention,
+            _ => RecordKind::Other,
+        })
     }
 }
 
@@ -180,8 +225,8 @@ impl ChainState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
-    /// SHA-256 of `payload`.
-    pub hash: [u8; 32],
+    /// The record's leaf hash, SHA-256(0x00 || payload): what the next record's `prev` names.
+    pub hash: Hash,
     /// The canonical JSON exactly as stored.
     pub payload: Vec<u8>,
 }
@@ -189,157 +234,5 @@ pub struct Record {
 impl Record {
     pub fn fields(&self) -> serde_json::Result<Map<String, Value>> {
         serde_json::from_slice(&self.payload)
-    }
-}
-
-/// Verifies a whole chain: every frame, every link, every segment header.
-pub fn verify_chain(root: &Path, chain: &str) -> Result<VerifyReport, VerifyFailure> {
-    let mut reader = read_records(root, chain);
-    let mut records = 0;
-    while reader.next_payload()?.is_some() {
-        records += 1;
-    }
-    Ok(VerifyReport {
-        records,
-        segments: reader.segments_read,
-        head_seq: reader.state.seq,
-        head_hash: reader.state.head,
-        tail_bytes: reader.tail_bytes,
-    })
-}
-
-/// Reads a chain's records in order, verifying as it goes; stops after the first failure.
-pub fn read_records(root: &Path, chain: &str) -> RecordReader {
-    RecordReader {
-        dir: root.join(chain),
-        segments: None,
-        segments_read: 0,
-        current: None,
-        state: ChainState::genesis(chain),
-        tail_bytes: 0,
-        failed: false,
-    }
-}
-
-/// Iterator over a chain's verified records; see [`read_records`].
-pub struct RecordReader {
-    dir: PathBuf,
-    /// Segment numbers, listed on first use.
-    segments: Option<Vec<u64>>,
-    segments_read: u64,
-    current: Option<SegmentReader>,
-    state: ChainState,
-    tail_bytes: u64,
-    failed: bool,
-}
-
-impl RecordReader {
-    /// The next verified record's payload, without copying it out of the read buffer.
-    fn next_payload(&mut self) -> Result<Option<&[u8]>, VerifyFailure> {
-        loop {
-            let Some(reader) = &mut self.current else {
-                if !self.open_next_segment()? {
-                    return Ok(None);
-                }
-                continue;
-            };
-            let last_segment =
-                self.segments.as_ref().map(Vec::len) == Some(self.segments_read as usize);
-            let frame_start = reader.offset;
-            let expected_seq = self.state.seq + 1;
-            let fail = |reader: &SegmentReader, problem| VerifyFailure {
-                segment: reader.path.clone(),
-                offset: Some(frame_start),
-                seq: Some(expected_seq),
-                problem,
-            };
-            match reader.next_frame() {
-                Ok(Some(payload)) => match self.state.advance(payload) {
-                    Ok(_) => return Ok(self.current.as_ref().map(SegmentReader::payload)),
-                    Err(problem) => return Err(fail(reader, problem)),
-                },
-                Ok(None) => self.current = None,
-                Err(FrameError::Truncated) if last_segment => {
-                    self.tail_bytes = reader.len - reader.offset;
-                    self.current = None;
-                }
-                Err(err) => return Err(fail(reader, err.into())),
-            }
-        }
-    }
-
-    /// Opens the next segment and checks its header; false once all segments are read.
-    fn open_next_segment(&mut self) -> Result<bool, VerifyFailure> {
-        let segments = match &self.segments {
-            Some(segments) => segments,
-            None => self.segments.insert(self.list_segments()?),
-        };
-        let Some(&number) = segments.get(self.segments_read as usize) else {
-            return Ok(false);
-        };
-        let path = self.dir.join(segment_name(number));
-        let fail = |problem| VerifyFailure {
-            segment: path.clone(),
-            offset: Some(0),
-            seq: None,
-            problem,
-        };
-        let mut reader = SegmentReader::open(path.clone()).map_err(|e| fail(Problem::Io(e)))?;
-        let header = reader.read_header().map_err(|e| fail(e.into()))?;
-        self.state.check_header(&header).map_err(fail)?;
-        self.segments_read += 1;
-        self.current = Some(reader);
-        Ok(true)
-    }
-
-    /// Segment numbers, which must run 1, 2, 3, ... without a gap.
-    fn list_segments(&self) -> Result<Vec<u64>, VerifyFailure> {
-        let numbers = list_segments(&self.dir).map_err(|err| VerifyFailure {
-            segment: self.dir.clone(),
-            offset: None,
-            seq: None,
-            problem: Problem::Io(err),
-        })?;
-        let expected = 1..=numbers.len() as u64 + 1;
-        match numbers
-            .iter()
-            .zip(expected)
-            .find(|(&found, expected)| found != *expected)
-        {
-            None if !numbers.is_empty() => Ok(numbers),
-            gap => Err(VerifyFailure {
-                segment: self
-                    .dir
-                    .join(segment_name(gap.map_or(1, |(_, expected)| expected))),
-                offset: None,
-                seq: None,
-                problem: Problem::MissingSegment,
-            }),
-        }
-    }
-}
-
-impl Iterator for RecordReader {
-    type Item = Result<Record, VerifyFailure>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.next_payload() {
-            Ok(Some(payload)) => {
-                let payload = payload.to_vec();
-                Some(Ok(Record {
-                    seq: self.state.seq,
-                    hash: self.state.head,
-                    payload,
-                }))
-            }
-            Ok(None) => None,
-            Err(failure) => {
-                self.failed = true;
-                Some(Err(failure))
-            }
-        }
     }
 }

@@ -1,30 +1,48 @@
 //! Tamper-evident audit log: one append-only, hash-chained chain per replica (ROLLBACK.md R8).
 //!
-//! Each record carries the SHA-256 of the previous record's payload, so editing, removing,
-//! inserting or reordering any record breaks the chain at a point that [`verify_chain`]
-//! names. The on-disk layout is specified in `FORMAT.md` beside this file, precisely enough
-//! for a third party to verify a chain without this code.
+//! Each record carries the hash of the previous record, so editing, removing, inserting or
+//! reordering any record breaks the chain at a point that [`verify_chain`] names. The same
+//! hashes are the leaves of an RFC 6962 Merkle tree whose signed heads (checkpoints) pin the
+//! end of the chain and allow inclusion and consistency proofs. The on-disk layout is
+//! specified in `FORMAT.md` beside this file, precisely enough for a third party to verify a
+//! chain without this code.
 
 mod chain;
+mod checkpoint;
+mod merkle;
 mod payload;
+mod proof;
+mod reader;
+mod recover;
+mod retention;
 mod segment;
+mod shared;
+mod verify;
 mod writer;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use chain::{
-    read_records, verify_chain, Problem, Record, RecordReader, VerifyFailure, VerifyReport,
+pub use chain::{Problem, Record, RecordKind, VerifyFailure};
+pub use checkpoint::{base64_hash, list_notes, note_name, read_note, Checkpoint, CHECKPOINT_DIR};
+pub use merkle::{
+    empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Frontier, Hash,
 };
 pub use payload::WRITER_FIELDS;
-pub use writer::{AuditOptions, AuditWriter, OpenReport, SyncPolicy, TornTail};
+pub use proof::{prove_consistency, prove_inclusion, ConsistencyProof, InclusionProof, ProofError};
+pub use reader::RecordReader;
+pub use retention::{RetentionPlan, RetentionPolicy};
+pub use shared::{SharedWriter, SyncState};
+pub use verify::{verify_chain, CheckedNote, VerifyReport};
+pub use writer::{AuditOptions, AuditWriter, OpenReport, PendingSync, SyncPolicy, TornTail};
 
 /// First bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"GWDAUDIT";
 
-/// Version of the segment layout and of the records' `v` field.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the segment layout and of the records' `v` field. Version 2 hashes records
+/// as RFC 6962 leaves and puts the Merkle frontier in segment headers.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Largest record payload accepted, so a corrupt length field cannot trigger a huge read.
 pub const MAX_PAYLOAD: u32 = 16 << 20;
@@ -49,6 +67,8 @@ pub enum AuditError {
     /// An earlier write or fsync failed, so what is on disk is unknown: appends stop.
     #[error("audit writer stopped after an earlier failure: {0}")]
     Poisoned(String),
+    #[error("retention refused: no checkpoint covers seq {0} yet, so the kept segments would not be pinned")]
+    RetentionUnpinned(u64),
 }
 
 impl AuditError {

@@ -1,5 +1,6 @@
 //! Record payloads: canonical JSON out, the chain-relevant fields back in.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,9 @@ pub(crate) struct RecordHead<'a> {
     pub seq: u64,
     pub prev: &'a str,
     pub chain: &'a str,
+    /// Borrowed when it can be; a caller's kind may hold escapes.
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]
@@ -195,7 +199,7 @@ mod tests {
         let mut out = Vec::new();
         encode_record(&mut out, &own, fields.as_object().unwrap());
         let expected = format!(
-            r#"{{"chain":"r1","kind":"request","prev":"{}","seq":7,"ts":"1970-01-01T00:00:00.000000Z","v":1,"zeta":{{"a":null,"b":[1,"x\n"]}},"é":1.5}}"#,
+            r#"{{"chain":"r1","kind":"request","prev":"{}","seq":7,"ts":"1970-01-01T00:00:00.000000Z","v":2,"zeta":{{"a":null,"b":[1,"x\n"]}},"é":1.5}}"#,
             "ab".repeat(32)
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::merkle::{Frontier, Hash};
 use super::payload::write_canonical;
 use super::{FORMAT_VERSION, MAGIC, MAX_PAYLOAD};
 
@@ -44,7 +45,10 @@ pub(crate) struct SegmentHeader {
     pub chain: String,
     pub first_seq: u64,
     /// Hash of record `first_seq - 1`; zeros for the genesis segment.
-    pub prev: [u8; 32],
+    pub prev: Hash,
+    /// The Merkle frontier of records `1..first_seq`, so the tree can be continued (and
+    /// checked against checkpoints) from this segment on, once earlier ones are removed.
+    pub tree: Frontier,
 }
 
 impl SegmentHeader {
@@ -53,7 +57,12 @@ impl SegmentHeader {
         let mut payload = Vec::new();
         write_canonical(
             &mut payload,
-            &json!({"chain": self.chain, "first_seq": self.first_seq, "prev": hex::encode(self.prev)}),
+            &json!({
+                "chain": self.chain,
+                "first_seq": self.first_seq,
+                "prev": hex::encode(self.prev),
+                "tree": self.tree.nodes().iter().map(hex::encode).collect::<Vec<_>>(),
+            }),
         );
         let mut out = Vec::with_capacity(MAGIC.len() + 2 + FRAME_HEADER + payload.len());
         out.extend_from_slice(MAGIC);
@@ -228,17 +237,37 @@ fn parse_header(payload: &[u8]) -> Result<SegmentHeader, String> {
         chain: &'a str,
         first_seq: u64,
         prev: &'a str,
+        #[serde(borrow)]
+        tree: Vec<&'a str>,
     }
     let raw: Raw = serde_json::from_slice(payload).map_err(|e| format!("header JSON: {e}"))?;
+    let before = raw
+        .first_seq
+        .checked_sub(1)
+        .ok_or("header first_seq is 0")?;
+    let nodes = raw
+        .tree
+        .iter()
+        .map(|node| {
+            parse_hash(node).ok_or("header tree holds a hash that is not 64 lowercase hex digits")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = nodes.len();
     Ok(SegmentHeader {
         chain: raw.chain.to_owned(),
         first_seq: raw.first_seq,
         prev: parse_hash(raw.prev).ok_or("header prev is not 64 lowercase hex digits")?,
+        tree: Frontier::from_nodes(before, nodes).ok_or_else(|| {
+            format!(
+                "header tree has {count} hashes, a tree of {before} records has {}",
+                before.count_ones()
+            )
+        })?,
     })
 }
 
 /// Parses a hash written as 64 lowercase hex digits, the only form the writer produces.
-pub(crate) fn parse_hash(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hash(text: &str) -> Option<Hash> {
     let mut hash = [0u8; 32];
     let lowercase = text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     (lowercase && hex::decode_to_slice(text, &mut hash).is_ok()).then_some(hash)

@@ -2,8 +2,6 @@
 
 use std::ops::Range;
 
-use sha2::{Digest, Sha256};
-
 use super::*;
 
 /// Byte ranges of a segment's record frames (its header frame excluded).
@@ -154,7 +152,7 @@ fn edits_to_the_last_record_change_the_head_hash() {
     bytes.splice(last, frame(&edited));
     fs::write(&path, bytes).unwrap();
     let report = verify_chain(root.path(), CHAIN).unwrap();
-    assert_eq!(report.head_hash, <[u8; 32]>::from(Sha256::digest(&edited)));
+    assert_eq!(report.head_hash, leaf_hash(&edited));
     assert_ne!(report.head_hash, head);
 }
 
@@ -182,7 +180,7 @@ fn truncated_middle_segment_is_caught() {
         matches!(failure.problem, Problem::TruncatedFrame),
         "{failure}"
     );
-    assert_eq!(failure.segment, path);
+    assert_eq!(failure.path, path);
 }
 
 #[test]
@@ -203,7 +201,7 @@ fn middle_segment_cut_at_a_frame_boundary_is_caught() {
         ),
         "{failure}"
     );
-    assert_eq!(failure.segment, segment(root.path(), 3));
+    assert_eq!(failure.path, segment(root.path(), 3));
 }
 
 #[test]
@@ -215,7 +213,7 @@ fn removed_middle_segment_is_named() {
         matches!(failure.problem, Problem::MissingSegment),
         "{failure}"
     );
-    assert_eq!(failure.segment, segment(root.path(), 2));
+    assert_eq!(failure.path, segment(root.path(), 2));
     assert_eq!(
         failure.to_string(),
         format!("{}: missing segment", segment(root.path(), 2).display())

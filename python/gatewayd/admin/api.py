@@ -1,0 +1,170 @@
+"""The admin endpoints. Store work (and the propagation barrier, which blocks until every
+replica answered) runs in worker threads, so one slow flip never stalls the other calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from typing import Annotated, Callable, TypeVar
+from urllib.parse import quote
+
+import msgspec
+
+from gatewayd.admin.http import ApiError, Call, Reply, json_reply
+from gatewayd.config import Settings
+from gatewayd.control import documents, overview
+from gatewayd.control.barrier import BarrierReport, wait_for_acks
+from gatewayd.control.model import DEFAULT_SCOPE, Change
+from gatewayd.control.registry import Registry, open_registry
+
+log = logging.getLogger("gatewayd.admin")
+
+T = TypeVar("T")
+MAX_TIMEOUT_S = 300.0
+FLIP_BODY_LIMIT = 64 * 1024
+# A label, not a path: its suffix says how the document parses (.yaml, .json, .toml).
+PLAIN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+MEDIA_TYPES = {
+    ".yaml": b"application/yaml",
+    ".yml": b"application/yaml",
+    ".json": b"application/json",
+    ".toml": b"application/toml",
+}
+
+
+class FlipRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    domain: str
+    reason: str = ""  # required; defaulted so a missing one gets the same answer as a blank one
+    scope: Annotated[str, msgspec.Meta(min_length=1)] = DEFAULT_SCOPE
+    expect: int | None = None  # the version the caller saw active: 409 if the pointer has moved since
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = 10.0
+
+
+class ActivateRequest(FlipRequest, kw_only=True):
+    version: int
+
+
+class RollbackRequest(FlipRequest, kw_only=True):
+    to: int | None = None  # default: the version before the current activation
+
+
+class AtAnswer(msgspec.Struct, frozen=True):
+    at: float
+    in_effect: list[overview.InEffect]
+
+
+class AdminApi:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = threading.local()  # one registry (store connection) per worker thread
+
+    async def status(self, call: Call) -> Reply:
+        return json_reply(200, await self._run(overview.status))
+
+    async def history(self, call: Call) -> Reply:
+        domain = call.query.get("domain") or None
+        return json_reply(200, {"changes": await self._run(lambda r: r.history(domain))})
+
+    async def versions(self, call: Call) -> Reply:
+        domain = _domain(call)
+        return json_reply(200, {"versions": await self._run(lambda r: r.versions(domain))})
+
+    async def version(self, call: Call) -> Reply:
+        """The stored bytes exactly, as pushed (R1)."""
+        domain, version_id = _domain(call), int(call.path["id"])
+        found = await self._run(lambda r: r.store.version(domain, version_id))
+        if found is None:
+            raise ApiError(404, f"{domain} version {version_id} does not exist", "not_found")
+        info, data = found
+        suffix = info.name[info.name.rfind(".") :].lower() if "." in info.name else ""
+        headers = [
+            (b"x-gatewayd-digest", info.digest.encode()),
+            (b"x-gatewayd-version", str(info.id).encode()),
+            (b"content-disposition", f"inline; filename*=UTF-8''{quote(info.name)}".encode()),
+        ]
+        return Reply(200, data, MEDIA_TYPES.get(suffix, b"text/plain; charset=utf-8"), headers)
+
+    async def at(self, call: Call) -> Reply:
+        text = call.query.get("t")
+        if not text:
+            raise ApiError(400, "t: required, an ISO 8601 instant such as 2026-11-23T14:32:17Z", "invalid_request")
+        try:
+            instant = overview.parse_instant(text)
+        except ValueError as exc:
+            raise ApiError(400, f"t: {exc}", "invalid_request") from None
+        state = await self._run(lambda r: overview.in_effect_at(r, instant))
+        return json_reply(200, AtAnswer(instant, state))
+
+    async def push(self, call: Call) -> Reply:
+        """Validates by compiling and stores; a bad document is refused and nothing is stored."""
+        domain = _domain(call)
+        name = call.param("name", b"x-gatewayd-name") or f"{domain}.yaml"
+        if not PLAIN_NAME.fullmatch(name):
+            raise ApiError(400, "name: must be a file name without slashes, e.g. policy-v2.yaml", "invalid_request")
+        reason = _reason(call.param("reason", b"x-gatewayd-reason"), "?reason= or the x-gatewayd-reason header")
+        data = await call.body(self.settings.server.max_body_bytes)
+        info = await self._run(lambda r: r.push(domain, data, name, call.actor, reason))
+        log.info("%s pushed %s version %d (%s): %s", call.actor, domain, info.id, info.digest, reason)
+        location = f"/v1/versions/{domain}/{info.id}".encode()
+        return json_reply(201, info, [(b"location", location)])
+
+    async def activate(self, call: Call) -> Reply:
+        req = await _flip_request(call, ActivateRequest)
+        return await self._flip(
+            lambda r: r.activate(req.domain, req.version, call.actor, req.reason, req.scope, req.expect),
+            req.timeout_s,
+        )
+
+    async def rollback(self, call: Call) -> Reply:
+        req = await _flip_request(call, RollbackRequest)
+        return await self._flip(
+            lambda r: r.rollback(req.domain, call.actor, req.reason, req.scope, req.to, req.expect),
+            req.timeout_s,
+        )
+
+    async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:
+        """The flip, then the barrier (R4). 200 in effect; 502 a replica refused; 504 one did
+        not answer in time. In all three the change is recorded and the body is the report."""
+
+        def run(registry: Registry) -> BarrierReport:
+            change = flip(registry)
+            log.info("%s made change %d (%s): %s", change.actor, change.id, change.kind, change.reason)
+            return wait_for_acks(registry.store, change, timeout_s)
+
+        report = await self._run(run)
+        status = 200 if report.ok else 502 if report.refused else 504
+        return json_reply(status, report.outcome())
+
+    async def _run(self, work: Callable[[Registry], T]) -> T:
+        return await asyncio.to_thread(self._in_thread, work)
+
+    def _in_thread(self, work: Callable[[Registry], T]) -> T:
+        """A store connection is not shared between threads: SQLite transactions are per connection."""
+        registry = getattr(self._local, "registry", None)
+        if registry is None:
+            registry = self._local.registry = open_registry(self.settings)
+        return work(registry)
+
+
+async def _flip_request(call: Call, kind: type[FlipRequest]) -> FlipRequest:
+    try:
+        req = msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
+    except msgspec.DecodeError as exc:  # ValidationError included: its message names the field
+        raise ApiError(400, f"request body: {exc}", "invalid_request") from None
+    _reason(req.reason, '"reason" in the JSON body')
+    return req
+
+
+def _reason(text: str, where: str) -> str:
+    if not text.strip():
+        raise ApiError(400, f"reason: required ({where}): every change record says why", "missing_reason")
+    return text
+
+
+def _domain(call: Call) -> str:
+    domain = call.path["domain"]
+    if domain not in documents.DOMAINS:
+        raise ApiError(404, f"unknown domain {domain!r}: expected one of {', '.join(documents.DOMAINS)}", "not_found")
+    return domain

@@ -1,0 +1,72 @@
+"""The `interval` and `group` fsync policies of one replica, run off its event loop.
+
+Every audit record reaches the kernel before its response completes, whatever the policy;
+the policy decides when it reaches the disk (docs/AUDIT.md has the measured costs):
+
+* ``never``: at segment rotation, checkpoints and shutdown only;
+* ``interval``: a timer syncs every ``fsync_interval_ms`` when records are unsynced;
+* ``group``: a response waits until an fsync covers its record; one fsync is in flight at
+  a time and covers every record written before it started, so concurrent requests share
+  it (group commit) and appends go on while it runs;
+* ``always``: the append itself syncs (in Rust, on the request path).
+
+The policy lives in the engine (set from the versioned config), so it is read on each use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("gatewayd.audit")
+
+IDLE_POLL_S = 0.2  # how often the timer looks again when the policy is not `interval`
+
+
+class AuditSync:
+    def __init__(self, engine):
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="audit-fsync")
+        self._flight: asyncio.Future | None = None
+        self._timer: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Starts the interval timer; call from the event loop."""
+        self._timer = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        await self._sync()
+        self._pool.shutdown()
+
+    async def durable(self, seq: int) -> None:
+        """Returns once record `seq` is on stable storage under `group`; at once otherwise."""
+        policy, _, _, synced = self.engine.audit_sync_state()
+        if policy != "group":
+            return
+        while synced < seq:
+            synced = await self._sync()
+
+    async def _sync(self) -> int:
+        """Joins the fsync in flight, or starts one; returns the seq it made durable."""
+        if self._flight is None:
+            flight = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.sync_audit)
+            flight.add_done_callback(self._landed)
+            self._flight = flight
+        return await asyncio.shield(self._flight)
+
+    def _landed(self, flight: asyncio.Future) -> None:
+        if self._flight is flight:
+            self._flight = None
+
+    async def _tick(self) -> None:
+        while True:
+            policy, interval_ms, head, synced = self.engine.audit_sync_state()
+            if policy == "interval" and head > synced:
+                try:
+                    await self._sync()
+                except OSError:  # the writer is poisoned: every later append fails loudly
+                    log.exception("audit fsync failed")
+            await asyncio.sleep(interval_ms / 1000 if policy == "interval" else IDLE_POLL_S)

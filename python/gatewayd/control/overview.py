@@ -1,0 +1,77 @@
+"""Read-only answers that the CLI and the admin API give alike: the current state of the
+pointers and replicas, and what was in effect at an instant (ROLLBACK.md R9)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import msgspec
+
+from gatewayd.control.barrier import LIVE_WITHIN_S
+from gatewayd.control.model import Change, Pointer
+from gatewayd.control.registry import Registry
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True):
+    name: str
+    host: str
+    pid: int
+    state: str  # "in sync" (applied the last change), "stale", or "gone" (no recent heartbeat)
+    applied_change: int
+    heartbeat_age_s: float
+    versions: dict[str, int]
+
+
+class Status(msgspec.Struct, frozen=True):
+    pointers: list[Pointer]
+    last_change: Change | None
+    replicas: list[ReplicaStatus]
+
+
+class InEffect(msgspec.Struct, frozen=True):
+    """The version of one domain+scope at an instant, and who had applied it by then."""
+
+    domain: str
+    scope: str
+    version: int
+    change: Change
+    acknowledged_by: list[str]
+
+
+def status(registry: Registry) -> Status:
+    store = registry.store
+    last_id = store.last_change_id()
+    last = store.changes(since_id=last_id - 1) if last_id else []
+    now = time.time()
+    replicas = []
+    for r in store.replicas():
+        age = now - r.heartbeat_at
+        state = "gone" if age > LIVE_WITHIN_S else ("in sync" if r.applied_change >= last_id else "stale")
+        replicas.append(ReplicaStatus(r.name, r.host, r.pid, state, r.applied_change, round(age, 3), r.versions))
+    pointers = sorted(store.pointers(), key=lambda p: (p.domain, p.scope))
+    return Status(pointers, last[-1] if last else None, replicas)
+
+
+def in_effect_at(registry: Registry, at: float) -> list[InEffect]:
+    """Per the change log; a replica counts as having applied a change once it acknowledged it."""
+    out = []
+    for (domain, scope), (version, change) in sorted(registry.in_effect_at(at).items()):
+        acked = [a.replica for a in registry.store.acks(change.id) if a.ok and a.at <= at]
+        out.append(InEffect(domain, scope, version, change, acked))
+    return out
+
+
+def parse_instant(text: str) -> float:
+    """RFC 3339 / ISO 8601 to epoch seconds; a time without a zone is UTC. Raises ValueError."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-23T14:32:17Z)") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,161 @@
+"""`GET /metrics`: Prometheus text for every replica on this host (ROLLBACK.md R10).
+
+Each worker writes its metrics to a small file once a second (and right before it answers
+a scrape), so whichever worker the scrape lands on can answer for all of them. Request
+series are labelled with the policy, routing and config versions that served them, so a
+dashboard follows a rollback the moment traffic does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import msgspec
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STALE_AFTER_S = 30.0  # a file not refreshed for this long belongs to a worker that is gone
+VERSION_LABELS = ("policy_version", "routing_version", "config_version")
+
+
+class ReplicaMetrics(msgspec.Struct):
+    replica: str
+    written_at: float
+    change_id: int
+    versions: dict[str, int]
+    counters: dict[str, int]
+    cache: dict[str, int]
+    engine: msgspec.Raw  # the Rust engine's snapshot: requests and shadow series
+
+
+class _Series(msgspec.Struct):
+    policy_version: int
+    routing_version: int
+    config_version: int
+    api: str
+    status: int
+    cache: str
+
+
+class _Histogram(msgspec.Struct):
+    count: int
+    sum_seconds: float
+    buckets: list[int]
+
+
+class _ShadowKey(msgspec.Struct):
+    shadow_version: int
+    active_version: int
+    active: str
+    shadow: str
+
+
+class _EngineSnapshot(msgspec.Struct):
+    requests: list[tuple[_Series, _Histogram]]
+    shadow: list[tuple[_ShadowKey, int]]
+
+
+class MetricsDir:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, metrics: ReplicaMetrics) -> None:
+        tmp = self.dir / f".{metrics.replica}.tmp"
+        tmp.write_bytes(msgspec.json.encode(metrics))
+        os.replace(tmp, self.dir / f"{metrics.replica}.json")
+
+    def read_all(self) -> list[ReplicaMetrics]:
+        now = time.time()
+        out = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                m = msgspec.json.decode(path.read_bytes(), type=ReplicaMetrics)
+            except (OSError, msgspec.DecodeError):
+                continue  # being replaced right now, or gone
+            if now - m.written_at <= STALE_AFTER_S:
+                out.append(m)
+        return out
+
+
+def render(replicas: list[ReplicaMetrics]) -> bytes:
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    engines = [(m.replica, msgspec.json.decode(m.engine, type=_EngineSnapshot)) for m in replicas]
+
+    family("gatewayd_requests_total", "counter", "Requests answered, by the versions that served them.")
+    for replica, snap in engines:
+        for key, hist in snap.requests:
+            labels = _labels(replica=replica, **_versions(key), api=key.api, status=key.status, cache=key.cache)
+            lines.append(f"gatewayd_requests_total{{{labels}}} {hist.count}")
+
+    family("gatewayd_request_duration_seconds", "histogram", "Time in the gateway per request, by versions.")
+    for replica, snap in engines:
+        merged: dict[tuple, list] = {}
+        for key, hist in snap.requests:
+            acc = merged.setdefault((key.policy_version, key.routing_version, key.config_version, key.api), [0, 0.0, None])
+            acc[0] += hist.count
+            acc[1] += hist.sum_seconds
+            acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets)]
+        for (p, r, c, api), (count, total, buckets) in sorted(merged.items()):
+            base = _labels(replica=replica, policy_version=p, routing_version=r, config_version=c, api=api)
+            running = 0
+            for bound, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets):
+                running += n
+                lines.append(f'gatewayd_request_duration_seconds_bucket{{{base},le="{bound}"}} {running}')
+            lines.append(f"gatewayd_request_duration_seconds_sum{{{base}}} {total}")
+            lines.append(f"gatewayd_request_duration_seconds_count{{{base}}} {count}")
+
+    family("gatewayd_shadow_decisions_total", "counter", "Decisions of the shadow policy beside the enforced ones.")
+    for replica, snap in engines:
+        for key, n in snap.shadow:
+            labels = _labels(
+                replica=replica,
+                shadow_version=key.shadow_version,
+                active_version=key.active_version,
+                enforced=key.active,
+                shadow=key.shadow,
+            )
+            lines.append(f"gatewayd_shadow_decisions_total{{{labels}}} {n}")
+
+    family("gatewayd_replica_versions", "gauge", "The version each replica serves, per domain/scope (1 = serving).")
+    for m in replicas:
+        for domain_scope, version in sorted(m.versions.items()):
+            domain, _, scope = domain_scope.partition("/")
+            labels = _labels(replica=m.replica, domain=domain, scope=scope, version=version, change=m.change_id)
+            lines.append(f"gatewayd_replica_versions{{{labels}}} 1")
+
+    for counter, help_text in (
+        ("changes_applied", "Changes this replica applied and acknowledged."),
+        ("changes_refused", "Changes this replica refused (negative acknowledgement)."),
+        ("store_lost", "Times this replica lost the control store."),
+        ("resyncs", "Times this replica resynchronised after losing the store."),
+    ):
+        family(f"gatewayd_{counter}_total", "counter", help_text)
+        for m in replicas:
+            lines.append(f"gatewayd_{counter}_total{{{_labels(replica=m.replica)}}} {m.counters.get(counter, 0)}")
+
+    for stat in ("entries", "bytes", "hits", "misses", "evictions", "purged"):
+        kind = "gauge" if stat in ("entries", "bytes") else "counter"
+        name = f"gatewayd_cache_{stat}" + ("" if kind == "gauge" else "_total")
+        family(name, kind, f"Response cache {stat}.")
+        for m in replicas:
+            lines.append(f"{name}{{{_labels(replica=m.replica)}}} {m.cache.get(stat, 0)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _versions(key: _Series) -> dict[str, int]:
+    return {name: getattr(key, name) for name in VERSION_LABELS}
+
+
+def _labels(**labels: object) -> str:
+    return ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,241 @@
+//! Reading a chain back: every record is checked against its predecessor as it streams by,
+//! so reading and verifying are the same pass.
+
+use std::path::{Path, PathBuf};
+
+use super::chain::{ChainState, Problem, Record, RecordKind, VerifyFailure};
+use super::merkle::{Frontier, Hash};
+use super::segment::{list_segments, segment_name, FrameError, SegmentHeader, SegmentReader};
+
+/// Iterator over a chain's verified records, stopping after the first failure.
+pub struct RecordReader {
+    dir: PathBuf,
+    /// Segment numbers on disk: contiguous, but not necessarily from 1 (retention).
+    segments: Vec<u64>,
+    /// Index in `segments` of the next segment to open.
+    next_segment: usize,
+    segments_read: u64,
+    current: Option<SegmentReader>,
+    state: ChainState,
+    /// Seq of the first record read: 1 unless reading started past the first segment.
+    first_seq: u64,
+    first_segment: u64,
+    tail_bytes: u64,
+    /// Records before this seq are verified but not yielded by the iterator.
+    skip_before: u64,
+    failed: bool,
+}
+
+impl RecordReader {
+    /// Reads a chain from its first segment on disk. If that is not segment 1 (retention
+    /// removed the earlier ones), the chain before it is taken from its header.
+    pub fn open(root: &Path, chain: &str) -> Result<RecordReader, VerifyFailure> {
+        RecordReader::open_at(root, chain, 0)
+    }
+
+    /// Reads a chain from the segment holding record `seq`, taking what came before from
+    /// that segment's header; the iterator skips the records before `seq`.
+    pub fn open_at(root: &Path, chain: &str, seq: u64) -> Result<RecordReader, VerifyFailure> {
+        let dir = root.join(chain);
+        let segments = list_contiguous(&dir)?;
+        let mut start = 0;
+        for (index, &number) in segments.iter().enumerate().skip(1).rev() {
+            if read_header(&dir.join(segment_name(number)))?.first_seq <= seq {
+                start = index;
+                break;
+            }
+        }
+        let mut reader = RecordReader {
+            dir,
+            first_segment: segments[start],
+            segments,
+            next_segment: start,
+            segments_read: 0,
+            current: None,
+            state: ChainState::genesis(chain),
+            first_seq: 1,
+            tail_bytes: 0,
+            skip_before: seq,
+            failed: false,
+        };
+        reader.open_next_segment()?;
+        Ok(reader)
+    }
+
+    /// Seq of the last record read (0 before any).
+    pub fn seq(&self) -> u64 {
+        self.state.seq
+    }
+
+    /// Hash of the last record read.
+    pub fn head(&self) -> Hash {
+        self.state.head
+    }
+
+    /// The Merkle frontier of every record up to the last one read.
+    pub fn tree(&self) -> &Frontier {
+        &self.state.tree
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    pub fn first_segment(&self) -> u64 {
+        self.first_segment
+    }
+
+    pub fn segments_read(&self) -> u64 {
+        self.segments_read
+    }
+
+    /// Bytes of an incomplete frame ending the last segment: a write in progress, or a torn
+    /// write the writer will cut when it next opens the chain. Not part of the chain.
+    pub fn tail_bytes(&self) -> u64 {
+        self.tail_bytes
+    }
+
+    /// The segment being read, or the directory before the first one is opened.
+    pub fn path(&self) -> &Path {
+        self.current
+            .as_ref()
+            .map_or(&self.dir, |segment| &segment.path)
+    }
+
+    /// The next verified record's payload and kind, without copying it out of the buffer.
+    pub(crate) fn next_payload(&mut self) -> Result<Option<(&[u8], RecordKind)>, VerifyFailure> {
+        loop {
+            let Some(reader) = &mut self.current else {
+                if !self.open_next_segment()? {
+                    return Ok(None);
+                }
+                continue;
+            };
+            let last_segment = self.next_segment == self.segments.len();
+            let frame_start = reader.offset;
+            let expected_seq = self.state.seq + 1;
+            let fail = |reader: &SegmentReader, problem| VerifyFailure {
+                path: reader.path.clone(),
+                offset: Some(frame_start),
+                seq: Some(expected_seq),
+                problem,
+            };
+            match reader.next_frame() {
+                Ok(Some(payload)) => match self.state.advance(payload) {
+                    Ok(kind) => {
+                        let payload = self.current.as_ref().map(SegmentReader::payload);
+                        return Ok(payload.map(|payload| (payload, kind)));
+                    }
+                    Err(problem) => return Err(fail(reader, problem)),
+                },
+                Ok(None) => self.current = None,
+                Err(FrameError::Truncated) if last_segment => {
+                    self.tail_bytes = reader.len - reader.offset;
+                    self.current = None;
+                }
+                Err(err) => return Err(fail(reader, err.into())),
+            }
+        }
+    }
+
+    /// Opens the next segment and checks its header; false once all segments are read.
+    fn open_next_segment(&mut self) -> Result<bool, VerifyFailure> {
+        let Some(&number) = self.segments.get(self.next_segment) else {
+            return Ok(false);
+        };
+        let path = self.dir.join(segment_name(number));
+        let fail = |problem| VerifyFailure {
+            path: path.clone(),
+            offset: Some(0),
+            seq: None,
+            problem,
+        };
+        let mut reader = SegmentReader::open(path.clone()).map_err(|e| fail(Problem::Io(e)))?;
+        let header = reader.read_header().map_err(|e| fail(e.into()))?;
+        if self.segments_read == 0 && number > 1 {
+            // Nothing before this segment is read: its header is where the chain stands.
+            if header.chain != self.state.chain {
+                return Err(fail(Problem::HeaderMismatch {
+                    field: "chain",
+                    expected: self.state.chain.clone(),
+                    found: header.chain,
+                }));
+            }
+            self.first_seq = header.first_seq;
+            self.state = ChainState::from_header(&header);
+        } else {
+            self.state.check_header(&header).map_err(fail)?;
+        }
+        self.segments_read += 1;
+        self.next_segment += 1;
+        self.current = Some(reader);
+        Ok(true)
+    }
+}
+
+impl Iterator for RecordReader {
+    type Item = Result<Record, VerifyFailure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let skipped = self.state.seq + 1 < self.skip_before;
+            match self.next_payload() {
+                Ok(Some(_)) if skipped => {}
+                Ok(Some((payload, _))) => {
+                    let payload = payload.to_vec();
+                    return Some(Ok(Record {
+                        seq: self.state.seq,
+                        hash: self.state.head,
+                        payload,
+                    }));
+                }
+                Ok(None) => return None,
+                Err(failure) => {
+                    self.failed = true;
+                    return Some(Err(failure));
+                }
+            }
+        }
+    }
+}
+
+/// The header of one segment.
+pub(crate) fn read_header(path: &Path) -> Result<SegmentHeader, VerifyFailure> {
+    let fail = |problem| VerifyFailure {
+        path: path.to_owned(),
+        offset: Some(0),
+        seq: None,
+        problem,
+    };
+    let mut reader = SegmentReader::open(path.to_owned()).map_err(|e| fail(Problem::Io(e)))?;
+    reader.read_header().map_err(|e| fail(e.into()))
+}
+
+/// Segment numbers in `dir`, which must be contiguous: a gap is a removed segment.
+pub(crate) fn list_contiguous(dir: &Path) -> Result<Vec<u64>, VerifyFailure> {
+    let numbers = list_segments(dir).map_err(|err| VerifyFailure {
+        path: dir.to_owned(),
+        offset: None,
+        seq: None,
+        problem: Problem::Io(err),
+    })?;
+    let missing = match numbers.first() {
+        None => Some(1),
+        Some(&first) => (first..)
+            .zip(&numbers)
+            .find(|(expected, &found)| found != *expected)
+            .map(|(expected, _)| expected),
+    };
+    match missing {
+        None => Ok(numbers),
+        Some(number) => Err(VerifyFailure {
+            path: dir.join(segment_name(number)),
+            offset: None,
+            seq: None,
+            problem: Problem::MissingSegment,
+        }),
+    }
+}

@@ -1,0 +1,66 @@
+"""The fsync policies as the serving loop drives them, on a real engine and disk."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gatewayd import _core
+from gatewayd.audit.sync import AuditSync
+from support.audit import CHAIN
+
+
+def engine_with(tmp_path, policy: str, interval_ms: int = 0):
+    engine = _core.Engine(16, 1 << 20, str(tmp_path), CHAIN, 1 << 20)
+    engine.set_audit_sync(policy, interval_ms)
+    return engine
+
+
+async def request(engine, sync: AuditSync, n: int) -> tuple[int, int]:
+    """What a request does: append its record, then wait until it is durable."""
+    seq = engine.event(f'{{"kind":"request","n":{n}}}'.encode())
+    await sync.durable(seq)
+    return seq, engine.audit_sync_state()[3]
+
+
+def test_group_commit_makes_each_record_durable_with_shared_fsyncs(tmp_path):
+    engine = engine_with(tmp_path, "group")
+    sync = AuditSync(engine)
+
+    async def run():
+        return await asyncio.gather(*(request(engine, sync, n) for n in range(200)))
+
+    results = asyncio.run(run())
+    assert all(synced >= seq for seq, synced in results)
+    fsyncs = {synced for _, synced in results}
+    assert len(fsyncs) < 20, f"200 requests needed {len(fsyncs)} fsyncs"
+
+
+def test_without_group_commit_requests_do_not_wait(tmp_path):
+    for policy in ("never", "interval"):
+        engine = engine_with(tmp_path / policy, policy, 60_000)
+        seq, synced = asyncio.run(request(engine, AuditSync(engine), 0))
+        assert synced < seq, policy
+
+
+def test_the_interval_timer_syncs_a_quiet_chain(tmp_path):
+    engine = engine_with(tmp_path, "interval", 50)
+    sync = AuditSync(engine)
+
+    async def run():
+        sync.start()
+        seq = engine.event(b'{"kind":"request"}')
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if engine.audit_sync_state()[3] >= seq:
+                break
+        await sync.stop()
+        return seq
+
+    seq = asyncio.run(run())
+    assert engine.audit_sync_state()[3] >= seq
+
+
+def test_always_syncs_inside_the_append(tmp_path):
+    engine = engine_with(tmp_path, "always")
+    seq = engine.event(b'{"kind":"request"}')
+    assert engine.audit_sync_state() == ("always", 0, seq, seq)
