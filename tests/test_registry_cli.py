@@ -4,13 +4,15 @@ answers, and bad input answered in one line with nothing changed."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
-from support.gateway import Gateway
+from support.gateway import KEYS, Gateway
 
 POLICY = "default: allow\nrules:\n  - {id: r%d, when: {prompt: {keywords: [k%d]}}, action: deny}\n"
 
@@ -102,3 +104,82 @@ def test_bad_config_file_is_named(tmp_path):
     assert done.returncode == 2
     assert str(path) in done.stderr and "$.server.port" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _pointers(gw: Gateway) -> dict[str, int]:
+    """`gatewayd status`'s first line, e.g. `active: config/default=v1, policy/default=v3 (change 9)`."""
+    return {k: int(v) for k, v in re.findall(r"([\w]+/[\w:]+)=v(\d+)", gw.cli("status").stdout.splitlines()[0])}
+
+
+def _chat(gw: Gateway, key: str, text: str) -> httpx.Response:
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": text}]}
+    return httpx.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+
+
+def test_kill_switch_denies_one_tenant_and_releases_it(gw):
+    done = gw.cli("killswitch", "on", "--scope", "tenant:acme", "--reason", "incident 42")
+    assert "in effect: 1/1" in done.stdout
+    r = _chat(gw, KEYS["acme"], "hello")
+    assert r.status_code == 403 and "kill switch" in r.json()["error"]["message"]
+    assert _chat(gw, KEYS["free"], "hello").status_code == 200  # other tenants unaffected
+    gw.cli("killswitch", "off", "--scope", "tenant:acme", "--reason", "incident over")
+    assert _chat(gw, KEYS["acme"], "hello").status_code == 200
+    assert "killswitch" not in gw.cli("history").stdout or "incident over" in gw.cli("history").stdout
+
+
+def test_shadow_policy_is_recorded_and_counted_not_enforced(gw, tmp_path):
+    (tmp_path / "strict.yaml").write_text("default: deny\nrules: []\n")
+    out = gw.cli("push", "policy", str(tmp_path / "strict.yaml"), "--reason", "candidate").stdout
+    version = int(out.split(" version ")[1].split()[0])
+    gw.cli("shadow", str(version), "--reason", "try the strict candidate")
+    r = _chat(gw, KEYS["acme"], "shadowed request")
+    assert r.status_code == 200  # not enforced
+    request_id = r.headers["x-request-id"]
+    record = [x for x in gw.audit_records() if x.get("request_id") == request_id][0]
+    assert record["shadow"]["version"] == version and record["shadow"]["decision"] == "deny"
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert f'gatewayd_shadow_decisions_total{{' in metrics and f'shadow_version="{version}"' in metrics
+    gw.cli("shadow", "off", "--reason", "seen enough")
+    r = _chat(gw, KEYS["acme"], "after shadow")
+    record = [x for x in gw.audit_records() if x.get("request_id") == r.headers["x-request-id"]][0]
+    assert record["shadow"] is None
+
+
+def test_bundle_flips_all_domains_in_one_change_and_back(gw, tmp_path):
+    before = _pointers(gw)
+    (tmp_path / "routing.yaml").write_text("routes:\n  - {match: 'mock-*', provider: mock}\nmodels: [mock-gpt]\n")
+    (tmp_path / "runtime.yaml").write_text("upstream_timeout_s: 30\n")
+    ids = {}
+    for domain, name in (("routing", "routing.yaml"), ("config", "runtime.yaml")):
+        out = gw.cli("push", domain, str(tmp_path / name), "--reason", "bundle part").stdout
+        ids[domain] = int(out.split(" version ")[1].split()[0])
+    policy = int(_chat(gw, KEYS["acme"], "x").headers["x-gatewayd-policy-version"])
+    (tmp_path / "bundle.yaml").write_text(f"policy: {policy}\nrouting: {ids['routing']}\nconfig: {ids['config']}\n")
+    done = gw.cli("bundle", "activate", str(tmp_path / "bundle.yaml"), "--reason", "release 7")
+    assert "in effect: 1/1" in done.stdout
+    r = _chat(gw, KEYS["acme"], "bundled")
+    assert r.headers["x-gatewayd-routing-version"] == str(ids["routing"])
+    assert r.headers["x-gatewayd-config-version"] == str(ids["config"])
+    change_line = [line for line in gw.cli("history").stdout.splitlines() if "release 7" in line][0]
+    assert "routing/default" in change_line and "config/default" in change_line  # one change, both pointers
+    gw.cli("bundle", "rollback", "--reason", "release 7 is bad")
+    after = _pointers(gw)
+    assert after["routing/default"] == before["routing/default"]
+    assert after["config/default"] == before["config/default"]
+
+
+def test_metrics_follow_the_revert(gw, tmp_path):
+    (tmp_path / "m.yaml").write_text("default: allow\nrules: []\n")
+    out = gw.cli("push", "policy", str(tmp_path / "m.yaml"), "--reason", "metrics").stdout
+    version = int(out.split(" version ")[1].split()[0])
+    gw.cli("activate", "policy", str(version), "--reason", "metrics on")
+    for _ in range(3):
+        assert _chat(gw, KEYS["acme"], "counted").status_code == 200
+    gw.cli("rollback", "policy", "--reason", "metrics off")
+    previous = int(_chat(gw, KEYS["acme"], "after").headers["x-gatewayd-policy-version"])
+    text = httpx.get(gw.url + "/metrics").text
+    served = [line for line in text.splitlines() if line.startswith("gatewayd_requests_total{")]
+    assert any(f'policy_version="{version}"' in line and line.endswith(" 3") for line in served), served
+    assert any(f'policy_version="{previous}"' in line for line in served)
+    current = [line for line in text.splitlines() if line.startswith("gatewayd_replica_versions{")]
+    assert any('domain="policy",scope="default"' in line and f'version="{previous}"' in line for line in current)

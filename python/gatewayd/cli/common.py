@@ -10,6 +10,7 @@ import os
 
 from gatewayd import config
 from gatewayd.control import overview
+from gatewayd.control.barrier import wait_for_acks
 from gatewayd.control.overview import iso  # noqa: F401 (re-export)
 from gatewayd.control.registry import open_registry  # noqa: F401 (re-export)
 
@@ -40,3 +41,13 @@ def parse_instant(text: str) -> float:
 
 def actor() -> str:
     return os.environ.get("GATEWAYD_ACTOR") or os.environ.get("USER") or "operator"
+
+
+def await_change(registry, change, timeout: float) -> int:
+    """Prints the change, waits at the barrier (R4) and prints every replica's answer; the
+    exit code is 0 only when the change is in effect everywhere."""
+    moves = ", ".join(f"{i.domain}/{i.scope} {i.prev} -> {i.new}" for i in change.items)
+    print(f"change {change.id}: {moves} ({change.kind})", flush=True)
+    report = wait_for_acks(registry.store, change, timeout)
+    print(report.render())
+    return 0 if report.ok else 1

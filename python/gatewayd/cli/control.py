@@ -6,10 +6,9 @@ from __future__ import annotations
 import secrets
 import sys
 
-from gatewayd.cli.common import actor, iso, load_settings, open_registry, parse_instant
+from gatewayd.cli.common import actor, await_change, iso, load_settings, open_registry, parse_instant
 from gatewayd.config import hash_key
 from gatewayd.control import documents, overview
-from gatewayd.control.barrier import wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE
 
 
@@ -69,11 +68,7 @@ def run_flip(args) -> int:
         change = registry.activate(args.domain, args.version, actor(), args.reason, args.scope)
     else:
         change = registry.rollback(args.domain, actor(), args.reason, args.scope, args.to)
-    item = change.items[0]
-    print(f"change {change.id}: {item.domain}/{item.scope} {item.prev} -> {item.new} ({change.kind})")
-    report = wait_for_acks(registry.store, change, args.timeout)
-    print(report.render())
-    return 0 if report.ok else 1
+    return await_change(registry, change, args.timeout)
 
 
 def run_history(args) -> int:

@@ -24,7 +24,7 @@ class Registry:
     def push(self, domain: str, data: bytes, name: str, actor: str, reason: str) -> VersionInfo:
         """Validates by compiling, then stores a new immutable version (R1)."""
         _check_domain(domain)
-        _require_reason(reason)
+        require_reason(reason)
         documents.compile_document(domain, data, name, self.providers)
         digest = documents.digest(data)
         version_id = self.store.add_version(domain, digest, name, data, actor, reason)
@@ -58,7 +58,7 @@ class Registry:
         expect: int | None = None,
     ) -> Change:
         _check_domain(domain)
-        _require_reason(reason)
+        require_reason(reason)
         self.document(domain, version_id)
         current = self._current(domain, scope, expect)
         if current == version_id:
@@ -76,7 +76,7 @@ class Registry:
     ) -> Change:
         """Returns the pointer to the version before the current activation (or `to`)."""
         _check_domain(domain)
-        _require_reason(reason)
+        require_reason(reason)
         current = self._current(domain, scope, expect)
         if current is None:
             raise RegistryError(f"{domain}/{scope} has no active version to roll back")
@@ -149,6 +149,6 @@ def _check_domain(domain: str) -> None:
         raise RegistryError(f"unknown domain {domain!r}: expected one of {', '.join(documents.DOMAINS)}")
 
 
-def _require_reason(reason: str) -> None:
+def require_reason(reason: str) -> None:
     if not reason or not reason.strip():
         raise RegistryError("a reason is required (--reason): every change record says why")
