@@ -34,22 +34,21 @@ class Pipeline:
         self.max_body = max_body
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
-        snap = self.agent.snapshot  # R6: this request's one snapshot
         request_id = _request_id(scope)
         anthropic = api == "messages"
         tenant = self.auth.tenant(scope["headers"])
-        versions = (snap.policy_for(tenant or "")[0], snap.routing_version, snap.config_version)
         if tenant is None:
-            adm = self.engine.reject(api, "", request_id, 401, "invalid_api_key", "invalid or missing API key", versions)
-            return await self._refuse(send, adm, anthropic)
+            return await self._reject(send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
         try:
             body = await read_body(receive, self.max_body, _content_length(scope))
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
-            adm = self.engine.reject(api, tenant, request_id, 413, "request_too_large", message, versions)
-            return await self._refuse(send, adm, anthropic)
+            return await self._reject(send, api, tenant, request_id, 413, "request_too_large", message)
         except ClientGone:
             return
+        # R6: the request's one snapshot, taken as it is admitted (no await between this
+        # and admission) and kept to its end.
+        snap = self.agent.snapshot
         policy_version, policy = snap.policy_for(tenant)
         adm = self.engine.admit(
             policy,
@@ -126,6 +125,14 @@ class Pipeline:
         await self._record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0)
         body = errors.error_body(status, message, "upstream_" + exc.kind, anthropic)
         await respond(send, status, _headers(adm, JSON), body)
+
+    async def _reject(self, send: Send, api: str, tenant: str, request_id: str, status: int, code: str, message: str):
+        """Refused before admission (no key, body too large): still audited, under the
+        versions in effect right now."""
+        snap = self.agent.snapshot
+        versions = (snap.policy_for(tenant)[0], snap.routing_version, snap.config_version)
+        adm = self.engine.reject(api, tenant, request_id, status, code, message, versions)
+        await self._refuse(send, adm, api == "messages")
 
     async def _refuse(self, send: Send, adm, anthropic: bool) -> None:
         await self._record(adm, adm.status, adm.message, None, None, 0.0)

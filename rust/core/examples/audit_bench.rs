@@ -4,14 +4,16 @@
 //!
 //! MEM_DIR should be on tmpfs, so the CPU cost of an append is not hidden behind the disk;
 //! DISK_DIR is where fsync'd appends are measured. Each gets a fresh subdirectory.
+//!
+//! CPU figures are this thread's CPU time (from /proc/thread-self/schedstat), so they hold
+//! on a shared, busy machine; wall-clock figures are given beside them.
 
 use std::env;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gatewayd_core::audit::{leaf_hash, verify_chain, AuditOptions, AuditWriter, Frontier, SyncPolicy};
+use gatewayd_core::audit::{frame_record, verify_chain, AuditOptions, AuditWriter, Frontier, SyncPolicy};
 use serde_json::{json, Map, Value};
 
 const CHAIN: &str = "bench";
@@ -53,8 +55,18 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn per_op_ns(elapsed: Duration, ops: u64) -> f64 {
-    elapsed.as_nanos() as f64 / ops as f64
+/// Nanoseconds this thread has spent on a CPU.
+fn cpu_ns() -> u64 {
+    let stat = fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    stat.split_whitespace().next().and_then(|ns| ns.parse().ok()).expect("schedstat field")
+}
+
+/// (wall, CPU) nanoseconds per operation of `run`, which does `ops` of them.
+fn measure(ops: u64, run: impl FnOnce()) -> (f64, f64) {
+    let (wall, cpu) = (Instant::now(), cpu_ns());
+    run();
+    let cpu = cpu_ns() - cpu;
+    (wall.elapsed().as_nanos() as f64 / ops as f64, cpu as f64 / ops as f64)
 }
 
 fn main() {
@@ -64,47 +76,42 @@ fn main() {
     let records: u64 = args.get(3).map_or(1_000_000, |n| n.parse().expect("RECORDS"));
     let options = AuditOptions { segment_bytes: 64 << 20, sync: SyncPolicy::Never };
 
-    // Append: canonical encoding, CRC-32C, SHA-256 leaf hash, frontier update, write(2).
+    // Hashing and framing: canonical encoding, CRC-32C, SHA-256 leaf hash, frontier
+    // update; everything an append does but the write(2).
+    let fields: Vec<_> = (0..records).map(request_record).collect();
+    let mut frame = Vec::with_capacity(1024);
+    let mut tree = Frontier::new();
+    let mut prev = [0; 32];
+    let (frame_wall, frame_cpu) = measure(records, || {
+        for (seq, record) in (1..).zip(&fields) {
+            frame.clear();
+            prev = frame_record(&mut frame, CHAIN, seq, &prev, 1_700_000_000_000_000 + seq, record).expect("frame");
+            tree.push(prev);
+        }
+    });
+    let frame_bytes = frame.len();
+
+    // The whole append, write(2) included, to tmpfs.
     let root = fresh(&mem, "append");
     let (mut writer, _) = AuditWriter::open(&root, CHAIN, options).expect("open");
-    let fields: Vec<_> = (0..records).map(request_record).collect();
-    let started = Instant::now();
-    for record in fields {
-        writer.append(record).expect("append");
-    }
-    let append_ns = per_op_ns(started.elapsed(), records);
+    let (append_wall, append_cpu) = measure(records, || {
+        for record in fields {
+            writer.append(record).expect("append");
+        }
+    });
     drop(writer);
     let chain_bytes: u64 = fs::read_dir(root.join(CHAIN))
         .expect("list")
         .map(|e| e.expect("entry").metadata().expect("meta").len())
         .sum();
-    let frame_bytes = (chain_bytes / records) as usize;
 
-    // write(2) of a frame that size, alone: the part of an append that is the kernel's.
-    let path = fresh(&mem, "write").join("frames");
-    let mut file = File::options().create(true).append(true).open(&path).expect("open");
-    let frame = vec![b'x'; frame_bytes];
-    let started = Instant::now();
-    for _ in 0..records {
-        file.write_all(&frame).expect("write");
-    }
-    let write_ns = per_op_ns(started.elapsed(), records);
-
-    // Leaf hash and frontier update alone, over payloads that size.
-    let payload = vec![b'{'; frame_bytes - 8];
-    let mut tree = Frontier::new();
-    let started = Instant::now();
-    for _ in 0..records {
-        tree.push(leaf_hash(&payload));
-    }
-    let hash_ns = per_op_ns(started.elapsed(), records);
-
-    // Verify: every frame, link, header and the Merkle tree, one thread, warm page cache.
+    // Verify: every frame, link, header and the Merkle tree; one thread, warm page cache.
     verify_chain(&root, CHAIN).expect("verify");
-    let started = Instant::now();
-    let report = verify_chain(&root, CHAIN).expect("verify");
-    let verify_s = started.elapsed().as_secs_f64();
-    assert_eq!(report.records, records);
+    let mut verified = 0;
+    let (verify_wall, verify_cpu) = measure(records, || {
+        verified = verify_chain(&root, CHAIN).expect("verify").records;
+    });
+    assert_eq!(verified, records);
 
     // Durable appends, one at a time: every append waits for its own fdatasync.
     let root = fresh(&disk, "always");
@@ -121,12 +128,13 @@ fn main() {
     let out = json!({
         "records": records,
         "frame_bytes": frame_bytes,
-        "append_ns": append_ns,
-        "write_syscall_ns": write_ns,
-        "append_minus_write_ns": append_ns - write_ns,
-        "leaf_hash_and_frontier_ns": hash_ns,
-        "verify_records_per_s": records as f64 / verify_s,
-        "verify_mb_per_s": chain_bytes as f64 / verify_s / 1e6,
+        "frame_cpu_ns": frame_cpu,
+        "frame_wall_ns": frame_wall,
+        "append_cpu_ns": append_cpu,
+        "append_wall_ns": append_wall,
+        "verify_records_per_cpu_s": 1e9 / verify_cpu,
+        "verify_records_per_wall_s": 1e9 / verify_wall,
+        "verify_mb_per_cpu_s": chain_bytes as f64 / (verify_cpu * records as f64) * 1e3,
         "always_appends_per_s": durable as f64 / always_s,
         "always_append_us": always_s * 1e6 / durable as f64,
     });

@@ -6,21 +6,24 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::FORMAT_VERSION;
+use super::merkle::{leaf_hash, Hash};
+use super::segment::{frame_header, FRAME_HEADER};
+use super::{AuditError, FORMAT_VERSION, MAX_PAYLOAD};
 
 /// Fields the writer sets on every record; callers may not supply them.
 pub const WRITER_FIELDS: [&str; 5] = ["chain", "prev", "seq", "ts", "v"];
 
 /// The writer's own fields of one record.
-pub(crate) struct WriterFields<'a> {
-    pub chain: &'a str,
-    pub prev: &'a [u8; 32],
-    pub seq: u64,
-    pub unix_micros: u64,
+struct WriterFields<'a> {
+    chain: &'a str,
+    prev: &'a Hash,
+    seq: u64,
+    unix_micros: u64,
 }
 
-enum Field<'a> {
-    Caller(&'a Value),
+/// The writer's fields, in key order.
+#[derive(Clone, Copy)]
+enum Own {
     Chain,
     Prev,
     Seq,
@@ -28,70 +31,130 @@ enum Field<'a> {
     V,
 }
 
-/// Appends the record's canonical JSON to `out`. Callers must have checked that `fields`
-/// holds none of [`WRITER_FIELDS`].
-pub(crate) fn encode_record(out: &mut Vec<u8>, own: &WriterFields, fields: &Map<String, Value>) {
-    let mut entries: Vec<(&str, Field)> = Vec::with_capacity(fields.len() + WRITER_FIELDS.len());
-    entries.extend(
-        fields
-            .iter()
-            .map(|(key, value)| (key.as_str(), Field::Caller(value))),
-    );
-    entries.extend([
-        ("chain", Field::Chain),
-        ("prev", Field::Prev),
-        ("seq", Field::Seq),
-        ("ts", Field::Ts),
-        ("v", Field::V),
-    ]);
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+const OWN: [(&str, Own); 5] = [
+    ("chain", Own::Chain),
+    ("prev", Own::Prev),
+    ("seq", Own::Seq),
+    ("ts", Own::Ts),
+    ("v", Own::V),
+];
 
-    out.push(b'{');
-    for (i, (key, field)) in entries.iter().enumerate() {
-        if i > 0 {
+/// Appends the frame of the record that follows `prev` as `seq` in `chain` to `out`: its
+/// length, CRC-32C and canonical payload. Returns the record's leaf hash. This is all of an
+/// append but the write.
+pub fn frame_record(
+    out: &mut Vec<u8>,
+    chain: &str,
+    seq: u64,
+    prev: &Hash,
+    unix_micros: u64,
+    fields: &Map<String, Value>,
+) -> Result<Hash, AuditError> {
+    if let Some(&reserved) = WRITER_FIELDS
+        .iter()
+        .find(|&&name| fields.contains_key(name))
+    {
+        return Err(AuditError::ReservedField(reserved));
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    let own = WriterFields {
+        chain,
+        prev,
+        seq,
+        unix_micros,
+    };
+    encode_record(out, &own, fields);
+    let len = out.len() - start - FRAME_HEADER;
+    if len > MAX_PAYLOAD as usize {
+        out.truncate(start);
+        return Err(AuditError::RecordTooLarge(len));
+    }
+    let payload = &out[start + FRAME_HEADER..];
+    let header = frame_header(payload);
+    let hash = leaf_hash(payload);
+    out[start..start + FRAME_HEADER].copy_from_slice(&header);
+    Ok(hash)
+}
+
+/// Appends the record's canonical JSON to `out`: the caller's fields merged with the
+/// writer's, in key order.
+fn encode_record(out: &mut Vec<u8>, own: &WriterFields, fields: &Map<String, Value>) {
+    let mut own_fields = OWN.iter().copied().peekable();
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, key: &str| {
+        if !std::mem::take(&mut first) {
             out.push(b',');
         }
-        write_json(out, *key);
+        write_json(out, key);
         out.push(b':');
-        match field {
-            Field::Caller(value) => write_canonical(out, value),
-            Field::Chain => write_json(out, own.chain),
-            Field::Prev => {
-                let mut hex = [0u8; 64];
-                hex::encode_to_slice(own.prev, &mut hex).expect("64 hex digits for 32 bytes");
-                out.push(b'"');
-                out.extend_from_slice(&hex);
-                out.push(b'"');
-            }
-            Field::Seq => write!(out, "{}", own.seq).expect("writing to a Vec cannot fail"),
-            Field::Ts => {
-                out.push(b'"');
-                write_rfc3339_micros(out, own.unix_micros);
-                out.push(b'"');
-            }
-            Field::V => write!(out, "{FORMAT_VERSION}").expect("writing to a Vec cannot fail"),
+    };
+    out.push(b'{');
+    for_each_sorted(fields, |name, value| {
+        while let Some((own_name, field)) =
+            own_fields.next_if(|&(own_name, _)| own_name < name.as_str())
+        {
+            key(out, own_name);
+            write_own(out, own, field);
         }
+        key(out, name);
+        write_canonical(out, value);
+    });
+    for (own_name, field) in own_fields {
+        key(out, own_name);
+        write_own(out, own, field);
     }
     out.push(b'}');
 }
 
+fn write_own(out: &mut Vec<u8>, own: &WriterFields, field: Own) {
+    match field {
+        Own::Chain => write_json(out, own.chain),
+        Own::Prev => {
+            let mut hex = [0u8; 64];
+            hex::encode_to_slice(own.prev, &mut hex).expect("64 hex digits for 32 bytes");
+            out.push(b'"');
+            out.extend_from_slice(&hex);
+            out.push(b'"');
+        }
+        Own::Seq => write!(out, "{}", own.seq).expect("writing to a Vec cannot fail"),
+        Own::Ts => {
+            out.push(b'"');
+            write_rfc3339_micros(out, own.unix_micros);
+            out.push(b'"');
+        }
+        Own::V => write!(out, "{FORMAT_VERSION}").expect("writing to a Vec cannot fail"),
+    }
+}
+
+/// Calls `f` on `map`'s entries in key order. A `Map` is a `BTreeMap`, already in order,
+/// unless some crate in the build enables serde_json's `preserve_order`: then they are
+/// sorted here, so the encoding never depends on the build.
+fn for_each_sorted<'a>(map: &'a Map<String, Value>, mut f: impl FnMut(&'a String, &'a Value)) {
+    if map.keys().is_sorted() {
+        map.iter().for_each(|(key, value)| f(key, value));
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries.into_iter().for_each(|(key, value)| f(key, value));
+    }
+}
+
 /// Appends `value` as canonical JSON: object keys sorted by code point, no whitespace,
-/// scalars as serde_json prints them. Sorts explicitly rather than trusting `Map` to be a
-/// `BTreeMap`: any crate in the build enabling serde_json's `preserve_order` would change that.
+/// scalars as serde_json prints them.
 pub(crate) fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
+            let mut first = true;
+            for_each_sorted(map, |key, value| {
+                if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
                 write_json(out, key);
                 out.push(b':');
                 write_canonical(out, value);
-            }
+            });
             out.push(b'}');
         }
         Value::Array(items) => {

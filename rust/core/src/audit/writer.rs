@@ -10,12 +10,12 @@ use serde_json::{json, Map, Value};
 
 use super::chain::ChainState;
 use super::checkpoint::Checkpoint;
-use super::merkle::{leaf_hash, Hash};
-use super::payload::{encode_record, WriterFields, WRITER_FIELDS};
+use super::merkle::Hash;
+use super::payload::frame_record;
 use super::recover;
 use super::retention::{self, RetentionPlan, RetentionPolicy};
-use super::segment::{frame_header, segment_name, FRAME_HEADER};
-use super::{is_valid_chain_name, AuditError, MAX_PAYLOAD};
+use super::segment::segment_name;
+use super::{is_valid_chain_name, AuditError};
 
 /// When appended records are forced to stable storage. Every append reaches the kernel
 /// before it returns, so only a machine crash, not a process crash, can lose records.
@@ -139,33 +139,21 @@ impl AuditWriter {
         Ok((writer, opened.report))
     }
 
-    /// Appends one record made of `fields` plus the writer's own (see [`WRITER_FIELDS`]),
+    /// Appends one record made of `fields` plus the writer's own (see [`super::WRITER_FIELDS`]),
     /// handing it to the kernel in a single write before returning its seq and hash.
     pub fn append(&mut self, fields: Map<String, Value>) -> Result<(u64, Hash), AuditError> {
         self.check_poisoned()?;
-        if let Some(&reserved) = WRITER_FIELDS
-            .iter()
-            .find(|&&name| fields.contains_key(name))
-        {
-            return Err(AuditError::ReservedField(reserved));
-        }
         let seq = self.state.seq + 1;
-        let own = WriterFields {
-            chain: &self.state.chain,
-            prev: &self.state.head,
-            seq,
-            unix_micros: now_micros(),
-        };
         self.frame.clear();
-        self.frame.extend_from_slice(&[0; FRAME_HEADER]);
-        encode_record(&mut self.frame, &own, &fields);
-        let payload = &self.frame[FRAME_HEADER..];
-        if payload.len() > MAX_PAYLOAD as usize {
-            return Err(AuditError::RecordTooLarge(payload.len()));
-        }
-        let header = frame_header(payload);
-        let hash = leaf_hash(payload);
-        self.frame[..FRAME_HEADER].copy_from_slice(&header);
+        let state = &self.state;
+        let hash = frame_record(
+            &mut self.frame,
+            &state.chain,
+            seq,
+            &state.head,
+            now_micros(),
+            &fields,
+        )?;
 
         if self.segment_len >= self.opts.segment_bytes {
             let rotated = self.rotate();
