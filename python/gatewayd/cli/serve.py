@@ -19,14 +19,10 @@ def register(commands) -> None:
     p.add_argument("--workers", type=int, help="worker processes; each one is a replica")
     p.set_defaults(run=run_serve)
 
-    m = commands.add_parser("mock-upstream", help="run the bundled mock LLM provider")
-    m.add_argument("--host", default="127.0.0.1")
-    m.add_argument("--port", type=int, default=9100)
-    m.add_argument("--latency-ms", type=float, default=0.0)
-    m.add_argument("--chunk-delay-ms", type=float, default=0.0)
-    m.add_argument("--error-rate", type=float, default=0.0)
-    m.add_argument("--chunks", type=int, default=8)
-    m.add_argument("--workers", type=int, default=1)
+    from gatewayd.mock.__main__ import DESCRIPTION, add_arguments
+
+    m = commands.add_parser("mock-upstream", help="run the bundled mock LLM provider", description=DESCRIPTION)
+    add_arguments(m)
     m.set_defaults(run=run_mock)
 
 
@@ -100,15 +96,6 @@ def _bootstrap(settings: config.Settings) -> None:
 
 
 def run_mock(args) -> int:
-    from gatewayd.mock import run
+    from gatewayd.mock.__main__ import run_from_args
 
-    run(
-        host=args.host,
-        port=args.port,
-        latency_ms=args.latency_ms,
-        chunk_delay_ms=args.chunk_delay_ms,
-        error_rate=args.error_rate,
-        chunks=args.chunks,
-        workers=args.workers,
-    )
-    return 0
+    return run_from_args(args)

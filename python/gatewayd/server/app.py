@@ -58,20 +58,15 @@ class GatewayApp:
 
     async def _http(self, scope: dict, receive, send) -> None:
         """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
-        started = False
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await self._route(scope, receive, tracked_send)
+            await self._route(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not started:
-                anthropic = scope["path"] == "/v1/messages"
+            anthropic = scope["path"] == "/v1/messages"
+            try:
                 await _error(send, 500, "internal gateway error; see the gateway log", "internal_error", anthropic)
+            except Exception:  # the response had already started: the server closes the stream
+                pass
 
     async def _route(self, scope: dict, receive, send) -> None:
         path = scope["path"]
