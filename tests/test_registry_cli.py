@@ -183,3 +183,34 @@ def test_metrics_follow_the_revert(gw, tmp_path):
     assert any(f'policy_version="{previous}"' in line for line in served)
     current = [line for line in text.splitlines() if line.startswith("gatewayd_replica_versions{")]
     assert any('domain="policy",scope="default"' in line and f'version="{previous}"' in line for line in current)
+
+
+def test_route_scope_overrides_default_and_tenant_scope_overrides_route(gw, tmp_path):
+    (tmp_path / "no-embeddings.yaml").write_text("default: deny\nrules: []\n")
+    out = gw.cli("push", "policy", str(tmp_path / "no-embeddings.yaml"), "--reason", "route scope").stdout
+    version = out.split(" version ")[1].split()[0]
+    gw.cli("activate", "policy", version, "--scope", "route:embeddings", "--reason", "no embeddings")
+    headers = {"authorization": f"Bearer {KEYS['acme']}"}
+    r = httpx.post(gw.url + "/v1/embeddings", json={"model": "mock-gpt", "input": "x"}, headers=headers)
+    assert r.status_code == 403 and r.headers["x-gatewayd-policy-version"] == version
+    assert _chat(gw, KEYS["acme"], "chat is unaffected").status_code == 200
+    gw.cli("rollback", "policy", "--scope", "route:embeddings", "--to", _default_policy(gw), "--reason", "allow again")
+    r = httpx.post(gw.url + "/v1/embeddings", json={"model": "mock-gpt", "input": "x"}, headers=headers)
+    assert r.status_code == 200
+
+
+def _default_policy(gw: Gateway) -> str:
+    return str(_pointers(gw)["policy/default"])
+
+
+def test_change_records_in_the_chain_match_history(gw):
+    history = gw.cli("history").stdout.splitlines()
+    ids = {int(line.split()[0]) for line in history}
+    recorded = {}
+    for r in gw.audit_records():
+        if r.get("kind") == "change":
+            recorded[r["change"]] = r
+    assert ids <= set(recorded), ids - set(recorded)
+    for line in history:
+        change = recorded[int(line.split()[0])]
+        assert f"by {change['actor']}: {change['reason']}" in line

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Callable
 
+from gatewayd.control import documents
 from gatewayd.control import snapshot as snapshots
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.last_known_good import LastKnownGood
@@ -111,7 +112,8 @@ class ReplicaAgent:
             self._heartbeat(now)
 
     def _apply(self, last: int) -> None:
-        pending = [c.id for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
+        pending = [c for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
+        self._record_changes(pending)
         try:
             snap = snapshots.build(last, self.store.pointers(), self.compiled, self._load)
         except (DocumentError, IncompleteState, ValueError) as exc:
@@ -119,14 +121,30 @@ class ReplicaAgent:
             log.error("replica %s refuses change %s: %s", self.name, last, error)
             self.counters["changes_refused"] += 1
             self.on_event({"kind": "replica", "event": "refused", "change": last, "error": error})
-            self._answer(pending, ok=False, error=error)
+            self._answer([c.id for c in pending], ok=False, error=error)
             self.applied_change = last  # refused: keep serving, wait for the next change
             return
         self._swap(snap)
         self.lkg.save(snap.change_id, self.store.pointers(), self._load)
         self.counters["changes_applied"] += 1
-        self._answer(pending, ok=True, error="")
+        self._answer([c.id for c in pending], ok=True, error="")
         self._heartbeat(time.time())
+
+    def _record_changes(self, changes: list) -> None:
+        """The change records themselves go into this replica's audit chain, right before
+        the boundary they cause, so the chain alone tells who changed what, when and why."""
+        for change in changes:
+            self.on_event(
+                {
+                    "kind": "change",
+                    "change": change.id,
+                    "at": change.at,
+                    "actor": change.actor,
+                    "reason": change.reason,
+                    "change_kind": change.kind,
+                    "items": [[i.domain, i.scope, i.prev, i.new] for i in change.items],
+                }
+            )
 
     def _swap(self, snap: Snapshot) -> None:
         previous = self.snapshot
@@ -179,4 +197,6 @@ class ReplicaAgent:
         if found is None:
             raise DocumentError(f"{domain} version {version} is missing from the store")
         info, data = found
+        if documents.digest(data) != info.digest:  # never serve bytes the registry did not store
+            raise DocumentError(f"{domain} version {version}: content does not match its digest {info.digest}")
         return info.name, data

@@ -41,7 +41,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     upstream_timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
-    retries: int = 0
+    retries: int = 0  # extra attempts when the provider refuses the connection (nothing sent)
     cache: CacheSettings = CacheSettings()
     audit: AuditSettings = AuditSettings()
 

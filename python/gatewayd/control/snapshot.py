@@ -26,9 +26,11 @@ class Snapshot(msgspec.Struct, frozen=True):
     # A candidate policy evaluated beside the active one, recorded, never enforced (R15).
     shadow: tuple[_core.Policy, int] | None = None
 
-    def policy_for(self, tenant: str) -> tuple[int, _core.Policy]:
-        """The most specific scope wins: `tenant:<name>`, then `default`."""
-        return self.policies.get("tenant:" + tenant) or self.policies[DEFAULT_SCOPE]
+    def policy_for(self, tenant: str, api: str) -> tuple[int, _core.Policy]:
+        """The most specific scope wins: `tenant:<name>`, then `route:<api>` (chat,
+        completions, embeddings, messages), then `default`."""
+        policies = self.policies
+        return policies.get("tenant:" + tenant) or policies.get("route:" + api) or policies[DEFAULT_SCOPE]
 
     def versions(self) -> dict[str, int]:
         out = {f"policy/{scope}": v for scope, (v, _) in self.policies.items()}

@@ -69,25 +69,17 @@ class MockApp:
             return self._admin(scope, proto)
         body = await proto()
         self._journal.append((scope.method, scope.path, scope.headers.items(), body))
-        get = scope.headers.get
         route = ROUTES.get((scope.method, scope.path))
         dialect = route[0] if route else ANTHROPIC if scope.path.startswith("/v1/messages") else OPENAI
         headers = [("content-type", JSON), (dialect.request_id_header, new_id("req_"))]
         try:
-            knobs = resolve_knobs(self._config, get)
-            if knobs.latency:
-                await asyncio.sleep(knobs.latency)
-            if route is None:
-                status = 405 if scope.path in KNOWN_PATHS else 404
-                raise ProviderError(status, f"no route for {scope.method} {scope.path}")
-            dialect.authenticate(get, self._config.require_key)
-            if knobs.status is not None:
-                raise ProviderError(knobs.status, f"injected by x-mock-status: {knobs.status}")
-            if knobs.error_rate and random.random() < knobs.error_rate:
-                raise ProviderError(500, "injected by the mock's error rate")
-            reply = route[1](body, knobs)
+            knobs = resolve_knobs(self._config, scope.headers.get)
         except KnobError as exc:
             return proto.response_bytes(400, headers, dialect.error_body(400, str(exc), None))
+        if knobs.latency:
+            await asyncio.sleep(knobs.latency)
+        try:
+            reply = self._reply(scope, route, body, knobs)
         except ProviderError as exc:
             return proto.response_bytes(exc.status, headers, dialect.error_body(exc.status, exc.message, exc.code))
         if isinstance(reply, bytes):
@@ -95,6 +87,21 @@ class MockApp:
         headers[0] = ("content-type", "text/event-stream")
         headers.append(("cache-control", "no-cache"))
         await _stream(proto, headers, reply, knobs.chunk_delay)
+
+    def _reply(
+        self, scope: Scope, route: tuple[Dialect, Handler] | None, body: bytes, knobs: Knobs
+    ) -> bytes | list[bytes]:
+        """The handler's reply, unless routing, auth or an injected fault says otherwise."""
+        if route is None:
+            status = 405 if scope.path in KNOWN_PATHS else 404
+            raise ProviderError(status, f"no route for {scope.method} {scope.path}")
+        dialect, handler = route
+        dialect.authenticate(scope.headers.get, self._config.require_key)
+        if knobs.status is not None:
+            raise ProviderError(knobs.status, f"injected by x-mock-status: {knobs.status}")
+        if knobs.error_rate and random.random() < knobs.error_rate:
+            raise ProviderError(500, "injected by the mock's error rate")
+        return handler(body, knobs)
 
     def _admin(self, scope: Scope, proto: HTTPProtocol) -> None:
         """Test hooks: a readiness probe and the journal of received requests."""

@@ -49,7 +49,7 @@ class Pipeline:
         # R6: the request's one snapshot, taken as it is admitted (no await between this
         # and admission) and kept to its end.
         snap = self.agent.snapshot
-        policy_version, policy = snap.policy_for(tenant)
+        policy_version, policy = snap.policy_for(tenant, api)
         adm = self.engine.admit(
             policy,
             policy_version,
@@ -75,12 +75,16 @@ class Pipeline:
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
         provider = self.providers[adm.provider]
         ttl = config.cache.ttl_s if config.cache.enabled else 0.0
-        try:
-            upstream = await self.client.send(
-                "POST", provider.url(adm.api), provider.headers(scope["headers"]), adm.body, config.upstream_timeout_s
-            )
-        except UpstreamError as exc:
-            return await self._upstream_failed(send, adm, exc, anthropic)
+        url, headers = provider.url(adm.api), provider.headers(scope["headers"])
+        for attempt in range(config.retries + 1):
+            try:
+                upstream = await self.client.send("POST", url, headers, adm.body, config.upstream_timeout_s)
+                break
+            except UpstreamError as exc:
+                # Only a refused connection is retried: nothing reached the provider, so a
+                # retry cannot run the same completion twice.
+                if exc.kind != "unreachable" or attempt == config.retries:
+                    return await self._upstream_failed(send, adm, exc, anthropic)
         try:
             passed = [(k.encode(), v.encode()) for k, v in upstream.headers if k.encode().startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
@@ -130,7 +134,7 @@ class Pipeline:
         """Refused before admission (no key, body too large): still audited, under the
         versions in effect right now."""
         snap = self.agent.snapshot
-        versions = (snap.policy_for(tenant)[0], snap.routing_version, snap.config_version)
+        versions = (snap.policy_for(tenant, api)[0], snap.routing_version, snap.config_version)
         adm = self.engine.reject(api, tenant, request_id, status, code, message, versions)
         await self._refuse(send, adm, api == "messages")
 
