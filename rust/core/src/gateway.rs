@@ -358,3 +358,6 @@ fn into_map(value: Value) -> Map<String, Value> {
         _ => unreachable!("json! object literal"),
     }
 }
+
+#[cfg(test)]
+mod tests;
