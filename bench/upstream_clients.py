@@ -5,17 +5,24 @@ path: read body, POST it upstream, relay status, headers and body) is run in its
 process, and wrk drives it against the mock provider:
 
 * ``c32``: ``wrk -t1 -c32 -d10s``, non-streaming chat completion (throughput);
-* ``c1``: same at one connection (latency);
-* ``stream-c32``: streaming completion (8 SSE chunks) relayed chunk by chunk.
+* ``c1``: the same over one connection (latency);
+* ``stream-c32``: streaming completion (11 SSE events, sent back to back) relayed as read;
+* ``gaps-c32``: the same with 1 ms between events, so no client can merge them.
 
-Pinning (2-core box): the pass-through alone on CPU 1; the mock and wrk share CPU 0.
-The ``direct`` row is wrk straight at the mock (mock on CPU 0, wrk on CPU 1).
+Besides req/s and latency, each run records the pass-through's CPU time per request
+(process tree, user+system): on a shared box other tenants cut req/s, but change what a
+request costs far less. ``gatewayd`` is the shipped wrapper (gatewayd.upstream), to show
+its own overhead over the raw library.
 
-    PYTHONPATH=python .venv/bin/python bench/upstream_clients.py [--duration 10] [--clients a,b]
+Pinning (2 CPUs): the pass-through alone on CPU 1; the mock and wrk share CPU 0. The
+``direct`` rows are wrk straight at the mock (mock on CPU 0, wrk on CPU 1). Clients run
+round-robin ``--repeat`` times and medians are reported, so noise hits all alike.
 
-Clients that are not importable are skipped; aiosonic and rnet are not project
-dependencies (``pip install --target DIR aiosonic rnet`` and add DIR to PYTHONPATH).
-Results: table on stdout, JSON in bench/results/upstream_clients.json.
+    PYTHONPATH=python .venv/bin/python bench/upstream_clients.py [--duration 10] [--repeat 3] [--clients a,b]
+
+Clients that are not importable are skipped; aiosonic, rnet and pyqwest are not project
+dependencies (``pip install --target DIR aiosonic rnet pyqwest``, add DIR to PYTHONPATH).
+Results: table on stdout, JSON (medians and every sample) in bench/results/upstream_clients.json.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","stream":%(stream)s,"messages":[{"role":"user","content":"hello there"}]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
+wrk.headers["x-mock-chunk-delay-ms"] = "%(gap_ms)s"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRK_JSON {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p99_us":%%d,' ..
@@ -89,14 +97,14 @@ class PyreqwestAdapter:
 
         self.client = ClientBuilder().max_connections(POOL).build()
 
-    async def post(self, url, body):
-        resp = await self.client.post(url).headers(UPSTREAM_HEADERS).body_bytes(body).build().send()
+    async def post(self, url, headers, body):
+        resp = await self.client.post(url).headers(headers).body_bytes(body).build().send()
         return resp.status, _relay_headers(resp.headers.items()), bytes(await resp.bytes())
 
-    async def stream(self, url, body, start, emit):
+    async def stream(self, url, headers, body, start, emit):
         # A read-ahead limit of 0 hands over the response at its headers; the default
         # (64 KiB) would hold a whole short SSE stream back until it ends.
-        request = self.client.post(url).headers(UPSTREAM_HEADERS).body_bytes(body).streamed_read_buffer_limit(0)
+        request = self.client.post(url).headers(headers).body_bytes(body).streamed_read_buffer_limit(0)
         async with request.build_streamed() as resp:
             await start(resp.status, _relay_headers(resp.headers.items()))
             while (chunk := await resp.body_reader.read_chunk()) is not None:
@@ -109,12 +117,12 @@ class AiohttpAdapter:
 
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL), auto_decompress=False)
 
-    async def post(self, url, body):
-        async with self.session.post(url, data=body, headers=UPSTREAM_HEADERS) as resp:
+    async def post(self, url, headers, body):
+        async with self.session.post(url, data=body, headers=headers) as resp:
             return resp.status, _relay_headers(resp.raw_headers), await resp.read()
 
-    async def stream(self, url, body, start, emit):
-        async with self.session.post(url, data=body, headers=UPSTREAM_HEADERS) as resp:
+    async def stream(self, url, headers, body, start, emit):
+        async with self.session.post(url, data=body, headers=headers) as resp:
             await start(resp.status, _relay_headers(resp.raw_headers))
             async for chunk in resp.content.iter_any():
                 await emit(chunk)
@@ -128,12 +136,12 @@ class HttpxAdapter:
         limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
         self.client = httpx.AsyncClient(limits=limits, timeout=30)
 
-    async def post(self, url, body):
-        resp = await self.client.post(url, content=body, headers=UPSTREAM_HEADERS)
+    async def post(self, url, headers, body):
+        resp = await self.client.post(url, content=body, headers=headers)
         return resp.status_code, _relay_headers(resp.headers.raw), resp.content
 
-    async def stream(self, url, body, start, emit):
-        async with self.client.stream("POST", url, content=body, headers=UPSTREAM_HEADERS) as resp:
+    async def stream(self, url, headers, body, start, emit):
+        async with self.client.stream("POST", url, content=body, headers=headers) as resp:
             await start(resp.status_code, _relay_headers(resp.headers.raw))
             async for chunk in resp.aiter_raw():
                 await emit(chunk)
@@ -151,12 +159,12 @@ class AiosonicAdapter:
         connector = aiosonic.TCPConnector(pool_configs={":default": PoolConfig(size=POOL, max_conn_requests=None)})
         self.client = aiosonic.HTTPClient(connector=connector)
 
-    async def post(self, url, body):
-        resp = await self.client.post(url, data=body, headers=dict(UPSTREAM_HEADERS))
+    async def post(self, url, headers, body):
+        resp = await self.client.post(url, data=body, headers=dict(headers))
         return resp.status_code, _relay_headers(resp.raw_headers), await resp.content()
 
-    async def stream(self, url, body, start, emit):
-        resp = await self.client.post(url, data=body, headers=dict(UPSTREAM_HEADERS))
+    async def stream(self, url, headers, body, start, emit):
+        resp = await self.client.post(url, data=body, headers=dict(headers))
         await start(resp.status_code, _relay_headers(resp.raw_headers))
         async for chunk in resp.read_chunks():
             await emit(chunk)
@@ -168,12 +176,12 @@ class RnetAdapter:
 
         self.client = rnet.Client(pool_max_size=POOL)
 
-    async def post(self, url, body):
-        resp = await self.client.post(url, body=body, headers=dict(UPSTREAM_HEADERS))
+    async def post(self, url, headers, body):
+        resp = await self.client.post(url, body=body, headers=dict(headers))
         return resp.status, _relay_headers(resp.headers.items()), await resp.bytes()
 
-    async def stream(self, url, body, start, emit):
-        resp = await self.client.post(url, body=body, headers=dict(UPSTREAM_HEADERS))
+    async def stream(self, url, headers, body, start, emit):
+        resp = await self.client.post(url, body=body, headers=dict(headers))
         await start(resp.status, _relay_headers(resp.headers.items()))
         async with resp.stream() as chunks:
             async for chunk in chunks:
@@ -194,12 +202,12 @@ class PyqwestAdapter:
         )
         self.client = pyqwest.Client(self.transport)
 
-    async def post(self, url, body):
-        resp = await self.client.execute("POST", url, UPSTREAM_HEADERS, body)
+    async def post(self, url, headers, body):
+        resp = await self.client.execute("POST", url, headers, body)
         return resp.status, _relay_headers(resp.headers.items()), resp.content
 
-    async def stream(self, url, body, start, emit):
-        request = self.pyqwest.Request("POST", url, self.pyqwest.Headers(UPSTREAM_HEADERS), body)
+    async def stream(self, url, headers, body, start, emit):
+        request = self.pyqwest.Request("POST", url, self.pyqwest.Headers(headers), body)
         resp = await self.transport.execute(request)
         await start(resp.status, _relay_headers(resp.headers.items()))
         async for chunk in resp.content:
@@ -213,15 +221,15 @@ class GatewaydAdapter:
         self.client = UpstreamClient(max_connections=POOL)
         await self.client.start()
 
-    async def post(self, url, body):
-        resp = await self.client.send("POST", url, UPSTREAM_HEADERS, body, timeout=30)
+    async def post(self, url, headers, body):
+        resp = await self.client.send("POST", url, headers, body, timeout=30)
         try:
             return resp.status, _relay_headers(resp.headers), await resp.read()
         finally:
             await resp.aclose()
 
-    async def stream(self, url, body, start, emit):
-        resp = await self.client.send("POST", url, UPSTREAM_HEADERS, body, timeout=30)
+    async def stream(self, url, headers, body, start, emit):
+        resp = await self.client.send("POST", url, headers, body, timeout=30)
         try:
             await start(resp.status, _relay_headers(resp.headers))
             async for chunk in resp.chunks():
@@ -261,6 +269,9 @@ def create_app():
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        # x-mock-* knobs travel on to the mock, as a gateway would forward them.
+        knobs = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.startswith(b"x-mock-")]
+        headers = UPSTREAM_HEADERS + knobs
         if scope["path"] == "/stream":
 
             async def start(status, headers):
@@ -269,11 +280,11 @@ def create_app():
             async def emit(chunk):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-            await adapter.stream(upstream, body, start, emit)
+            await adapter.stream(upstream, headers, body, start, emit)
             await send({"type": "http.response.body", "body": b""})
             return
-        status, headers, payload = await adapter.post(upstream, body)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        status, relayed, payload = await adapter.post(upstream, headers, body)
+        await send({"type": "http.response.start", "status": status, "headers": relayed})
         await send({"type": "http.response.body", "body": payload})
 
     return app
@@ -297,9 +308,9 @@ def serve_passthrough(port: int) -> None:
 # --- the driver ---
 
 
-def wrk(url: str, connections: int, duration: int, stream: bool, cpu: str) -> dict:
+def wrk(url: str, connections: int, duration: int, stream: bool, gap_ms: int, cpu: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % {"stream": "true" if stream else "false"})
+        script.write(WRK_SCRIPT % {"stream": "true" if stream else "false", "gap_ms": gap_ms})
     try:
         argv = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script.name, url]
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -316,7 +327,9 @@ def wrk(url: str, connections: int, duration: int, stream: bool, cpu: str) -> di
     }
 
 
-SCENARIOS = [("c32", 32, False), ("c1", 1, False), ("stream-c32", 32, True)]
+# (name, connections, streaming, ms between stream events). With no gap, some clients hand
+# over the whole burst as one chunk; a 1 ms gap makes every client pay for every event.
+SCENARIOS = [("c32", 32, False, 0), ("c1", 1, False, 0), ("stream-c32", 32, True, 0), ("gaps-c32", 32, True, 1)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -332,11 +345,11 @@ def measure(name: str, base: str, path_for: dict[bool, str], wrk_cpu: str, serve
     hardly change what a request costs.
     """
     rows = []
-    for scenario, connections, stream in SCENARIOS:
+    for scenario, connections, stream, gap_ms in SCENARIOS:
         url = base + path_for[stream]
-        wrk(url, connections, min(2, duration), stream, wrk_cpu)  # warm pools and caches
+        wrk(url, connections, min(2, duration), stream, gap_ms, wrk_cpu)  # warm pools and caches
         before = cpu_seconds(server_pid)
-        row = wrk(url, connections, duration, stream, wrk_cpu)
+        row = wrk(url, connections, duration, stream, gap_ms, wrk_cpu)
         row["cpu_us_per_req"] = round((cpu_seconds(server_pid) - before) / max(row["requests"], 1) * 1e6, 1)
         rows.append({"client": name, "scenario": scenario, **row})
         print(_row(rows[-1]), file=sys.stderr, flush=True)

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+mkdir -p var
+[ -f var/audit.key ] || $BIN/gatewayd audit keygen --out var/audit.key --keyring var/audit.keyring
 $BIN/gatewayd mock-upstream --port 9100 &
 MOCK=$!
 trap 'kill $MOCK 2>/dev/null' EXIT

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import uvloop
+
 from gatewayd import _core
 from gatewayd.audit.sync import AuditSync
 from support.audit import CHAIN
@@ -33,6 +36,27 @@ def test_group_commit_makes_each_record_durable_with_shared_fsyncs(tmp_path):
     assert all(synced >= seq for seq, synced in results)
     fsyncs = {synced for _, synced in results}
     assert len(fsyncs) < 20, f"200 requests needed {len(fsyncs)} fsyncs"
+
+
+@pytest.mark.timeout(20)
+def test_group_commit_keeps_serving_staggered_requests_under_uvloop(tmp_path):
+    """Requests arriving while an fsync is in flight wait for the next one, on the event
+    loop the gateway runs (uvloop); none may spin on a flight that has already landed."""
+    engine = engine_with(tmp_path, "group")
+    sync = AuditSync(engine)
+
+    async def client(n: int) -> list[tuple[int, int]]:
+        done = []
+        for i in range(50):
+            done.append(await request(engine, sync, n * 100 + i))
+            await asyncio.sleep(0.0005 * (n % 3))
+        return done
+
+    async def run():
+        return await asyncio.gather(*(client(n) for n in range(4)))
+
+    results = [r for rounds in uvloop.run(run()) for r in rounds]
+    assert len(results) == 200 and all(synced >= seq for seq, synced in results)
 
 
 def test_without_group_commit_requests_do_not_wait(tmp_path):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from gatewayd import _core
 from gatewayd.audit import note
 from support.audit import CHAIN, build_chain, cli, frame, new_signer, record_frames, segment, third_party
 
@@ -207,3 +213,15 @@ def test_the_third_party_script_catches_a_truncated_end(trail):
     truncate_from(root, int(notes(root)[-1].stem) - 10)
     done = third_party("chain", str(root), CHAIN, signer.verifier.text())
     assert done.returncode == 1 and "records that are gone" in done.stdout, done.stdout
+
+
+def test_the_reference_verifier_in_format_md_agrees(tmp_path):
+    """FORMAT.md's stdlib-only verifier is part of the spec: it must keep working."""
+    text = (Path(__file__).parents[1] / "rust/core/src/audit/FORMAT.md").read_text()
+    script = tmp_path / "reference.py"
+    script.write_text(re.search(r"```python\n(.*?)```", text, re.S).group(1))
+    build_chain(tmp_path / "audit", 150, segment_bytes=SEGMENT_BYTES)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "audit"), CHAIN], capture_output=True, text=True)
+    report = _core.verify_chain(str(tmp_path / "audit"), CHAIN)
+    root = base64.b64decode(report["root"]).hex()
+    assert done.stdout.split() == [str(report["head_seq"]), report["head_hash"], root], done.stderr

@@ -75,6 +75,30 @@ def test_caller_cannot_override_framing_headers(mock_url):
     assert run(body) == 200
 
 
+def test_only_the_callers_headers_reach_the_provider(mock_url):
+    async def body(client):
+        sent = [("authorization", "Bearer sk-test"), ("content-type", "application/json"), ("x-trace", "t-7")]
+        await _clear_journal(client, mock_url)
+        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", sent, chat_body(), timeout=5)
+        await resp.aclose()
+        journal = await client.send("GET", f"{mock_url}/_mock/requests", [], b"", timeout=5)
+        try:
+            return json.loads(await journal.read())[0]["headers"]
+        finally:
+            await journal.aclose()
+
+    headers = run(body)
+    assert headers["x-trace"] == "t-7" and headers["content-type"] == "application/json"
+    assert headers["authorization"] is True
+    # No library extras: a proxy must not invent encodings, cookies or content types.
+    assert set(headers) <= {"host", "content-length", "authorization", "content-type", "x-trace", "user-agent"}
+
+
+async def _clear_journal(client, mock_url):
+    resp = await client.send("DELETE", f"{mock_url}/_mock/requests", [], b"", timeout=5)
+    await resp.aclose()
+
+
 def test_stream_chunks_arrive_as_sent(mock_url):
     """With a pause between events, each SSE event is its own chunk, in order, before the end."""
     events = []
@@ -159,6 +183,38 @@ def test_timed_out_requests_give_back_their_connection_slots(mock_url):
         return resp.status
 
     assert run(body) == 200
+
+
+def test_cancelling_a_pending_request_closes_its_connection():
+    """A caller that gives up (client gone, deadline hit) must stop the provider's work too."""
+
+    async def main():
+        accepted, closed = asyncio.Event(), asyncio.Event()
+
+        async def never_answer(reader, writer):
+            accepted.set()
+            while await reader.read(65536):  # swallow the request, answer nothing
+                pass
+            closed.set()  # EOF: the client dropped the connection
+            writer.close()
+
+        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient()
+        await client.start()
+        try:
+            task = asyncio.create_task(client.send("POST", f"http://127.0.0.1:{port}/", AUTH, b"{}", timeout=30))
+            await asyncio.wait_for(accepted.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(closed.wait(), 5)
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
 
 
 def test_stalled_body_is_timeout(mock_url):

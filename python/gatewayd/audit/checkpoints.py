@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -22,18 +23,24 @@ from gatewayd.audit.keys import Signer
 log = logging.getLogger("gatewayd.audit")
 
 
-def checkpoint(engine, signer: Signer) -> Path:
+class Signed(NamedTuple):
+    note: Path
+    size: int
+    record_seq: int | None  # the `checkpoint` record; None if this head was signed already
+
+
+def checkpoint(engine, signer: Signer) -> Signed:
     """Signs the current tree head of `engine`'s chain (synced first), writes its note and
-    records it in the chain; returns the note's path. Safe to call from any thread."""
+    records it in the chain. Safe to call from any thread."""
     size, body = engine.audit_checkpoint(signer.origin)
     path = Path(engine.audit_dir()) / "checkpoints" / f"{size}.note"
     if path.exists():
-        return path  # this tree head is signed already
+        return Signed(path, size, None)
     _write_durably(path, note.sign(body, signer).encode())
     root = body.splitlines()[2]
     key = f"{signer.name}+{signer.verifier.id.hex()}"
-    engine.event(msgspec.json.encode({"kind": "checkpoint", "size": size, "root": root, "key": key}))
-    return path
+    seq = engine.event(msgspec.json.encode({"kind": "checkpoint", "size": size, "root": root, "key": key}))
+    return Signed(path, size, seq)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -77,14 +84,15 @@ class Checkpointer:
             self._thread.join(timeout=10)
         self.checkpoint()
 
-    def checkpoint(self) -> Path | None:
+    def checkpoint(self) -> Signed | None:
         """Signs the chain's head unless nothing but the last checkpoint record was added."""
         with self._lock:
             if self.engine.audit_head()[0] == self._signed_through:
                 return None
-            path = checkpoint(self.engine, self.signer)
-            self._signed_through = self.engine.audit_head()[0]
-            return path
+            signed = checkpoint(self.engine, self.signer)
+            if signed.record_seq is not None:
+                self._signed_through = signed.record_seq
+            return signed
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

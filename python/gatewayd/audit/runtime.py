@@ -12,9 +12,6 @@ from gatewayd.audit.sync import AuditSync
 
 log = logging.getLogger("gatewayd.audit")
 
-# Replica events that mark a change boundary: the chain is signed right after them.
-BOUNDARY_EVENTS = ("applied", "refused")
-
 
 class AuditRuntime:
     def __init__(self, engine, settings: config.Settings):
@@ -38,9 +35,10 @@ class AuditRuntime:
         if self.checkpointer:
             self.checkpointer.start()
 
-    def after_event(self, event: dict) -> None:
-        """Signs the chain at a change boundary (R8: every rollback is visible and signed)."""
-        if self.checkpointer and event.get("event") in BOUNDARY_EVENTS:
+    def boundary(self) -> None:
+        """Signs the chain at a change boundary (R8: every rollback is visible and signed),
+        right after the replica answered the change."""
+        if self.checkpointer:
             self.checkpointer.checkpoint()
 
     async def durable(self, seq: int) -> None:

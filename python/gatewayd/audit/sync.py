@@ -50,16 +50,12 @@ class AuditSync:
             synced = await self._sync()
 
     async def _sync(self) -> int:
-        """Joins the fsync in flight, or starts one; returns the seq it made durable."""
-        if self._flight is None:
-            flight = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.sync_audit)
-            flight.add_done_callback(self._landed)
-            self._flight = flight
+        """Joins the fsync in flight, or starts one; returns the seq it made durable. A
+        flight that has landed is never joined again: awaiting a finished future does not
+        yield, so a waiter it did not cover would spin."""
+        if self._flight is None or self._flight.done():
+            self._flight = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.sync_audit)
         return await asyncio.shield(self._flight)
-
-    def _landed(self, flight: asyncio.Future) -> None:
-        if self._flight is flight:
-            self._flight = None
 
     async def _tick(self) -> None:
         while True:

@@ -67,15 +67,14 @@ class _Versions(msgspec.Struct):
     shadow: dict | None = None
     versions: dict | None = None
     previous: dict | None = None
+    items: list | None = None  # change records: [domain, scope, previous, new]
 
 
 def referenced_versions(root: str, chain: str) -> set[tuple[str, int]]:
-    """Every (domain, version) a record of the chain was served under or switched to."""
+    """Every (domain, version) a record of the chain was served under, switched to or from."""
     decode = msgspec.json.Decoder(_Versions).decode
     found: set[tuple[str, int]] = set()
     for payload in _core.AuditReader(root, chain):
-        if b"_version" not in payload and b'"versions"' not in payload:
-            continue
         r = decode(payload)
         served = (("policy", r.policy_version), ("routing", r.routing_version), ("config", r.config_version))
         for domain, version in served:
@@ -88,6 +87,9 @@ def referenced_versions(root: str, chain: str) -> set[tuple[str, int]]:
                 domain = key.split("/", 1)[0]
                 if domain in DOMAINS and isinstance(version, int):
                     found.add((domain, version))
+        for item in r.items or ():
+            if isinstance(item, list) and len(item) == 4 and item[0] in DOMAINS:
+                found.update((item[0], v) for v in item[2:] if isinstance(v, int))
     return found
 
 

@@ -27,7 +27,7 @@ def register(verbs) -> None:
         q.add_argument("--request-id")
         q.add_argument("--tenant")
         q.add_argument("--policy-version", type=int)
-        q.add_argument("--kind", help="request | replica | checkpoint | retention")
+        q.add_argument("--kind", help="request | replica | change | checkpoint | retention")
         if name == "query":
             q.add_argument("--json", action="store_true", help="JSON lines instead of a summary per record")
         q.set_defaults(run=run_query, export=name == "export")
@@ -55,6 +55,9 @@ class Row(msgspec.Struct):
     routing_version: int | None = None
     config_version: int | None = None
     change: int | None = None
+    change_kind: str | None = None
+    actor: str | None = None
+    reason: str | None = None
     size: int | None = None
 
 
@@ -123,6 +126,8 @@ def _summary(r: Row) -> str:
         return f"{head} {r.request_id} tenant={r.tenant} {r.decision} {r.status} versions(p/r/c)={versions}"
     if r.kind == "replica":
         return f"{head} {r.event}" + (f" change={r.change}" if r.change is not None else "")
+    if r.kind == "change":
+        return f"{head} {r.change} {r.change_kind} by {r.actor}: {r.reason}"
     if r.kind == "checkpoint":
         return f"{head} size={r.size}"
     return head

@@ -41,6 +41,7 @@ class ReplicaAgent:
         lkg: LastKnownGood,
         on_event: Callable[[dict], None],
         on_swap: Callable[[Snapshot], None],
+        after_answer: Callable[[], None] = lambda: None,
         resync_interval_s: float = 2.0,
     ):
         self.name = name
@@ -49,6 +50,9 @@ class ReplicaAgent:
         self.compiled = CompiledVersions(providers)
         self.on_event = on_event  # writes a replica event into the audit chain
         self.on_swap = on_swap  # engine-side work for a new snapshot (cache fence, fsync policy)
+        # Slow boundary work (a signed checkpoint) runs after the acknowledgement, so it
+        # never holds up the propagation barrier.
+        self.after_answer = after_answer
         self.resync_interval_s = resync_interval_s
         self.snapshot: Snapshot | None = None
         self.applied_change = 0
@@ -123,12 +127,14 @@ class ReplicaAgent:
             self.on_event({"kind": "replica", "event": "refused", "change": last, "error": error})
             self._answer([c.id for c in pending], ok=False, error=error)
             self.applied_change = last  # refused: keep serving, wait for the next change
+            self.after_answer()
             return
         self._swap(snap)
         self.lkg.save(snap.change_id, self.store.pointers(), self._load)
         self.counters["changes_applied"] += 1
         self._answer([c.id for c in pending], ok=True, error="")
         self._heartbeat(time.time())
+        self.after_answer()
 
     def _record_changes(self, changes: list) -> None:
         """The change records themselves go into this replica's audit chain, right before

@@ -128,8 +128,9 @@ class GatewayApp:
             open_store(s),
             providers,
             LastKnownGood(state_dir / "last-known-good" / f"{name}.json"),
-            on_event=self._on_event,
+            on_event=lambda event: self.engine.event(_encode(event)),
             on_swap=self._on_swap,
+            after_answer=self.audit.boundary,
             resync_interval_s=s.control.resync_interval_ms / 1000,
         )
         self.agent.start()
@@ -165,11 +166,6 @@ class GatewayApp:
                 engine=msgspec.Raw(self.engine.metrics_json()),
             )
         )
-
-    def _on_event(self, event: dict) -> None:
-        """Writes a replica event into the chain; a change boundary is signed at once (R8)."""
-        self.engine.event(_encode(event))
-        self.audit.after_event(event)
 
     def _on_swap(self, snap) -> None:
         """Fence the cache to the version sets the new snapshot serves (R5) and adopt its

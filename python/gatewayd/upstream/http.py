@@ -1,30 +1,31 @@
-"""The gateway's HTTP client towards providers: a pooled pyreqwest client per worker.
+"""The gateway's HTTP client towards providers: one pooled aiohttp session per worker.
 
-pyreqwest (reqwest/hyper under the hood) won bench/upstream_clients.py: about 1.5x the
-throughput of the next candidate through a granian pass-through, at equal latency. Only
-this module knows it is pyreqwest: the pipeline sees ``UpstreamClient``/``UpstreamResponse``
-and one exception type, so the transport can be swapped.
+Chosen by bench/upstream_clients.py (figures in bench/results/upstream_clients.json):
+within a third of the cheapest client in CPU per request, and its cancellation reaches
+the wire, which the cheapest (pyreqwest 0.15) lacks. A cancelled or timed-out request here
+closes its connection at once, so a caller that gives up frees its pool slot and stops
+the provider's work; pyreqwest keeps such a request running, holding its slot, until the
+provider answers, so one slow provider could starve the whole pool.
 
-Every response is streamed. Bodies and their ``content-encoding`` pass through untouched
-(no automatic decompression, no redirects): the gateway relays what the provider said.
+Only this module knows the library: the pipeline sees ``UpstreamClient``/``UpstreamResponse``
+and one exception type, so the transport can be swapped. Bodies and their
+``content-encoding`` pass through untouched (no decompression, no redirects, no cookies):
+the gateway relays what the provider said, and callers never share state.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Literal
 
-from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, RequestError
-from pyreqwest.request import StreamRequest
-from pyreqwest.response import Response
+import aiohttp
 
 ErrorKind = Literal["unreachable", "timeout", "protocol"]
 
 # Framing and routing headers are the transport's to set, never the caller's.
 _TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
+# aiohttp adds these unless told not to; a proxy sends only what the pipeline chose.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 
 class UpstreamError(Exception):
@@ -45,26 +46,21 @@ class UpstreamClient:
     def __init__(self, *, max_connections: int = 512, connect_timeout: float = 5.0) -> None:
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
-        self._client: Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
-        self._client = (
-            ClientBuilder()
-            .max_connections(self._max_connections)
-            .connect_timeout(timedelta(seconds=self._connect_timeout))
-            .follow_redirects(False)
-            .referer(False)
-            .gzip(False)
-            .brotli(False)
-            .zstd(False)
-            .deflate(False)
-            .build()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_NO_AUTO_HEADERS,
+            auto_decompress=False,
         )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float
@@ -72,65 +68,72 @@ class UpstreamClient:
         """Send the request and return once the response headers are in.
 
         ``timeout`` bounds the wait for the headers, then each wait for the next body bytes.
-        The caller must ``aclose`` the response (reading it to the end does not suffice).
+        Cancelling the call aborts the request. The caller must ``aclose`` the response.
         """
-        if self._client is None:
+        if self._session is None:
             raise RuntimeError("UpstreamClient.send() before start()")
-        request = (
-            self._client.request(method, url)
-            .headers([(k, v) for k, v in headers if k.lower() not in _TRANSPORT_HEADERS])
-            .body_bytes(body)
-            # Read-ahead 0: hand the response over at its headers. The default (64 KiB)
-            # would hold back a short SSE stream until it had ended.
-            .streamed_read_buffer_limit(0)
-            .build_streamed()
-        )
         try:
-            async with asyncio.timeout(timeout):
-                response = await request.__aenter__()
-        except TimeoutError:
+            response = await self._session.request(
+                method,
+                url,
+                headers=[(k, v) for k, v in headers if k.lower() not in _TRANSPORT_HEADERS],
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout(timeout),
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise UpstreamError("unreachable", f"{url}: {exc}") from exc
+        except aiohttp.ServerTimeoutError:
             raise UpstreamError("timeout", f"no response headers from {url} within {timeout}s") from None
-        except (ConnectError, ConnectTimeoutError) as exc:
-            raise UpstreamError("unreachable", f"{url}: {exc.message}") from exc
-        except RequestError as exc:
-            raise UpstreamError("protocol", f"{url}: {exc.message}") from exc
-        return UpstreamResponse(request, response, timeout)
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("protocol", f"{url}: {exc!r}") from exc
+        return UpstreamResponse(response, timeout)
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """Per-read timeout (headers, then every body read), no total: streams run long."""
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=seconds)
+            self._timeouts[seconds] = timeout
+        return timeout
 
 
 class UpstreamResponse:
     """A response whose body has not been read yet; read it once, by ``read`` or ``chunks``."""
 
-    __slots__ = ("status", "headers", "_request", "_response", "_timeout", "_closed")
+    __slots__ = ("status", "headers", "_response", "_timeout", "_complete")
 
-    def __init__(self, request: StreamRequest, response: Response, timeout: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, timeout: float) -> None:
         self.status: int = response.status
-        self.headers: list[tuple[str, str]] = list(response.headers.items())  # names arrive lowercase
-        self._request = request
+        self.headers: list[tuple[str, str]] = [
+            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in response.raw_headers
+        ]
         self._response = response
         self._timeout = timeout
-        self._closed = False
+        self._complete = False
 
     async def read(self) -> bytes:
         """The whole body."""
         return b"".join([chunk async for chunk in self.chunks()])
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk as it arrives off the wire."""
-        reader = self._response.body_reader
+        """The body as it arrives off the wire: whatever has come in since the last chunk."""
+        stream = self._response.content
         while True:
             try:
-                async with asyncio.timeout(self._timeout):
-                    chunk = await reader.read_chunk()
-            except TimeoutError:
+                chunk = await stream.readany()
+            except aiohttp.ServerTimeoutError:
                 raise UpstreamError("timeout", f"body stalled for more than {self._timeout}s") from None
-            except RequestError as exc:
-                raise UpstreamError("protocol", f"body cut short: {exc.message}") from exc
-            if chunk is None:
+            except aiohttp.ClientError as exc:
+                raise UpstreamError("protocol", f"body cut short: {exc!r}") from exc
+            if not chunk:
+                self._complete = True
                 return
-            yield bytes(chunk)
+            yield chunk
 
     async def aclose(self) -> None:
-        """Release the connection (back to the pool if the body was read to its end)."""
-        if not self._closed:
-            self._closed = True
-            await self._request.__aexit__(None, None, None)
+        """Give the connection back to the pool if the body was read to its end, else drop it."""
+        if self._complete:
+            self._response.release()
+        else:
+            self._response.close()

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::merkle::{leaf_hash, Frontier, Hash};
-use super::payload::RecordHead;
-use super::segment::{parse_hash, FrameError, HeaderError, SegmentHeader};
+use super::scan::scan_head;
+use super::segment::{FrameError, HeaderError, SegmentHeader};
 use super::FORMAT_VERSION;
 
 /// Where verification stopped and why; displays as one line.
@@ -187,16 +187,15 @@ impl ChainState {
 
     /// Checks that `payload` is the next record of the chain, then moves past it.
     pub fn advance(&mut self, payload: &[u8]) -> Result<RecordKind, Problem> {
-        let record: RecordHead =
-            serde_json::from_slice(payload).map_err(|e| Problem::BadPayload(e.to_string()))?;
-        if record.v != FORMAT_VERSION {
+        let record = scan_head(payload).map_err(Problem::BadPayload)?;
+        if record.v != u64::from(FORMAT_VERSION) {
             return Err(Problem::BadPayload(format!(
                 "unsupported record version {}",
                 record.v
             )));
         }
-        if record.chain != self.chain {
-            return Err(Problem::ChainMismatch(record.chain.to_owned()));
+        if record.chain != self.chain.as_bytes() {
+            return Err(Problem::ChainMismatch(lossy(record.chain)));
         }
         if record.seq != self.seq + 1 {
             return Err(Problem::SeqMismatch {
@@ -204,21 +203,28 @@ impl ChainState {
                 found: record.seq,
             });
         }
-        if parse_hash(record.prev) != Some(self.head) {
+        // The writer writes lowercase hex; comparing as text spares decoding it.
+        let mut expected = [0u8; 64];
+        hex::encode_to_slice(self.head, &mut expected).expect("64 hex digits for 32 bytes");
+        if record.prev != expected {
             return Err(Problem::PrevMismatch {
                 expected: self.head,
-                found: record.prev.to_owned(),
+                found: lossy(record.prev),
             });
         }
         self.seq = record.seq;
         self.head = leaf_hash(payload);
         self.tree.push(self.head);
-        Ok(match record.kind.as_deref() {
-            Some("checkpoint") => RecordKind::Checkpoint,
-            Some("retention") => RecordKind::Retention,
+        Ok(match record.kind {
+            Some(b"checkpoint") => RecordKind::Checkpoint,
+            Some(b"retention") => RecordKind::Retention,
             _ => RecordKind::Other,
         })
     }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// One verified record.

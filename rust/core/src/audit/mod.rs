@@ -15,6 +15,7 @@ mod proof;
 mod reader;
 mod recover;
 mod retention;
+mod scan;
 mod segment;
 mod shared;
 mod verify;

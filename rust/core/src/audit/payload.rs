@@ -1,9 +1,8 @@
-//! Record payloads: canonical JSON out, the chain-relevant fields back in.
+//! Record payloads: canonical JSON, framed and hashed.
 
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::merkle::{leaf_hash, Hash};
@@ -197,9 +196,9 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// escape (serde_json escapes only `"`, `\` and control characters), and copying those
 /// whole is a large part of an append's cost saved.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    let plain = !text
-        .bytes()
-        .fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let plain = !text.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if plain {
         out.reserve(text.len() + 2);
         out.push(b'"');
@@ -255,18 +254,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     };
     let year = era * 400 + year_of_era + u64::from(month <= 2);
     (year, month, day)
-}
-
-/// The fields a reader needs to check a record's place in the chain; the rest is skipped.
-#[derive(Deserialize)]
-pub(crate) struct RecordHead<'a> {
-    pub v: u16,
-    pub seq: u64,
-    pub prev: &'a str,
-    pub chain: &'a str,
-    /// Borrowed when it can be; a caller's kind may hold escapes.
-    #[serde(borrow, default)]
-    pub kind: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]

@@ -267,8 +267,9 @@ fn parse_header(payload: &[u8]) -> Result<SegmentHeader, String> {
 }
 
 /// Parses a hash written as 64 lowercase hex digits, the only form the writer produces.
-pub(crate) fn parse_hash(text: &str) -> Option<Hash> {
+pub(crate) fn parse_hash(text: impl AsRef<[u8]>) -> Option<Hash> {
+    let text = text.as_ref();
     let mut hash = [0u8; 32];
-    let lowercase = text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let lowercase = text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     (lowercase && hex::decode_to_slice(text, &mut hash).is_ok()).then_some(hash)
 }

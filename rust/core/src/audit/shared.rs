@@ -44,7 +44,9 @@ impl SharedWriter {
     /// the fsync; returns the seq up to which records are durable. Callers that wait for
     /// the same sync share it: that is the group commit.
     pub fn sync(&self) -> Result<u64, AuditError> {
-        let Some(pending) = self.lock().begin_sync()? else {
+        // Two statements: a guard taken in a `let ... else` lives on into its `else`.
+        let pending = self.lock().begin_sync()?;
+        let Some(pending) = pending else {
             return Ok(self.lock().synced_seq());
         };
         let result = pending.run();

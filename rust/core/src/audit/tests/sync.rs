@@ -45,6 +45,17 @@ fn concurrent_appenders_share_syncs_and_each_gets_its_record_synced() {
 }
 
 #[test]
+fn a_shared_sync_with_nothing_to_sync_returns_at_once() {
+    let root = TempDir::new().unwrap();
+    let (writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
+    let shared = SharedWriter::new(writer);
+    assert_eq!(shared.sync().unwrap(), 0);
+    shared.append(fields(0)).unwrap();
+    assert_eq!(shared.sync().unwrap(), 1);
+    assert_eq!(shared.sync().unwrap(), 1);
+}
+
+#[test]
 fn a_checkpoint_is_taken_of_synced_records_only() {
     let root = TempDir::new().unwrap();
     let (writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();

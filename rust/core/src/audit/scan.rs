@@ -1,0 +1,336 @@
+//! Reading the chain fields of a record without building anything: one pass over the top
+//! level of its JSON that picks out `v`, `seq`, `prev`, `chain` and `kind` and checks that
+//! the rest is well-formed. Verification spends its time here and in SHA-256, so this
+//! replaces a serde parse that cost as much as the hash.
+
+/// The fields of a record that link it into its chain. Strings are their raw bytes between
+/// the quotes; the writer never escapes anything in them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RecordHead<'a> {
+    pub v: u64,
+    pub seq: u64,
+    pub prev: &'a [u8],
+    pub chain: &'a [u8],
+    pub kind: Option<&'a [u8]>,
+}
+
+/// Deep enough for any record the gateway writes; bounds the recursion on hostile input.
+const MAX_DEPTH: usize = 64;
+
+pub(crate) fn scan_head(payload: &[u8]) -> Result<RecordHead<'_>, String> {
+    if let Err(err) = std::str::from_utf8(payload) {
+        return Err(format!("invalid UTF-8 at byte {}", err.valid_up_to()));
+    }
+    // Canonical JSON has no raw control characters, in strings or between them; checking
+    // the whole payload at once (vectorised) spares the per-string check.
+    if payload.iter().fold(false, |any, &b| any | (b < 0x20)) {
+        let at = payload.iter().position(|&b| b < 0x20).unwrap_or_default();
+        return Err(format!("control character at byte {at}"));
+    }
+    let mut scanner = Scanner {
+        bytes: payload,
+        at: 0,
+    };
+    let (mut v, mut seq, mut prev, mut chain, mut kind) = (None, None, None, None, None);
+    scanner.expect(b'{')?;
+    if !scanner.eat(b'}') {
+        loop {
+            let key = scanner.string()?;
+            scanner.expect(b':')?;
+            let slot = match key {
+                b"v" => Some(&mut v),
+                b"seq" => Some(&mut seq),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                set(slot, scanner.integer()?, key)?;
+            } else {
+                let slot = match key {
+                    b"prev" => Some(&mut prev),
+                    b"chain" => Some(&mut chain),
+                    b"kind" => Some(&mut kind),
+                    _ => None,
+                };
+                match slot {
+                    Some(slot) if scanner.peek() == Some(b'"') => {
+                        set(slot, scanner.string()?, key)?
+                    }
+                    _ => scanner.value(0)?,
+                }
+            }
+            if !scanner.eat(b',') {
+                scanner.expect(b'}')?;
+                break;
+            }
+        }
+    }
+    scanner.skip_space();
+    if scanner.at != payload.len() {
+        return Err(format!("trailing characters at byte {}", scanner.at));
+    }
+    let missing = |name| format!("missing field `{name}`");
+    Ok(RecordHead {
+        v: v.ok_or_else(|| missing("v"))?,
+        seq: seq.ok_or_else(|| missing("seq"))?,
+        prev: prev.ok_or_else(|| missing("prev"))?,
+        chain: chain.ok_or_else(|| missing("chain"))?,
+        kind,
+    })
+}
+
+/// Two values for one chain field would let two readers see two different records.
+fn set<T>(slot: &mut Option<T>, value: T, key: &[u8]) -> Result<(), String> {
+    if slot.replace(value).is_some() {
+        return Err(format!(
+            "duplicate field `{}`",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    Ok(())
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_space();
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Spaces only: the other whitespace characters are control characters, refused above.
+    fn skip_space(&mut self) {
+        while self.bytes.get(self.at) == Some(&b' ') {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        if self.eat(byte) {
+            return Ok(());
+        }
+        Err(format!("expected `{}` at byte {}", byte as char, self.at))
+    }
+
+    fn error<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at byte {}", self.at))
+    }
+
+    /// A string's raw contents; escapes are checked, not decoded.
+    fn string(&mut self) -> Result<&'a [u8], String> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            let rest = &self.bytes[self.at..];
+            let Some(found) = memchr::memchr2(b'"', b'\\', rest) else {
+                return self.error("unterminated string");
+            };
+            self.at += found;
+            if self.bytes[self.at] == b'"' {
+                self.at += 1;
+                return Ok(&self.bytes[start..self.at - 1]);
+            }
+            self.escape()?;
+        }
+    }
+
+    fn escape(&mut self) -> Result<(), String> {
+        match self.bytes.get(self.at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.at += 2,
+            Some(b'u') => {
+                let hex = self.bytes.get(self.at + 2..self.at + 6);
+                if !hex.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                    return self.error("bad \\u escape");
+                }
+                self.at += 6;
+            }
+            _ => return self.error("bad escape"),
+        }
+        Ok(())
+    }
+
+    /// A non-negative integer without leading zeros, as the writer writes `v` and `seq`.
+    fn integer(&mut self) -> Result<u64, String> {
+        self.skip_space();
+        let start = self.at;
+        let mut value: u64 = 0;
+        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.at) {
+            value = value
+                .checked_mul(10)
+                .and_then(|value| value.checked_add(u64::from(digit - b'0')))
+                .ok_or_else(|| format!("integer too large at byte {start}"))?;
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return self.error("expected an unsigned integer");
+        }
+        Ok(value)
+    }
+
+    /// Any JSON value, checked and skipped.
+    fn value(&mut self, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return self.error("nested too deeply");
+        }
+        match self.peek() {
+            Some(b'"') => self.string().map(drop),
+            Some(b'{') => self.container(b'}', depth, true),
+            Some(b'[') => self.container(b']', depth, false),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => self.error("expected a value"),
+        }
+    }
+
+    fn container(&mut self, close: u8, depth: usize, object: bool) -> Result<(), String> {
+        self.at += 1;
+        if self.eat(close) {
+            return Ok(());
+        }
+        loop {
+            if object {
+                self.string()?;
+                self.expect(b':')?;
+            }
+            self.value(depth + 1)?;
+            if !self.eat(b',') {
+                return self.expect(close);
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), String> {
+        if self.bytes.get(self.at..self.at + word.len()) != Some(word) {
+            return self.error("expected a value");
+        }
+        self.at += word.len();
+        Ok(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), String> {
+        self.at += usize::from(self.bytes[self.at] == b'-');
+        match self.digits() {
+            0 => return self.error("expected a digit"),
+            n if n > 1 && self.bytes[self.at - n] == b'0' => return self.error("leading zero"),
+            _ => {}
+        }
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return self.error("expected a digit");
+            }
+        }
+        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            self.at += usize::from(matches!(self.bytes.get(self.at), Some(b'+' | b'-')));
+            if self.digits() == 0 {
+                return self.error("expected a digit");
+            }
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_fields_are_found_at_the_top_level_only() {
+        let record = br#"{"a":{"seq":9,"kind":"x"},"chain":"r1","kind":"checkpoint","prev":"00ff","s":"q\"\\\u00e9\n","seq":7,"v":2,"z":[1,-2.5e+3,true,false,null,[],{}]}"#;
+        let head = scan_head(record).unwrap();
+        assert_eq!(
+            head,
+            RecordHead {
+                v: 2,
+                seq: 7,
+                prev: b"00ff",
+                chain: b"r1",
+                kind: Some(b"checkpoint")
+            }
+        );
+        let spaced = b" { \"v\" : 2 , \"seq\":1,\"prev\":\"\",\"chain\":\"c\" } ";
+        assert_eq!(scan_head(spaced).unwrap().kind, None);
+    }
+
+    #[test]
+    fn malformed_records_are_refused_like_a_json_parser_would() {
+        let cases: [(&[u8], &str); 13] = [
+            (
+                b"{\"v\":2,\"seq\":1,\"prev\":\"\",\"chain\":\"\xff\"}",
+                "invalid UTF-8",
+            ),
+            (
+                br#"{"v":2,"seq":1,"prev":"","chain":"c","seq":2}"#,
+                "duplicate field `seq`",
+            ),
+            (br#"{"v":2,"seq":1,"prev":""}"#, "missing field `chain`"),
+            (
+                br#"{"v":2,"seq":01,"prev":"","chain":"c"}"#,
+                "expected an unsigned integer",
+            ),
+            (
+                br#"{"v":2,"seq":-1,"prev":"","chain":"c"}"#,
+                "expected an unsigned integer",
+            ),
+            (
+                br#"{"v":2,"seq":99999999999999999999,"prev":"","chain":"c"}"#,
+                "too large",
+            ),
+            (
+                br#"{"v":2,"seq":1,"prev":"","chain":"c","x":01}"#,
+                "leading zero",
+            ),
+            (
+                br#"{"v":2,"seq":1,"prev":"","chain":"c","x":"\q"}"#,
+                "bad escape",
+            ),
+            (
+                b"{\"v\":2,\"seq\":1,\"prev\":\"\",\"chain\":\"c\x01\"}",
+                "control character",
+            ),
+            (
+                br#"{"v":2,"seq":1,"prev":"","chain":"c","x":tru}"#,
+                "expected a value",
+            ),
+            (
+                br#"{"v":2,"seq":1,"prev":"","chain":"c"}x"#,
+                "trailing characters",
+            ),
+            (br#"{"v":2,"seq":1,"prev":"","chain":"c""#, "expected `}`"),
+            (&[b'['; 100], "expected `{`"),
+        ];
+        for (record, reason) in cases {
+            let err = scan_head(record).unwrap_err();
+            assert!(
+                err.contains(reason),
+                "{}: {err}",
+                String::from_utf8_lossy(record)
+            );
+        }
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(scan_head(deep.as_bytes())
+            .unwrap_err()
+            .contains("nested too deeply"));
+    }
+}
