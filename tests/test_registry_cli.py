@@ -214,3 +214,16 @@ def test_change_records_in_the_chain_match_history(gw):
     for line in history:
         change = recorded[int(line.split()[0])]
         assert f"by {change['actor']}: {change['reason']}" in line
+
+
+def test_rate_limit_is_versioned_config_and_rolls_back(gw, tmp_path):
+    (tmp_path / "limited.yaml").write_text("rate_limit: {requests_per_minute: 60, burst: 2}\n")
+    out = gw.cli("push", "config", str(tmp_path / "limited.yaml"), "--reason", "limit").stdout
+    gw.cli("activate", "config", out.split(" version ")[1].split()[0], "--reason", "protect upstream")
+    statuses = [_chat(gw, KEYS["free"], "limited") for _ in range(3)]
+    assert [r.status_code for r in statuses[:2]] == [200, 200]
+    assert statuses[2].status_code == 429 and statuses[2].json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(statuses[2].headers["retry-after"]) >= 1
+    assert _chat(gw, KEYS["acme"], "other tenant").status_code == 200  # buckets are per tenant
+    gw.cli("rollback", "config", "--reason", "lift the limit")
+    assert all(_chat(gw, KEYS["free"], "unlimited").status_code == 200 for _ in range(3))

@@ -34,19 +34,30 @@ class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fsync: str = "interval"  # never | interval | group | always (docs/AUDIT.md)
     fsync_interval_ms: int = 200
+    # When a request's record cannot be written: "closed" answers 503, so nothing is served
+    # unrecorded; "open" serves anyway, logs it and counts it (the chain itself stays whole).
+    on_failure: str = "closed"
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Per tenant and per replica: a token bucket refilled at `requests_per_minute`."""
+
+    requests_per_minute: int = 0  # 0: no limit
+    burst: int = 0  # bucket size; 0: a tenth of a minute's allowance (at least 1)
 
 
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The ``config`` domain: behaviour that hot-reloads and rolls back (R12)."""
 
     upstream_timeout_s: float = 120.0
-    connect_timeout_s: float = 5.0
     retries: int = 0  # extra attempts when the provider refuses the connection (nothing sent)
     cache: CacheSettings = CacheSettings()
     audit: AuditSettings = AuditSettings()
+    rate_limit: RateLimit = RateLimit()
 
 
 CACHE_MODES = ("deterministic", "header", "off")
+FAILURE_MODES = ("closed", "open")
 FSYNC_POLICIES = ("never", "interval", "group", "always")
 
 
@@ -113,8 +124,12 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: cache.mode: must be one of {', '.join(CACHE_MODES)}")
     if cfg.audit.fsync not in FSYNC_POLICIES:
         raise DocumentError(f"{name}: audit.fsync: must be one of {', '.join(FSYNC_POLICIES)}")
-    if cfg.upstream_timeout_s <= 0 or cfg.connect_timeout_s <= 0:
-        raise DocumentError(f"{name}: upstream_timeout_s and connect_timeout_s must be positive")
+    if cfg.upstream_timeout_s <= 0:
+        raise DocumentError(f"{name}: upstream_timeout_s: must be positive")
+    if cfg.rate_limit.requests_per_minute < 0 or cfg.rate_limit.burst < 0:
+        raise DocumentError(f"{name}: rate_limit: requests_per_minute and burst must not be negative")
+    if cfg.audit.on_failure not in FAILURE_MODES:
+        raise DocumentError(f"{name}: audit.on_failure: must be one of {', '.join(FAILURE_MODES)}")
     if cfg.retries < 0:
         raise DocumentError(f"{name}: retries: must not be negative")
     return cfg

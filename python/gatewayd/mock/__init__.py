@@ -1,10 +1,16 @@
 """A mock LLM provider (OpenAI and Anthropic dialects) that echoes what reached it.
 
-Tests and benchmarks point the gateway at it; ``x-mock-*`` request headers inject
-latency, slow streams and errors, and ``GET /_mock/requests`` shows what arrived.
+Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
+``GET /v1/models`` (Bearer auth) and ``POST /v1/messages`` (``x-api-key`` or Bearer, plus
+``anthropic-version``). Replies say ``"echo: " + <last user text>``; models named
+``unknown*`` get a 404. Test hooks: ``GET /_mock/health``, ``GET|DELETE /_mock/requests``
+(the last 100 requests of this process, secrets shown only as ``true``).
+
+Knobs, process-wide through ``run`` and per request through headers (headers win):
+``x-mock-latency-ms``, ``x-mock-chunk-delay-ms``, ``x-mock-chunks``, ``x-mock-status``
+(answer with this error status, in the provider's error shape), ``x-mock-error-rate``.
 """
 
-from .config import MockConfig
 from .server import run
 
-__all__ = ["MockConfig", "run"]
+__all__ = ["run"]

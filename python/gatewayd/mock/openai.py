@@ -287,6 +287,8 @@ def embeddings(body: bytes, knobs: Knobs) -> bytes:
         raise ProviderError(400, "'input' must not be empty")
     items = [req.input] if isinstance(req.input, str) or all(isinstance(i, int) for i in req.input) else req.input
     dims = req.dimensions or EMBEDDING_DIMENSIONS
+    if not 1 <= dims <= 4096:
+        raise ProviderError(400, f"'dimensions' must be in [1, 4096], not {dims}")
     data = []
     for index, item in enumerate(items):
         vector = _vector(item, dims)

@@ -23,7 +23,7 @@ from gatewayd.server import errors
 from gatewayd.server import metrics
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
-from gatewayd.server.pipeline import Pipeline
+from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_slot
 from gatewayd.upstream import UpstreamClient
 from gatewayd.upstream.providers import ProviderEndpoint
@@ -60,6 +60,13 @@ class GatewayApp:
         """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
         try:
             await self._route(scope, receive, send)
+        except AuditUnavailable as exc:
+            log.error("refusing %s %s: audit trail unavailable: %s", scope["method"], scope["path"], exc)
+            message = "the audit trail cannot be written; the gateway serves nothing unrecorded"
+            try:
+                await _error(send, 503, message, "audit_unavailable", scope["path"] == "/v1/messages")
+            except Exception:  # the response had already started: the server closes the stream
+                pass
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             anthropic = scope["path"] == "/v1/messages"
@@ -161,7 +168,7 @@ class GatewayApp:
                 written_at=time.time(),
                 change_id=agent.applied_change,
                 versions=snap.versions() if snap else {},
-                counters=dict(agent.counters),
+                counters=dict(agent.counters, unrecorded_requests=self.pipeline.unrecorded),
                 cache=self.engine.cache_stats(),
                 engine=msgspec.Raw(self.engine.metrics_json()),
             )

@@ -135,6 +135,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         ("changes_refused", "Changes this replica refused (negative acknowledgement)."),
         ("store_lost", "Times this replica lost the control store."),
         ("resyncs", "Times this replica resynchronised after losing the store."),
+        ("unrecorded_requests", "Requests served without an audit record (audit.on_failure = open)."),
     ):
         family(f"gatewayd_{counter}_total", "counter", help_text)
         for m in replicas:

@@ -8,11 +8,13 @@ and its record reaches the audit chain before its response completes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 from gatewayd.server import errors
 from gatewayd.server.asgi import JSON, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
 from gatewayd.server.auth import Authenticator
+from gatewayd.server.ratelimit import TenantLimiter
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
 
@@ -20,6 +22,14 @@ CACHE_OFF, CACHE_DETERMINISTIC, CACHE_FORCED = 0, 1, 2
 SSE = b"text/event-stream"
 # Upstream response headers worth passing on; everything else stays behind the gateway.
 PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
+log = logging.getLogger("gatewayd.pipeline")
+
+
+class AuditUnavailable(Exception):
+    """The request's record could not be written and config says fail closed: nothing is
+    served unrecorded."""
+
+
 UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
 
 
@@ -32,6 +42,8 @@ class Pipeline:
         self.client = client
         self.providers: dict[str, ProviderEndpoint] = providers
         self.max_body = max_body
+        self.limiter = TenantLimiter()
+        self.unrecorded = 0  # requests served without a record under audit.on_failure = open
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         request_id = _request_id(scope)
@@ -39,6 +51,11 @@ class Pipeline:
         tenant = self.auth.tenant(scope["headers"])
         if tenant is None:
             return await self._reject(send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
+        wait = self.limiter.admit(tenant, self.agent.snapshot.config.rate_limit)
+        if wait:
+            message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
+            retry = [(b"retry-after", str(max(1, round(wait))).encode())]
+            return await self._reject(send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
         try:
             body = await read_body(receive, self.max_body, _content_length(scope))
         except BodyTooLarge:
@@ -130,24 +147,33 @@ class Pipeline:
         body = errors.error_body(status, message, "upstream_" + exc.kind, anthropic)
         await respond(send, status, _headers(adm, JSON), body)
 
-    async def _reject(self, send: Send, api: str, tenant: str, request_id: str, status: int, code: str, message: str):
+    async def _reject(
+        self, send: Send, api: str, tenant: str, request_id: str, status: int, code: str, message: str, extra=()
+    ) -> None:
         """Refused before admission (no key, body too large): still audited, under the
         versions in effect right now."""
         snap = self.agent.snapshot
         versions = (snap.policy_for(tenant, api)[0], snap.routing_version, snap.config_version)
         adm = self.engine.reject(api, tenant, request_id, status, code, message, versions)
-        await self._refuse(send, adm, api == "messages")
+        await self._refuse(send, adm, api == "messages", extra)
 
-    async def _refuse(self, send: Send, adm, anthropic: bool) -> None:
+    async def _refuse(self, send: Send, adm, anthropic: bool, extra=()) -> None:
         await self._record(adm, adm.status, adm.message, None, None, 0.0)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
-        await respond(send, adm.status, _headers(adm, JSON), body)
+        await respond(send, adm.status, _headers(adm, JSON, extra), body)
 
 
     async def _record(self, adm, status: int, error, response, response_sha256, cache_ttl_s: float) -> None:
         """Appends the request's audit record (written before this returns) and, under the
         `group` fsync policy, waits until it is on disk: the response completes after."""
-        seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
+        try:
+            seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
+        except OSError as exc:
+            if self.agent.snapshot.config.audit.on_failure == "closed":
+                raise AuditUnavailable(str(exc)) from exc
+            self.unrecorded += 1
+            log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
+            return
         await self.audit.durable(seq)
 
 
