@@ -1,11 +1,13 @@
 """The gateway's HTTP client towards providers: one pooled aiohttp session per worker.
 
-Chosen by bench/upstream_clients.py (figures in bench/results/upstream_clients.json):
-within a third of the cheapest client in CPU per request, and its cancellation reaches
-the wire, which the cheapest (pyreqwest 0.15) lacks. A cancelled or timed-out request here
-closes its connection at once, so a caller that gives up frees its pool slot and stops
-the provider's work; pyreqwest keeps such a request running, holding its slot, until the
-provider answers, so one slow provider could starve the whole pool.
+Chosen by bench/upstream_clients.py (figures in bench/results/upstream_clients.json).
+Through this wrapper a plain request costs about a fifth more CPU than with the cheapest
+client, pyreqwest 0.15; a streamed event costs the same, and bursts less (whatever has
+arrived is handed over as one chunk). What decided it: cancellation here reaches the
+wire. A cancelled or timed-out request closes its connection at once, so a caller that
+gives up frees its pool slot and stops the provider's work; pyreqwest keeps such a request
+running until the provider answers, holding its slot, so one slow provider could starve
+the pool for all.
 
 Only this module knows the library: the pipeline sees ``UpstreamClient``/``UpstreamResponse``
 and one exception type, so the transport can be swapped. Bodies and their
@@ -51,7 +53,7 @@ class UpstreamClient:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_NO_AUTO_HEADERS,
             auto_decompress=False,
