@@ -6,7 +6,9 @@ keywords, cache lookup, audit append, upstream call) in front of the bundled moc
 
     python bench/gateway_bench.py [--seconds 10]
 
-- added latency: gateway p50/p99 minus direct p50/p99, at 1 connection;
+- added latency: gateway p50/p99 minus direct p50/p99, at 1 connection, and beside it a
+  bare granian ASGI pass-through on the same client (bench/passthrough.py): the floor
+  that the fixed stack sets before gatewayd does anything;
 - throughput at saturation (32 connections), and on cache hits;
 - resident memory of the worker after the runs.
 The gateway worker runs on CPU 1, the mock on CPU 0, and wrk on the core the measured
@@ -95,12 +97,19 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="gwbench-"))
     mock_port = free_port()
     mock = start_process(
-        ["taskset", "-c", "0", sys.executable, "-m", "gatewayd.mock", "--port", str(mock_port), "--require-key", "provider-secret"],
+        ["taskset", "-c", "0", sys.executable, "-m", "gatewayd.mock", "--port", str(mock_port)],
         f"http://127.0.0.1:{mock_port}/_mock/health",
     )
     gw = Gateway(root, mock_port, free_port())
     (root / "policy.yaml").write_text(policy_50())
     gw.proc = start_process(["taskset", "-c", "1", *gw.cli_argv("serve")], gw.url + "/healthz", timeout=60)
+    # The floor under the gateway: a bare granian ASGI app relaying through the same client.
+    bare_port = free_port()
+    bare = start_process(
+        ["taskset", "-c", "1", sys.executable, str(HERE / "passthrough.py"), str(bare_port)],
+        f"http://127.0.0.1:{bare_port}/",
+        env={"BENCH_CLIENT": "gatewayd", "BENCH_UPSTREAM": f"http://127.0.0.1:{mock_port}"},
+    )
     results: dict[str, dict] = {}
     try:
         body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]})
@@ -109,13 +118,16 @@ def main() -> None:
         plain.write_text(WRK_LUA % (body, KEYS["acme"]))
         hits.write_text(WRK_LUA % (cached, KEYS["acme"]))
         direct = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+        passthrough = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
         through = gw.url + "/v1/chat/completions"
         (root / "direct.lua").write_text(WRK_LUA % (body, "provider-secret"))
         for name, url, script, conns in (
             ("warmup", through, plain, 8),
             ("direct_c1", direct, root / "direct.lua", 1),
+            ("passthrough_c1", passthrough, root / "direct.lua", 1),
             ("gateway_c1", through, plain, 1),
             ("direct_c32", direct, root / "direct.lua", 32),
+            ("passthrough_c32", passthrough, root / "direct.lua", 32),
             ("gateway_c32", through, plain, 32),
             ("gateway_cache_hits_c32", through, hits, 32),
         ):
@@ -125,6 +137,7 @@ def main() -> None:
         rss = worker_rss_mb(gw.proc.pid)
     finally:
         gw.stop()
+        stop_process(bare)
         stop_process(mock)
     del results["warmup"]
     summary = {
@@ -135,6 +148,10 @@ def main() -> None:
         "gateway_rps_c32": results["gateway_c32"]["rps"],
         "gateway_cache_hit_rps_c32": results["gateway_cache_hits_c32"]["rps"],
         "direct_rps_c32": results["direct_c32"]["rps"],
+        "passthrough_rps_c32": results["passthrough_c32"]["rps"],
+        "pipeline_over_passthrough_p50_us": round(
+            (results["gateway_c1"]["p50_ms"] - results["passthrough_c1"]["p50_ms"]) * 1000
+        ),
         "worker_rss_mb": round(rss, 1),
         "runs": results,
         "machine": f"{os.cpu_count()} cores",
@@ -154,16 +171,17 @@ def plot(summary: dict, path: Path) -> None:
 
     runs = summary["runs"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = ["direct_c1", "gateway_c1"]
+    names = ["direct_c1", "passthrough_c1", "gateway_c1"]
     x = range(len(names))
     left.bar([i - 0.2 for i in x], [runs[n]["p50_ms"] * 1000 for n in names], 0.4, label="p50")
     left.bar([i + 0.2 for i in x], [runs[n]["p99_ms"] * 1000 for n in names], 0.4, label="p99")
-    left.set_xticks(list(x), ["mock direct", "through gatewayd"])
+    left.set_xticks(list(x), ["mock direct", "bare pass-through", "through gatewayd"])
     left.set_ylabel("latency at 1 connection (µs)")
     left.set_title(f"added: p50 {summary['added_latency_p50_us']} µs, p99 {summary['added_latency_p99_us']} µs")
     left.legend()
-    names = ["direct_c32", "gateway_c32", "gateway_cache_hits_c32"]
-    right.bar(["mock direct", "gatewayd", "gatewayd cache hits"], [runs[n]["rps"] for n in names], color="#55a868")
+    names = ["direct_c32", "passthrough_c32", "gateway_c32", "gateway_cache_hits_c32"]
+    labels = ["mock direct", "bare pass-\nthrough", "gatewayd", "gatewayd\ncache hits"]
+    right.bar(labels, [runs[n]["rps"] for n in names], color="#55a868")
     right.axhline(5000, color="crimson", linestyle="--", label="target 5,000 req/s")
     right.axhline(20000, color="orange", linestyle=":", label="target 20,000 req/s (hits)")
     right.set_ylabel("requests/s at 32 connections")

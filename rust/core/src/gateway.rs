@@ -106,7 +106,12 @@ impl ShadowOutcome {
             Verdict::Allow => ("allow", None),
             Verdict::Deny { rule, .. } => ("deny", Some(rule).filter(|r| !r.is_empty())),
         };
-        ShadowOutcome { version, verdict, rule, matched: decision.matched }
+        ShadowOutcome {
+            version,
+            verdict,
+            rule,
+            matched: decision.matched,
+        }
     }
 }
 
@@ -120,7 +125,14 @@ pub struct RequestContext<'a> {
 }
 
 impl Admission {
-    fn new(ctx: &RequestContext<'_>, body: &[u8], outcome: Outcome, status: u16, code: &str, message: String) -> Admission {
+    fn new(
+        ctx: &RequestContext<'_>,
+        body: &[u8],
+        outcome: Outcome,
+        status: u16,
+        code: &str,
+        message: String,
+    ) -> Admission {
         Admission {
             request_id: ctx.request_id.to_string(),
             api: ctx.api,
@@ -183,7 +195,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cache: ResponseCache, audit: AuditWriter) -> Gateway {
-        Gateway { cache, metrics: Metrics::default(), audit: SharedWriter::new(audit), active: RwLock::new(Vec::new()) }
+        Gateway {
+            cache,
+            metrics: Metrics::default(),
+            audit: SharedWriter::new(audit),
+            active: RwLock::new(Vec::new()),
+        }
     }
 
     pub fn cache(&self) -> &ResponseCache {
@@ -215,28 +232,48 @@ impl Gateway {
                 segments: &segments,
             };
             if let Some((shadow, version)) = req.shadow {
-                adm.shadow = Some(ShadowOutcome::from_decision(version, shadow.evaluate(&view)));
+                adm.shadow = Some(ShadowOutcome::from_decision(
+                    version,
+                    shadow.evaluate(&view),
+                ));
             }
             req.policy.evaluate(&view)
         };
         adm.model = model;
         adm.stream = parsed.stream();
         adm.matched = decision.matched;
-        if let Verdict::Deny { status, message, rule } = decision.verdict {
-            let message = if rule.is_empty() { message } else { format!("{message} (rule {rule})") };
+        if let Verdict::Deny {
+            status,
+            message,
+            rule,
+        } = decision.verdict
+        {
+            let message = if rule.is_empty() {
+                message
+            } else {
+                format!("{message} (rule {rule})")
+            };
             adm.refuse(Outcome::Deny, status, "policy_denied", message);
             adm.rule = Some(rule).filter(|r| !r.is_empty());
             return adm;
         }
-        let destination = match req.routing.resolve(ctx.api, &adm.model, decision.route.as_deref()) {
+        let destination = match req
+            .routing
+            .resolve(ctx.api, &adm.model, decision.route.as_deref())
+        {
             Ok(d) => d,
             Err(Unroutable::UnknownModel) => {
-                let message = format!("the model `{}` does not exist or is not routed here", adm.model);
+                let message = format!(
+                    "the model `{}` does not exist or is not routed here",
+                    adm.model
+                );
                 adm.refuse(Outcome::Unroutable, 404, "model_not_found", message);
                 return adm;
             }
             Err(Unroutable::UnknownTarget(target)) => {
-                let message = format!("policy routes to target `{target}`, which the active routing does not define");
+                let message = format!(
+                    "policy routes to target `{target}`, which the active routing does not define"
+                );
                 adm.refuse(Outcome::Unroutable, 503, "route_target_missing", message);
                 return adm;
             }
@@ -267,24 +304,45 @@ impl Gateway {
         match req.cache {
             CacheMode::Off => false,
             CacheMode::Forced => true,
-            CacheMode::Deterministic => req.ctx.api == Api::Embeddings || parsed.temperature() == Some(0.0),
+            CacheMode::Deterministic => {
+                req.ctx.api == Api::Embeddings || parsed.temperature() == Some(0.0)
+            }
         }
     }
 
     /// An admission for a request refused before it could be parsed (401, 413, ...).
-    pub fn reject(&self, ctx: &RequestContext<'_>, status: u16, code: &str, message: String) -> Admission {
+    pub fn reject(
+        &self,
+        ctx: &RequestContext<'_>,
+        status: u16,
+        code: &str,
+        message: String,
+    ) -> Admission {
         Admission::new(ctx, b"", Outcome::Rejected, status, code, message)
     }
 
     /// Fills the cache (successful, cacheable, still-served versions only) and appends the
     /// request's audit record. Returns the record's sequence number.
     pub fn record(&self, adm: &Admission, out: &RecordInput<'_>) -> Result<u64, AuditError> {
-        if let (Some(key), Some(body), None, 200) = (adm.cache_key, out.response, &adm.cached, out.status) {
+        if let (Some(key), Some(body), None, 200) =
+            (adm.cache_key, out.response, &adm.cached, out.status)
+        {
             // Held across the insert so a fence cannot slip between the check and the fill.
             let active = self.active.read().unwrap_or_else(|p| p.into_inner());
             if !out.cache_ttl.is_zero() && active.contains(&adm.versions) {
-                let content_type = if adm.stream { "text/event-stream" } else { "application/json" };
-                self.cache.insert(key, 200, content_type, body.to_vec(), adm.versions, out.cache_ttl);
+                let content_type = if adm.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
+                self.cache.insert(
+                    key,
+                    200,
+                    content_type,
+                    body.to_vec(),
+                    adm.versions,
+                    out.cache_ttl,
+                );
             }
         }
         let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
@@ -295,12 +353,17 @@ impl Gateway {
         };
         let v = adm.versions;
         let latency = adm.started.elapsed();
-        self.metrics.observe(v, adm.api.name(), out.status, adm.cache_state(), latency);
+        self.metrics
+            .observe(v, adm.api.name(), out.status, adm.cache_state(), latency);
         let shadow = adm.shadow.as_ref().map(|s| {
             self.metrics.observe_shadow(ShadowKey {
                 shadow_version: s.version,
                 active_version: v.policy,
-                active: if adm.outcome == Outcome::Deny { "deny" } else { "allow" },
+                active: if adm.outcome == Outcome::Deny {
+                    "deny"
+                } else {
+                    "allow"
+                },
                 shadow: s.verdict,
             });
             json!({"version": s.version, "decision": s.verdict, "rule": s.rule, "rules": s.matched})

@@ -1,7 +1,7 @@
-pub mod policy;
-pub mod request;
-pub mod cache;
 pub mod audit;
-pub mod routing;
+pub mod cache;
 pub mod gateway;
 pub mod metrics;
+pub mod policy;
+pub mod request;
+pub mod routing;

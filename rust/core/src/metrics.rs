@@ -13,8 +13,10 @@ use serde::Serialize;
 use crate::cache::Versions;
 
 /// Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
-pub const LATENCY_BUCKETS: [f64; 16] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 /// The labels of one series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -66,7 +68,14 @@ pub struct Snapshot {
 }
 
 impl Metrics {
-    pub fn observe(&self, versions: Versions, api: &'static str, status: u16, cache: &'static str, latency: Duration) {
+    pub fn observe(
+        &self,
+        versions: Versions,
+        api: &'static str,
+        status: u16,
+        cache: &'static str,
+        latency: Duration,
+    ) {
         let key = SeriesKey {
             policy_version: versions.policy,
             routing_version: versions.routing,
@@ -76,7 +85,10 @@ impl Metrics {
             cache,
         };
         let seconds = latency.as_secs_f64();
-        let bucket = LATENCY_BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(LATENCY_BUCKETS.len());
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let series = state.requests.entry(key).or_default();
         series.count += 1;
@@ -92,7 +104,11 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
-            requests: state.requests.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            requests: state
+                .requests
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             shadow: state.shadow.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
@@ -103,7 +119,11 @@ mod tests {
     use super::*;
 
     fn v(policy: u64) -> Versions {
-        Versions { policy, routing: 1, config: 1 }
+        Versions {
+            policy,
+            routing: 1,
+            config: 1,
+        }
     }
 
     #[test]
@@ -114,11 +134,19 @@ mod tests {
         m.observe(v(2), "chat", 200, "miss", Duration::from_secs(100));
         let snap = m.snapshot();
         assert_eq!(snap.requests.len(), 2);
-        let (_, one) = snap.requests.iter().find(|(k, _)| k.policy_version == 1).unwrap();
+        let (_, one) = snap
+            .requests
+            .iter()
+            .find(|(k, _)| k.policy_version == 1)
+            .unwrap();
         assert_eq!(one.count, 2);
         assert_eq!(one.buckets[0], 1); // <= 0.5 ms
         assert_eq!(one.buckets[5], 1); // (10 ms, 25 ms]
-        let (_, two) = snap.requests.iter().find(|(k, _)| k.policy_version == 2).unwrap();
+        let (_, two) = snap
+            .requests
+            .iter()
+            .find(|(k, _)| k.policy_version == 2)
+            .unwrap();
         assert_eq!(two.buckets[LATENCY_BUCKETS.len()], 1); // above every bound
         assert!((one.sum_seconds - 0.0203).abs() < 1e-9);
     }
@@ -126,7 +154,12 @@ mod tests {
     #[test]
     fn shadow_outcomes_are_counted() {
         let m = Metrics::default();
-        let key = ShadowKey { shadow_version: 3, active_version: 2, active: "allow", shadow: "deny" };
+        let key = ShadowKey {
+            shadow_version: 3,
+            active_version: 2,
+            active: "allow",
+            shadow: "deny",
+        };
         m.observe_shadow(key.clone());
         m.observe_shadow(key.clone());
         assert_eq!(m.snapshot().shadow, vec![(key, 2)]);

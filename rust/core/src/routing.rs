@@ -121,7 +121,10 @@ pub struct Routing {
 impl Routing {
     /// Compiles a routing document against the providers configured on this host
     /// (`(name, kind)` pairs), so a route to a missing provider is refused up front.
-    pub fn compile(doc_json: &[u8], providers: &[(String, String)]) -> Result<Routing, RoutingError> {
+    pub fn compile(
+        doc_json: &[u8],
+        providers: &[(String, String)],
+    ) -> Result<Routing, RoutingError> {
         let de = &mut serde_json::Deserializer::from_slice(doc_json);
         let doc: RoutingDoc = serde_path_to_error::deserialize(de)
             .map_err(|e| RoutingError(format!("{}: {}", e.path(), e.inner())))?;
@@ -138,12 +141,24 @@ impl Routing {
                 .map_err(|e| RoutingError(format!("routes[{i}].match: {e}")))?
                 .compile_matcher();
             let kind = kind_of(&format!("routes[{i}].provider"), &r.provider)?;
-            routes.push(Route { matcher, provider: r.provider, kind, model: r.model });
+            routes.push(Route {
+                matcher,
+                provider: r.provider,
+                kind,
+                model: r.model,
+            });
         }
         let mut targets = BTreeMap::new();
         for (name, t) in doc.targets {
             let kind = kind_of(&format!("targets.{name}.provider"), &t.provider)?;
-            targets.insert(name, Target { provider: t.provider, kind, model: t.model });
+            targets.insert(
+                name,
+                Target {
+                    provider: t.provider,
+                    kind,
+                    model: t.model,
+                },
+            );
         }
         let models = doc.models.unwrap_or_else(|| {
             let mut listed: Vec<String> = routes
@@ -154,11 +169,20 @@ impl Routing {
             listed.dedup();
             listed
         });
-        Ok(Routing { routes, targets, models })
+        Ok(Routing {
+            routes,
+            targets,
+            models,
+        })
     }
 
     /// Resolves a request; `target` is the name a policy `route` action chose, if any.
-    pub fn resolve(&self, api: Api, model: &str, target: Option<&str>) -> Result<Destination, Unroutable> {
+    pub fn resolve(
+        &self,
+        api: Api,
+        model: &str,
+        target: Option<&str>,
+    ) -> Result<Destination, Unroutable> {
         if let Some(name) = target {
             let t = self.targets.get(name).filter(|t| t.kind.serves(api));
             return t
@@ -189,7 +213,10 @@ mod tests {
     use super::*;
 
     fn providers() -> Vec<(String, String)> {
-        vec![("oa".into(), "openai".into()), ("an".into(), "anthropic".into())]
+        vec![
+            ("oa".into(), "openai".into()),
+            ("an".into(), "anthropic".into()),
+        ]
     }
 
     fn compile(doc: &str) -> Result<Routing, RoutingError> {
@@ -209,20 +236,44 @@ mod tests {
     fn first_matching_route_of_the_right_protocol_wins() {
         let r = compile(DOC).unwrap();
         let d = r.resolve(Api::Chat, "gpt-4o-mini", None).unwrap();
-        assert_eq!(d, Destination { provider: "oa".into(), model: "gpt-4o-2024".into() });
+        assert_eq!(
+            d,
+            Destination {
+                provider: "oa".into(),
+                model: "gpt-4o-2024".into()
+            }
+        );
         let d = r.resolve(Api::Messages, "claude-x", None).unwrap();
-        assert_eq!(d, Destination { provider: "an".into(), model: "claude-x".into() });
+        assert_eq!(
+            d,
+            Destination {
+                provider: "an".into(),
+                model: "claude-x".into()
+            }
+        );
         // An OpenAI-style request for a claude model falls through to the catch-all.
-        assert_eq!(r.resolve(Api::Chat, "claude-x", None).unwrap().provider, "oa");
+        assert_eq!(
+            r.resolve(Api::Chat, "claude-x", None).unwrap().provider,
+            "oa"
+        );
         // No anthropic route matches a gpt model.
-        assert_eq!(r.resolve(Api::Messages, "gpt-4o", None), Err(Unroutable::UnknownModel));
+        assert_eq!(
+            r.resolve(Api::Messages, "gpt-4o", None),
+            Err(Unroutable::UnknownModel)
+        );
     }
 
     #[test]
     fn targets_override_routes() {
         let r = compile(DOC).unwrap();
         let d = r.resolve(Api::Chat, "gpt-4o", Some("small")).unwrap();
-        assert_eq!(d, Destination { provider: "oa".into(), model: "mini".into() });
+        assert_eq!(
+            d,
+            Destination {
+                provider: "oa".into(),
+                model: "mini".into()
+            }
+        );
         assert_eq!(
             r.resolve(Api::Chat, "gpt-4o", Some("nope")),
             Err(Unroutable::UnknownTarget("nope".into()))
@@ -231,7 +282,9 @@ mod tests {
 
     #[test]
     fn models_default_to_literal_patterns() {
-        let r = compile(r#"{"routes":[{"match":"a","provider":"oa"},{"match":"b*","provider":"oa"}]}"#).unwrap();
+        let r =
+            compile(r#"{"routes":[{"match":"a","provider":"oa"},{"match":"b*","provider":"oa"}]}"#)
+                .unwrap();
         assert_eq!(r.models(), ["a".to_string()]);
         let r = compile(r#"{"routes":[],"models":["x","y"]}"#).unwrap();
         assert_eq!(r.models(), ["x".to_string(), "y".to_string()]);
@@ -239,13 +292,25 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = compile(r#"{"routes":[{"match":"a","provider":"zz"}]}"#).err().unwrap();
+        let e = compile(r#"{"routes":[{"match":"a","provider":"zz"}]}"#)
+            .err()
+            .unwrap();
         assert_eq!(e.to_string(), "routes[0].provider: unknown provider \"zz\"");
-        let e = compile(r#"{"routes":[{"match":"a","provder":"oa"}]}"#).err().unwrap();
-        assert!(e.to_string().starts_with("routes[0].provder: unknown field `provder`"), "{e}");
-        let e = compile(r#"{"targets":{"t":{"provider":"x"}}}"#).err().unwrap();
+        let e = compile(r#"{"routes":[{"match":"a","provder":"oa"}]}"#)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("routes[0].provder: unknown field `provder`"),
+            "{e}"
+        );
+        let e = compile(r#"{"targets":{"t":{"provider":"x"}}}"#)
+            .err()
+            .unwrap();
         assert_eq!(e.to_string(), "targets.t.provider: unknown provider \"x\"");
-        let e = compile(r#"{"routes":[{"match":"a[","provider":"oa"}]}"#).err().unwrap();
+        let e = compile(r#"{"routes":[{"match":"a[","provider":"oa"}]}"#)
+            .err()
+            .unwrap();
         assert!(e.to_string().starts_with("routes[0].match: "), "{e}");
     }
 }

@@ -25,7 +25,9 @@ fn hashes<'py>(py: Python<'py>, hashes: &[audit::Hash]) -> PyResult<Bound<'py, P
 /// or raises ValueError naming the first break. Note signatures are the caller's to check.
 #[pyfunction]
 pub fn verify_chain<'py>(py: Python<'py>, root: &str, chain: &str) -> PyResult<Bound<'py, PyDict>> {
-    let report = py.detach(|| audit::verify_chain(Path::new(root), chain)).map_err(broken)?;
+    let report = py
+        .detach(|| audit::verify_chain(Path::new(root), chain))
+        .map_err(broken)?;
     let d = PyDict::new(py);
     d.set_item("records", report.records)?;
     d.set_item("segments", report.segments)?;
@@ -64,9 +66,20 @@ struct Stamp<'a> {
 impl AuditReader {
     #[new]
     #[pyo3(signature = (root, chain, from_seq=0, ts_from=None, ts_to=None))]
-    fn new(root: &str, chain: &str, from_seq: u64, ts_from: Option<String>, ts_to: Option<String>) -> PyResult<Self> {
-        let records = audit::RecordReader::open_at(Path::new(root), chain, from_seq).map_err(broken)?;
-        Ok(AuditReader { records, ts_from, ts_to })
+    fn new(
+        root: &str,
+        chain: &str,
+        from_seq: u64,
+        ts_from: Option<String>,
+        ts_to: Option<String>,
+    ) -> PyResult<Self> {
+        let records =
+            audit::RecordReader::open_at(Path::new(root), chain, from_seq).map_err(broken)?;
+        Ok(AuditReader {
+            records,
+            ts_from,
+            ts_to,
+        })
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -99,13 +112,25 @@ pub fn list_chains(root: &str) -> PyResult<Vec<String>> {
 #[pyfunction]
 pub fn parse_checkpoint(note: &str) -> PyResult<(String, u64, String)> {
     let checkpoint = audit::Checkpoint::parse_note(note).map_err(PyValueError::new_err)?;
-    Ok((checkpoint.origin, checkpoint.size, base64_hash(&checkpoint.root)))
+    Ok((
+        checkpoint.origin,
+        checkpoint.size,
+        base64_hash(&checkpoint.root),
+    ))
 }
 
 /// Inclusion proof of record `seq` in the tree of the chain's first `size` records.
 #[pyfunction]
-pub fn prove_inclusion<'py>(py: Python<'py>, root: &str, chain: &str, seq: u64, size: u64) -> PyResult<Bound<'py, PyDict>> {
-    let proof = py.detach(|| audit::prove_inclusion(Path::new(root), chain, seq, size)).map_err(broken)?;
+pub fn prove_inclusion<'py>(
+    py: Python<'py>,
+    root: &str,
+    chain: &str,
+    seq: u64,
+    size: u64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let proof = py
+        .detach(|| audit::prove_inclusion(Path::new(root), chain, seq, size))
+        .map_err(broken)?;
     let d = PyDict::new(py);
     d.set_item("seq", proof.seq)?;
     d.set_item("size", proof.size)?;
@@ -144,7 +169,11 @@ pub fn sync_policy(name: &str, interval_ms: u64) -> PyResult<audit::SyncPolicy> 
         "interval" => audit::SyncPolicy::Interval(Duration::from_millis(interval_ms)),
         "group" => audit::SyncPolicy::Group,
         "always" => audit::SyncPolicy::Always,
-        other => return Err(PyValueError::new_err(format!("unknown fsync policy {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown fsync policy {other:?}"
+            )))
+        }
     })
 }
 
@@ -160,13 +189,19 @@ pub fn sync_policy_name(policy: audit::SyncPolicy) -> (&'static str, u64) {
 
 /// What opening the chain found: whether it was created, a torn tail that was cut, and the
 /// checkpoint it was re-verified against.
-pub fn open_report<'py>(py: Python<'py>, report: &audit::OpenReport) -> PyResult<Bound<'py, PyDict>> {
+pub fn open_report<'py>(
+    py: Python<'py>,
+    report: &audit::OpenReport,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("created", report.created)?;
-    let torn = report
-        .torn_tail
-        .as_ref()
-        .map(|torn| (torn.segment.display().to_string(), torn.offset, torn.bytes_cut));
+    let torn = report.torn_tail.as_ref().map(|torn| {
+        (
+            torn.segment.display().to_string(),
+            torn.offset,
+            torn.bytes_cut,
+        )
+    });
     d.set_item("torn_tail", torn)?;
     d.set_item("checkpoint", report.checkpoint)?;
     Ok(d)

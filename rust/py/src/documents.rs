@@ -12,7 +12,9 @@ pub struct Policy(pub policy::Policy);
 impl Policy {
     #[new]
     fn new(doc_json: &[u8]) -> PyResult<Self> {
-        policy::Policy::compile(doc_json).map(Policy).map_err(|e| PyValueError::new_err(e.to_string()))
+        policy::Policy::compile(doc_json)
+            .map(Policy)
+            .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     #[getter]

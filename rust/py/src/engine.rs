@@ -98,7 +98,10 @@ impl Admission {
     }
     #[getter]
     fn cached_content_type(&self) -> &str {
-        self.inner.cached.as_ref().map_or("", |c| c.content_type.as_str())
+        self.inner
+            .cached
+            .as_ref()
+            .map_or("", |c| c.content_type.as_str())
     }
     #[getter]
     fn versions(&self) -> (u64, u64, u64) {
@@ -116,16 +119,33 @@ fn api_from(name: &str) -> PyResult<Api> {
 }
 
 fn versions_from((policy, routing, config): (u64, u64, u64)) -> Versions {
-    Versions { policy, routing, config }
+    Versions {
+        policy,
+        routing,
+        config,
+    }
 }
 
 #[pymethods]
 impl Engine {
     #[new]
-    fn new(cache_entries: usize, cache_bytes: usize, audit_dir: &str, chain: &str, segment_bytes: u64) -> PyResult<Self> {
-        let opts = AuditOptions { segment_bytes, sync: SyncPolicy::Never };
-        let (writer, report) = AuditWriter::open(Path::new(audit_dir), chain, opts).map_err(audit_err)?;
-        Ok(Engine(Gateway::new(ResponseCache::new(cache_entries, cache_bytes), writer), report))
+    fn new(
+        cache_entries: usize,
+        cache_bytes: usize,
+        audit_dir: &str,
+        chain: &str,
+        segment_bytes: u64,
+    ) -> PyResult<Self> {
+        let opts = AuditOptions {
+            segment_bytes,
+            sync: SyncPolicy::Never,
+        };
+        let (writer, report) =
+            AuditWriter::open(Path::new(audit_dir), chain, opts).map_err(audit_err)?;
+        Ok(Engine(
+            Gateway::new(ResponseCache::new(cache_entries, cache_bytes), writer),
+            report,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -145,15 +165,27 @@ impl Engine {
         body: &[u8],
         cache_mode: u8,
     ) -> PyResult<Admission> {
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let cache = match cache_mode {
             0 => CacheMode::Off,
             1 => CacheMode::Deterministic,
             _ => CacheMode::Forced,
         };
-        let versions = Versions { policy: policy_version, routing: routing_version, config: config_version };
+        let versions = Versions {
+            policy: policy_version,
+            routing: routing_version,
+            config: config_version,
+        };
         let input = AdmitInput {
-            ctx: RequestContext { api: api_from(api)?, tenant, request_id, versions },
+            ctx: RequestContext {
+                api: api_from(api)?,
+                tenant,
+                request_id,
+                versions,
+            },
             policy: &policy.0,
             shadow: shadow.as_ref().map(|(p, v)| (&p.0, *v)),
             routing: &routing.0,
@@ -163,8 +195,15 @@ impl Engine {
         };
         let inner = self.0.admit(&input);
         let body = inner.body.as_ref().map(|b| PyBytes::new(py, b).unbind());
-        let cached_body = inner.cached.as_ref().map(|c| PyBytes::new(py, &c.body).unbind());
-        Ok(Admission { inner, body, cached_body })
+        let cached_body = inner
+            .cached
+            .as_ref()
+            .map(|c| PyBytes::new(py, &c.body).unbind());
+        Ok(Admission {
+            inner,
+            body,
+            cached_body,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -178,8 +217,17 @@ impl Engine {
         message: String,
         versions: (u64, u64, u64),
     ) -> PyResult<Admission> {
-        let ctx = RequestContext { api: api_from(api)?, tenant, request_id, versions: versions_from(versions) };
-        Ok(Admission { inner: self.0.reject(&ctx, status, code, message), body: None, cached_body: None })
+        let ctx = RequestContext {
+            api: api_from(api)?,
+            tenant,
+            request_id,
+            versions: versions_from(versions),
+        };
+        Ok(Admission {
+            inner: self.0.reject(&ctx, status, code, message),
+            body: None,
+            cached_body: None,
+        })
     }
 
     #[pyo3(signature = (admission, status, error, response, response_sha256, cache_ttl_s))]
@@ -205,18 +253,22 @@ impl Engine {
     /// Appends a control or replica event given as a JSON object.
     fn event(&self, fields_json: &[u8]) -> PyResult<u64> {
         let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(fields_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            serde_json::from_slice(fields_json)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
         self.0.append(fields).map_err(audit_err)
     }
 
     fn fence(&self, active: Vec<(u64, u64, u64)>) -> usize {
-        self.0.fence(active.into_iter().map(versions_from).collect())
+        self.0
+            .fence(active.into_iter().map(versions_from).collect())
     }
 
     /// never | interval | group | always; only `always` syncs inside an append, the rest
     /// is driven from Python (gatewayd.audit.sync) through `sync_audit`.
     fn set_audit_sync(&self, policy: &str, interval_ms: u64) -> PyResult<()> {
-        self.0.audit().set_sync_policy(audit::sync_policy(policy, interval_ms)?);
+        self.0
+            .audit()
+            .set_sync_policy(audit::sync_policy(policy, interval_ms)?);
         Ok(())
     }
 
@@ -251,14 +303,20 @@ impl Engine {
     /// The current tree head, synced first, as (size, checkpoint note body) for the log
     /// `<origin>/<chain>`; the caller signs the body.
     fn audit_checkpoint(&self, py: Python<'_>, origin: &str) -> PyResult<(u64, String)> {
-        let checkpoint = py.detach(|| self.0.audit().checkpoint(origin)).map_err(audit_err)?;
+        let checkpoint = py
+            .detach(|| self.0.audit().checkpoint(origin))
+            .map_err(audit_err)?;
         Ok((checkpoint.size, checkpoint.body()))
     }
 
     /// Picks the sealed segments older than `max_age_s` or beyond `max_bytes` (0: no
     /// limit) and records the decision in the chain; None if nothing is due. Sign a
     /// checkpoint, then `audit_apply_retention`.
-    fn audit_plan_retention(&self, max_age_s: f64, max_bytes: u64) -> PyResult<Option<RetentionPlan>> {
+    fn audit_plan_retention(
+        &self,
+        max_age_s: f64,
+        max_bytes: u64,
+    ) -> PyResult<Option<RetentionPlan>> {
         let policy = audit::retention_policy(max_age_s, max_bytes);
         let plan = self.0.audit().plan_retention(&policy).map_err(audit_err)?;
         Ok(plan.map(RetentionPlan))
@@ -266,13 +324,15 @@ impl Engine {
 
     /// Removes the segments a plan lets go, once a checkpoint covers its record.
     fn audit_apply_retention(&self, py: Python<'_>, plan: &RetentionPlan) -> PyResult<u64> {
-        py.detach(|| self.0.audit().apply_retention(&plan.0)).map_err(audit_err)
+        py.detach(|| self.0.audit().apply_retention(&plan.0))
+            .map_err(audit_err)
     }
 
     /// This replica's request metrics as JSON, for shipping with its heartbeat.
     fn metrics_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let snapshot = self.0.metrics().snapshot();
-        let bytes = serde_json::to_vec(&snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyBytes::new(py, &bytes))
     }
 

@@ -38,12 +38,25 @@ fn fixture() -> Fixture {
     }
 }
 
-const V1: Versions = Versions { policy: 1, routing: 1, config: 1 };
-const V2: Versions = Versions { policy: 2, routing: 1, config: 1 };
+const V1: Versions = Versions {
+    policy: 1,
+    routing: 1,
+    config: 1,
+};
+const V2: Versions = Versions {
+    policy: 2,
+    routing: 1,
+    config: 1,
+};
 
 fn admit(f: &Fixture, tenant: &str, body: &str, versions: Versions, cache: CacheMode) -> Admission {
     f.gateway.admit(&AdmitInput {
-        ctx: RequestContext { api: Api::Chat, tenant, request_id: "req-1", versions },
+        ctx: RequestContext {
+            api: Api::Chat,
+            tenant,
+            request_id: "req-1",
+            versions,
+        },
         policy: &f.policy,
         shadow: None,
         routing: &f.routing,
@@ -60,7 +73,13 @@ fn chat(text: &str, temperature: f64) -> String {
 }
 
 fn ok(body: &[u8]) -> RecordInput<'_> {
-    RecordInput { status: 200, error: None, response: Some(body), response_sha256: None, cache_ttl: Duration::from_secs(60) }
+    RecordInput {
+        status: 200,
+        error: None,
+        response: Some(body),
+        response_sha256: None,
+        cache_ttl: Duration::from_secs(60),
+    }
 }
 
 fn records(dir: &Path) -> Vec<Value> {
@@ -73,8 +92,17 @@ fn records(dir: &Path) -> Vec<Value> {
 #[test]
 fn deny_names_the_rule_and_sends_nothing_upstream() {
     let f = fixture();
-    let adm = admit(&f, "acme", &chat("card 4111 1111 1111 1111", 1.0), V1, CacheMode::Off);
-    assert_eq!((adm.outcome, adm.status, adm.code.as_str()), (Outcome::Deny, 403, "policy_denied"));
+    let adm = admit(
+        &f,
+        "acme",
+        &chat("card 4111 1111 1111 1111", 1.0),
+        V1,
+        CacheMode::Off,
+    );
+    assert_eq!(
+        (adm.outcome, adm.status, adm.code.as_str()),
+        (Outcome::Deny, 403, "policy_denied")
+    );
     assert!(adm.message.contains("no-cards"), "{}", adm.message);
     assert!(adm.body.is_none() && adm.destination.is_none());
 }
@@ -86,20 +114,32 @@ fn bad_json_and_unknown_models_are_client_errors() {
     assert_eq!((adm.outcome, adm.status), (Outcome::Invalid, 400));
     let body = r#"{"model": "claude-x", "messages": []}"#;
     let adm = admit(&f, "acme", body, V1, CacheMode::Off);
-    assert_eq!((adm.outcome, adm.status, adm.code.as_str()), (Outcome::Unroutable, 404, "model_not_found"));
+    assert_eq!(
+        (adm.outcome, adm.status, adm.code.as_str()),
+        (Outcome::Unroutable, 404, "model_not_found")
+    );
 }
 
 #[test]
 fn redaction_and_route_targets_rewrite_the_upstream_body() {
     let f = fixture();
-    let adm = admit(&f, "free", &chat("write to bob@mail.com", 1.0), V1, CacheMode::Off);
+    let adm = admit(
+        &f,
+        "free",
+        &chat("write to bob@mail.com", 1.0),
+        V1,
+        CacheMode::Off,
+    );
     assert_eq!(adm.outcome, Outcome::Allow);
     assert!(adm.redacted);
     let sent: Value = serde_json::from_slice(adm.body.as_ref().unwrap()).unwrap();
     assert_eq!(sent["messages"][0]["content"], "write to [EMAIL]");
     assert_eq!(sent["model"], "gpt-mini");
     assert_eq!(adm.destination.unwrap().model, "gpt-mini");
-    assert_eq!(adm.matched, vec!["mask-mail".to_string(), "cheap".to_string()]);
+    assert_eq!(
+        adm.matched,
+        vec!["mask-mail".to_string(), "cheap".to_string()]
+    );
 }
 
 #[test]
@@ -112,11 +152,30 @@ fn cache_hits_only_the_same_tenant_request_and_versions() {
     let again = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
     assert_eq!(again.cache_state(), "hit");
     assert_eq!(again.cached.as_ref().unwrap().body, b"{\"answer\":1}");
-    assert_eq!(admit(&f, "other", &body, V1, CacheMode::Deterministic).cache_state(), "miss");
-    assert_eq!(admit(&f, "acme", &body, V2, CacheMode::Deterministic).cache_state(), "miss");
-    assert_eq!(admit(&f, "acme", &chat("same question", 0.7), V1, CacheMode::Deterministic).cache_state(), "bypass");
+    assert_eq!(
+        admit(&f, "other", &body, V1, CacheMode::Deterministic).cache_state(),
+        "miss"
+    );
+    assert_eq!(
+        admit(&f, "acme", &body, V2, CacheMode::Deterministic).cache_state(),
+        "miss"
+    );
+    assert_eq!(
+        admit(
+            &f,
+            "acme",
+            &chat("same question", 0.7),
+            V1,
+            CacheMode::Deterministic
+        )
+        .cache_state(),
+        "bypass"
+    );
     let streamed = body.replace("\"model\"", "\"stream\":true,\"model\"");
-    assert_eq!(admit(&f, "acme", &streamed, V1, CacheMode::Deterministic).cache_state(), "miss");
+    assert_eq!(
+        admit(&f, "acme", &streamed, V1, CacheMode::Deterministic).cache_state(),
+        "miss"
+    );
 }
 
 #[test]
@@ -125,12 +184,33 @@ fn fence_purges_other_versions_and_refuses_late_fills() {
     let body = chat("fenced", 0.0);
     let under_v2 = admit(&f, "acme", &body, V2, CacheMode::Deterministic);
     f.gateway.record(&under_v2, &ok(b"v2 answer")).unwrap();
-    let in_flight = admit(&f, "acme", &chat("still running", 0.0), V2, CacheMode::Deterministic);
+    let in_flight = admit(
+        &f,
+        "acme",
+        &chat("still running", 0.0),
+        V2,
+        CacheMode::Deterministic,
+    );
     assert_eq!(f.gateway.fence(vec![V1]), 1); // the revert: v2 leaves service
-    f.gateway.record(&in_flight, &ok(b"late v2 answer")).unwrap();
+    f.gateway
+        .record(&in_flight, &ok(b"late v2 answer"))
+        .unwrap();
     f.gateway.fence(vec![V1, V2]); // even if v2 came back, nothing of it survived
-    assert_eq!(admit(&f, "acme", &body, V2, CacheMode::Deterministic).cache_state(), "miss");
-    assert_eq!(admit(&f, "acme", &chat("still running", 0.0), V2, CacheMode::Deterministic).cache_state(), "miss");
+    assert_eq!(
+        admit(&f, "acme", &body, V2, CacheMode::Deterministic).cache_state(),
+        "miss"
+    );
+    assert_eq!(
+        admit(
+            &f,
+            "acme",
+            &chat("still running", 0.0),
+            V2,
+            CacheMode::Deterministic
+        )
+        .cache_state(),
+        "miss"
+    );
 }
 
 #[test]
@@ -139,20 +219,42 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
     let adm = admit(&f, "acme", &chat("hello", 1.0), V2, CacheMode::Off);
     f.gateway.record(&adm, &ok(b"{}")).unwrap();
     let rejected = f.gateway.reject(
-        &RequestContext { api: Api::Messages, tenant: "", request_id: "req-2", versions: V1 },
+        &RequestContext {
+            api: Api::Messages,
+            tenant: "",
+            request_id: "req-2",
+            versions: V1,
+        },
         401,
         "invalid_api_key",
         "no key".into(),
     );
-    f.gateway.record(&rejected, &RecordInput { status: 401, error: Some("no key"), response: None, response_sha256: None, cache_ttl: Duration::ZERO }).unwrap();
+    f.gateway
+        .record(
+            &rejected,
+            &RecordInput {
+                status: 401,
+                error: Some("no key"),
+                response: None,
+                response_sha256: None,
+                cache_ttl: Duration::ZERO,
+            },
+        )
+        .unwrap();
     let all = records(f.dir.path());
     assert_eq!(all.len(), 2);
     assert_eq!(all[0]["policy_version"], 2);
     assert_eq!(all[0]["decision"], "allow");
     assert_eq!(all[0]["upstream"], "oa");
-    assert_eq!(all[0]["response_sha256"], hex::encode(Sha256::digest(b"{}")));
+    assert_eq!(
+        all[0]["response_sha256"],
+        hex::encode(Sha256::digest(b"{}"))
+    );
     assert_eq!(all[1]["decision"], "rejected");
     assert_eq!(all[1]["status"], 401);
     let snapshot = f.gateway.metrics().snapshot();
-    assert_eq!(snapshot.requests.iter().map(|(_, s)| s.count).sum::<u64>(), 2);
+    assert_eq!(
+        snapshot.requests.iter().map(|(_, s)| s.count).sum::<u64>(),
+        2
+    );
 }
