@@ -31,5 +31,9 @@ test-python: setup system-deps
 
 test: test-rust test-python
 
+# The benchmark suite (minutes; figures and pictures land in bench/results/).
 bench: setup system-deps
-	$(PY) bench/run_all.py
+	$(PY) bench/gateway_bench.py
+	$(PY) bench/rollback_drill.py --flips 30
+	$(PY) bench/audit_bench.py
+	$(PY) bench/upstream_clients.py
