@@ -17,7 +17,8 @@ the gateway relays what the provider said, and callers never share state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import aiohttp
@@ -116,22 +117,31 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body."""
-        return b"".join([chunk async for chunk in self.chunks()])
+        with self._body_errors():
+            body = await self._response.read()
+        self._complete = True
+        return body
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives off the wire: whatever has come in since the last chunk."""
         stream = self._response.content
         while True:
-            try:
+            with self._body_errors():
                 chunk = await stream.readany()
-            except aiohttp.ServerTimeoutError:
-                raise UpstreamError("timeout", f"body stalled for more than {self._timeout}s") from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError("protocol", f"body cut short: {exc!r}") from exc
             if not chunk:
                 self._complete = True
                 return
             yield chunk
+
+    @contextmanager
+    def _body_errors(self) -> Iterator[None]:
+        """aiohttp's body errors, as the pipeline's UpstreamError kinds."""
+        try:
+            yield
+        except aiohttp.ServerTimeoutError:
+            raise UpstreamError("timeout", f"body stalled for more than {self._timeout}s") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("protocol", f"body cut short: {exc!r}") from exc
 
     async def aclose(self) -> None:
         """Give the connection back to the pool if the body was read to its end, else drop it."""
