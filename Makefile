@@ -33,6 +33,7 @@ test: test-rust test-python
 
 # The benchmark suite (minutes; figures and pictures land in bench/results/).
 bench: setup system-deps
+	$(PY) -m pytest bench/test_hot_path.py -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-json=bench/results/hot_path.json
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/rollback_drill.py --flips 30
 	$(PY) bench/audit_bench.py
