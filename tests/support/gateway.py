@@ -158,8 +158,9 @@ class Gateway:
         )
         self.proc = None
 
-    def start(self) -> "Gateway":
-        self.proc = start_process(self.cli_argv("serve"), self.url + "/healthz", timeout=60)
+    def start(self, wrapper: list[str] = ()) -> "Gateway":
+        """`wrapper` runs the server under another command (e.g. prlimit)."""
+        self.proc = start_process([*wrapper, *self.cli_argv("serve")], self.url + "/healthz", timeout=60)
         wait_ready(self.url + "/readyz")
         if self.admin_port:
             wait_ready(self.admin_url + "/healthz")

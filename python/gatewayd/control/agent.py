@@ -57,7 +57,13 @@ class ReplicaAgent:
         self.snapshot: Snapshot | None = None
         self.applied_change = 0
         self.started_at = time.time()
-        self.counters = {"changes_applied": 0, "changes_refused": 0, "store_lost": 0, "resyncs": 0}
+        self.counters = {
+            "changes_applied": 0,
+            "changes_refused": 0,
+            "store_lost": 0,
+            "resyncs": 0,
+            "audit_events_lost": 0,
+        }
         self.store_lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,7 +72,7 @@ class ReplicaAgent:
     def start(self) -> None:
         """Applies the current state before returning, so the replica never serves empty:
         from the store, or from the last-known-good state when the store is unreachable."""
-        self.on_event({"kind": "replica", "event": "started", "pid": os.getpid()})
+        self._event({"kind": "replica", "event": "started", "pid": os.getpid()})
         try:
             self.sync()
         except StoreUnavailableError as exc:
@@ -83,7 +89,7 @@ class ReplicaAgent:
             self.store.remove_replica(self.name)
         except StoreUnavailableError:
             pass
-        self.on_event({"kind": "replica", "event": "stopped"})
+        self._event({"kind": "replica", "event": "stopped"})
 
     def _run(self) -> None:
         subscription = self.store.subscribe()
@@ -107,7 +113,7 @@ class ReplicaAgent:
         if self.store_lost:
             self.store_lost = False
             self.counters["resyncs"] += 1
-            self.on_event({"kind": "replica", "event": "resynced", "change": last})
+            self._event({"kind": "replica", "event": "resynced", "change": last})
             log.warning("replica %s: control store is back; resynced at change %d", self.name, last)
         if last != self.applied_change:
             self._apply(last)
@@ -124,7 +130,7 @@ class ReplicaAgent:
             error = str(exc)
             log.error("replica %s refuses change %s: %s", self.name, last, error)
             self.counters["changes_refused"] += 1
-            self.on_event({"kind": "replica", "event": "refused", "change": last, "error": error})
+            self._event({"kind": "replica", "event": "refused", "change": last, "error": error})
             self._answer([c.id for c in pending], ok=False, error=error)
             self.applied_change = last  # refused: keep serving, wait for the next change
             self.after_answer()
@@ -140,7 +146,7 @@ class ReplicaAgent:
         """The change records themselves go into this replica's audit chain, right before
         the boundary they cause, so the chain alone tells who changed what, when and why."""
         for change in changes:
-            self.on_event(
+            self._event(
                 {
                     "kind": "change",
                     "change": change.id,
@@ -157,7 +163,7 @@ class ReplicaAgent:
         self.snapshot = snap
         self.on_swap(snap)
         self.applied_change = snap.change_id
-        self.on_event(
+        self._event(
             {
                 "kind": "replica",
                 "event": "applied",
@@ -183,8 +189,19 @@ class ReplicaAgent:
         if not self.store_lost:
             self.store_lost = True
             self.counters["store_lost"] += 1
-            self.on_event({"kind": "replica", "event": "store_lost", "error": str(exc)})
+            self._event({"kind": "replica", "event": "store_lost", "error": str(exc)})
             log.error("replica %s: %s; serving the last good snapshot", self.name, exc)
+
+    def _event(self, fields: dict) -> None:
+        """Writes a replica event into the audit chain. A chain that cannot be written must
+        not freeze the control plane (a kill switch has to land even then): the failure is
+        logged and counted, and the request path applies `audit.on_failure`."""
+        try:
+            self.on_event(fields)
+        except OSError as exc:
+            self.counters["audit_events_lost"] += 1
+            what = fields.get("event") or fields.get("kind")
+            log.error("replica %s: could not write its %s event to the audit chain: %s", self.name, what, exc)
 
     def _answer(self, change_ids: list[int], ok: bool, error: str) -> None:
         now = time.time()

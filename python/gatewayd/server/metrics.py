@@ -136,6 +136,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         ("store_lost", "Times this replica lost the control store."),
         ("resyncs", "Times this replica resynchronised after losing the store."),
         ("unrecorded_requests", "Requests served without an audit record (audit.on_failure = open)."),
+        ("audit_events_lost", "Replica events that could not be written to the audit chain."),
     ):
         family(f"gatewayd_{counter}_total", "counter", help_text)
         for m in replicas:
