@@ -1,7 +1,7 @@
 """The request pipeline: authenticate, admit (policy + routing + cache, one Rust call),
 call the upstream, record (cache fill + audit append, one Rust call), answer.
 
-Every request is served from the one snapshot it read when it started (ROLLBACK.md R6),
+Every request is served from the one snapshot it takes when admitted (ROLLBACK.md R6),
 and its record reaches the audit chain before its response completes.
 """
 

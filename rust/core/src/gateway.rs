@@ -6,18 +6,21 @@
 //! [`Gateway::fence`] purges the rest at a flip and refuses late fills from requests that
 //! started under a version that has since left service (ROLLBACK.md R5).
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::RwLock;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditWriter, SharedWriter};
-use crate::cache::{CacheKey, CachedResponse, ResponseCache, Versions};
+use crate::cache::{CacheKey, ResponseCache, Versions};
 use crate::metrics::{Metrics, ShadowKey};
-use crate::policy::{Decision, Policy, RequestView, Verdict};
+use crate::policy::{Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
-use crate::routing::{Destination, Routing, Unroutable};
+use crate::routing::{Routing, Unroutable};
+
+mod admission;
+pub use admission::{Admission, Outcome, RequestContext, ShadowOutcome};
 
 /// Whether a request may be answered from, and fill, the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,29 +30,6 @@ pub enum CacheMode {
     Deterministic,
     /// The caller asked for caching explicitly.
     Forced,
-}
-
-/// How a request left admission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Allow,
-    Deny,
-    Invalid,
-    Unroutable,
-    /// Refused before admission (authentication, body size).
-    Rejected,
-}
-
-impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-            Outcome::Invalid => "invalid",
-            Outcome::Unroutable => "unroutable",
-            Outcome::Rejected => "rejected",
-        }
-    }
 }
 
 /// Everything one request needs to be admitted.
@@ -62,116 +42,6 @@ pub struct AdmitInput<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
     pub cache: CacheMode,
-}
-
-/// The result of admission; the serving layer acts on it and hands it back to `record`.
-#[derive(Debug)]
-pub struct Admission {
-    pub request_id: String,
-    pub api: Api,
-    pub tenant: String,
-    pub outcome: Outcome,
-    /// The HTTP status and error to answer with when the outcome is not `Allow`.
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-    pub rule: Option<String>,
-    pub matched: Vec<String>,
-    pub model: String,
-    pub stream: bool,
-    pub destination: Option<Destination>,
-    /// The body to send upstream (redacted and re-targeted as the policy and routing say).
-    pub body: Option<Vec<u8>>,
-    pub redacted: bool,
-    pub cache_key: Option<CacheKey>,
-    pub cached: Option<Arc<CachedResponse>>,
-    pub versions: Versions,
-    pub shadow: Option<ShadowOutcome>,
-    pub prompt_sha256: String,
-    pub started: Instant,
-}
-
-/// What the shadow policy would have decided for this request.
-#[derive(Debug)]
-pub struct ShadowOutcome {
-    pub version: u64,
-    pub verdict: &'static str,
-    pub rule: Option<String>,
-    pub matched: Vec<String>,
-}
-
-impl ShadowOutcome {
-    fn from_decision(version: u64, decision: Decision) -> ShadowOutcome {
-        let (verdict, rule) = match decision.verdict {
-            Verdict::Allow => ("allow", None),
-            Verdict::Deny { rule, .. } => ("deny", Some(rule).filter(|r| !r.is_empty())),
-        };
-        ShadowOutcome {
-            version,
-            verdict,
-            rule,
-            matched: decision.matched,
-        }
-    }
-}
-
-/// Who is asking, under which versions: known before the body is even read.
-#[derive(Clone, Copy)]
-pub struct RequestContext<'a> {
-    pub api: Api,
-    pub tenant: &'a str,
-    pub request_id: &'a str,
-    pub versions: Versions,
-}
-
-impl Admission {
-    fn new(
-        ctx: &RequestContext<'_>,
-        body: &[u8],
-        outcome: Outcome,
-        status: u16,
-        code: &str,
-        message: String,
-    ) -> Admission {
-        Admission {
-            request_id: ctx.request_id.to_string(),
-            api: ctx.api,
-            tenant: ctx.tenant.to_string(),
-            outcome,
-            status,
-            code: code.to_string(),
-            message,
-            rule: None,
-            matched: Vec::new(),
-            model: String::new(),
-            stream: false,
-            destination: None,
-            body: None,
-            redacted: false,
-            cache_key: None,
-            cached: None,
-            versions: ctx.versions,
-            shadow: None,
-            prompt_sha256: hex::encode(Sha256::digest(body)),
-            started: Instant::now(),
-        }
-    }
-
-    fn refuse(&mut self, outcome: Outcome, status: u16, code: &str, message: String) {
-        self.outcome = outcome;
-        self.status = status;
-        self.code = code.to_string();
-        self.message = message;
-    }
-
-    /// "hit", "miss" (cacheable, not found) or "bypass" (not cacheable).
-    pub fn cache_state(&self) -> &'static str {
-        match (&self.cached, &self.cache_key) {
-            (Some(_), _) => "hit",
-            (None, Some(_)) => "miss",
-            _ => "bypass",
-        }
-    }
 }
 
 /// What happened upstream, for the audit record and the cache fill.
