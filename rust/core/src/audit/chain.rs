@@ -204,9 +204,7 @@ impl ChainState {
             });
         }
         // The writer writes lowercase hex; comparing as text spares decoding it.
-        let mut expected = [0u8; 64];
-        hex::encode_to_slice(self.head, &mut expected).expect("64 hex digits for 32 bytes");
-        if record.prev != expected {
+        if record.prev != hex_digits(&self.head) {
             return Err(Problem::PrevMismatch {
                 expected: self.head,
                 found: lossy(record.prev),
@@ -221,6 +219,26 @@ impl ChainState {
             _ => RecordKind::Other,
         })
     }
+}
+
+/// A hash as the 64 lowercase hex digits the writer writes, two digits per table lookup.
+#[inline]
+fn hex_digits(hash: &Hash) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const PAIRS: [[u8; 2]; 256] = {
+        let mut pairs = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+            i += 1;
+        }
+        pairs
+    };
+    let mut out = [0u8; 64];
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(hash) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
+    }
+    out
 }
 
 fn lossy(bytes: &[u8]) -> String {
