@@ -61,7 +61,6 @@ def main() -> None:
     settings = config.load(gw.config)
     registry = Registry(open_store(settings), [(n, p.kind) for n, p in settings.providers.items()])
     _wait_replicas(registry, args.replicas)
-    good = registry.active("policy")
     bad = registry.push("policy", BAD_POLICY, "policy-bad.yaml", "drill", "the change the drill reverts").id
 
     script = root / "load.lua"

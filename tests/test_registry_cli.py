@@ -138,7 +138,7 @@ def test_shadow_policy_is_recorded_and_counted_not_enforced(gw, tmp_path):
     record = [x for x in gw.audit_records() if x.get("request_id") == request_id][0]
     assert record["shadow"]["version"] == version and record["shadow"]["decision"] == "deny"
     metrics = httpx.get(gw.url + "/metrics").text
-    assert f'gatewayd_shadow_decisions_total{{' in metrics and f'shadow_version="{version}"' in metrics
+    assert 'gatewayd_shadow_decisions_total{' in metrics and f'shadow_version="{version}"' in metrics
     gw.cli("shadow", "off", "--reason", "seen enough")
     r = _chat(gw, KEYS["acme"], "after shadow")
     record = [x for x in gw.audit_records() if x.get("request_id") == r.headers["x-request-id"]][0]
