@@ -168,7 +168,7 @@ class GatewaydAdapter:
             await resp.aclose()
 
     async def stream(self, url, headers, body, start, emit):
-        resp = await self.client.send("POST", url, headers, body, timeout=30)
+        resp = await self.client.send("POST", url, headers, body, timeout=30, stream=True)
         try:
             await start(resp.status, _relay_headers(resp.headers))
             async for chunk in resp.chunks():

@@ -13,6 +13,8 @@ from support.mock import start_mock
 from support.procs import free_port, stop_process
 
 AUTH = [("authorization", "Bearer sk-test"), ("content-type", "application/json")]
+# Whole responses and streams travel by different transports: what both must do is tested on both.
+TRANSPORTS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 
 
 def chat_body(stream: bool = False) -> bytes:
@@ -35,9 +37,11 @@ def run(coro_fn):
     return asyncio.run(main())
 
 
-def test_status_headers_and_body(mock_url):
+@TRANSPORTS
+def test_status_headers_and_body(mock_url, stream):
     async def body(client):
-        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", AUTH, chat_body(), timeout=5)
+        url = f"{mock_url}/v1/chat/completions"
+        resp = await client.send("POST", url, AUTH, chat_body(), timeout=5, stream=stream)
         try:
             return resp.status, resp.headers, await resp.read()
         finally:
@@ -52,10 +56,12 @@ def test_status_headers_and_body(mock_url):
     assert json.loads(payload)["choices"][0]["message"]["content"] == "echo: hello upstream"
 
 
-def test_error_status_is_a_response_not_an_exception(mock_url):
+@TRANSPORTS
+def test_error_status_is_a_response_not_an_exception(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-status", "503")]
-        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), timeout=5)
+        url = f"{mock_url}/v1/chat/completions"
+        resp = await client.send("POST", url, headers, chat_body(), timeout=5, stream=stream)
         try:
             return resp.status, json.loads(await resp.read())
         finally:
@@ -65,11 +71,12 @@ def test_error_status_is_a_response_not_an_exception(mock_url):
     assert status == 503 and payload["error"]["type"] == "server_error"
 
 
-def test_provider_gets_the_callers_headers_and_real_framing(mock_url):
+@TRANSPORTS
+def test_provider_gets_the_callers_headers_and_real_framing(mock_url, stream):
     async def body(client):
         await _send_and_close(client, "DELETE", f"{mock_url}/_mock/requests", [], b"")
         headers = [*AUTH, ("content-length", "1"), ("host", "elsewhere.example"), ("x-trace", "t-7")]
-        await _send_and_close(client, "POST", f"{mock_url}/v1/chat/completions", headers, chat_body())
+        await _send_and_close(client, "POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), stream)
         journal = await client.send("GET", f"{mock_url}/_mock/requests", [], b"", timeout=5)
         try:
             return json.loads(await journal.read())[0]["headers"]
@@ -85,8 +92,8 @@ def test_provider_gets_the_callers_headers_and_real_framing(mock_url):
     assert set(headers) <= {"host", "content-length", "authorization", "content-type", "x-trace", "user-agent"}
 
 
-async def _send_and_close(client, method, url, headers, body):
-    resp = await client.send(method, url, headers, body, timeout=5)
+async def _send_and_close(client, method, url, headers, body, stream=False):
+    resp = await client.send(method, url, headers, body, timeout=5, stream=stream)
     await resp.aclose()
     assert resp.status < 300, resp.status
 
@@ -97,7 +104,9 @@ def test_stream_chunks_arrive_as_sent(mock_url):
 
     async def body(client):
         headers = [*AUTH, ("x-mock-chunk-delay-ms", "40"), ("x-mock-chunks", "4")]
-        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5)
+        resp = await client.send(
+            "POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5, stream=True
+        )
         events.append(("headers", resp.status))
         try:
             async for chunk in resp.chunks():
@@ -122,7 +131,9 @@ def test_first_chunk_is_handed_over_before_the_stream_ends(mock_url):
 
     async def body(client):
         headers = [*AUTH, ("x-mock-chunk-delay-ms", "150"), ("x-mock-chunks", "3")]
-        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5)
+        resp = await client.send(
+            "POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=5, stream=True
+        )
         chunks = resp.chunks()
         first = await anext(chunks)
         order.append("first")
@@ -141,43 +152,50 @@ def test_first_chunk_is_handed_over_before_the_stream_ends(mock_url):
     assert b'"role":"assistant"' in first and rest[-1] == b"data: [DONE]\n\n"
 
 
-def test_connection_refused_is_unreachable():
+@TRANSPORTS
+def test_connection_refused_is_unreachable(stream):
     port = free_port()  # nothing listens there
 
     async def body(client):
-        await client.send("POST", f"http://127.0.0.1:{port}/v1/chat/completions", AUTH, chat_body(), timeout=5)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        await client.send("POST", url, AUTH, chat_body(), timeout=5, stream=stream)
 
     with pytest.raises(UpstreamError) as info:
         run(body)
     assert info.value.kind == "unreachable"
 
 
-def test_no_headers_within_timeout_is_timeout(mock_url):
+@TRANSPORTS
+def test_no_headers_within_timeout_is_timeout(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-latency-ms", "3000")]
-        await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(), timeout=0.3)
+        url = f"{mock_url}/v1/chat/completions"
+        await client.send("POST", url, headers, chat_body(), timeout=0.3, stream=stream)
 
     with pytest.raises(UpstreamError) as info:
         run(body)
     assert info.value.kind == "timeout"
 
 
-def test_timed_out_requests_give_back_their_connection_slots(mock_url):
+@TRANSPORTS
+def test_timed_out_requests_give_back_their_connection_slots(mock_url, stream):
     async def body(client):  # the client allows 8 requests in flight
         slow = [*AUTH, ("x-mock-latency-ms", "5000")]
         url = f"{mock_url}/v1/chat/completions"
         results = await asyncio.gather(
-            *(client.send("POST", url, slow, chat_body(), timeout=0.2) for _ in range(16)), return_exceptions=True
+            *(client.send("POST", url, slow, chat_body(), timeout=0.2, stream=stream) for _ in range(16)),
+            return_exceptions=True,
         )
         assert all(isinstance(r, UpstreamError) and r.kind == "timeout" for r in results)
-        resp = await client.send("POST", url, AUTH, chat_body(), timeout=2)
+        resp = await client.send("POST", url, AUTH, chat_body(), timeout=2, stream=stream)
         await resp.aclose()
         return resp.status
 
     assert run(body) == 200
 
 
-def test_cancelling_a_pending_request_closes_its_connection():
+@TRANSPORTS
+def test_cancelling_a_pending_request_closes_its_connection(stream):
     """A caller that gives up (client gone, deadline hit) must stop the provider's work too."""
 
     async def main():
@@ -195,7 +213,8 @@ def test_cancelling_a_pending_request_closes_its_connection():
         client = UpstreamClient()
         await client.start()
         try:
-            task = asyncio.create_task(client.send("POST", f"http://127.0.0.1:{port}/", AUTH, b"{}", timeout=30))
+            url = f"http://127.0.0.1:{port}/"
+            task = asyncio.create_task(client.send("POST", url, AUTH, b"{}", timeout=30, stream=stream))
             await asyncio.wait_for(accepted.wait(), 5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -209,10 +228,12 @@ def test_cancelling_a_pending_request_closes_its_connection():
     asyncio.run(main())
 
 
-def test_stalled_body_is_timeout(mock_url):
+@TRANSPORTS
+def test_stalled_body_is_timeout(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-chunk-delay-ms", "3000")]
-        resp = await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=0.3)
+        url = f"{mock_url}/v1/chat/completions"
+        resp = await client.send("POST", url, headers, chat_body(True), timeout=0.3, stream=stream)
         try:
             async for _ in resp.chunks():
                 pass
@@ -229,7 +250,7 @@ def test_upstream_killed_mid_stream_is_protocol_error():
     received = []
 
     async def body(client):
-        resp = await client.send("POST", f"{url}/v1/chat/completions", AUTH, chat_body(True), timeout=5)
+        resp = await client.send("POST", f"{url}/v1/chat/completions", AUTH, chat_body(True), timeout=5, stream=True)
         try:
             async for chunk in resp.chunks():
                 received.append(chunk)
@@ -253,3 +274,34 @@ def test_send_before_start_is_a_programming_error():
 
     with pytest.raises(RuntimeError):
         asyncio.run(main())
+
+
+@TRANSPORTS
+def test_body_cut_short_is_protocol_error(stream):
+    """The provider promises 100 bytes, sends 5 and hangs up."""
+
+    async def main():
+        async def truncate(reader, writer):
+            await reader.read(65536)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(truncate, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient()
+        await client.start()
+        try:
+            resp = await client.send("POST", f"http://127.0.0.1:{port}/", AUTH, b"{}", timeout=5, stream=stream)
+            try:
+                await resp.read()
+            finally:
+                await resp.aclose()
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(main())
+    assert info.value.kind == "protocol"

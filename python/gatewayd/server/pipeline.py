@@ -95,7 +95,9 @@ class Pipeline:
         url, headers = provider.url(adm.api), provider.headers(scope["headers"])
         for attempt in range(config.retries + 1):
             try:
-                upstream = await self.client.send("POST", url, headers, adm.body, config.upstream_timeout_s)
+                upstream = await self.client.send(
+                    "POST", url, headers, adm.body, config.upstream_timeout_s, stream=adm.stream
+                )
                 break
             except UpstreamError as exc:
                 # Only a refused connection is retried: nothing reached the provider, so a
