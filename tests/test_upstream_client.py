@@ -51,8 +51,8 @@ def test_status_headers_and_body(mock_url, stream):
     assert status == 200
     names = [name for name, _ in headers]
     assert names == [n.lower() for n in names]
-    assert dict(headers)["content-type"] == "application/json"
-    assert dict(headers)["x-request-id"].startswith("req_")
+    assert dict(headers)[b"content-type"] == b"application/json"
+    assert dict(headers)[b"x-request-id"].startswith(b"req_")
     assert json.loads(payload)["choices"][0]["message"]["content"] == "echo: hello upstream"
 
 

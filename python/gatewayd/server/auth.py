@@ -17,8 +17,14 @@ class Authenticator:
         """The caller's tenant from `Authorization: Bearer` (OpenAI SDKs) or `x-api-key`
         (Anthropic SDKs); None when the key is missing or unknown."""
         for name, value in headers:
-            if name == b"authorization" and value[:7].lower() == BEARER:
-                return self._tenants.get(hashlib.sha256(value[7:].strip()).hexdigest())
-            if name == b"x-api-key":
-                return self._tenants.get(hashlib.sha256(value.strip()).hexdigest())
+            if name == b"authorization" or name == b"x-api-key":
+                return self.tenant_for(name, value)
         return None
+
+    def tenant_for(self, name: bytes, value: bytes) -> str | None:
+        """The tenant for one credential header, for callers that scan the headers anyway."""
+        if name == b"authorization":
+            if value[:7].lower() != BEARER:
+                return None
+            value = value[7:]
+        return self._tenants.get(hashlib.sha256(value.strip()).hexdigest())

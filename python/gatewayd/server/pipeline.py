@@ -46,9 +46,10 @@ class Pipeline:
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
-        request_id = _request_id(scope)
+        seen = _scan(scope["headers"])
+        request_id = seen.request_id or f"{getrandbits(128):032x}"
         anthropic = api == "messages"
-        tenant = self.auth.tenant(scope["headers"])
+        tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
         if tenant is None:
             return await self._reject(send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
         wait = self.limiter.admit(tenant, self.agent.snapshot.config.rate_limit)
@@ -57,7 +58,7 @@ class Pipeline:
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
         try:
-            body = await read_body(receive, self.max_body, _content_length(scope))
+            body = await read_body(receive, self.max_body, seen.content_length)
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
             return await self._reject(send, api, tenant, request_id, 413, "request_too_large", message)
@@ -79,7 +80,7 @@ class Pipeline:
             request_id,
             _policy_headers(scope, policy.header_names),
             body,
-            _cache_mode(scope, snap.config.cache),
+            _cache_mode(seen.cache, snap.config.cache),
         )
         if adm.verdict != "allow":
             return await self._refuse(send, adm, anthropic)
@@ -105,7 +106,7 @@ class Pipeline:
                 if exc.kind != "unreachable" or attempt == config.retries:
                     return await self._upstream_failed(send, adm, exc, anthropic)
         try:
-            passed = [(n, v.encode()) for k, v in upstream.headers if (n := k.encode()).startswith(PASSED_HEADERS)]
+            passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
             if upstream.status != 200 or not content_type.startswith(SSE):
                 payload = await upstream.read()
@@ -193,29 +194,41 @@ def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) ->
     ]
 
 
-def _request_id(scope: dict) -> str:
-    """The caller's x-request-id when it is sane (so traces join up), else a fresh one."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and all(c > 32 and c < 127 for c in value):
-                return value.decode()
-            break
-    # 128 random bits from the (per-process, reseeded-at-fork) Mersenne Twister: request ids
-    # must be unique, not secret, and os.urandom is a syscall costing ~8 us here.
-    return f"{getrandbits(128):032x}"
+class _Seen:
+    """What the pipeline looks for in the request headers, found in one pass."""
+
+    __slots__ = ("credential", "request_id", "content_length", "cache")
+
+    def __init__(self) -> None:
+        self.credential: tuple[bytes, bytes] | None = None
+        self.request_id: str | None = None
+        self.content_length: int | None = None
+        self.cache: bytes | None = None
 
 
-def _content_length(scope: dict) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
-def _content_type(headers: list[tuple[str, str]]) -> bytes:
+def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
+    seen = _Seen()
     for name, value in headers:
-        if name == "content-type":
-            return value.encode()
+        if name == b"authorization" or name == b"x-api-key":
+            if seen.credential is None:
+                seen.credential = (name, value)
+        elif name == b"content-length":
+            seen.content_length = int(value) if value.isdigit() else None
+        elif name == b"x-request-id":
+            # The caller's id when it is sane (so traces join up); else a fresh one from the
+            # per-process Mersenne Twister (reseeded at fork): ids must be unique, not secret,
+            # and os.urandom is a syscall costing ~8 us here.
+            if seen.request_id is None and 0 < len(value) <= 128 and value.isascii() and all(32 < c < 127 for c in value):
+                seen.request_id = value.decode()
+        elif name == b"x-gatewayd-cache":
+            seen.cache = value.lower()
+    return seen
+
+
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"content-type":
+            return value
     return JSON
 
 
@@ -227,17 +240,10 @@ def _policy_headers(scope: dict, wanted: list[str]) -> list[tuple[str, str]]:
     return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
 
 
-def _cache_mode(scope: dict, cache) -> int:
+def _cache_mode(asked: bytes | None, cache) -> int:
     """Config decides whether caching may happen; the `x-gatewayd-cache` header can ask
     for it (`use`) or opt out (`bypass`)."""
-    if not cache.enabled or cache.mode == "off":
-        return CACHE_OFF
-    asked = None
-    for name, value in scope["headers"]:
-        if name == b"x-gatewayd-cache":
-            asked = value.lower()
-            break
-    if asked == b"bypass":
+    if not cache.enabled or cache.mode == "off" or asked == b"bypass":
         return CACHE_OFF
     if asked == b"use":
         return CACHE_FORCED

@@ -61,9 +61,7 @@ class StreamedResponse:
 
     def __init__(self, response: aiohttp.ClientResponse, timeout: float) -> None:
         self.status: int = response.status
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in response.raw_headers
-        ]
+        self.headers: list[tuple[bytes, bytes]] = [(name.lower(), value) for name, value in response.raw_headers]
         self._response = response
         self._timeout = timeout
         self._complete = False

@@ -39,7 +39,7 @@ class UpstreamResponse(Protocol):
     was read to its end)."""
 
     status: int
-    headers: list[tuple[str, str]]  # names lower-case
+    headers: list[tuple[bytes, bytes]]  # names lower-case
 
     async def read(self) -> bytes: ...
 
@@ -78,9 +78,10 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send the request and return once the response headers are in.
 
-        ``stream`` says how the body will be read (one ``read``, or ``chunks`` as they
-        arrive) and picks the transport. ``timeout`` bounds the wait for the headers, then
-        each wait for body bytes. Cancelling the call aborts the request.
+        ``stream`` says how the body will be read and picks the transport. A stream's
+        ``timeout`` bounds the wait for the headers, then each wait for body bytes; a whole
+        response is read before this returns, all of it within ``timeout``. Cancelling the
+        call aborts the request.
         """
         if not self._started:
             raise RuntimeError("UpstreamClient.send() before start()")

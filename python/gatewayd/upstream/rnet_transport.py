@@ -45,50 +45,45 @@ class WholeTransport:
         self._client = None  # rnet's pool closes its connections when dropped
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float):
+        """The whole exchange, body included, under one deadline: a whole response is read
+        as soon as its headers are in, so one wait and one timer serve both."""
         try:
             async with asyncio.timeout(timeout):
                 response = await self._client.request(
                     getattr(rnet.Method, method), url, headers=dict(headers), body=body
                 )
+                try:
+                    payload = await response.bytes()
+                except BaseException:
+                    await response.close()
+                    raise
         except TimeoutError:
-            raise UpstreamError("timeout", f"no response headers from {url} within {timeout}s") from None
+            raise UpstreamError("timeout", f"no complete response from {url} within {timeout}s") from None
         except rx.ConnectionError as exc:
             raise UpstreamError("unreachable", f"{url}: cannot connect ({_reason(exc)})") from exc
         except (rx.TimeoutError, rx.RequestError, rx.BodyError, rx.ConnectionResetError, rx.DecodingError) as exc:
             raise UpstreamError("protocol", f"{url}: {_reason(exc)}") from exc
-        return WholeResponse(response, timeout)
+        return WholeResponse(response.status, list(response.headers.items()), payload)
 
 
 class WholeResponse:
-    __slots__ = ("status", "headers", "_response", "_timeout", "_complete")
+    """Already read to its end: the connection is back in the pool."""
 
-    def __init__(self, response: rnet.Response, timeout: float) -> None:
-        self.status: int = response.status
-        self.headers: list[tuple[str, str]] = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers.items()
-        ]
-        self._response = response
-        self._timeout = timeout
-        self._complete = False
+    __slots__ = ("status", "headers", "_body")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers  # hyper's names are lower-case already
+        self._body = body
 
     async def read(self) -> bytes:
-        try:
-            async with asyncio.timeout(self._timeout):
-                body = await self._response.bytes()
-        except TimeoutError:
-            raise UpstreamError("timeout", f"body stalled for more than {self._timeout}s") from None
-        except (rx.BodyError, rx.DecodingError, rx.RequestError, rx.ConnectionResetError) as exc:
-            raise UpstreamError("protocol", f"body cut short: {_reason(exc)}") from exc
-        self._complete = True
-        return body
+        return self._body
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """A whole response read as one chunk: streams belong on the stream transport."""
-        yield await self.read()
+        yield self._body
 
     async def aclose(self) -> None:
-        if not self._complete:
-            await self._response.close()
+        pass
 
 
 def _reason(exc: Exception) -> str:
