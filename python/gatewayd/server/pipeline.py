@@ -7,6 +7,7 @@ and its record reaches the audit chain before its response completes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from random import getrandbits
@@ -169,29 +170,39 @@ class Pipeline:
     async def _record(self, adm, status: int, error, response, response_sha256, cache_ttl_s: float) -> None:
         """Appends the request's audit record (written before this returns) and, under the
         `group` fsync policy, waits until it is on disk: the response completes after."""
+        audit = self.agent.snapshot.config.audit
         try:
             seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
         except OSError as exc:
-            if self.agent.snapshot.config.audit.on_failure == "closed":
+            if audit.on_failure == "closed":
                 raise AuditUnavailable(str(exc)) from exc
             self.unrecorded += 1
             log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
             return
-        await self.audit.durable(seq)
+        if audit.fsync == "group":  # the engine's policy is set from this same snapshot at each swap
+            await self.audit.durable(seq)
 
 
 def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
     """R3: every response names the versions it was served under."""
-    p, r, c = adm.versions
     return [
         (b"content-type", content_type),
         (b"x-request-id", adm.request_id.encode()),
-        (b"x-gatewayd-policy-version", str(p).encode()),
-        (b"x-gatewayd-routing-version", str(r).encode()),
-        (b"x-gatewayd-config-version", str(c).encode()),
+        *_version_headers(adm.versions),
         (b"x-gatewayd-cache", adm.cache.encode()),
         *extra,
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _version_headers(versions: tuple[int, int, int]) -> tuple[tuple[bytes, bytes], ...]:
+    """Encoded once per version set: a replica serves one or two at a time."""
+    p, r, c = versions
+    return (
+        (b"x-gatewayd-policy-version", str(p).encode()),
+        (b"x-gatewayd-routing-version", str(r).encode()),
+        (b"x-gatewayd-config-version", str(c).encode()),
+    )
 
 
 class _Seen:
