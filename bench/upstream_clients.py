@@ -12,7 +12,7 @@ process, and wrk drives it against the mock provider:
 Besides req/s and latency, each run records the pass-through's CPU time per request
 (process tree, user+system): on a shared box other tenants cut req/s, but change what a
 request costs far less. ``gatewayd`` is the shipped wrapper (gatewayd.upstream), to show
-its own overhead over the raw library.
+its own overhead over the raw libraries.
 
 Pinning (2 CPUs): the pass-through alone on CPU 1; the mock and wrk share CPU 0. The
 ``direct`` rows are wrk straight at the mock (mock on CPU 0, wrk on CPU 1). Clients run
@@ -20,8 +20,9 @@ round-robin ``--repeat`` times and medians are reported, so noise hits all alike
 
     PYTHONPATH=python .venv/bin/python bench/upstream_clients.py [--duration 10] [--repeat 3] [--clients a,b]
 
-Clients that are not importable are skipped; aiosonic, rnet and pyqwest are not project
-dependencies (``pip install --target DIR aiosonic rnet pyqwest``, add DIR to PYTHONPATH).
+Clients that are not importable are skipped; aiosonic, pyreqwest and pyqwest are not
+project dependencies (``pip install --target DIR aiosonic pyreqwest pyqwest``, add DIR to
+PYTHONPATH). ``gatewayd`` sends whole responses through rnet and streams through aiohttp.
 Results: table on stdout, JSON (medians and every sample) in bench/results/upstream_clients.json.
 """
 

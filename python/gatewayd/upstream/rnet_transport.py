@@ -3,21 +3,27 @@ cost one crossing, and the HTTP work runs off the event loop (see gatewayd.upstr
 
 Timeouts are the event loop's (rnet takes whole seconds only); cancelling an rnet call
 drops its request and closes the connection, which tests/test_upstream_client.py checks.
+TLS trusts what Python's `ssl` (and so the stream transport) trusts: the system's CA bundle,
+or the file named by ``SSL_CERT_FILE``; rnet's own built-in roots would otherwise make a
+private CA work for streams and fail for whole responses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import rnet
 from rnet import exceptions as rx
 
 from gatewayd.upstream.errors import UpstreamError
 
-_REASON = re.compile(r'message: "([^"]+)"|hyper::Error\((\w+)')
+_REASON = re.compile(r'message: "([^"]+)"|verify_result: Err\(X509VerifyError \{ code: \d+, error: "([^"]+)"|hyper::Error\((\w+)')
 
 
 class WholeTransport:
@@ -39,6 +45,7 @@ class WholeTransport:
             brotli=False,
             deflate=False,
             zstd=False,
+            verify=_trusted_roots(),
         )
 
     async def close(self) -> None:
@@ -86,9 +93,18 @@ class WholeResponse:
         pass
 
 
+def _trusted_roots() -> Path | bool:
+    """The CA bundle Python's `ssl` loads by default; True (rnet's roots) when there is none."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get(paths.openssl_cafile_env), paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate)
+    return True
+
+
 def _reason(exc: Exception) -> str:
-    """The operating system's or hyper's words from rnet's debug-formatted error."""
+    """The operating system's, TLS's or hyper's words from rnet's debug-formatted error."""
     match = _REASON.search(str(exc))
     if match:
-        return match.group(1) or match.group(2)
+        return next(group for group in match.groups() if group)
     return type(exc).__name__
