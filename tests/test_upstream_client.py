@@ -305,3 +305,4 @@ def test_body_cut_short_is_protocol_error(stream):
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     assert info.value.kind == "protocol"
+

@@ -27,6 +27,7 @@ class StreamTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_NO_AUTO_HEADERS,
             auto_decompress=False,
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the whole-response transport
         )
 
     async def close(self) -> None:

@@ -5,7 +5,8 @@ Timeouts are the event loop's (rnet takes whole seconds only); cancelling an rne
 drops its request and closes the connection, which tests/test_upstream_client.py checks.
 TLS trusts what Python's `ssl` (and so the stream transport) trusts: the system's CA bundle,
 or the file named by ``SSL_CERT_FILE``; rnet's own built-in roots would otherwise make a
-private CA work for streams and fail for whole responses.
+private CA work for streams and fail for whole responses. Proxies come from
+``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, read when the client starts, for both.
 """
 
 from __future__ import annotations
