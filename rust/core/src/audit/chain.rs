@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::merkle::{leaf_hash, Frontier, Hash};
+use super::merkle::{Frontier, Hash};
 use super::scan::scan_head;
 use super::segment::{FrameError, HeaderError, SegmentHeader};
 use super::FORMAT_VERSION;
@@ -185,8 +185,9 @@ impl ChainState {
         Ok(())
     }
 
-    /// Checks that `payload` is the next record of the chain, then moves past it.
-    pub fn advance(&mut self, payload: &[u8]) -> Result<RecordKind, Problem> {
+    /// Checks that `payload`, whose leaf hash is `hash`, is the next record of the chain,
+    /// then moves past it.
+    pub fn advance(&mut self, payload: &[u8], hash: Hash) -> Result<RecordKind, Problem> {
         let record = scan_head(payload).map_err(Problem::BadPayload)?;
         if record.v != u64::from(FORMAT_VERSION) {
             return Err(Problem::BadPayload(format!(
@@ -211,7 +212,7 @@ impl ChainState {
             });
         }
         self.seq = record.seq;
-        self.head = leaf_hash(payload);
+        self.head = hash;
         self.tree.push(self.head);
         Ok(match record.kind {
             Some(b"checkpoint") => RecordKind::Checkpoint,

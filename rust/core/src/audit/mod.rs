@@ -10,6 +10,7 @@
 mod chain;
 mod checkpoint;
 mod merkle;
+mod pair;
 mod payload;
 mod proof;
 mod reader;

@@ -120,8 +120,8 @@ impl RecordReader {
                 seq: Some(expected_seq),
                 problem,
             };
-            match reader.next_frame() {
-                Ok(Some(payload)) => match self.state.advance(payload) {
+            match reader.next_record() {
+                Ok(Some((payload, hash))) => match self.state.advance(payload, hash) {
                     Ok(kind) => {
                         let payload = self.current.as_ref().map(SegmentReader::payload);
                         return Ok(payload.map(|payload| (payload, kind)));

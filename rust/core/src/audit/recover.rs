@@ -93,8 +93,8 @@ fn recover(path: PathBuf, chain: &str) -> Result<(ChainState, Option<TornTail>),
     loop {
         let frame_start = reader.offset;
         // A bad frame may be an interrupted write; a well-framed bad record cannot be.
-        let (bad_frame, problem) = match reader.next_frame() {
-            Ok(Some(payload)) => match state.advance(payload) {
+        let (bad_frame, problem) = match reader.next_record() {
+            Ok(Some((payload, hash))) => match state.advance(payload, hash) {
                 Ok(_) => continue,
                 Err(problem) => (false, problem),
             },

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::merkle::{Frontier, Hash};
+use super::merkle::{leaf_hash, Frontier, Hash};
+use super::pair::{crc32c_pair, leaf_hash_pair};
 use super::payload::write_canonical;
 use super::{FORMAT_VERSION, MAGIC, MAX_PAYLOAD};
 
@@ -129,8 +130,18 @@ pub(crate) struct SegmentReader {
     /// `buf[start..end]` is read but not yet consumed; `start` is at `offset`.
     start: usize,
     end: usize,
-    /// Where in `buf` the payload last returned by `next_frame` is.
+    /// Where in `buf` the payload last returned by `next_frame` or `next_record` is.
     payload: Range<usize>,
+    /// The computed CRC and leaf hash of a frame not yet returned by `next_record`.
+    ahead: Option<Ahead>,
+}
+
+/// What `next_record` computed of a frame ahead of returning it.
+struct Ahead {
+    /// Offset of the frame in the file.
+    offset: u64,
+    crc: u32,
+    hash: Hash,
 }
 
 impl SegmentReader {
@@ -147,6 +158,7 @@ impl SegmentReader {
             start: 0,
             end: 0,
             payload: 0..0,
+            ahead: None,
         })
     }
 
@@ -207,6 +219,50 @@ impl SegmentReader {
     /// The next frame's payload, or `None` at the end of the segment. On error the reader
     /// stays at the start of the bad frame.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let Some((payload, crc)) = self.peek_frame()? else {
+            return Ok(None);
+        };
+        if crc32c::crc32c(&self.buf[payload.clone()]) != crc {
+            return Err(FrameError::Crc);
+        }
+        Ok(Some(self.consume(payload)))
+    }
+
+    /// Like `next_frame`, for a record: also returns its leaf hash. Checksums and hashes
+    /// are computed for two frames at once when the next one is already in the buffer.
+    pub fn next_record(&mut self) -> Result<Option<(&[u8], Hash)>, FrameError> {
+        let Some((payload, crc)) = self.peek_frame()? else {
+            return Ok(None);
+        };
+        let (found, hash) = match self.ahead.take() {
+            Some(ahead) if ahead.offset == self.offset => (ahead.crc, ahead.hash),
+            _ => {
+                let this = &self.buf[payload.clone()];
+                match self.buffered_after(payload.end) {
+                    Some(next) => {
+                        let next_payload = &self.buf[next.clone()];
+                        let (found, next_crc) = crc32c_pair(this, next_payload);
+                        let (hash, next_hash) = leaf_hash_pair(this, next_payload);
+                        self.ahead = Some(Ahead {
+                            offset: self.offset + (payload.end - self.start) as u64,
+                            crc: next_crc,
+                            hash: next_hash,
+                        });
+                        (found, hash)
+                    }
+                    None => (crc32c::crc32c(this), leaf_hash(this)),
+                }
+            }
+        };
+        if found != crc {
+            return Err(FrameError::Crc);
+        }
+        Ok(Some((self.consume(payload), hash)))
+    }
+
+    /// The next frame's payload (where it is in `buf`) and stated CRC, read into the
+    /// buffer but not consumed; `None` at the end of the segment.
+    fn peek_frame(&mut self) -> Result<Option<(Range<usize>, u32)>, FrameError> {
         self.payload = 0..0;
         match self.fill(1) {
             Err(FrameError::Truncated) => return Ok(None),
@@ -225,17 +281,26 @@ impl SegmentReader {
         }
         let frame = FRAME_HEADER + len as usize;
         self.fill(frame)?;
-        let payload = self.start + FRAME_HEADER..self.start + frame;
-        if crc32c::crc32c(&self.buf[payload.clone()]) != crc {
-            return Err(FrameError::Crc);
-        }
-        self.start += frame;
-        self.offset = end;
-        self.payload = payload;
-        Ok(Some(&self.buf[self.payload.clone()]))
+        Ok(Some((self.start + FRAME_HEADER..self.start + frame, crc)))
     }
 
-    /// The payload last returned by `next_frame`.
+    /// Moves past the frame whose payload is `payload`, and returns that payload.
+    fn consume(&mut self, payload: Range<usize>) -> &[u8] {
+        self.offset += (payload.end - self.start) as u64;
+        self.start = payload.end;
+        self.payload = payload;
+        &self.buf[self.payload.clone()]
+    }
+
+    /// The payload of the frame starting at `at` in `buf`, if all of it is there already.
+    fn buffered_after(&self, at: usize) -> Option<Range<usize>> {
+        let header = self.buf[..self.end].get(at..at + FRAME_HEADER)?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let payload = at + FRAME_HEADER..at + FRAME_HEADER + len as usize;
+        (len <= MAX_PAYLOAD && payload.end <= self.end).then_some(payload)
+    }
+
+    /// The payload last returned by `next_frame` or `next_record`.
     pub fn payload(&self) -> &[u8] {
         &self.buf[self.payload.clone()]
     }

@@ -3,6 +3,7 @@
 mod checkpoints;
 mod merkle;
 mod retention;
+mod scan;
 mod sync;
 mod tamper;
 
