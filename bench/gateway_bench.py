@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated: " + ", ".join(LAYOUTS))
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over all layouts; medians are reported")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gwbench-"))
     mock_port = free_port()
@@ -145,7 +147,6 @@ def main() -> None:
         f"http://127.0.0.1:{bare_port}/",
         env={"BENCH_CLIENT": "gatewayd", "BENCH_UPSTREAM": f"http://127.0.0.1:{mock_port}"},
     )
-    layouts: dict[str, dict] = {}
     try:
         body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]})
         cached = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]})
@@ -159,35 +160,46 @@ def main() -> None:
             "gateway": gw.url + "/v1/chat/completions",
         }
         wrk(urls["gateway"], scripts["plain"], 8, 3, "0,1")  # warm-up: pools, cache entry
-        for layout in args.layouts.split(","):
-            server_cpus, mock_cpus, wrk_cpus = LAYOUTS[layout]
-            pin([gw.proc.pid, bare.pid], server_cpus)
-            pin([mock.pid], mock_cpus)
-            runs = layouts[layout] = {}
-            for name, target, script, conns in SCENARIOS:
-                if layout == "one-core" and conns != 1:
-                    continue  # one core for everything says nothing about throughput
-                # Direct calls put wrk where the server would be: the mock keeps its CPU.
-                cpus = server_cpus if target == "direct" and layout == "dedicated" else wrk_cpus
-                runs[name] = wrk(urls[target], scripts[script], conns, args.seconds, cpus)
-                print(f"{layout:<10} {name:<24} {runs[name]}", flush=True)
+        samples: dict[str, dict[str, list[dict]]] = {}
+        for round_ in range(1, args.repeat + 1):  # round-robin, so drift hits every layout alike
+            for layout in args.layouts.split(","):
+                server_cpus, mock_cpus, wrk_cpus = LAYOUTS[layout]
+                pin([gw.proc.pid, bare.pid], server_cpus)
+                pin([mock.pid], mock_cpus)
+                for name, target, script, conns in SCENARIOS:
+                    if layout == "one-core" and conns != 1:
+                        continue  # one core for everything says nothing about throughput
+                    # Direct calls put wrk where the server would be: the mock keeps its CPU.
+                    cpus = server_cpus if target == "direct" and layout == "dedicated" else wrk_cpus
+                    run = wrk(urls[target], scripts[script], conns, args.seconds, cpus)
+                    samples.setdefault(layout, {}).setdefault(name, []).append(run)
+                    print(f"round {round_} {layout:<10} {name:<24} {run}", flush=True)
+        layouts = {
+            layout: {name: _median(runs) for name, runs in by_name.items()} for layout, by_name in samples.items()
+        }
         rss = worker_rss_mb(gw.proc.pid)
     finally:
         gw.stop()
         stop_process(bare)
         stop_process(mock)
     summary = {
-        "how": f"1 gateway worker + mock (1 worker) + wrk -t1 on {os.cpu_count()} cores; {args.seconds}s per run; "
+        "how": f"1 gateway worker + mock (1 worker) + wrk -t1 on {os.cpu_count()} cores; {args.seconds}s per run, "
+        f"medians of {args.repeat} round-robin rounds; "
         "50-rule policy (10 regex, 40 keywords); ~600-byte prompt; layouts: " + json.dumps(LAYOUTS),
         "worker_rss_mb": round(rss, 1),
         "layouts": {name: _figures(runs) for name, runs in layouts.items()},
         "runs": layouts,
+        "samples": samples,
     }
     out = HERE / "results" / "gateway.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     plot(summary, out.with_suffix(".png"))
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("runs", "samples")}, indent=2))
+
+
+def _median(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 def _figures(runs: dict) -> dict:
