@@ -228,8 +228,11 @@ def plot(summary: dict, path: Path) -> None:
     x = range(len(names))
     p50 = [figures[n]["added_latency_p50_us"] for n in names]
     p99 = [figures[n]["added_latency_p99_us"] for n in names]
-    left.bar([i - 0.2 for i in x], p50, 0.4, label="p50")
-    left.bar([i + 0.2 for i in x], p99, 0.4, label="p99")
+    floor = [p - figures[n]["pipeline_over_passthrough_p50_us"] for p, n in zip(p50, names)]
+    left.bar([i - 0.2 for i in x], floor, 0.4, color="#9ecae1", label="p50: bare pass-through (the floor)")
+    left.bar([i - 0.2 for i in x], [p - f for p, f in zip(p50, floor)], 0.4, bottom=floor, color="#3182bd",
+             label="p50: gatewayd's pipeline on top")  # fmt: skip
+    left.bar([i + 0.2 for i in x], p99, 0.4, color="#fd8d3c", label="p99")
     for i, (a, b) in enumerate(zip(p50, p99)):
         left.text(i - 0.2, a, str(a), ha="center", va="bottom", fontsize=8)
         left.text(i + 0.2, b, str(b), ha="center", va="bottom", fontsize=8)
@@ -238,7 +241,8 @@ def plot(summary: dict, path: Path) -> None:
     left.set_xticks(list(x), names)
     left.set_ylabel("added latency at 1 connection (µs)")
     left.set_title("gatewayd minus calling the mock directly")
-    left.legend(fontsize=8)
+    left.set_ylim(0, max(p99 + [1000]) * 1.3)
+    left.legend(fontsize=7, loc="upper left")
     series = [("direct_c32_rps", "mock direct"), ("passthrough_c32_rps", "bare pass-through"),
               ("gateway_c32_rps", "gatewayd"), ("gateway_cache_hits_c32_rps", "gatewayd cache hits")]
     layouts = [n for n in names if "gateway_c32_rps" in figures[n]]
@@ -254,7 +258,8 @@ def plot(summary: dict, path: Path) -> None:
     right.set_xticks(range(len(layouts)), layouts)
     right.set_ylabel("requests/s at 32 connections")
     right.set_title(f"one worker (RSS {summary['worker_rss_mb']} MB)")
-    right.legend(fontsize=7, ncol=2)
+    right.set_ylim(0, max(figures[n][key] for n in layouts for key, _ in series) * 1.35)
+    right.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -229,7 +229,7 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
             # The caller's id when it is sane (so traces join up); else a fresh one from the
             # per-process Mersenne Twister (reseeded at fork): ids must be unique, not secret,
             # and os.urandom is a syscall costing ~8 us here.
-            if seen.request_id is None and 0 < len(value) <= 128 and value.isascii() and all(32 < c < 127 for c in value):
+            if seen.request_id is None and 0 < len(value) <= 128 and all(32 < c < 127 for c in value):
                 seen.request_id = value.decode()
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()

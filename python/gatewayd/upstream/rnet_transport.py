@@ -24,7 +24,11 @@ from rnet import exceptions as rx
 
 from gatewayd.upstream.errors import UpstreamError
 
-_REASON = re.compile(r'message: "([^"]+)"|verify_result: Err\(X509VerifyError \{ code: \d+, error: "([^"]+)"|hyper::Error\((\w+)')
+_REASON = re.compile(
+    r'message: "([^"]+)"'  # the operating system's words (connection refused, ...)
+    r'|X509VerifyError \{ code: \d+, error: "([^"]+)"'  # the certificate check's
+    r"|hyper::Error\((\w+)"  # hyper's kind of failure (IncompleteMessage, Parse, ...)
+)
 
 
 class WholeTransport:
