@@ -3,6 +3,8 @@ on the event loop's own thread (see gatewayd.upstream.http for why)."""
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -27,8 +29,11 @@ class StreamTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_NO_AUTO_HEADERS,
             auto_decompress=False,
-            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the whole-response transport
         )
+        # Proxies from the environment, read once like the whole-response transport does:
+        # aiohttp's own trust_env re-reads the environment on every request.
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxy_for: dict[tuple[str, str], str | None] = {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -36,9 +41,16 @@ class StreamTransport:
             self._session = None
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float):
+        proxy = self._proxy(url) if self._proxies else None
         try:
             response = await self._session.request(
-                method, url, headers=headers, data=body, allow_redirects=False, timeout=self._timeout(timeout)
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout(timeout),
+                proxy=proxy,
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise UpstreamError("unreachable", f"{url}: {exc}") from exc
@@ -47,6 +59,15 @@ class StreamTransport:
         except aiohttp.ClientError as exc:
             raise UpstreamError("protocol", f"{url}: {exc!r}") from exc
         return StreamedResponse(response, timeout)
+
+    def _proxy(self, url: str) -> str | None:
+        """HTTP(S)_PROXY for the URL's scheme unless NO_PROXY covers its host; kept per host."""
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxy_for:
+            bypass = urllib.request.proxy_bypass_environment(parts.hostname or "", self._proxies)
+            self._proxy_for[key] = None if bypass else self._proxies.get(parts.scheme)
+        return self._proxy_for[key]
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         """Per-read timeout (headers, then every body read), no total: streams run long."""
