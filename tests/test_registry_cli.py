@@ -70,6 +70,7 @@ def test_at_answers_across_several_flips(gw, tmp_path):
         (("push", "policy", "{doc}", "--reason", "bad regex"), "rules[0].when.prompt.regex[0]"),
         (("push", "policy", "{missing}", "--reason", "no file"), "No such file"),
         (("push", "routing", "{routing}", "--reason", "unknown provider"), 'unknown provider "nowhere"'),
+        (("push", "config", "{runtime}", "--reason", "bad scope"), "rate_limit.scope: must be one of replica, cluster"),
         (("push", "secrets", "{doc}", "--reason", "x"), "invalid choice: 'secrets'"),
         (("activate", "policy", "999", "--reason", "x"), "policy version 999 does not exist"),
         (("activate", "policy", "1", "--reason", ""), "a reason is required"),
@@ -82,10 +83,9 @@ def test_at_answers_across_several_flips(gw, tmp_path):
 def test_bad_documents_and_calls_get_one_line_and_change_nothing(gw, tmp_path, args, message):
     (tmp_path / "bad.yaml").write_text("rules:\n  - id: x\n    when: {prompt: {regex: ['(unclosed']}}\n    action: deny\n")
     (tmp_path / "routing.yaml").write_text("routes:\n  - {match: '*', provider: nowhere}\n")
-    argv = [
-        a.format(doc=tmp_path / "bad.yaml", missing=tmp_path / "nope.yaml", routing=tmp_path / "routing.yaml")
-        for a in args
-    ]
+    (tmp_path / "runtime.yaml").write_text("rate_limit: {requests_per_minute: 60, scope: global}\n")
+    files = {"doc": "bad.yaml", "missing": "nope.yaml", "routing": "routing.yaml", "runtime": "runtime.yaml"}
+    argv = [a.format(**{k: tmp_path / f for k, f in files.items()}) for a in args]
     before = snapshot(gw)
     done = gw.cli(*argv, check=False)
     assert done.returncode == 2, done

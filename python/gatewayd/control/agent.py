@@ -22,6 +22,7 @@ from typing import Callable
 
 from gatewayd.control import documents
 from gatewayd.control import snapshot as snapshots
+from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.model import Ack, Replica, StoreUnavailableError
@@ -68,6 +69,7 @@ class ReplicaAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat = 0.0
+        self.live_replicas = 1  # replicas with a recent heartbeat, this one included
 
     def start(self) -> None:
         """Applies the current state before returning, so the replica never serves empty:
@@ -209,11 +211,15 @@ class ReplicaAgent:
             self.store.ack(Ack(change_id, self.name, ok, error, now))
 
     def _heartbeat(self, now: float) -> None:
+        """Tells the store this replica is alive, and counts who else is (cluster-wide rate
+        limits share by that count)."""
         self._last_heartbeat = now
         versions = self.snapshot.versions() if self.snapshot else {}
         self.store.heartbeat(
             Replica(self.name, os.getpid(), socket.gethostname(), self.started_at, now, self.applied_change, versions)
         )
+        live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S and r.name != self.name)
+        self.live_replicas = live + 1
 
     def _load(self, domain: str, version: int) -> tuple[str, bytes]:
         found = self.store.version(domain, version)

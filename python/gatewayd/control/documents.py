@@ -39,11 +39,19 @@ class AuditSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     on_failure: str = "closed"
 
 
+RATE_LIMIT_SCOPES = ("replica", "cluster")
+
+
 class RateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Per tenant and per replica: a token bucket refilled at `requests_per_minute`."""
+    """Per tenant: a token bucket refilled at `requests_per_minute`, in each replica.
+
+    `scope: cluster` makes the figures the whole deployment's: each live replica (one that
+    heartbeated within the barrier's window) enforces an even share of them, with no store
+    on the request path. `replica` (the default) applies them to every replica in full."""
 
     requests_per_minute: int = 0  # 0: no limit
     burst: int = 0  # bucket size; 0: a tenth of a minute's allowance (at least 1)
+    scope: str = "replica"  # replica | cluster
 
 
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -128,6 +136,8 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: upstream_timeout_s: must be positive")
     if cfg.rate_limit.requests_per_minute < 0 or cfg.rate_limit.burst < 0:
         raise DocumentError(f"{name}: rate_limit: requests_per_minute and burst must not be negative")
+    if cfg.rate_limit.scope not in RATE_LIMIT_SCOPES:
+        raise DocumentError(f"{name}: rate_limit.scope: must be one of {', '.join(RATE_LIMIT_SCOPES)}")
     if cfg.audit.on_failure not in FAILURE_MODES:
         raise DocumentError(f"{name}: audit.on_failure: must be one of {', '.join(FAILURE_MODES)}")
     if cfg.retries < 0:

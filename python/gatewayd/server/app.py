@@ -92,7 +92,14 @@ class GatewayApp:
             return await respond(send, 200, [(b"content-type", JSON)], b'{"status":"ok"}')
         if path == "/readyz":
             ready = self.agent is not None and self.agent.snapshot is not None
-            body = _encode({"ready": ready, "replica": self.agent.name if self.agent else None})
+            agent = self.agent
+            body = _encode(
+                {
+                    "ready": ready,
+                    "replica": agent.name if agent else None,
+                    "live_replicas": agent.live_replicas if agent else 0,
+                }
+            )
             return await respond(send, 200 if ready else 503, [(b"content-type", JSON)], body)
         await _error(send, 404, f"no route for {scope['method']} {path}", "not_found", False)
 

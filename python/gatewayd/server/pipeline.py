@@ -53,7 +53,7 @@ class Pipeline:
         tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
         if tenant is None:
             return await self._reject(send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
-        wait = self.limiter.admit(tenant, self.agent.snapshot.config.rate_limit)
+        wait = self.limiter.admit(tenant, self.agent.snapshot.config.rate_limit, self.agent.live_replicas)
         if wait:
             message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]

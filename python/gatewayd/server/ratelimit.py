@@ -1,8 +1,10 @@
 """Per-tenant rate limits: a token bucket per tenant in each replica.
 
 The limit itself is versioned config (it rolls back like everything else); the buckets
-are this replica's running state. With N replicas a tenant may get up to N times the
-limit: a limit shared across replicas needs the control store on the request path.
+are this replica's running state. Under `scope: replica` every replica allows the full
+limit, so N replicas allow up to N times it; under `scope: cluster` each allows a 1/N
+share, N being the live replicas its agent last counted, so the store stays off the
+request path. A share is exact when the load balancer spreads a tenant evenly.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ class TenantLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, last refill)
 
-    def admit(self, tenant: str, limit: RateLimit) -> float:
+    def admit(self, tenant: str, limit: RateLimit, live_replicas: int = 1) -> float:
         """0.0 when the request may go, else the seconds until a token is due."""
-        rate = limit.requests_per_minute
-        if rate <= 0:
+        if limit.requests_per_minute <= 0:
             return 0.0
-        capacity = float(limit.burst or max(1, rate // 10))
+        share = max(1, live_replicas) if limit.scope == "cluster" else 1
+        rate = limit.requests_per_minute / share
+        capacity = max(1.0, (limit.burst or max(1, limit.requests_per_minute // 10)) / share)
         now = time.monotonic()
         tokens, last = self._buckets.get(tenant, (capacity, now))
         tokens = min(capacity, tokens + (now - last) * rate / 60.0)
