@@ -59,6 +59,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     upstream_timeout_s: float = 120.0
     retries: int = 0  # extra attempts when the provider refuses the connection (nothing sent)
+    retry_backoff_ms: int = 50  # before retry n (1, 2, ...): this many ms times 2**(n-1)
     cache: CacheSettings = CacheSettings()
     audit: AuditSettings = AuditSettings()
     rate_limit: RateLimit = RateLimit()
@@ -142,6 +143,8 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: audit.on_failure: must be one of {', '.join(FAILURE_MODES)}")
     if cfg.retries < 0:
         raise DocumentError(f"{name}: retries: must not be negative")
+    if cfg.retry_backoff_ms < 0:
+        raise DocumentError(f"{name}: retry_backoff_ms: must not be negative")
     return cfg
 
 

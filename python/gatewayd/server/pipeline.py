@@ -7,6 +7,7 @@ and its record reaches the audit chain before its response completes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -103,9 +104,11 @@ class Pipeline:
                 break
             except UpstreamError as exc:
                 # Only a refused connection is retried: nothing reached the provider, so a
-                # retry cannot run the same completion twice.
+                # retry cannot run the same completion twice. Backing off exponentially
+                # gives a provider that is restarting time to come back.
                 if exc.kind != "unreachable" or attempt == config.retries:
                     return await self._upstream_failed(send, adm, exc, anthropic)
+                await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
         try:
             passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
