@@ -311,3 +311,28 @@ def pause_outside_a_store_write(gw: Gateway, pid: int) -> None:
                 time.sleep(0.01)
     finally:
         db.close()
+
+
+def test_metrics_are_served_to_any_admin_token(gw):
+    served_policy_versions(gw, "count me in the metrics")
+    assert_error(httpx.get(gw.admin_url + "/metrics"), 401, "invalid_token")
+    deadline = time.monotonic() + 10
+    while True:  # workers write their figures each second
+        r = get(gw, "/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        lines = [line for line in r.text.splitlines() if line.startswith("gatewayd_replica_versions{")]
+        replicas = {line.split('replica="')[1].split('"')[0] for line in lines}
+        if len(replicas) == REPLICAS and "gatewayd_requests_total{" in r.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(replicas) == REPLICAS and "gatewayd_requests_total{" in r.text, r.text
+
+
+def test_metrics_can_be_kept_off_the_data_port(tmp_path, mock_port, fragile_port):
+    g = Gateway(tmp_path, mock_port, fragile_port, admin=True)
+    g.start(wrapper=["env", "GATEWAYD_SERVER_METRICS_ON_DATA_PORT=false"])
+    try:
+        assert httpx.get(g.url + "/metrics").status_code == 404
+        assert get(g, "/metrics").status_code == 200
+    finally:
+        g.stop()

@@ -28,6 +28,8 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_body_bytes: int = 4 * 1024 * 1024
     admin_port: int = 0  # 0: admin API disabled
     replica_prefix: str = ""  # default: hostname
+    # GET /metrics on the data port, unauthenticated; the admin API serves it to any token either way
+    metrics_on_data_port: bool = True
 
 
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

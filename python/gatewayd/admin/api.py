@@ -18,6 +18,7 @@ from gatewayd.control import documents, overview
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
+from gatewayd.server import metrics as replica_metrics
 
 log = logging.getLogger("gatewayd.admin")
 
@@ -62,6 +63,12 @@ class AdminApi:
 
     async def status(self, call: Call) -> Reply:
         return json_reply(200, await self._run(overview.status))
+
+    async def metrics(self, call: Call) -> Reply:
+        """Prometheus text for every replica on this host, from the files the workers
+        write each second: the same as the data port's /metrics, behind a token."""
+        folder = replica_metrics.MetricsDir(self.settings.path(self.settings.control.dir) / "metrics")
+        return Reply(200, replica_metrics.render(folder.read_all()), b"text/plain; version=0.0.4")
 
     async def history(self, call: Call) -> Reply:
         domain = call.query.get("domain") or None

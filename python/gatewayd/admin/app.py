@@ -25,6 +25,7 @@ Handler = Callable[[AdminApi, Call], Awaitable[Reply]]
 # path pattern -> {method: (least role, handler)}
 ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, Handler]]]] = [
     (re.compile(r"/v1/status"), {"GET": ("viewer", AdminApi.status)}),
+    (re.compile(r"/metrics"), {"GET": ("viewer", AdminApi.metrics)}),
     (re.compile(r"/v1/history"), {"GET": ("viewer", AdminApi.history)}),
     (re.compile(r"/v1/at"), {"GET": ("viewer", AdminApi.at)}),
     (

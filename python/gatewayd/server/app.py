@@ -84,7 +84,7 @@ class GatewayApp:
             return await self.pipeline.handle(scope, receive, send, api)
         if path == "/v1/models" and scope["method"] == "GET":
             return await self._models(scope, send)
-        if path == "/metrics":
+        if path == "/metrics" and self.settings.server.metrics_on_data_port:
             self._write_metrics()
             body = metrics.render(self.metrics_dir.read_all())
             return await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4")], body)
