@@ -20,13 +20,18 @@ TRANSPORTS = (("whole", False), ("stream", True))
 
 
 def answering(log: list[str]):
-    """A server that notes each request line and answers `{}`."""
+    """A server that notes each request line and answers `{}`, once per connection."""
 
     async def answer(reader, writer):
         log.append((await reader.readline()).decode().strip())
-        while await reader.readline() not in (b"\r\n", b""):
-            pass
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        await reader.readexactly(length)  # unread bytes at close would reset the connection
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: application/json\r\n")
+        writer.write(b"content-length: 2\r\n\r\n{}")
         await writer.drain()
         writer.close()
 
