@@ -34,6 +34,7 @@ test: test-rust test-python
 # The benchmark suite (minutes; figures and pictures land in bench/results/).
 bench: setup system-deps
 	$(PY) -m pytest bench/test_hot_path.py -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-json=bench/results/hot_path.json
+	$(PY) -m pytest bench/test_pipeline.py -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-min-rounds=30 --benchmark-json=bench/results/pipeline.json
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/rollback_drill.py --flips 30
 	$(PY) bench/audit_bench.py

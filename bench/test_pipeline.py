@@ -1,0 +1,174 @@
+"""gatewayd's request pipeline in-process, against a bare ASGI app doing the same I/O, in
+one run (pytest-benchmark): what our own glue costs, without granian or wrk around it.
+
+    python -m pytest bench/test_pipeline.py --benchmark-only --benchmark-min-rounds=30 --benchmark-columns=median,ops
+
+- cache hit: the whole GatewayApp (auth, 50-rule policy, cache lookup, audit append, the
+  version headers) answering from cache, against an app that reads the body and sends the
+  same answer;
+- upstream: GatewayApp forwarding to the bundled mock, against an app relaying the body
+  through the same UpstreamClient.
+Each round serves BATCH requests on one uvloop loop (32 at a time for the upstream pair),
+so the figure per request (`us_per_request_median` in the JSON) is the median round / BATCH.
+Under plain `pytest` (benchmarks disabled) each case runs once, as a test that it answers 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from gateway_bench import PROMPT, policy_50  # noqa: E402
+from support.gateway import KEYS, PROVIDER_KEY, Gateway  # noqa: E402
+from support.mock import start_mock  # noqa: E402
+from support.procs import free_port, stop_process  # noqa: E402
+
+BATCH = 320
+CONCURRENCY = 32
+CACHED = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]}).encode()
+PLAIN = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]}).encode()
+
+
+def scope_for(body: bytes, key: str) -> dict:
+    headers = [
+        (b"host", b"gatewayd"),
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer " + key.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+
+
+class Served:
+    """An ASGI `send` that keeps the last status, for the checks."""
+
+    def __init__(self) -> None:
+        self.status = 0
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def mock_url():
+    url, proc = start_mock("--require-key", PROVIDER_KEY)
+    yield url
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def app(loop, mock_url, tmp_path_factory):
+    """A real GatewayApp on the Gateway helper's config, with the bench's 50-rule policy."""
+    root = tmp_path_factory.mktemp("pipeline")
+    gw = Gateway(root, int(mock_url.rsplit(":", 1)[1]), free_port())
+    (root / "policy.yaml").write_text(policy_50())
+    os.environ["GATEWAYD_CONFIG"] = str(gw.config)
+    from gatewayd import config
+    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.server.app import create_app
+
+    _bootstrap(config.load(str(gw.config)))
+    gateway = create_app()
+    loop.run_until_complete(gateway.startup())
+    yield gateway
+    loop.run_until_complete(gateway.shutdown())
+
+
+@pytest.fixture(scope="module")
+def client(loop):
+    from gatewayd.upstream import UpstreamClient
+
+    upstream = UpstreamClient()
+    loop.run_until_complete(upstream.start())
+    yield upstream
+    loop.run_until_complete(upstream.close())
+
+
+def serve(loop, handler, scope: dict, body: bytes, concurrency: int = 1) -> int:
+    """Runs BATCH requests through `handler` (`concurrency` at a time); returns the last status."""
+    message = {"type": "http.request", "body": body, "more_body": False}
+    served = Served()
+
+    async def receive() -> dict:
+        return message
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await handler(scope, receive, served)
+
+    async def batch() -> None:
+        await asyncio.gather(*(worker(BATCH // concurrency) for _ in range(concurrency)))
+
+    loop.run_until_complete(batch())
+    return served.status
+
+
+def bare_answer(body: bytes):
+    async def handler(scope, receive, send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return handler
+
+
+def bare_relay(client, url: str):
+    headers = [("content-type", "application/json"), ("authorization", f"Bearer {PROVIDER_KEY}")]
+
+    async def handler(scope, receive, send) -> None:
+        body = (await receive())["body"]
+        upstream = await client.send("POST", url, headers, body, timeout=30)
+        payload = await upstream.read()
+        await upstream.aclose()
+        start = {"type": "http.response.start", "status": upstream.status, "headers": upstream.headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})
+
+    return handler
+
+
+def per_request(benchmark) -> None:
+    if benchmark.stats:
+        benchmark.extra_info["us_per_request_median"] = round(benchmark.stats.stats.median / BATCH * 1e6, 2)
+
+
+def test_cache_hit_through_gatewayd(benchmark, loop, app):
+    scope = scope_for(CACHED, KEYS["acme"])
+    serve(loop, app, scope, CACHED)  # the first answer fills the cache
+    assert benchmark(serve, loop, app, scope, CACHED) == 200
+    per_request(benchmark)
+
+
+def test_cache_hit_floor_bare_asgi_answer(benchmark, loop):
+    answer = b'{"id":"chatcmpl-mock","object":"chat.completion","choices":[]}' * 6
+    assert benchmark(serve, loop, bare_answer(answer), scope_for(CACHED, ""), CACHED) == 200
+    per_request(benchmark)
+
+
+def test_upstream_through_gatewayd(benchmark, loop, app):
+    scope = scope_for(PLAIN, KEYS["acme"])
+    assert benchmark(serve, loop, app, scope, PLAIN, CONCURRENCY) == 200
+    per_request(benchmark)
+
+
+def test_upstream_floor_bare_relay(benchmark, loop, client, mock_url):
+    relay = bare_relay(client, mock_url + "/v1/chat/completions")
+    assert benchmark(serve, loop, relay, scope_for(PLAIN, ""), PLAIN, CONCURRENCY) == 200
+    per_request(benchmark)
