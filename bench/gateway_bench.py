@@ -1,8 +1,9 @@
 """What the gateway adds over calling the provider directly (issue 2's measurements).
 
 One gateway worker with the full pipeline (auth, a 50-rule policy with 10 regexes and 40
-keywords, cache lookup, audit append, upstream call) in front of the bundled mock; wrk
-(compiled) drives both the gateway and the mock directly, in the same run:
+keywords, cache lookup, audit append, upstream call) in front of the bundled mock, under
+the shipped runtime config (examples/runtime.yaml); wrk (compiled) drives both the gateway
+and the mock directly, in the same run:
 
     python bench/gateway_bench.py [--seconds 10]
 
@@ -39,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SHIPPED_RUNTIME = HERE.parent / "examples" / "runtime.yaml"
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support.gateway import KEYS, Gateway  # noqa: E402
@@ -139,6 +141,7 @@ def main() -> None:
     )
     gw = Gateway(root, mock_port, free_port())
     (root / "policy.yaml").write_text(policy_50())
+    (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())  # the shipped defaults
     gw.proc = start_process(gw.cli_argv("serve"), gw.url + "/healthz", timeout=60)
     # The floor under the gateway: a bare granian ASGI app relaying through the same client.
     bare_port = free_port()

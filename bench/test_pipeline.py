@@ -4,7 +4,7 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
     python -m pytest bench/test_pipeline.py --benchmark-only --benchmark-min-rounds=30 --benchmark-columns=median,ops
 
 - cache hit: the whole GatewayApp (auth, 50-rule policy, cache lookup, audit append, the
-  version headers) answering from cache, against an app that reads the body and sends the
+  version headers; the shipped runtime config) answering from cache, against an app that reads the body and sends the
   same answer;
 - upstream: GatewayApp forwarding to the bundled mock, against an app relaying the body
   through the same UpstreamClient.
@@ -27,7 +27,7 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from gateway_bench import PROMPT, policy_50  # noqa: E402
+from gateway_bench import PROMPT, SHIPPED_RUNTIME, policy_50  # noqa: E402
 from support.gateway import KEYS, PROVIDER_KEY, Gateway  # noqa: E402
 from support.mock import start_mock  # noqa: E402
 from support.procs import free_port, stop_process  # noqa: E402
@@ -79,6 +79,7 @@ def app(loop, mock_url, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     gw = Gateway(root, int(mock_url.rsplit(":", 1)[1]), free_port())
     (root / "policy.yaml").write_text(policy_50())
+    (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())  # the shipped defaults
     os.environ["GATEWAYD_CONFIG"] = str(gw.config)
     from gatewayd import config
     from gatewayd.cli.serve import _bootstrap

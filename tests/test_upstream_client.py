@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 
 import pytest
 
@@ -175,6 +176,25 @@ def test_no_headers_within_timeout_is_timeout(mock_url, stream):
     with pytest.raises(UpstreamError) as info:
         run(body)
     assert info.value.kind == "timeout"
+
+
+@pytest.mark.parametrize("stall", ["x-mock-latency-ms", "x-mock-chunk-delay-ms"], ids=["no-headers", "stalled-body"])
+def test_whole_second_timeouts_of_whole_responses_are_timeouts_too(mock_url, stall):
+    """Whole seconds go to rnet's own timer rather than the event loop's: same outcome."""
+    elapsed = []
+
+    async def body(client):
+        headers = [*AUTH, (stall, "3000")]
+        started = time.monotonic()
+        try:
+            await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=1)
+        finally:
+            elapsed.append(time.monotonic() - started)
+
+    with pytest.raises(UpstreamError) as info:
+        run(body)
+    assert info.value.kind == "timeout"
+    assert 0.9 < elapsed[0] < 2.5
 
 
 @TRANSPORTS
