@@ -8,7 +8,9 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
   same answer;
 - upstream: GatewayApp forwarding to the bundled mock, against an app relaying the body
   through the same UpstreamClient.
-Each round serves BATCH requests on one uvloop loop (32 at a time for the upstream pair),
+The bench runs on CPU 1 and the mock on CPU 0 (when there are two), so the mock's work and
+the scheduler's moves stay out of the figures. Each round serves BATCH requests on one
+uvloop loop (32 at a time for the upstream pair),
 so the figure per request (`us_per_request_median` in the JSON) is the median round / BATCH.
 Under plain `pytest` (benchmarks disabled) each case runs once, as a test that it answers 200.
 """
@@ -27,7 +29,7 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from gateway_bench import PROMPT, SHIPPED_RUNTIME, policy_50  # noqa: E402
+from gateway_bench import PROMPT, SHIPPED_RUNTIME, pin, policy_50  # noqa: E402
 from support.gateway import KEYS, PROVIDER_KEY, Gateway  # noqa: E402
 from support.mock import start_mock  # noqa: E402
 from support.procs import free_port, stop_process  # noqa: E402
@@ -60,15 +62,22 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def loop():
+def loop(mock_url):
+    """After the mock: it is started, and this process pinned, before anything is measured."""
     loop = uvloop.new_event_loop()
     yield loop
     loop.close()
 
 
+PINNED = (os.cpu_count() or 1) >= 2
+
+
 @pytest.fixture(scope="module")
 def mock_url():
     url, proc = start_mock("--require-key", PROVIDER_KEY)
+    if PINNED:
+        pin([proc.pid], "0")
+        os.sched_setaffinity(0, {1})  # this process, and the threads it starts from now on
     yield url
     stop_process(proc)
 
