@@ -227,3 +227,21 @@ def test_rate_limit_is_versioned_config_and_rolls_back(gw, tmp_path):
     assert _chat(gw, KEYS["acme"], "other tenant").status_code == 200  # buckets are per tenant
     gw.cli("rollback", "config", "--reason", "lift the limit")
     assert all(_chat(gw, KEYS["free"], "unlimited").status_code == 200 for _ in range(3))
+
+
+def test_a_rule_on_a_request_header_sees_that_header(gw, tmp_path):
+    (tmp_path / "teams.yaml").write_text(
+        "default: allow\nrules:\n"
+        "  - id: red-team-paused\n    when: {headers: {x-team: [red]}}\n    action: deny\n    message: paused\n"
+    )
+    out = gw.cli("push", "policy", str(tmp_path / "teams.yaml"), "--reason", "pause red").stdout
+    gw.cli("activate", "policy", out.split(" version ")[1].split()[0], "--reason", "pause red")
+    try:
+        body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}
+        auth = {"authorization": f"Bearer {KEYS['acme']}"}
+        red = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={**auth, "x-team": "red"})
+        blue = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={**auth, "x-team": "blue"})
+    finally:
+        gw.cli("rollback", "policy", "--reason", "unpause red")
+    assert red.status_code == 403 and "red-team-paused" in red.json()["error"]["message"]
+    assert blue.status_code == 200

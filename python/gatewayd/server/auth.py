@@ -11,7 +11,7 @@ BEARER = b"bearer "
 
 class Authenticator:
     def __init__(self, keys: list[CallerKey]):
-        self._tenants = {k.sha256: k.tenant for k in keys}
+        self._tenants = {bytes.fromhex(k.sha256): k.tenant for k in keys}
 
     def tenant(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         """The caller's tenant from `Authorization: Bearer` (OpenAI SDKs) or `x-api-key`
@@ -27,4 +27,4 @@ class Authenticator:
             if value[:7].lower() != BEARER:
                 return None
             value = value[7:]
-        return self._tenants.get(hashlib.sha256(value.strip()).hexdigest())
+        return self._tenants.get(hashlib.sha256(value.strip()).digest())

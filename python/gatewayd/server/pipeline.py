@@ -80,7 +80,7 @@ class Pipeline:
             api,
             tenant,
             request_id,
-            _policy_headers(scope, policy.header_names),
+            _policy_headers(scope, policy),
             body,
             _cache_mode(seen.cache, snap.config.cache),
         )
@@ -246,12 +246,18 @@ def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
     return JSON
 
 
-def _policy_headers(scope: dict, wanted: list[str]) -> list[tuple[str, str]]:
+def _policy_headers(scope: dict, policy) -> list[tuple[str, str]]:
     """Only the headers some rule looks at cross into Rust."""
-    if not wanted:
+    names = _header_names(policy)
+    if not names:
         return []
-    names = {n.encode() for n in wanted}
     return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
+
+
+@functools.lru_cache(maxsize=16)
+def _header_names(policy) -> frozenset[bytes]:
+    """Once per compiled policy (a replica holds a few), not once per request."""
+    return frozenset(name.encode() for name in policy.header_names)
 
 
 def _cache_mode(asked: bytes | None, cache) -> int:
