@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -22,6 +23,21 @@ def chat_body(stream: bool = False) -> bytes:
     return json.dumps(
         {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hello upstream"}]}
     ).encode()
+
+
+@contextlib.asynccontextmanager
+async def raw_provider(handler):
+    """A hand-written provider (asyncio streams `handler`) and a started client; yields
+    (url, client) and closes both."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    client = UpstreamClient()
+    await client.start()
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", client
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
 
 
 def run(coro_fn):
@@ -228,22 +244,13 @@ def test_cancelling_a_pending_request_closes_its_connection(stream):
             closed.set()  # EOF: the client dropped the connection
             writer.close()
 
-        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = UpstreamClient()
-        await client.start()
-        try:
-            url = f"http://127.0.0.1:{port}/"
+        async with raw_provider(never_answer) as (url, client):
             task = asyncio.create_task(client.send("POST", url, AUTH, b"{}", timeout=30, stream=stream))
             await asyncio.wait_for(accepted.wait(), 5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             await asyncio.wait_for(closed.wait(), 5)
-        finally:
-            await client.close()
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(main())
 
@@ -307,20 +314,12 @@ def test_body_cut_short_is_protocol_error(stream):
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(truncate, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = UpstreamClient()
-        await client.start()
-        try:
-            resp = await client.send("POST", f"http://127.0.0.1:{port}/", AUTH, b"{}", timeout=5, stream=stream)
+        async with raw_provider(truncate) as (url, client):
+            resp = await client.send("POST", url, AUTH, b"{}", timeout=5, stream=stream)
             try:
                 await resp.read()
             finally:
                 await resp.aclose()
-        finally:
-            await client.close()
-            server.close()
-            await server.wait_closed()
 
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
