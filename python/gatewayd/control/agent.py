@@ -218,8 +218,8 @@ class ReplicaAgent:
         self.store.heartbeat(
             Replica(self.name, os.getpid(), socket.gethostname(), self.started_at, now, self.applied_change, versions)
         )
-        live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S and r.name != self.name)
-        self.live_replicas = live + 1
+        live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S)
+        self.live_replicas = max(1, live)  # this replica's own heartbeat is among them
 
     def _load(self, domain: str, version: int) -> tuple[str, bytes]:
         found = self.store.version(domain, version)

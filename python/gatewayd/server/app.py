@@ -91,8 +91,8 @@ class GatewayApp:
         if path == "/healthz":
             return await respond(send, 200, [(b"content-type", JSON)], b'{"status":"ok"}')
         if path == "/readyz":
-            ready = self.agent is not None and self.agent.snapshot is not None
             agent = self.agent
+            ready = agent is not None and agent.snapshot is not None
             body = _encode(
                 {
                     "ready": ready,

@@ -48,6 +48,16 @@ pub struct Versions {
     pub config: u64,
 }
 
+impl Versions {
+    pub const fn new(policy: u64, routing: u64, config: u64) -> Versions {
+        Versions {
+            policy,
+            routing,
+            config,
+        }
+    }
+}
+
 /// SHA-256 identifying one cacheable request under one set of versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct CacheKey([u8; 32]);

@@ -119,11 +119,7 @@ mod tests {
     use super::*;
 
     fn v(policy: u64) -> Versions {
-        Versions {
-            policy,
-            routing: 1,
-            config: 1,
-        }
+        Versions::new(policy, 1, 1)
     }
 
     #[test]

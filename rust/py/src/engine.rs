@@ -119,11 +119,7 @@ fn api_from(name: &str) -> PyResult<Api> {
 }
 
 fn versions_from((policy, routing, config): (u64, u64, u64)) -> Versions {
-    Versions {
-        policy,
-        routing,
-        config,
-    }
+    Versions::new(policy, routing, config)
 }
 
 #[pymethods]
@@ -174,11 +170,7 @@ impl Engine {
             1 => CacheMode::Deterministic,
             _ => CacheMode::Forced,
         };
-        let versions = Versions {
-            policy: policy_version,
-            routing: routing_version,
-            config: config_version,
-        };
+        let versions = Versions::new(policy_version, routing_version, config_version);
         let input = AdmitInput {
             ctx: RequestContext {
                 api: api_from(api)?,

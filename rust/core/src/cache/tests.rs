@@ -1,21 +1,9 @@
 use super::*;
 use std::thread;
 
-const V1: Versions = Versions {
-    policy: 1,
-    routing: 1,
-    config: 1,
-};
-const V2: Versions = Versions {
-    policy: 2,
-    routing: 1,
-    config: 1,
-};
-const V3: Versions = Versions {
-    policy: 1,
-    routing: 1,
-    config: 2,
-};
+const V1: Versions = Versions::new(1, 1, 1);
+const V2: Versions = Versions::new(2, 1, 1);
+const V3: Versions = Versions::new(1, 1, 2);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn key(n: usize, versions: Versions) -> CacheKey {
@@ -57,15 +45,7 @@ fn hit_after_insert_and_miss_otherwise() {
 fn different_versions_never_hit_each_other() {
     let cache = ResponseCache::new(100, 1 << 20);
     assert!(put(&cache, key(1, V1), b"under v1".to_vec(), V1));
-    for other in [
-        V2,
-        V3,
-        Versions {
-            policy: 1,
-            routing: 2,
-            config: 1,
-        },
-    ] {
+    for other in [V2, V3, Versions::new(1, 2, 1)] {
         assert_ne!(key(1, V1), key(1, other));
         assert!(cache.get(&key(1, other)).is_none());
     }
@@ -205,11 +185,7 @@ fn concurrent_use_keeps_bounds_and_values() {
         for t in 0..4 {
             let cache = &cache;
             scope.spawn(move || {
-                let versions = Versions {
-                    policy: t,
-                    routing: 1,
-                    config: 1,
-                };
+                let versions = Versions::new(t, 1, 1);
                 for n in 0..5_000 {
                     let body = format!("{t}:{n}").into_bytes();
                     put(cache, key(n, versions), body.clone(), versions);

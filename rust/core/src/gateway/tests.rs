@@ -38,16 +38,8 @@ fn fixture() -> Fixture {
     }
 }
 
-const V1: Versions = Versions {
-    policy: 1,
-    routing: 1,
-    config: 1,
-};
-const V2: Versions = Versions {
-    policy: 2,
-    routing: 1,
-    config: 1,
-};
+const V1: Versions = Versions::new(1, 1, 1);
+const V2: Versions = Versions::new(2, 1, 1);
 
 fn admit(f: &Fixture, tenant: &str, body: &str, versions: Versions, cache: CacheMode) -> Admission {
     f.gateway.admit(&AdmitInput {
