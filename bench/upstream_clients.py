@@ -22,7 +22,8 @@ round-robin ``--repeat`` times and medians are reported, so noise hits all alike
 
 Clients that are not importable are skipped; aiosonic, pyreqwest and pyqwest are not
 project dependencies (``pip install --target DIR aiosonic pyreqwest pyqwest``, add DIR to
-PYTHONPATH). ``gatewayd`` sends whole responses through rnet and streams through aiohttp.
+PYTHONPATH). ``gatewayd`` is the shipped client: HTTP/1.1 on the event loop itself, with
+httptools (llhttp) parsing the responses.
 Results: table on stdout, JSON (medians and every sample) in bench/results/upstream_clients.json.
 """
 

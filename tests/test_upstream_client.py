@@ -194,23 +194,29 @@ def test_no_headers_within_timeout_is_timeout(mock_url, stream):
     assert info.value.kind == "timeout"
 
 
-@pytest.mark.parametrize("stall", ["x-mock-latency-ms", "x-mock-chunk-delay-ms"], ids=["no-headers", "stalled-body"])
-def test_whole_second_timeouts_of_whole_responses_are_timeouts_too(mock_url, stall):
-    """Whole seconds go to rnet's own timer rather than the event loop's: same outcome."""
-    elapsed = []
+def test_a_whole_response_has_one_deadline_and_a_stream_one_per_wait(mock_url):
+    """Events 300 ms apart, 1.2 s in all, under a 1 s timeout: too slow as one response,
+    fine as a stream (no wait is longer than 300 ms)."""
+    headers = [*AUTH, ("x-mock-chunk-delay-ms", "300"), ("x-mock-chunks", "4")]
+    url = f"{mock_url}/v1/chat/completions"
+    outcome = {}
 
     async def body(client):
-        headers = [*AUTH, (stall, "3000")]
         started = time.monotonic()
         try:
-            await client.send("POST", f"{mock_url}/v1/chat/completions", headers, chat_body(True), timeout=1)
+            await client.send("POST", url, headers, chat_body(True), timeout=1)
+        except UpstreamError as exc:
+            outcome["whole"] = (exc.kind, time.monotonic() - started)
+        resp = await client.send("POST", url, headers, chat_body(True), timeout=1, stream=True)
+        try:
+            outcome["stream"] = len([chunk async for chunk in resp.chunks()])
         finally:
-            elapsed.append(time.monotonic() - started)
+            await resp.aclose()
 
-    with pytest.raises(UpstreamError) as info:
-        run(body)
-    assert info.value.kind == "timeout"
-    assert 0.9 < elapsed[0] < 2.5
+    run(body)
+    kind, elapsed = outcome["whole"]
+    assert kind == "timeout" and 0.9 < elapsed < 1.2
+    assert outcome["stream"] == 7  # role, 4 content events, finish, [DONE]
 
 
 @TRANSPORTS
@@ -325,3 +331,104 @@ def test_body_cut_short_is_protocol_error(stream):
         asyncio.run(main())
     assert info.value.kind == "protocol"
 
+
+
+def http_provider(responses: list[bytes], connections: list[int]):
+    """A provider that answers the requests on each connection with `responses`, in turn
+    (one per request); `connections` gets one entry per connection it accepts."""
+
+    async def answer(reader, writer):
+        connections.append(len(connections))
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    0,
+                )
+                await reader.readexactly(length)
+                response = responses.pop(0)
+                writer.write(response)
+                await writer.drain()
+                if b"connection: close" in response or not responses:
+                    break
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    return answer
+
+
+async def _exchange(client, url, stream=False) -> tuple[int, bytes]:
+    resp = await client.send("POST", url, AUTH, b"{}", timeout=5, stream=stream)
+    try:
+        return resp.status, await resp.read()
+    finally:
+        await resp.aclose()
+
+
+def test_kept_alive_connection_is_reused_and_framings_are_read():
+    """Content-length, chunked, and a body that ends with the connection: all read whole;
+    the first two share one connection, the third is not reused after it."""
+    connections: list[int] = []
+    responses = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nthird, to the end",
+        b"HTTP/1.1 201 Created\r\ncontent-length: 6\r\n\r\nfourth",
+    ]
+
+    async def main():
+        async with raw_provider(http_provider(responses, connections)) as (url, client):
+            return [await _exchange(client, url, stream=i % 2 == 1) for i in range(4)]
+
+    assert asyncio.run(main()) == [(200, b"first"), (200, b"second"), (200, b"third, to the end"), (201, b"fourth")]
+    assert len(connections) == 2
+
+
+def test_a_connection_the_provider_closed_while_idle_is_not_reused():
+    connections: list[int] = []
+    responses = [b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"]
+
+    async def answer_once(reader, writer):  # keep-alive announced, then the provider hangs up
+        await http_provider([responses.pop(0)], connections)(reader, writer)
+
+    async def main():
+        async with raw_provider(answer_once) as (url, client):
+            first = await _exchange(client, url)
+            await asyncio.sleep(0.1)  # the close reaches the client's loop
+            return first, await _exchange(client, url)
+
+    assert asyncio.run(main()) == ((200, b"a"), (200, b"b"))
+    assert len(connections) == 2
+
+
+def test_a_stream_bigger_than_the_read_ahead_arrives_whole_to_a_slow_reader():
+    """Reading pauses while the consumer lags (gatewayd.upstream.connection.HIGH_WATER)
+    and resumes as it catches up: nothing is lost or reordered."""
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    response = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload)
+
+    async def main():
+        async with raw_provider(http_provider([response], [])) as (url, client):
+            resp = await client.send("POST", url, AUTH, b"{}", timeout=5, stream=True)
+            parts = []
+            async for chunk in resp.chunks():
+                parts.append(chunk)
+                await asyncio.sleep(0.01)
+            await resp.aclose()
+            return b"".join(parts), len(parts)
+
+    received, count = asyncio.run(main())
+    assert received == payload and count > 1
+
+
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
+    connections: list[int] = []
+
+    async def main():
+        async with raw_provider(http_provider([], connections)) as (url, client):
+            await client.send("POST", url, [("x-note", "a\r\nx-injected: 1")], b"{}", timeout=5)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(main())
+    assert info.value.kind == "protocol" and connections == []

@@ -1,10 +1,11 @@
-"""Both upstream transports leave the host the same way: they trust the CA bundle Python's
-ssl trusts (SSL_CERT_FILE honoured) and go through HTTP(S)_PROXY except for NO_PROXY hosts.
-Each case runs tests/support/egress_probe.py in a fresh process: the environment is read
-once per process."""
+"""Whole responses and streams leave the host the same way: they trust the CA bundle
+Python's ssl trusts (SSL_CERT_FILE honoured) and go through HTTP(S)_PROXY (HTTPS through a
+CONNECT tunnel) except for NO_PROXY hosts. Each case runs tests/support/egress_probe.py in
+a fresh process: the environment is read once per process."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -40,13 +41,13 @@ def private_ca(tmp_path_factory) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def test_an_untrusted_provider_certificate_is_refused_by_both_transports(private_ca):
+def test_an_untrusted_provider_certificate_is_refused(private_ca):
     results = probe("tls", *private_ca)
     assert [r["error"] for r in results["whole"] + results["stream"]] == ["unreachable", "unreachable"]
-    assert "self signed certificate" in results["whole"][0]["message"]
+    assert "self-signed certificate" in results["whole"][0]["message"]
 
 
-def test_ssl_cert_file_makes_both_transports_trust_a_private_ca(private_ca):
+def test_ssl_cert_file_makes_a_private_ca_trusted(private_ca):
     assert probe("tls", *private_ca, SSL_CERT_FILE=private_ca[0]) == {"whole": [OK], "stream": [OK]}
 
 
@@ -55,3 +56,11 @@ def test_proxies_come_from_the_environment_and_no_proxy_is_honoured():
     assert seen["results"] == {"whole": [OK, OK], "stream": [OK, OK]}
     assert seen["proxied"] == ["POST http://provider.invalid:9/v1/chat HTTP/1.1"] * 2
     assert seen["direct"] == ["POST /v1/chat HTTP/1.1"] * 2
+
+
+def test_https_goes_through_a_connect_tunnel_with_the_proxys_credentials(private_ca):
+    seen = probe("tunnel", *private_ca, SSL_CERT_FILE=private_ca[0])
+    assert seen["results"] == {"whole": [OK], "stream": [OK]}
+    authority = f"127.0.0.1:{seen['provider_port']}"
+    basic = "Basic " + base64.b64encode(b"gw@corp:s3cret").decode()
+    assert seen["connects"] == [{"request": f"CONNECT {authority} HTTP/1.1", "credentials": basic}] * 2

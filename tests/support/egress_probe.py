@@ -2,8 +2,9 @@
 environment (SSL_CERT_FILE, HTTP_PROXY, NO_PROXY) is read once per process. Sends one
 request through each of UpstreamClient's transports and prints the outcome as JSON:
 
-    egress_probe.py tls CERT KEY   # an HTTPS provider with that certificate
-    egress_probe.py proxy          # a proxy in HTTP_PROXY, and a provider in NO_PROXY
+    egress_probe.py tls CERT KEY     # an HTTPS provider with that certificate
+    egress_probe.py proxy            # a proxy in HTTP_PROXY, and a provider in NO_PROXY
+    egress_probe.py tunnel CERT KEY  # that HTTPS provider behind a CONNECT proxy in HTTPS_PROXY
 """
 
 from __future__ import annotations
@@ -64,6 +65,42 @@ async def tls(cert: str, key: str) -> dict:
     return await send_each([f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"])
 
 
+def tunnelling(log: list[str]):
+    """A CONNECT proxy: notes the request line and proxy credentials, then relays bytes."""
+
+    async def pipe(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def tunnel(reader, writer):
+        line = (await reader.readline()).decode().strip()
+        credentials = None
+        while (header := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = header.decode().partition(":")
+            if name.strip().lower() == "proxy-authorization":
+                credentials = value.strip()
+        log.append({"request": line, "credentials": credentials})
+        host, _, port = line.split()[1].rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    return tunnel
+
+
+async def tunnel(cert: str, key: str) -> dict:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await asyncio.start_server(answering([]), "127.0.0.1", 0, ssl=context)
+    connects: list[dict] = []
+    relay = await asyncio.start_server(tunnelling(connects), "127.0.0.1", 0)
+    os.environ["HTTPS_PROXY"] = f"http://gw%40corp:s3cret@127.0.0.1:{relay.sockets[0].getsockname()[1]}"
+    results = await send_each([f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat"])
+    return {"results": results, "connects": connects, "provider_port": server.sockets[0].getsockname()[1]}
+
+
 async def proxy() -> dict:
     proxied, direct = [], []
     relay = await asyncio.start_server(answering(proxied), "127.0.0.1", 0)
@@ -77,4 +114,4 @@ async def proxy() -> dict:
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    print(json.dumps(asyncio.run({"tls": tls, "proxy": proxy}[mode](*args))))
+    print(json.dumps(asyncio.run({"tls": tls, "proxy": proxy, "tunnel": tunnel}[mode](*args))))
