@@ -341,10 +341,8 @@ def http_provider(responses: list[bytes], connections: list[int]):
         connections.append(len(connections))
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
-                    0,
-                )
+                lines = head.lower().split(b"\r\n")
+                length = next((int(line[15:]) for line in lines if line.startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
                 response = responses.pop(0)
                 writer.write(response)
@@ -372,7 +370,8 @@ def test_kept_alive_connection_is_reused_and_framings_are_read():
     connections: list[int] = []
     responses = [
         b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst",
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nthird, to the end",
         b"HTTP/1.1 201 Created\r\ncontent-length: 6\r\n\r\nfourth",
     ]

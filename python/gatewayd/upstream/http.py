@@ -4,9 +4,10 @@ HTTP/1.1 on the event loop's own thread (gatewayd.upstream.pool, parsing by http
 chosen by bench/upstream_clients.py over every library measured (figures in
 bench/results/upstream_clients.json): the Rust clients (rnet, pyreqwest) run their I/O
 on a thread of their own and pay a cross-thread wake-up at every hand-over, and aiohttp
-spends several times the Python per request. On this 2-core VM a bare granian
-pass-through served about 11,600 req/s through it against 7,500 (rnet) and 6,200
-(aiohttp), and added about 110 us less at one connection.
+spends far more Python per request. Through a bare granian pass-through on this 2-core
+VM: 10,060 req/s at 32 connections (pyreqwest 8,090, rnet 7,670, aiohttp 6,190), 98 us
+of CPU per request (123 to 160), p50 0.46 ms at one connection (0.52 to 0.58), and
+streams at 7,200 req/s (aiohttp 5,010, rnet 2,740).
 
 Cancellation reaches the wire: a cancelled or timed-out request closes its connection
 at once, so a caller that gives up frees its slot and stops the provider's work.

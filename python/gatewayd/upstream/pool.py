@@ -79,7 +79,9 @@ class ConnectionPool:
                 conn.close()
         self._idle.clear()
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float, stream: bool):
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float, stream: bool
+    ):
         """Whole responses are read to their end under one deadline; a stream returns at
         its headers, and each later wait for body bytes gets ``timeout`` anew."""
         origin = self._origin(url)
@@ -141,15 +143,10 @@ class ConnectionPool:
             raise UpstreamError("unreachable", f"{origin}: cannot connect ({exc.strerror or exc})") from None
 
     async def _open(self, origin: Origin) -> H1Connection:
-        make = functools.partial(H1Connection, self.loop, origin.key, str(origin))
         proxy = origin.proxy
         if proxy is None:
-            tls = self._tls if origin.scheme == "https" else None
-            _, conn = await self.loop.create_connection(make, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None)
-            return conn
-        proxy_tls = self._tls if proxy.scheme == "https" else None
-        proxy_port = proxy.port or DEFAULT_PORTS.get(proxy.scheme, 80)
-        _, conn = await self.loop.create_connection(make, proxy.hostname, proxy_port, ssl=proxy_tls, server_hostname=proxy.hostname if proxy_tls else None)
+            return await self._dial(origin, origin.scheme, origin.host, origin.port)
+        conn = await self._dial(origin, proxy.scheme, proxy.hostname, proxy.port or DEFAULT_PORTS.get(proxy.scheme, 80))
         if origin.scheme == "http":
             return conn
         try:  # HTTPS through the proxy: a CONNECT tunnel, then TLS with the provider inside it
@@ -165,6 +162,13 @@ class ConnectionPool:
             conn.close()
             raise
         conn.upgraded(tls)
+        return conn
+
+    async def _dial(self, origin: Origin, scheme: str, host: str, port: int) -> H1Connection:
+        """One TCP connection (TLS for https) to the provider or its proxy."""
+        make = functools.partial(H1Connection, self.loop, origin.key, str(origin))
+        tls = self._tls if scheme == "https" else None
+        _, conn = await self.loop.create_connection(make, host, port, ssl=tls, server_hostname=host if tls else None)
         return conn
 
     def release(self, conn: H1Connection) -> None:
@@ -246,7 +250,8 @@ class StreamedResponse:
 
 def _encode(method: str, origin: Origin, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """The request head and body as one write."""
-    lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n" % (method.encode(), origin.target, origin.host_header, len(body))]
+    start = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), origin.target, origin.host_header)
+    lines = [start, b"content-length: %d\r\n" % len(body)]
     if origin.proxy_auth and origin.scheme == "http":
         lines.append(b"proxy-authorization: %s\r\n" % origin.proxy_auth)
     for name, value in headers:
