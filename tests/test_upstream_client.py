@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gatewayd.upstream import UpstreamClient, UpstreamError
+from gatewayd.upstream import UpstreamClient, UpstreamError, pool
 from support.mock import start_mock
 from support.procs import free_port, stop_process
 
@@ -431,3 +431,40 @@ def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     assert info.value.kind == "protocol" and connections == []
+
+
+def test_connections_idle_too_long_are_closed_not_reused(monkeypatch):
+    """A burst opens three connections; once they have been idle past IDLE_S the next
+    request closes them all and dials afresh."""
+    monkeypatch.setattr(pool, "IDLE_S", 0.2)
+    connections: list[int] = []
+    hung_up: list[int] = []
+    answer = http_provider([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"] * 8, connections)
+
+    async def counting(reader, writer):
+        await answer(reader, writer)
+        hung_up.append(1)
+
+    async def main():
+        async with raw_provider(counting) as (url, client):
+            statuses = await asyncio.gather(*(_exchange(client, url) for _ in range(3)))
+            await asyncio.sleep(0.3)
+            statuses.append(await _exchange(client, url))
+            await asyncio.sleep(0.1)  # the closes reach the provider
+            return [status for status, _ in statuses], len(hung_up)
+
+    statuses, closed = asyncio.run(main())
+    assert statuses == [200] * 4
+    assert len(connections) == 4 and closed == 3
+
+
+def test_oversized_response_headers_are_refused():
+    response = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100))
+
+    async def main():
+        async with raw_provider(http_provider([response + b"content-length: 0\r\n\r\n"], [])) as (url, client):
+            await _exchange(client, url)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(main())
+    assert info.value.kind == "protocol" and "headers over" in str(info.value)

@@ -16,6 +16,7 @@ import httptools
 from gatewayd.upstream.errors import UpstreamError
 
 HIGH_WATER = 256 * 1024  # bytes of body buffered before the socket stops being read
+MAX_HEADER_BYTES = 64 * 1024  # a response head larger than this is refused, not buffered
 
 
 class H1Connection(asyncio.Protocol):
@@ -35,6 +36,7 @@ class H1Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
@@ -124,6 +126,10 @@ class H1Connection(asyncio.Protocol):
     # --- httptools callbacks ------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._fail("protocol", f"{self.origin} sent response headers over {MAX_HEADER_BYTES} bytes")
+            raise ValueError("headers too large")  # stops the parser
         name = name.lower()
         if name == b"content-length" or name == b"transfer-encoding":
             self._framed = True

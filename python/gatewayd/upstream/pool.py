@@ -117,13 +117,14 @@ class ConnectionPool:
         return WholeResponse(conn.status, conn.headers, payload)
 
     def _reuse(self, key: tuple) -> H1Connection | None:
+        """The most recently used live connection; the stale ones go."""
         idle = self._idle.get(key)
+        if idle:
+            _sweep(idle, self.loop.time())
         while idle:
             conn = idle.pop()
             if conn.transport is not None and not conn.transport.is_closing():
-                if self.loop.time() - conn.idle_since < IDLE_S:
-                    return conn
-                conn.close()
+                return conn
         return None
 
     async def _connect(self, origin: Origin, deadline: float, timeout: float) -> H1Connection:
@@ -179,6 +180,7 @@ class ConnectionPool:
             idle = self._idle.setdefault(conn.key, deque())
             if len(idle) < self._max_connections:
                 idle.append(conn)
+                _sweep(idle, conn.idle_since)
                 return
         conn.close()
 
@@ -246,6 +248,13 @@ class StreamedResponse:
             self._pool.release(self._conn)
         else:
             self._pool.discard(self._conn)
+
+
+def _sweep(idle: deque[H1Connection], now: float) -> None:
+    """Closes the connections idle for IDLE_S or more: the oldest sit at the left, so a
+    burst's extra connections are let go once traffic no longer needs them."""
+    while idle and now - idle[0].idle_since >= IDLE_S:
+        idle.popleft().close()
 
 
 def _encode(method: str, origin: Origin, headers: list[tuple[str, str]], body: bytes) -> bytes:
