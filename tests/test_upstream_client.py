@@ -468,3 +468,35 @@ def test_oversized_response_headers_are_refused():
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     assert info.value.kind == "protocol" and "headers over" in str(info.value)
+
+
+@pytest.mark.parametrize("idle_s, outcome", [(0.15, "answered"), (0.0, "protocol")], ids=["stale", "fresh"])
+def test_a_kept_alive_connection_closed_as_the_request_went_out(monkeypatch, idle_s, outcome):
+    """The provider reads a connection's second request and hangs up without a byte, as
+    when its idle timeout fires just then. After an idle spell (STALE_AFTER_S) the request
+    goes once more on a new connection; on a connection in use a moment ago it does not,
+    since the provider may have been working on it."""
+    monkeypatch.setattr(pool, "STALE_AFTER_S", 0.1)
+    connections: list[int] = []
+
+    async def hang_up_on_second(reader, writer):
+        connections.append(len(connections))
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the second request: no answer
+        writer.close()
+
+    async def main():
+        async with raw_provider(hang_up_on_second) as (url, client):
+            await _exchange(client, url)
+            await asyncio.sleep(idle_s)
+            try:
+                await _exchange(client, url)
+                return "answered"
+            except UpstreamError as exc:
+                return exc.kind
+
+    assert asyncio.run(main()) == outcome
+    assert len(connections) == (2 if outcome == "answered" else 1)

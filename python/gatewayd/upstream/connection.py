@@ -41,6 +41,7 @@ class H1Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.error: UpstreamError | None = None
+        self.received = False  # any byte of this response yet
         self._body: list[bytes] = []
         self._buffered = 0
         self._paused = False
@@ -105,6 +106,7 @@ class H1Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -2,7 +2,10 @@
 
 Keep-alive connections are kept per origin, newest first, and reused only after a
 response that ended cleanly; ``max_connections`` bounds the requests in flight (the
-rest wait for a slot, within their timeout). TLS trusts what Python's ``ssl`` trusts (the
+rest wait for a slot, within their timeout). A request is never sent twice, but for one
+case: a connection idle for a while that the provider closes as the request goes out,
+without a byte of answer (its keep-alive timeout firing just then), is retried once on
+a new connection. TLS trusts what Python's ``ssl`` trusts (the
 system's CA bundle, or ``SSL_CERT_FILE``). ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``
 are read once, when the pool starts: plain HTTP goes to the proxy in absolute form, HTTPS
 through a ``CONNECT`` tunnel. Any failure, timeout or cancellation closes the connection
@@ -24,6 +27,9 @@ from gatewayd.upstream.connection import H1Connection
 from gatewayd.upstream.errors import UpstreamError
 
 IDLE_S = 30.0  # a kept-alive connection unused this long is closed rather than reused
+# A reused connection that closes without a byte of answer is retried on a new one only if
+# it had been idle this long: a provider's idle timeout can have closed it just then.
+STALE_AFTER_S = 1.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Framing and routing headers are the client's to set, never the caller's.
 TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -97,11 +103,24 @@ class ConnectionPool:
                 raise UpstreamError("timeout", f"no free connection to {origin} within {timeout}s") from None
         else:
             await slots.acquire()
+        head_only = method == "HEAD"
         try:
-            conn = self._reuse(origin.key) or await self._connect(origin, deadline, timeout)
-            conn.exchange(request, head_only=method == "HEAD")
-            while not conn.headers_done:
-                await conn.wait(deadline)
+            conn = self._reuse(origin.key)
+            if conn is None:
+                conn = await self._connect(origin, deadline, timeout)
+                await _head(conn, request, head_only, deadline)
+            else:
+                idle_for = self.loop.time() - conn.idle_since
+                try:
+                    await _head(conn, request, head_only, deadline)
+                except UpstreamError:
+                    # The provider closed a kept-alive connection as the request went out
+                    # (its idle timeout, e.g. uvicorn's 5 s, ran out just then): not a
+                    # byte came back, so the request goes once more on a new connection.
+                    if conn.received or idle_for < STALE_AFTER_S:
+                        raise
+                    conn = await self._connect(origin, deadline, timeout)
+                    await _head(conn, request, head_only, deadline)
             if stream:
                 return StreamedResponse(self, conn, timeout)
             while not conn.complete:
@@ -248,6 +267,13 @@ class StreamedResponse:
             self._pool.release(self._conn)
         else:
             self._pool.discard(self._conn)
+
+
+async def _head(conn: H1Connection, request: bytes, head_only: bool, deadline: float) -> None:
+    """Sends the request and waits for the response's headers."""
+    conn.exchange(request, head_only)
+    while not conn.headers_done:
+        await conn.wait(deadline)
 
 
 def _sweep(idle: deque[H1Connection], now: float) -> None:
