@@ -1,43 +1,31 @@
-"""UpstreamClient against a real mock provider process: bodies, streaming, and each failure kind."""
+"""UpstreamClient against a real mock provider process: bodies, streaming, and each failure
+kind (the wire-level behaviour, against hand-written providers, is in
+test_upstream_connections.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
 
 import pytest
 
-from gatewayd.upstream import UpstreamClient, UpstreamError, pool
+from gatewayd.upstream import UpstreamClient, UpstreamError
 from support.mock import start_mock
 from support.procs import free_port, stop_process
+from support.providers import raw_provider
 
 AUTH = [("authorization", "Bearer sk-test"), ("content-type", "application/json")]
-# Whole responses and streams travel by different transports: what both must do is tested on both.
-TRANSPORTS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+# Whole responses (one deadline, read before send returns) and streams (one timeout per
+# wait, read as they come) take different paths: what both must do is tested on both.
+BOTH_READS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 
 
 def chat_body(stream: bool = False) -> bytes:
     return json.dumps(
         {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hello upstream"}]}
     ).encode()
-
-
-@contextlib.asynccontextmanager
-async def raw_provider(handler):
-    """A hand-written provider (asyncio streams `handler`) and a started client; yields
-    (url, client) and closes both."""
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    client = UpstreamClient()
-    await client.start()
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", client
-    finally:
-        await client.close()
-        server.close()
-        await server.wait_closed()
 
 
 def run(coro_fn):
@@ -54,7 +42,7 @@ def run(coro_fn):
     return asyncio.run(main())
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_status_headers_and_body(mock_url, stream):
     async def body(client):
         url = f"{mock_url}/v1/chat/completions"
@@ -73,7 +61,7 @@ def test_status_headers_and_body(mock_url, stream):
     assert json.loads(payload)["choices"][0]["message"]["content"] == "echo: hello upstream"
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_error_status_is_a_response_not_an_exception(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-status", "503")]
@@ -88,7 +76,7 @@ def test_error_status_is_a_response_not_an_exception(mock_url, stream):
     assert status == 503 and payload["error"]["type"] == "server_error"
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_provider_gets_the_callers_headers_and_real_framing(mock_url, stream):
     async def body(client):
         await _send_and_close(client, "DELETE", f"{mock_url}/_mock/requests", [], b"")
@@ -169,7 +157,7 @@ def test_first_chunk_is_handed_over_before_the_stream_ends(mock_url):
     assert b'"role":"assistant"' in first and rest[-1] == b"data: [DONE]\n\n"
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_connection_refused_is_unreachable(stream):
     port = free_port()  # nothing listens there
 
@@ -182,7 +170,7 @@ def test_connection_refused_is_unreachable(stream):
     assert info.value.kind == "unreachable"
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_no_headers_within_timeout_is_timeout(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-latency-ms", "3000")]
@@ -219,7 +207,7 @@ def test_a_whole_response_has_one_deadline_and_a_stream_one_per_wait(mock_url):
     assert outcome["stream"] == 7  # role, 4 content events, finish, [DONE]
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_timed_out_requests_give_back_their_connection_slots(mock_url, stream):
     async def body(client):  # the client allows 8 requests in flight
         slow = [*AUTH, ("x-mock-latency-ms", "5000")]
@@ -236,7 +224,7 @@ def test_timed_out_requests_give_back_their_connection_slots(mock_url, stream):
     assert run(body) == 200
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_cancelling_a_pending_request_closes_its_connection(stream):
     """A caller that gives up (client gone, deadline hit) must stop the provider's work too."""
 
@@ -261,7 +249,7 @@ def test_cancelling_a_pending_request_closes_its_connection(stream):
     asyncio.run(main())
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_stalled_body_is_timeout(mock_url, stream):
     async def body(client):
         headers = [*AUTH, ("x-mock-chunk-delay-ms", "3000")]
@@ -309,7 +297,7 @@ def test_send_before_start_is_a_programming_error():
         asyncio.run(main())
 
 
-@TRANSPORTS
+@BOTH_READS
 def test_body_cut_short_is_protocol_error(stream):
     """The provider promises 100 bytes, sends 5 and hangs up."""
 
@@ -330,173 +318,3 @@ def test_body_cut_short_is_protocol_error(stream):
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     assert info.value.kind == "protocol"
-
-
-
-def http_provider(responses: list[bytes], connections: list[int]):
-    """A provider that answers the requests on each connection with `responses`, in turn
-    (one per request); `connections` gets one entry per connection it accepts."""
-
-    async def answer(reader, writer):
-        connections.append(len(connections))
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                lines = head.lower().split(b"\r\n")
-                length = next((int(line[15:]) for line in lines if line.startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
-                response = responses.pop(0)
-                writer.write(response)
-                await writer.drain()
-                if b"connection: close" in response or not responses:
-                    break
-        except asyncio.IncompleteReadError:
-            pass
-        writer.close()
-
-    return answer
-
-
-async def _exchange(client, url, stream=False) -> tuple[int, bytes]:
-    resp = await client.send("POST", url, AUTH, b"{}", timeout=5, stream=stream)
-    try:
-        return resp.status, await resp.read()
-    finally:
-        await resp.aclose()
-
-
-def test_kept_alive_connection_is_reused_and_framings_are_read():
-    """Content-length, chunked, and a body that ends with the connection: all read whole;
-    the first two share one connection, the third is not reused after it."""
-    connections: list[int] = []
-    responses = [
-        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst",
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nthird, to the end",
-        b"HTTP/1.1 201 Created\r\ncontent-length: 6\r\n\r\nfourth",
-    ]
-
-    async def main():
-        async with raw_provider(http_provider(responses, connections)) as (url, client):
-            return [await _exchange(client, url, stream=i % 2 == 1) for i in range(4)]
-
-    assert asyncio.run(main()) == [(200, b"first"), (200, b"second"), (200, b"third, to the end"), (201, b"fourth")]
-    assert len(connections) == 2
-
-
-def test_a_connection_the_provider_closed_while_idle_is_not_reused():
-    connections: list[int] = []
-    responses = [b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na", b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"]
-
-    async def answer_once(reader, writer):  # keep-alive announced, then the provider hangs up
-        await http_provider([responses.pop(0)], connections)(reader, writer)
-
-    async def main():
-        async with raw_provider(answer_once) as (url, client):
-            first = await _exchange(client, url)
-            await asyncio.sleep(0.1)  # the close reaches the client's loop
-            return first, await _exchange(client, url)
-
-    assert asyncio.run(main()) == ((200, b"a"), (200, b"b"))
-    assert len(connections) == 2
-
-
-def test_a_stream_bigger_than_the_read_ahead_arrives_whole_to_a_slow_reader():
-    """Reading pauses while the consumer lags (gatewayd.upstream.connection.HIGH_WATER)
-    and resumes as it catches up: nothing is lost or reordered."""
-    payload = bytes(range(256)) * 8192  # 2 MiB
-    response = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload)
-
-    async def main():
-        async with raw_provider(http_provider([response], [])) as (url, client):
-            resp = await client.send("POST", url, AUTH, b"{}", timeout=5, stream=True)
-            parts = []
-            async for chunk in resp.chunks():
-                parts.append(chunk)
-                await asyncio.sleep(0.01)
-            await resp.aclose()
-            return b"".join(parts), len(parts)
-
-    received, count = asyncio.run(main())
-    assert received == payload and count > 1
-
-
-def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
-    connections: list[int] = []
-
-    async def main():
-        async with raw_provider(http_provider([], connections)) as (url, client):
-            await client.send("POST", url, [("x-note", "a\r\nx-injected: 1")], b"{}", timeout=5)
-
-    with pytest.raises(UpstreamError) as info:
-        asyncio.run(main())
-    assert info.value.kind == "protocol" and connections == []
-
-
-def test_connections_idle_too_long_are_closed_not_reused(monkeypatch):
-    """A burst opens three connections; once they have been idle past IDLE_S the next
-    request closes them all and dials afresh."""
-    monkeypatch.setattr(pool, "IDLE_S", 0.2)
-    connections: list[int] = []
-    hung_up: list[int] = []
-    answer = http_provider([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"] * 8, connections)
-
-    async def counting(reader, writer):
-        await answer(reader, writer)
-        hung_up.append(1)
-
-    async def main():
-        async with raw_provider(counting) as (url, client):
-            statuses = await asyncio.gather(*(_exchange(client, url) for _ in range(3)))
-            await asyncio.sleep(0.3)
-            statuses.append(await _exchange(client, url))
-            await asyncio.sleep(0.1)  # the closes reach the provider
-            return [status for status, _ in statuses], len(hung_up)
-
-    statuses, closed = asyncio.run(main())
-    assert statuses == [200] * 4
-    assert len(connections) == 4 and closed == 3
-
-
-def test_oversized_response_headers_are_refused():
-    response = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100))
-
-    async def main():
-        async with raw_provider(http_provider([response + b"content-length: 0\r\n\r\n"], [])) as (url, client):
-            await _exchange(client, url)
-
-    with pytest.raises(UpstreamError) as info:
-        asyncio.run(main())
-    assert info.value.kind == "protocol" and "headers over" in str(info.value)
-
-
-@pytest.mark.parametrize("idle_s, outcome", [(0.15, "answered"), (0.0, "protocol")], ids=["stale", "fresh"])
-def test_a_kept_alive_connection_closed_as_the_request_went_out(monkeypatch, idle_s, outcome):
-    """The provider reads a connection's second request and hangs up without a byte, as
-    when its idle timeout fires just then. After an idle spell (STALE_AFTER_S) the request
-    goes once more on a new connection; on a connection in use a moment ago it does not,
-    since the provider may have been working on it."""
-    monkeypatch.setattr(pool, "STALE_AFTER_S", 0.1)
-    connections: list[int] = []
-
-    async def hang_up_on_second(reader, writer):
-        connections.append(len(connections))
-        await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(2)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the second request: no answer
-        writer.close()
-
-    async def main():
-        async with raw_provider(hang_up_on_second) as (url, client):
-            await _exchange(client, url)
-            await asyncio.sleep(idle_s)
-            try:
-                await _exchange(client, url)
-                return "answered"
-            except UpstreamError as exc:
-                return exc.kind
-
-    assert asyncio.run(main()) == outcome
-    assert len(connections) == (2 if outcome == "answered" else 1)
