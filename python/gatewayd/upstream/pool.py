@@ -93,17 +93,9 @@ class ConnectionPool:
         origin = self._origin(url)
         deadline = self.loop.time() + timeout
         request = _encode(method, origin, headers, body)
-        conn = None
-        slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await slots.acquire()
-            except TimeoutError:
-                raise UpstreamError("timeout", f"no free connection to {origin} within {timeout}s") from None
-        else:
-            await slots.acquire()
+        await self._take_slot(origin, deadline, timeout)
         head_only = method == "HEAD"
+        conn = None
         try:
             conn = self._reuse(origin.key)
             if conn is None:
@@ -134,6 +126,18 @@ class ConnectionPool:
             raise
         self.release(conn)
         return WholeResponse(conn.status, conn.headers, payload)
+
+    async def _take_slot(self, origin: Origin, deadline: float, timeout: float) -> None:
+        """A place among the ``max_connections`` requests in flight; the wait for one is
+        part of the request's time."""
+        slots = self._slots
+        if not slots.locked():
+            return await slots.acquire()  # at once: no timer needed
+        try:
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        except TimeoutError:
+            raise UpstreamError("timeout", f"no free connection to {origin} within {timeout}s") from None
 
     def _reuse(self, key: tuple) -> H1Connection | None:
         """The most recently used live connection; the stale ones go."""
