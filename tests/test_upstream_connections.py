@@ -157,3 +157,14 @@ def test_a_kept_alive_connection_closed_as_the_request_went_out(monkeypatch, idl
 
     assert asyncio.run(main()) == outcome
     assert len(connections) == (2 if outcome == "answered" else 1)
+
+
+@pytest.mark.parametrize("url", ["ftp://provider.example/v1", "http://provider.example:port/v1", "http:///v1"])
+def test_a_url_the_client_cannot_speak_to_is_unreachable(url):
+    async def main():
+        async with raw_provider(http_provider([], [])) as (_, client):
+            await client.send("POST", url, AUTH, b"{}", timeout=5)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(main())
+    assert info.value.kind == "unreachable" and url in str(info.value)

@@ -2,14 +2,16 @@
 
 Keep-alive connections are kept per origin, newest first, and reused only after a
 response that ended cleanly; ``max_connections`` bounds the requests in flight (the
-rest wait for a slot, within their timeout). A request is never sent twice, but for one
+rest wait for a slot, within their timeout). A request is never sent twice but in one
 case: a connection idle for a while that the provider closes as the request goes out,
 without a byte of answer (its keep-alive timeout firing just then), is retried once on
-a new connection. TLS trusts what Python's ``ssl`` trusts (the
-system's CA bundle, or ``SSL_CERT_FILE``). ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``
-are read once, when the pool starts: plain HTTP goes to the proxy in absolute form, HTTPS
-through a ``CONNECT`` tunnel. Any failure, timeout or cancellation closes the connection
-it happened on, so a caller that gives up also stops the provider's work.
+a new connection.
+
+TLS trusts what Python's ``ssl`` trusts (the system's CA bundle, or ``SSL_CERT_FILE``).
+``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are read once, when the pool starts: plain
+HTTP goes to the proxy in absolute form, HTTPS through a ``CONNECT`` tunnel. Any
+failure, timeout or cancellation closes the connection it happened on, so a caller that
+gives up also stops the provider's work.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ class Origin:
     __slots__ = ("key", "scheme", "host", "port", "host_header", "target", "proxy", "proxy_auth")
 
     def __init__(self, url: str, proxies: dict[str, str]) -> None:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise UpstreamError("unreachable", f"{url}: not a valid URL ({exc})") from None
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise UpstreamError("unreachable", f"{url}: not an http(s) URL")
         self.scheme, self.host = parts.scheme, parts.hostname
-        self.port = parts.port or DEFAULT_PORTS[self.scheme]
+        self.port = port or DEFAULT_PORTS[self.scheme]
         default = self.port == DEFAULT_PORTS[self.scheme]
         self.host_header = (parts.netloc.rpartition("@")[2] if not default else _bracketed(self.host)).encode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
