@@ -360,3 +360,46 @@ def test_half_open_subscription_is_detected():
         sub.close()
         store.close()
         stop_process(proc)
+
+
+@pytest.mark.parametrize(
+    "policy, appendonly, refused, warned",
+    [
+        ("allkeys-lru", True, True, False),
+        ("volatile-lru", True, False, False),  # evicts keys with a TTL only: the store sets none
+        ("noeviction", False, False, True),
+    ],
+)
+def test_a_redis_that_could_lose_versions_is_named(tmp_path, policy, appendonly, refused, warned):
+    url, proc = start_redis(dir=tmp_path, appendonly=appendonly)
+    try:
+        redis.Redis.from_url(url).config_set("maxmemory-policy", policy)
+        store = RedisStore(url)
+        refusals, warnings = store.durability_problems()
+        store.close()
+    finally:
+        stop_process(proc)
+    assert [policy in r and "noeviction" in r for r in refusals] == ([True] if refused else [])
+    assert ["appendonly" in w for w in warnings] == ([True] if warned else [])
+
+
+def test_serve_refuses_an_evicting_redis_before_writing_to_it(tmp_path):
+    """`gatewayd serve` stops with one line naming the setting; nothing is bootstrapped."""
+    from support.gateway import Gateway
+
+    url, proc = start_redis()
+    try:
+        redis.Redis.from_url(url).config_set("maxmemory-policy", "allkeys-lru")
+        gw = Gateway(tmp_path, free_port(), free_port(), redis_url=url)
+        done = gw.cli("serve", check=False)
+        store = RedisStore(url)
+        versions = store.versions("policy")
+        store.close()
+    finally:
+        stop_process(proc)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: control store {url}: maxmemory-policy is allkeys-lru, so Redis may evict "
+        "versions and change records; set it to noeviction (or a volatile-* policy)"
+    ]
+    assert versions == []

@@ -103,7 +103,11 @@ def run_at(args) -> int:
 
 
 def run_status(args) -> int:
-    status = overview.status(open_registry(load_settings(args)))
+    registry = open_registry(load_settings(args))
+    status = overview.status(registry)
+    refusals, warnings = registry.store.durability_problems()
+    for problem in refusals + warnings:
+        print(f"warning: {problem}", file=sys.stderr)
     last = status.last_change.id if status.last_change else 0
     print("active: " + ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers) + f" (change {last})")
     for r in status.replicas:

@@ -77,7 +77,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _bootstrap(settings: config.Settings) -> None:
-    """Before any worker starts: an empty store gets the config file's documents as version 1."""
+    """Before any worker starts: a store that could lose versions is refused, and an empty
+    one gets the config file's documents as version 1."""
     registry = open_registry(settings)
     docs = {}
     for domain in documents.DOMAINS:
@@ -86,6 +87,11 @@ def _bootstrap(settings: config.Settings) -> None:
             full = settings.path(path)
             docs[domain] = (documents.read_file(full), full.name)
     try:
+        refusals, warnings = registry.store.durability_problems()
+        for warning in warnings:
+            print(f"warning: {warning}", flush=True)
+        if refusals:
+            raise config.ConfigError(refusals[0])
         change = registry.bootstrap(docs)
     except StoreUnavailableError as exc:  # fail static (R16): replicas start from last-known-good
         print(f"warning: {exc}; replicas start from their last-known-good state", flush=True)

@@ -53,6 +53,10 @@ class LocalStore:
     def close(self) -> None:
         self._db.close()
 
+    def durability_problems(self) -> tuple[list[str], list[str]]:
+        """(refusals, warnings), as for Redis: none here, every commit is synced (synchronous=FULL)."""
+        return [], []
+
     # -- versions ---------------------------------------------------------------------
     def add_version(self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str) -> int:
         with self._write() as db:

@@ -174,6 +174,32 @@ class RedisStore:
     def close(self) -> None:
         self._redis.close()
 
+    @_guarded
+    def durability_problems(self) -> tuple[list[str], list[str]]:
+        """(refusals, warnings) about this Redis as a keeper of versions and change records.
+
+        Read from INFO, which managed Redis allows where CONFIG is often disabled. An
+        `allkeys-*` eviction policy may drop any of our keys under memory pressure, so it
+        is refused; `volatile-*` only evicts keys with a TTL, and we set none. Without AOF,
+        a Redis crash loses every change since its last RDB snapshot: a warning, since a
+        deployment may accept that (RDB on a schedule, replicas with failover).
+        """
+        memory = self._redis.info("memory")
+        persistence = self._redis.info("persistence")
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        refusals, warnings = [], []
+        if policy.startswith("allkeys-"):
+            refusals.append(
+                f"control store {self.where}: maxmemory-policy is {policy}, so Redis may evict versions and "
+                "change records; set it to noeviction (or a volatile-* policy)"
+            )
+        if not persistence.get("aof_enabled"):
+            warnings.append(
+                f"control store {self.where}: appendonly is off, so a Redis crash loses the changes since its "
+                "last snapshot; set appendonly yes"
+            )
+        return refusals, warnings
+
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))
 
