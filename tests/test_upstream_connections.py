@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gatewayd.upstream import UpstreamError, pool
+from gatewayd.upstream import UpstreamClient, UpstreamError, pool
 from support.providers import http_provider, raw_provider
 
 AUTH = [("authorization", "Bearer sk-test"), ("content-type", "application/json")]
@@ -168,3 +168,35 @@ def test_a_url_the_client_cannot_speak_to_is_unreachable(url):
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     assert info.value.kind == "unreachable" and url in str(info.value)
+
+
+def test_a_stalled_provider_holds_up_its_own_requests_only():
+    """Slots are per origin: with a limit of 1 for the silent provider, its second request
+    waits for a slot and times out, while the other provider answers at once."""
+
+    async def silent(reader, writer):
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    async def main():
+        quiet = await asyncio.start_server(silent, "127.0.0.1", 0)
+        quiet_url = f"http://127.0.0.1:{quiet.sockets[0].getsockname()[1]}/"
+        async with raw_provider(http_provider([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"], [])) as (url, _):
+            client = UpstreamClient(limits={quiet_url: 1})
+            await client.start()
+            stuck = asyncio.create_task(client.send("POST", quiet_url, AUTH, b"{}", timeout=3))
+            await asyncio.sleep(0.05)
+            try:
+                await client.send("POST", quiet_url, AUTH, b"{}", timeout=0.2)
+            except UpstreamError as exc:
+                waited = str(exc)
+            other = await _exchange(client, url)
+            stuck.cancel()
+            await client.close()
+        quiet.close()
+        return waited, other
+
+    waited, other = asyncio.run(main())
+    assert waited.startswith("timeout: no free connection to http://127.0.0.1:")
+    assert other == (200, b"ok")

@@ -150,7 +150,10 @@ class GatewayApp:
         self.agent.start()
         self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
         self._metrics_task = asyncio.get_running_loop().create_task(self._flush_metrics())
-        self.client = UpstreamClient(max_connections=max(p.max_connections for p in s.providers.values()))
+        limits: dict[str, int] = {}
+        for p in s.providers.values():  # providers sharing a host share its budget
+            limits[p.base_url] = max(limits.get(p.base_url, 0), p.max_connections)
+        self.client = UpstreamClient(max_connections=max(limits.values()), limits=limits)
         await self.client.start()
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
         self.pipeline = Pipeline(

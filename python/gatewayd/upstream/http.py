@@ -47,8 +47,12 @@ class UpstreamResponse(Protocol):
 class UpstreamClient:
     """Connection-pooled client; ``start`` it inside the event loop that will use it."""
 
-    def __init__(self, *, max_connections: int = 512, connect_timeout: float = 5.0) -> None:
-        self._pool = ConnectionPool(max_connections, connect_timeout)
+    def __init__(
+        self, *, max_connections: int = 512, connect_timeout: float = 5.0, limits: dict[str, int] | None = None
+    ) -> None:
+        """``max_connections`` requests in flight per origin (scheme, host, port), or the
+        number ``limits`` gives for a URL on that origin."""
+        self._pool = ConnectionPool(max_connections, connect_timeout, limits or {})
         self._started = False
 
     async def start(self) -> None:

@@ -1,11 +1,11 @@
 """Pooled HTTP/1.1 connections to providers, on the event loop's own thread.
 
 Keep-alive connections are kept per origin, newest first, and reused only after a
-response that ended cleanly; ``max_connections`` bounds the requests in flight (the
-rest wait for a slot, within their timeout). A request is never sent twice but in one
-case: a connection idle for a while that the provider closes as the request goes out,
-without a byte of answer (its keep-alive timeout firing just then), is retried once on
-a new connection.
+response that ended cleanly; ``max_connections`` bounds each origin's requests in flight
+(the rest wait for a slot, within their timeout). A request is never sent twice but in
+one case: a connection idle for a while that the provider closes as the request goes
+out, without a byte of answer (its keep-alive timeout firing just then), is retried once
+on a new connection.
 
 TLS trusts what Python's ``ssl`` trusts (the system's CA bundle, or ``SSL_CERT_FILE``).
 ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are read once, when the pool starts: plain
@@ -69,17 +69,20 @@ class Origin:
 
 
 class ConnectionPool:
-    def __init__(self, max_connections: int, connect_timeout: float) -> None:
+    def __init__(self, max_connections: int, connect_timeout: float, limits: dict[str, int]) -> None:
         self._max_connections = max_connections
+        self._limits: dict[tuple, int] = {}  # origin key -> requests in flight
+        for url, limit in limits.items():
+            key = Origin(url, {}).key
+            self._limits[key] = max(self._limits.get(key, 0), limit)
         self._connect_timeout = connect_timeout
         self._idle: dict[tuple, deque[H1Connection]] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: dict[tuple, asyncio.Semaphore] = {}  # per origin
         self._tls: ssl.SSLContext | None = None
         self._proxies: dict[str, str] = {}
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._max_connections)
         self._tls = ssl.create_default_context()
         self._tls.set_alpn_protocols(["http/1.1"])
         self._proxies = urllib.request.getproxies_environment()
@@ -125,18 +128,22 @@ class ConnectionPool:
                 await conn.wait(deadline)
             payload = conn.take_body()
         except TimeoutError:
-            self.discard(conn)
+            self.discard(origin.key, conn)
             raise UpstreamError("timeout", f"no complete response from {origin} within {timeout}s") from None
         except BaseException:
-            self.discard(conn)
+            self.discard(origin.key, conn)
             raise
         self.release(conn)
         return WholeResponse(conn.status, conn.headers, payload)
 
     async def _take_slot(self, origin: Origin, deadline: float, timeout: float) -> None:
-        """A place among the ``max_connections`` requests in flight; the wait for one is
-        part of the request's time."""
-        slots = self._slots
+        """A place among the origin's ``max_connections`` requests in flight (a provider that
+        stalls holds up its own requests, not other providers'); the wait for one is part
+        of the request's time."""
+        slots = self._slots.get(origin.key)
+        if slots is None:
+            limit = self._limits.get(origin.key, self._max_connections)
+            slots = self._slots[origin.key] = asyncio.Semaphore(limit)
         if not slots.locked():
             return await slots.acquire()  # at once: no timer needed
         try:
@@ -203,18 +210,18 @@ class ConnectionPool:
 
     def release(self, conn: H1Connection) -> None:
         """The request is over: its slot goes back, its connection to the pool if reusable."""
-        self._slots.release()
+        self._slots[conn.key].release()
         if conn.reusable():
             conn.idle_since = self.loop.time()
             idle = self._idle.setdefault(conn.key, deque())
-            if len(idle) < self._max_connections:
+            if len(idle) < self._limits.get(conn.key, self._max_connections):
                 idle.append(conn)
                 _sweep(idle, conn.idle_since)
                 return
         conn.close()
 
-    def discard(self, conn: H1Connection | None) -> None:
-        self._slots.release()
+    def discard(self, key: tuple, conn: H1Connection | None) -> None:
+        self._slots[key].release()
         if conn is not None:
             conn.close()
 
@@ -276,7 +283,7 @@ class StreamedResponse:
         if self._conn.complete and not self._conn.has_body():
             self._pool.release(self._conn)
         else:
-            self._pool.discard(self._conn)
+            self._pool.discard(self._conn.key, self._conn)
 
 
 async def _head(conn: H1Connection, request: bytes, head_only: bool, deadline: float) -> None:
