@@ -174,6 +174,28 @@ def test_upstream_failures_map_to_502_504_and_pass_through(gateway):
         client.chat.completions.create(model="unknown-upstream-model", messages=[{"role": "user", "content": "x"}])
 
 
+def test_a_failing_provider_hands_the_request_to_its_fallbacks(gateway, mock_port):
+    """failover-*: `dead` refuses the connection, `ratelimited` answers 429, `mock` answers
+    (as mock-gpt); exhausted-*: every upstream fails and the last failure is the answer.
+    The audit record names who answered and what failed first."""
+    client = oa(gateway)
+    reply = client.chat.completions.create(model="failover-model", messages=[{"role": "user", "content": "fall over"}])
+    assert reply.choices[0].message.content == "echo: fall over"
+    assert [r["body"]["model"] for r in mock_requests(mock_port)[-2:]] == ["failover-model", "mock-gpt"]
+    stream = client.chat.completions.create(
+        model="failover-model", messages=[{"role": "user", "content": "stream over"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: stream over"
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="exhausted-model", messages=[{"role": "user", "content": "x"}])
+    records = {r.get("model"): r for r in gateway.audit_records() if r.get("kind") == "request"}
+    answered, spent = records["failover-model"], records["exhausted-model"]
+    assert (answered["status"], answered["upstream"], answered["upstream_model"]) == (200, "mock", "mock-gpt")
+    assert answered["failovers"][0].startswith("dead: unreachable: ")
+    assert answered["failovers"][1] == "ratelimited: status 429"
+    assert (spent["status"], spent["upstream"], len(spent["failovers"])) == (429, "ratelimited", 1)
+
+
 def test_provider_key_replaces_the_callers_key(gateway, mock_port):
     # The mock accepts only the provider key: the caller's gatewayd key is refused there ...
     direct = openai.OpenAI(base_url=f"http://127.0.0.1:{mock_port}/v1", api_key=KEYS["acme"], max_retries=0)

@@ -35,6 +35,7 @@ class Admission:
     upstream_model: str | None
     redacted: bool
     body: bytes | None
+    fallbacks: list[tuple[str, bytes]]  # (provider, body) to try in order when the provider fails
     cache: str  # hit | miss | bypass
     cache_key: str | None
     cached_body: bytes | None
@@ -72,6 +73,8 @@ class Engine:
         response: bytes | None,
         response_sha256: str | None,
         cache_ttl_s: float,
+        upstream: int = 0,  # who answered: 0 the provider, i its fallback i-1
+        failovers: list[str] = ...,  # "<provider>: <why>" for each upstream that failed first
     ) -> int: ...
     def event(self, fields_json: bytes) -> int: ...
     def fence(self, active: list[tuple[int, int, int]]) -> int: ...

@@ -51,6 +51,8 @@ routes:
   - {match: "fragile-*", provider: fragile}
   - {match: "fragile-*", provider: fragile-anthropic}
   - {match: "unknown-upstream-*", provider: mock}
+  - {match: "failover-*", provider: dead, fallbacks: [{provider: ratelimited}, {provider: mock, model: mock-gpt}]}
+  - {match: "exhausted-*", provider: dead, fallbacks: [{provider: ratelimited}]}
 targets:
   small: {provider: mock, model: mock-small}
 models: [mock-gpt, mock-claude]

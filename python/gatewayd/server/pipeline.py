@@ -33,6 +33,8 @@ class AuditUnavailable(Exception):
 
 
 UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
+# Provider answers that send a request on to the next fallback (529: Anthropic overloaded).
+FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
 
 class Pipeline:
@@ -93,36 +95,60 @@ class Pipeline:
         await self._forward(scope, send, adm, snap.config, anthropic)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
-        provider = self.providers[adm.provider]
+        """Sends the request to its provider, then to each fallback in turn while they fail
+        it before answering (unreachable, timed out, a 429/5xx status): nothing has been
+        relayed yet, so the client sees only the upstream that answered, or the last failure."""
         ttl = config.cache.ttl_s if config.cache.enabled else 0.0
-        url, headers = provider.url(adm.api), provider.headers(scope["headers"])
-        for attempt in range(config.retries + 1):
-            try:
-                upstream = await self.client.send(
-                    "POST", url, headers, adm.body, config.upstream_timeout_s, stream=adm.stream
-                )
+        name, body, tried, alternatives = adm.provider, adm.body, 0, None
+        failovers: list[str] = []
+        while True:
+            upstream = await self._call(scope, name, adm, body, config)
+            failure = _failure(upstream)
+            if failure is None:
                 break
-            except UpstreamError as exc:
-                # Only a refused connection is retried: nothing reached the provider, so a
-                # retry cannot run the same completion twice. Backing off exponentially
-                # gives a provider that is restarting time to come back.
-                if exc.kind != "unreachable" or attempt == config.retries:
-                    return await self._upstream_failed(send, adm, exc, anthropic)
-                await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
+            if alternatives is None:
+                alternatives = adm.fallbacks
+            if tried == len(alternatives):
+                break  # no fallback left: the last failure is the answer
+            if not isinstance(upstream, UpstreamError):
+                await upstream.aclose()
+            failovers.append(f"{name}: {failure}")
+            name, body = alternatives[tried]
+            tried += 1
+        via = (tried, failovers)
+        if isinstance(upstream, UpstreamError):
+            return await self._upstream_failed(send, adm, upstream, anthropic, via)
         try:
             passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
             if upstream.status != 200 or not content_type.startswith(SSE):
                 payload = await upstream.read()
-                await self._record(adm, upstream.status, None, payload, None, ttl)
+                await self._record(adm, upstream.status, None, payload, None, ttl, via)
                 return await respond(send, upstream.status, _headers(adm, content_type, passed), payload)
-            await self._stream(send, adm, upstream, passed, ttl, anthropic)
+            await self._stream(send, adm, upstream, passed, ttl, anthropic, via)
         except UpstreamError as exc:
-            return await self._upstream_failed(send, adm, exc, anthropic)
+            return await self._upstream_failed(send, adm, exc, anthropic, via)
         finally:
             await upstream.aclose()
 
-    async def _stream(self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool) -> None:
+    async def _call(self, scope, name: str, adm, body: bytes, config):
+        """One provider's response, or the UpstreamError it failed with."""
+        provider = self.providers[name]
+        url, headers = provider.url(adm.api), provider.headers(scope["headers"])
+        for attempt in range(config.retries + 1):
+            try:
+                return await self.client.send(
+                    "POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream
+                )
+            except UpstreamError as exc:
+                # Only a refused connection is retried: nothing reached the provider, so a
+                # retry cannot run the same completion twice. Backing off exponentially
+                # gives a provider that is restarting time to come back.
+                if exc.kind != "unreachable" or attempt == config.retries:
+                    return exc
+                await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
+
+    async def _stream(self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via) -> None:
         """Passes SSE through chunk by chunk; a broken upstream ends the stream with an error event."""
         await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
         digest = hashlib.sha256()
@@ -138,19 +164,23 @@ class Pipeline:
             error = exc
         if error is None:
             full = b"".join(kept) if kept is not None else None
-            await self._record(adm, 200, None, full, digest.hexdigest(), ttl)
+            await self._record(adm, 200, None, full, digest.hexdigest(), ttl, via)
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
         message = f"upstream stream broke off: {error}"
-        await self._record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0)
+        await self._record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0, via)
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
 
-    async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool) -> None:
+    async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via) -> None:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
         what = "timed out" if exc.kind == "timeout" else "failed"
-        message = f"upstream {adm.provider} {what}: {exc}"
-        await self._record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0)
+        tried, failovers = via
+        name = adm.provider if tried == 0 else adm.fallbacks[tried - 1][0]
+        message = f"upstream {name} {what}: {exc}"
+        if failovers:
+            message += f" (after {'; '.join(failovers)})"
+        await self._record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0, via)
         body = errors.error_body(status, message, "upstream_" + exc.kind, anthropic)
         await respond(send, status, _headers(adm, JSON), body)
 
@@ -170,12 +200,18 @@ class Pipeline:
         await respond(send, adm.status, _headers(adm, JSON, extra), body)
 
 
-    async def _record(self, adm, status: int, error, response, response_sha256, cache_ttl_s: float) -> None:
+    async def _record(
+        self, adm, status: int, error, response, response_sha256, cache_ttl_s: float, via=(0, None)
+    ) -> None:
         """Appends the request's audit record (written before this returns) and, under the
-        `group` fsync policy, waits until it is on disk: the response completes after."""
+        `group` fsync policy, waits until it is on disk: the response completes after.
+        ``via`` is (which upstream answered, what failed before it)."""
         audit = self.agent.snapshot.config.audit
         try:
-            seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
+            if via[1]:
+                seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s, *via)
+            else:
+                seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
         except OSError as exc:
             if audit.on_failure == "closed":
                 raise AuditUnavailable(str(exc)) from exc
@@ -237,6 +273,15 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()
     return seen
+
+
+def _failure(upstream) -> str | None:
+    """Why a provider failed a request before answering it, or None if it answered."""
+    if isinstance(upstream, UpstreamError):
+        return str(upstream)
+    if upstream.status in FAILOVER_STATUSES:
+        return f"status {upstream.status}"
+    return None
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -20,7 +20,7 @@ use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
 
 mod admission;
-pub use admission::{Admission, Outcome, RequestContext, ShadowOutcome};
+pub use admission::{Admission, Alternative, Outcome, RequestContext, ShadowOutcome};
 
 /// Whether a request may be answered from, and fill, the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,10 @@ pub struct RecordInput<'a> {
     /// A digest computed by the caller (streams are hashed as they pass).
     pub response_sha256: Option<&'a str>,
     pub cache_ttl: Duration,
+    /// Which upstream answered: 0 the destination, i its fallback i-1.
+    pub upstream: usize,
+    /// What failed before it, one line per upstream tried ("<provider>: <why>").
+    pub failovers: &'a [String],
 }
 
 /// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
@@ -161,11 +165,26 @@ impl Gateway {
         if destination.model != adm.model {
             parsed.set_model(&destination.model);
         }
-        adm.body = Some(if adm.redacted || destination.model != adm.model {
+        let body = if adm.redacted || destination.model != adm.model {
             parsed.to_body()
         } else {
             req.body.to_vec()
-        });
+        };
+        // Only routes with fallbacks pay for their bodies, re-targeted when the model differs.
+        for (provider, model) in &destination.fallbacks {
+            let body = if *model == destination.model {
+                body.clone()
+            } else {
+                parsed.set_model(model);
+                parsed.to_body()
+            };
+            adm.fallbacks.push(Alternative {
+                provider: provider.clone(),
+                model: model.clone(),
+                body,
+            });
+        }
+        adm.body = Some(body);
         adm.destination = Some(destination);
         adm
     }
@@ -238,7 +257,17 @@ impl Gateway {
             });
             json!({"version": s.version, "decision": s.verdict, "rule": s.rule, "rules": s.matched})
         });
-        let fields = json!({
+        let upstream = match out.upstream {
+            0 => adm
+                .destination
+                .as_ref()
+                .map(|d| (d.provider.as_str(), d.model.as_str())),
+            i => adm
+                .fallbacks
+                .get(i - 1)
+                .map(|f| (f.provider.as_str(), f.model.as_str())),
+        };
+        let mut fields = json!({
             "kind": "request",
             "request_id": adm.request_id,
             "tenant": adm.tenant,
@@ -251,8 +280,8 @@ impl Gateway {
             "policy_version": v.policy,
             "routing_version": v.routing,
             "config_version": v.config,
-            "upstream": adm.destination.as_ref().map(|d| d.provider.as_str()),
-            "upstream_model": adm.destination.as_ref().map(|d| d.model.as_str()),
+            "upstream": upstream.map(|(provider, _)| provider),
+            "upstream_model": upstream.map(|(_, model)| model),
             "stream": adm.stream,
             "status": out.status,
             "error": out.error,
@@ -262,6 +291,9 @@ impl Gateway {
             "response_sha256": response_sha256,
             "shadow": shadow,
         });
+        if !out.failovers.is_empty() {
+            fields["failovers"] = json!(out.failovers);
+        }
         self.append(into_map(fields))
     }
 

@@ -5,15 +5,20 @@
 //! Named targets give policy `route` actions a destination that the routing domain
 //! owns, so a routing rollback also moves re-routed traffic.
 //!
+//! Fallbacks are where a request goes next when a provider fails it before answering
+//! (unreachable, timed out, or a 429/5xx status): same protocol, in order, each with the
+//! primary's upstream model unless it names its own.
+//!
 //! ```yaml
 //! routes:
 //!   - match: "gpt-4o*"          # glob on the requested model
 //!     provider: openai          # a provider of the static config
 //!     model: gpt-4o-2024-08-06  # optional upstream model name (default: as requested)
+//!     fallbacks: [{provider: azure}, {provider: openai, model: gpt-4o-mini}]
 //!   - match: "claude-*"
 //!     provider: anthropic
 //! targets:
-//!   small: {provider: openai, model: gpt-4o-mini}
+//!   small: {provider: openai, model: gpt-4o-mini, fallbacks: [{provider: azure}]}
 //! models: [gpt-4o, claude-sonnet-4]   # optional: what GET /v1/models lists
 //! ```
 
@@ -72,6 +77,8 @@ struct RouteDoc {
     provider: String,
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    fallbacks: Vec<FallbackDoc>,
 }
 
 #[derive(Deserialize)]
@@ -80,26 +87,54 @@ struct TargetDoc {
     provider: String,
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    fallbacks: Vec<FallbackDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackDoc {
+    provider: String,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// Where a route or target sends requests: a provider, an optional model, fallbacks.
+struct Upstream {
+    provider: String,
+    kind: ProviderKind,
+    model: Option<String>,
+    fallbacks: Vec<(String, Option<String>)>,
+}
+
+impl Upstream {
+    fn destination(&self, requested: &str) -> Destination {
+        let model = self.model.clone().unwrap_or_else(|| requested.to_string());
+        let fallbacks = self
+            .fallbacks
+            .iter()
+            .map(|(provider, m)| (provider.clone(), m.clone().unwrap_or_else(|| model.clone())))
+            .collect();
+        Destination {
+            provider: self.provider.clone(),
+            model,
+            fallbacks,
+        }
+    }
 }
 
 struct Route {
     matcher: GlobMatcher,
-    provider: String,
-    kind: ProviderKind,
-    model: Option<String>,
+    upstream: Upstream,
 }
 
-struct Target {
-    provider: String,
-    kind: ProviderKind,
-    model: Option<String>,
-}
-
-/// Where a request goes: the provider name and the model name to send upstream.
+/// Where a request goes: the provider name and the model name to send upstream, then
+/// the (provider, model) fallbacks to try in order if that provider fails it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub provider: String,
     pub model: String,
+    pub fallbacks: Vec<(String, String)>,
 }
 
 /// Why a request has no destination.
@@ -114,7 +149,7 @@ pub enum Unroutable {
 /// A compiled routing document; immutable, shared by every request of its version.
 pub struct Routing {
     routes: Vec<Route>,
-    targets: BTreeMap<String, Target>,
+    targets: BTreeMap<String, Upstream>,
     models: Vec<String>,
 }
 
@@ -135,30 +170,43 @@ impl Routing {
                 .and_then(|(_, kind)| ProviderKind::from_name(kind))
                 .ok_or_else(|| RoutingError(format!("{field}: unknown provider {provider:?}")))
         };
+        // A fallback must speak the protocol of the provider it stands in for.
+        let upstream = |field: String,
+                        provider: String,
+                        model: Option<String>,
+                        fallbacks: Vec<FallbackDoc>|
+         -> Result<Upstream, RoutingError> {
+            let kind = kind_of(&format!("{field}.provider"), &provider)?;
+            let mut alternatives = Vec::with_capacity(fallbacks.len());
+            for (j, f) in fallbacks.into_iter().enumerate() {
+                let at = format!("{field}.fallbacks[{j}].provider");
+                if kind_of(&at, &f.provider)? != kind {
+                    return Err(RoutingError(format!(
+                        "{at}: {:?} does not speak the protocol of {provider:?}",
+                        f.provider
+                    )));
+                }
+                alternatives.push((f.provider, f.model));
+            }
+            Ok(Upstream {
+                provider,
+                kind,
+                model,
+                fallbacks: alternatives,
+            })
+        };
         let mut routes = Vec::with_capacity(doc.routes.len());
         for (i, r) in doc.routes.into_iter().enumerate() {
             let matcher = Glob::new(&r.pattern)
                 .map_err(|e| RoutingError(format!("routes[{i}].match: {e}")))?
                 .compile_matcher();
-            let kind = kind_of(&format!("routes[{i}].provider"), &r.provider)?;
-            routes.push(Route {
-                matcher,
-                provider: r.provider,
-                kind,
-                model: r.model,
-            });
+            let upstream = upstream(format!("routes[{i}]"), r.provider, r.model, r.fallbacks)?;
+            routes.push(Route { matcher, upstream });
         }
         let mut targets = BTreeMap::new();
         for (name, t) in doc.targets {
-            let kind = kind_of(&format!("targets.{name}.provider"), &t.provider)?;
-            targets.insert(
-                name,
-                Target {
-                    provider: t.provider,
-                    kind,
-                    model: t.model,
-                },
-            );
+            let compiled = upstream(format!("targets.{name}"), t.provider, t.model, t.fallbacks)?;
+            targets.insert(name, compiled);
         }
         let models = doc.models.unwrap_or_else(|| {
             let mut listed: Vec<String> = routes
@@ -186,19 +234,13 @@ impl Routing {
         if let Some(name) = target {
             let t = self.targets.get(name).filter(|t| t.kind.serves(api));
             return t
-                .map(|t| Destination {
-                    provider: t.provider.clone(),
-                    model: t.model.clone().unwrap_or_else(|| model.to_string()),
-                })
+                .map(|t| t.destination(model))
                 .ok_or_else(|| Unroutable::UnknownTarget(name.to_string()));
         }
         self.routes
             .iter()
-            .find(|r| r.kind.serves(api) && r.matcher.is_match(model))
-            .map(|r| Destination {
-                provider: r.provider.clone(),
-                model: r.model.clone().unwrap_or_else(|| model.to_string()),
-            })
+            .find(|r| r.upstream.kind.serves(api) && r.matcher.is_match(model))
+            .map(|r| r.upstream.destination(model))
             .ok_or(Unroutable::UnknownModel)
     }
 
@@ -240,7 +282,8 @@ mod tests {
             d,
             Destination {
                 provider: "oa".into(),
-                model: "gpt-4o-2024".into()
+                model: "gpt-4o-2024".into(),
+                fallbacks: vec![]
             }
         );
         let d = r.resolve(Api::Messages, "claude-x", None).unwrap();
@@ -248,7 +291,8 @@ mod tests {
             d,
             Destination {
                 provider: "an".into(),
-                model: "claude-x".into()
+                model: "claude-x".into(),
+                fallbacks: vec![]
             }
         );
         // An OpenAI-style request for a claude model falls through to the catch-all.
@@ -271,12 +315,57 @@ mod tests {
             d,
             Destination {
                 provider: "oa".into(),
-                model: "mini".into()
+                model: "mini".into(),
+                fallbacks: vec![]
             }
         );
         assert_eq!(
             r.resolve(Api::Chat, "gpt-4o", Some("nope")),
             Err(Unroutable::UnknownTarget("nope".into()))
+        );
+    }
+
+    #[test]
+    fn fallbacks_follow_in_order_with_the_primary_model_unless_they_name_one() {
+        let providers = vec![
+            ("oa".to_string(), "openai".to_string()),
+            ("az".to_string(), "openai".to_string()),
+            ("an".to_string(), "anthropic".to_string()),
+        ];
+        let doc = r#"{
+            "routes": [{"match": "gpt-*", "provider": "oa", "model": "gpt-4o-2024",
+                        "fallbacks": [{"provider": "az"}, {"provider": "oa", "model": "mini"}]}],
+            "targets": {"t": {"provider": "az", "fallbacks": [{"provider": "oa"}]}}
+        }"#;
+        let r = Routing::compile(doc.as_bytes(), &providers).unwrap();
+        let d = r.resolve(Api::Chat, "gpt-4o", None).unwrap();
+        assert_eq!(
+            d.fallbacks,
+            [
+                ("az".to_string(), "gpt-4o-2024".to_string()),
+                ("oa".to_string(), "mini".to_string())
+            ]
+        );
+        let d = r.resolve(Api::Chat, "gpt-4o", Some("t")).unwrap();
+        assert_eq!((d.provider.as_str(), d.model.as_str()), ("az", "gpt-4o"));
+        assert_eq!(d.fallbacks, [("oa".to_string(), "gpt-4o".to_string())]);
+        let mixed =
+            r#"{"routes": [{"match": "*", "provider": "oa", "fallbacks": [{"provider": "an"}]}]}"#;
+        let e = Routing::compile(mixed.as_bytes(), &providers)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "routes[0].fallbacks[0].provider: \"an\" does not speak the protocol of \"oa\""
+        );
+        let unknown =
+            r#"{"targets": {"t": {"provider": "oa", "fallbacks": [{"provider": "zz"}]}}}"#;
+        let e = Routing::compile(unknown.as_bytes(), &providers)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "targets.t.fallbacks[0].provider: unknown provider \"zz\""
         );
     }
 

@@ -76,6 +76,15 @@ impl Admission {
     fn redacted(&self) -> bool {
         self.inner.redacted
     }
+    /// (provider, body) of each fallback, in order; built when asked (a provider failed).
+    #[getter]
+    fn fallbacks<'py>(&self, py: Python<'py>) -> Vec<(&str, Bound<'py, PyBytes>)> {
+        self.inner
+            .fallbacks
+            .iter()
+            .map(|a| (a.provider.as_str(), PyBytes::new(py, &a.body)))
+            .collect()
+    }
     #[getter]
     fn body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
         self.body.as_ref().map(|b| b.clone_ref(py))
@@ -222,7 +231,8 @@ impl Engine {
         })
     }
 
-    #[pyo3(signature = (admission, status, error, response, response_sha256, cache_ttl_s))]
+    #[pyo3(signature = (admission, status, error, response, response_sha256, cache_ttl_s, upstream=0, failovers=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         admission: &Admission,
@@ -231,6 +241,8 @@ impl Engine {
         response: Option<&[u8]>,
         response_sha256: Option<&str>,
         cache_ttl_s: f64,
+        upstream: usize,
+        failovers: Vec<String>,
     ) -> PyResult<u64> {
         let out = RecordInput {
             status,
@@ -238,6 +250,8 @@ impl Engine {
             response,
             response_sha256,
             cache_ttl: Duration::from_secs_f64(cache_ttl_s.max(0.0)),
+            upstream,
+            failovers: &failovers,
         };
         self.0.record(&admission.inner, &out).map_err(audit_err)
     }

@@ -51,6 +51,8 @@ pub struct Admission {
     pub destination: Option<Destination>,
     /// The body to send upstream (redacted and re-targeted as the policy and routing say).
     pub body: Option<Vec<u8>>,
+    /// The destination's fallbacks, in order, each with the body to send it (its model).
+    pub fallbacks: Vec<Alternative>,
     pub redacted: bool,
     pub cache_key: Option<CacheKey>,
     pub cached: Option<Arc<CachedResponse>>,
@@ -58,6 +60,14 @@ pub struct Admission {
     pub shadow: Option<ShadowOutcome>,
     pub prompt_sha256: String,
     pub started: Instant,
+}
+
+/// A fallback upstream of an admitted request.
+#[derive(Debug)]
+pub struct Alternative {
+    pub provider: String,
+    pub model: String,
+    pub body: Vec<u8>,
 }
 
 /// What the shadow policy would have decided for this request.
@@ -116,6 +126,7 @@ impl Admission {
             stream: false,
             destination: None,
             body: None,
+            fallbacks: Vec::new(),
             redacted: false,
             cache_key: None,
             cached: None,

@@ -71,6 +71,8 @@ fn ok(body: &[u8]) -> RecordInput<'_> {
         response: Some(body),
         response_sha256: None,
         cache_ttl: Duration::from_secs(60),
+        upstream: 0,
+        failovers: &[],
     }
 }
 
@@ -230,6 +232,8 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
                 response: None,
                 response_sha256: None,
                 cache_ttl: Duration::ZERO,
+                upstream: 0,
+                failovers: &[],
             },
         )
         .unwrap();
@@ -249,4 +253,50 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
         snapshot.requests.iter().map(|(_, s)| s.count).sum::<u64>(),
         2
     );
+}
+
+#[test]
+fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
+    let mut f = fixture();
+    let providers = [
+        ("oa".to_string(), "openai".to_string()),
+        ("az".to_string(), "openai".to_string()),
+    ];
+    let routing = r#"{"routes": [{"match": "gpt-*", "provider": "oa",
+        "fallbacks": [{"provider": "az"}, {"provider": "oa", "model": "gpt-mini"}]}]}"#;
+    f.routing = Routing::compile(routing.as_bytes(), &providers).unwrap();
+    let adm = admit(&f, "acme", &chat("hello", 1.0), V1, CacheMode::Off);
+    let models: Vec<(&str, &str, Value)> = adm
+        .fallbacks
+        .iter()
+        .map(|a| {
+            let body: Value = serde_json::from_slice(&a.body).unwrap();
+            (a.provider.as_str(), a.model.as_str(), body["model"].clone())
+        })
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("az", "gpt-4o", "gpt-4o".into()),
+            ("oa", "gpt-mini", "gpt-mini".into())
+        ]
+    );
+    assert_eq!(adm.fallbacks[0].body, adm.body.clone().unwrap());
+    let failed = ["oa: unreachable".to_string(), "az: status 503".to_string()];
+    let answered = RecordInput {
+        upstream: 2,
+        failovers: &failed,
+        ..ok(b"{}")
+    };
+    f.gateway.record(&adm, &answered).unwrap();
+    f.gateway.record(&adm, &ok(b"{}")).unwrap();
+    let all = records(f.dir.path());
+    assert_eq!(
+        (&all[0]["upstream"], &all[0]["upstream_model"]),
+        (&Value::from("oa"), &Value::from("gpt-mini"))
+    );
+    assert_eq!(all[0]["failovers"], serde_json::json!(failed));
+    assert_eq!(all[1]["upstream"], "oa");
+    assert_eq!(all[1]["upstream_model"], "gpt-4o");
+    assert!(all[1].get("failovers").is_none());
 }
