@@ -53,6 +53,7 @@ routes:
   - {match: "unknown-upstream-*", provider: mock}
   - {match: "failover-*", provider: dead, fallbacks: [{provider: ratelimited}, {provider: mock, model: mock-gpt}]}
   - {match: "exhausted-*", provider: dead, fallbacks: [{provider: ratelimited}]}
+  - {match: "hanging-*", provider: slow, fallbacks: [{provider: mock, model: mock-gpt}]}
 targets:
   small: {provider: mock, model: mock-small}
 models: [mock-gpt, mock-claude]

@@ -54,6 +54,14 @@ class RateLimit(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     scope: str = "replica"  # replica | cluster
 
 
+class Ejection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Passive health, per replica: a provider that fails `after_failures` requests in a
+    row is skipped for its fallbacks for `for_s` seconds, then tried again."""
+
+    after_failures: int = 5  # 0: never eject
+    for_s: float = 10.0
+
+
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The ``config`` domain: behaviour that hot-reloads and rolls back (R12)."""
 
@@ -63,6 +71,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     cache: CacheSettings = CacheSettings()
     audit: AuditSettings = AuditSettings()
     rate_limit: RateLimit = RateLimit()
+    ejection: Ejection = Ejection()
 
 
 CACHE_MODES = ("deterministic", "header", "off")
@@ -145,6 +154,10 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: retries: must not be negative")
     if cfg.retry_backoff_ms < 0:
         raise DocumentError(f"{name}: retry_backoff_ms: must not be negative")
+    if cfg.ejection.after_failures < 0:
+        raise DocumentError(f"{name}: ejection.after_failures: must not be negative")
+    if cfg.ejection.for_s <= 0:
+        raise DocumentError(f"{name}: ejection.for_s: must be positive")
     return cfg
 
 

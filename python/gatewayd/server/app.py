@@ -98,6 +98,8 @@ class GatewayApp:
                     "ready": ready,
                     "replica": agent.name if agent else None,
                     "live_replicas": agent.live_replicas if agent else 0,
+                    # Providers skipped for their fallbacks after failing in a row (ejection).
+                    "ejected_providers": self.pipeline.health.ejected(time.monotonic()) if self.pipeline else [],
                 }
             )
             return await respond(send, 200 if ready else 503, [(b"content-type", JSON)], body)

@@ -11,11 +11,13 @@ import asyncio
 import functools
 import hashlib
 import logging
+import time
 from random import getrandbits
 
 from gatewayd.server import errors
 from gatewayd.server.asgi import JSON, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
 from gatewayd.server.auth import Authenticator
+from gatewayd.server.health import ProviderHealth
 from gatewayd.server.ratelimit import TenantLimiter
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
@@ -47,6 +49,7 @@ class Pipeline:
         self.providers: dict[str, ProviderEndpoint] = providers
         self.max_body = max_body
         self.limiter = TenantLimiter()
+        self.health = ProviderHealth()
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
@@ -99,18 +102,25 @@ class Pipeline:
         it before answering (unreachable, timed out, a 429/5xx status): nothing has been
         relayed yet, so the client sees only the upstream that answered, or the last failure."""
         ttl = config.cache.ttl_s if config.cache.enabled else 0.0
+        health = self.health
         name, body, tried, alternatives = adm.provider, adm.body, 0, None
         failovers: list[str] = []
         while True:
-            upstream = await self._call(scope, name, adm, body, config)
-            failure = _failure(upstream)
-            if failure is None:
-                break
+            if health.available(name, time.monotonic()) or _last(adm, tried, alternatives):
+                upstream = await self._call(scope, name, adm, body, config)
+                failure = _failure(upstream)
+                if failure is None:
+                    health.succeeded(name)
+                    break
+                if health.failed(name, time.monotonic(), config.ejection):
+                    log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
+            else:
+                upstream, failure = None, "ejected"  # failing lately: straight to the next
             if alternatives is None:
                 alternatives = adm.fallbacks
             if tried == len(alternatives):
                 break  # no fallback left: the last failure is the answer
-            if not isinstance(upstream, UpstreamError):
+            if upstream is not None and not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
             failovers.append(f"{name}: {failure}")
             name, body = alternatives[tried]
@@ -273,6 +283,13 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()
     return seen
+
+
+def _last(adm, tried: int, alternatives) -> bool:
+    """Whether the upstream at `tried` is the request's last chance (tried even if ejected)."""
+    if alternatives is None:
+        return not adm.fallbacks
+    return tried == len(alternatives)
 
 
 def _failure(upstream) -> str | None:
