@@ -182,6 +182,9 @@ def test_a_failing_provider_hands_the_request_to_its_fallbacks(gateway, mock_por
     reply = client.chat.completions.create(model="failover-model", messages=[{"role": "user", "content": "fall over"}])
     assert reply.choices[0].message.content == "echo: fall over"
     assert [r["body"]["model"] for r in mock_requests(mock_port)[-2:]] == ["failover-model", "mock-gpt"]
+    deterministic = {"model": "failover-model", "temperature": 0, "messages": [{"role": "user", "content": "again"}]}
+    caching = [post(gateway, "/v1/chat/completions", json.dumps(deterministic).encode()) for _ in range(2)]
+    assert [r.headers["x-gatewayd-cache"] for r in caching] == ["miss", "miss"]  # a fallback's answer is not kept
     stream = client.chat.completions.create(
         model="failover-model", messages=[{"role": "user", "content": "stream over"}], stream=True
     )

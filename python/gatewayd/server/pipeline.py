@@ -126,6 +126,8 @@ class Pipeline:
             name, body = alternatives[tried]
             tried += 1
         via = (tried, failovers)
+        if tried:
+            ttl = 0.0  # a stand-in's answer (maybe another model's) is not kept for later requests
         if isinstance(upstream, UpstreamError):
             return await self._upstream_failed(send, adm, upstream, anthropic, via)
         try:
