@@ -98,36 +98,9 @@ class Pipeline:
         await self._forward(scope, send, adm, snap.config, anthropic)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
-        """Sends the request to its provider, then to each fallback in turn while they fail
-        it before answering (unreachable, timed out, a 429/5xx status): nothing has been
-        relayed yet, so the client sees only the upstream that answered, or the last failure."""
-        ttl = config.cache.ttl_s if config.cache.enabled else 0.0
-        health = self.health
-        name, body, tried, alternatives = adm.provider, adm.body, 0, None
-        failovers: list[str] = []
-        while True:
-            if health.available(name, time.monotonic()) or _last(adm, tried, alternatives):
-                upstream = await self._call(scope, name, adm, body, config)
-                failure = _failure(upstream)
-                if failure is None:
-                    health.succeeded(name)
-                    break
-                if health.failed(name, time.monotonic(), config.ejection):
-                    log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
-            else:
-                upstream, failure = None, "ejected"  # failing lately: straight to the next
-            if alternatives is None:
-                alternatives = adm.fallbacks
-            if tried == len(alternatives):
-                break  # no fallback left: the last failure is the answer
-            if upstream is not None and not isinstance(upstream, UpstreamError):
-                await upstream.aclose()
-            failovers.append(f"{name}: {failure}")
-            name, body = alternatives[tried]
-            tried += 1
-        via = (tried, failovers)
-        if tried:
-            ttl = 0.0  # a stand-in's answer (maybe another model's) is not kept for later requests
+        upstream, via = await self._first_answer(scope, adm, config)
+        # A stand-in's answer (maybe another model's) is not kept for later requests.
+        ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
         if isinstance(upstream, UpstreamError):
             return await self._upstream_failed(send, adm, upstream, anthropic, via)
         try:
@@ -142,6 +115,36 @@ class Pipeline:
             return await self._upstream_failed(send, adm, exc, anthropic, via)
         finally:
             await upstream.aclose()
+
+    async def _first_answer(self, scope, adm, config):
+        """The provider's response, else each fallback's in turn while they fail the request
+        before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
+        nothing has been relayed yet, so the client sees only the upstream that answered,
+        or the last failure. Returns it (a response or an UpstreamError) and ``via``:
+        (which upstream it is, 0 the provider; what failed before it)."""
+        health = self.health
+        name, body, tried, alternatives = adm.provider, adm.body, 0, None
+        failovers: list[str] = []
+        while True:
+            if health.available(name, time.monotonic()) or _last(adm, tried, alternatives):
+                upstream = await self._call(scope, name, adm, body, config)
+                failure = _failure(upstream)
+                if failure is None:
+                    health.succeeded(name)
+                    return upstream, (tried, failovers)
+                if health.failed(name, time.monotonic(), config.ejection):
+                    log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
+            else:
+                upstream, failure = None, "ejected"  # failing lately: straight to the next
+            if alternatives is None:
+                alternatives = adm.fallbacks
+            if tried == len(alternatives):
+                return upstream, (tried, failovers)  # no fallback left: the last failure stands
+            if upstream is not None and not isinstance(upstream, UpstreamError):
+                await upstream.aclose()
+            failovers.append(f"{name}: {failure}")
+            name, body = alternatives[tried]
+            tried += 1
 
     async def _call(self, scope, name: str, adm, body: bytes, config):
         """One provider's response, or the UpstreamError it failed with."""
