@@ -107,21 +107,19 @@ class ConnectionPool:
         conn = None
         try:
             conn = self._reuse(origin.key)
+            # Only a connection idle this long may have been closed by the provider's own
+            # idle timeout (e.g. uvicorn's 5 s) just as the request went out.
+            may_be_stale = conn is not None and self.loop.time() - conn.idle_since >= STALE_AFTER_S
             if conn is None:
                 conn = await self._connect(origin, deadline, timeout)
+            try:
                 await _head(conn, request, head_only, deadline)
-            else:
-                idle_for = self.loop.time() - conn.idle_since
-                try:
-                    await _head(conn, request, head_only, deadline)
-                except UpstreamError:
-                    # The provider closed a kept-alive connection as the request went out
-                    # (its idle timeout, e.g. uvicorn's 5 s, ran out just then): not a
-                    # byte came back, so the request goes once more on a new connection.
-                    if conn.received or idle_for < STALE_AFTER_S:
-                        raise
-                    conn = await self._connect(origin, deadline, timeout)
-                    await _head(conn, request, head_only, deadline)
+            except UpstreamError:
+                if not may_be_stale or conn.received:
+                    raise
+                # Not a byte came back: the request goes once more on a new connection.
+                conn = await self._connect(origin, deadline, timeout)
+                await _head(conn, request, head_only, deadline)
             if stream:
                 return StreamedResponse(self, conn, timeout)
             while not conn.complete:
@@ -142,8 +140,7 @@ class ConnectionPool:
         of the request's time."""
         slots = self._slots.get(origin.key)
         if slots is None:
-            limit = self._limits.get(origin.key, self._max_connections)
-            slots = self._slots[origin.key] = asyncio.Semaphore(limit)
+            slots = self._slots[origin.key] = asyncio.Semaphore(self._limit(origin.key))
         if not slots.locked():
             return await slots.acquire()  # at once: no timer needed
         try:
@@ -151,6 +148,10 @@ class ConnectionPool:
                 await slots.acquire()
         except TimeoutError:
             raise UpstreamError("timeout", f"no free connection to {origin} within {timeout}s") from None
+
+    def _limit(self, key: tuple) -> int:
+        """The origin's requests in flight, and kept-alive connections."""
+        return self._limits.get(key, self._max_connections)
 
     def _reuse(self, key: tuple) -> H1Connection | None:
         """The most recently used live connection; the stale ones go."""
@@ -214,7 +215,7 @@ class ConnectionPool:
         if conn.reusable():
             conn.idle_since = self.loop.time()
             idle = self._idle.setdefault(conn.key, deque())
-            if len(idle) < self._limits.get(conn.key, self._max_connections):
+            if len(idle) < self._limit(conn.key):
                 idle.append(conn)
                 _sweep(idle, conn.idle_since)
                 return
