@@ -1,10 +1,13 @@
 //! One parse of an LLM API request body, giving the gateway what it needs: the model,
 //! streaming flag, prompt text for policy, in-place rewrites, and a cache-key form.
 //!
-//! Validation is deliberately shallow (only what the gateway itself relies on); the
-//! upstream API validates everything else.
+//! Validation covers what the gateway relies on: strict JSON (no duplicate keys, so every
+//! parser reads the body as policy did), the required fields, and the types and ranges of
+//! the sampling fields; the upstream API validates everything else.
 
+mod fields;
 mod locate;
+mod strict;
 
 use serde_json::{Map, Value};
 
@@ -50,10 +53,21 @@ impl Api {
 pub enum RequestError {
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(serde_json::Error),
+    #[error(
+        "request body names the key `{key}` twice in {}; a body whose meaning depends on \
+         which duplicate a parser keeps is refused",
+        if path == "." { "the top-level object".to_string() } else { format!("`{path}`") }
+    )]
+    DuplicateKey { key: String, path: String },
     #[error("request body must be a JSON object")]
     NotAnObject,
     #[error("`{field}` is required and must be {expected}")]
     InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("`{field}` must be {expected}")]
+    OutOfRange {
         field: &'static str,
         expected: &'static str,
     },
@@ -73,8 +87,12 @@ pub struct ParsedRequest {
 
 impl ParsedRequest {
     pub fn parse(api: Api, body: &[u8]) -> Result<ParsedRequest, RequestError> {
-        let Value::Object(body) =
-            serde_json::from_slice(body).map_err(RequestError::InvalidJson)?
+        let Value::Object(body) = strict::from_slice(body).map_err(|err| match err {
+            strict::StrictError::Syntax(err) => RequestError::InvalidJson(err),
+            strict::StrictError::DuplicateKey { key, path } => {
+                RequestError::DuplicateKey { key, path }
+            }
+        })?
         else {
             return Err(RequestError::NotAnObject);
         };
@@ -89,6 +107,7 @@ impl ParsedRequest {
                 v.is_i64() || v.is_u64()
             })?;
         }
+        fields::check(api, &body)?;
         let segments = locate::text_segments(api, &body);
         Ok(ParsedRequest { body, segments })
     }

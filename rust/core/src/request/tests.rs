@@ -284,15 +284,93 @@ fn invalid_bodies_are_refused_with_one_line_reasons() {
 }
 
 #[test]
-fn unrelated_fields_are_left_for_upstream_to_validate() {
+fn message_shapes_are_left_for_upstream_to_validate() {
     let parsed = parse(
         Api::Chat,
-        json!({"model": "m", "messages": [42, {"content": 7}], "temperature": "hot"}),
+        json!({"model": "m", "messages": [42, {"content": 7}], "logit_bias": "odd"}),
     );
     assert!(parsed.segments().is_empty());
     assert_eq!(parsed.temperature(), None);
-    assert!(matches!(
-        ParsedRequest::parse(Api::Chat, b"{\"model\":\"m\",\"messages\":[],\"stream\":\"yes\"}"),
-        Ok(ref parsed) if !parsed.stream()
-    ));
+    assert!(!parsed.stream());
+}
+
+#[test]
+fn duplicate_keys_are_refused_at_any_depth_naming_key_and_place() {
+    let top = error(
+        Api::Chat,
+        br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}],"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert!(top.contains("`messages` twice in the top-level object"), "{top}");
+    let nested = error(
+        Api::Chat,
+        br#"{"model":"m","messages":[{"role":"user","content":"mail a.b@example.com now","content":"x"}]}"#,
+    );
+    assert!(nested.contains("`content` twice in `messages[0]`"), "{nested}");
+    let deep = error(
+        Api::Messages,
+        br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
+    );
+    assert!(deep.contains("`text` twice in `messages[0].content[0]`"), "{deep}");
+    // Outside the prompt too: any key any parser could read differently.
+    let anywhere = error(
+        Api::Chat,
+        br#"{"model":"m","messages":[],"tools":[{"function":{"name":"a","name":"b"}}]}"#,
+    );
+    assert!(anywhere.contains("`name` twice in `tools[0].function`"), "{anywhere}");
+}
+
+#[test]
+fn duplicate_keys_are_compared_after_unescaping() {
+    let escaped = error(
+        Api::Chat,
+        br#"{"model":"m","messages":[{"content":"a b","\u0063ontent":"x"}]}"#,
+    );
+    assert!(escaped.contains("`content` twice"), "{escaped}");
+    // The same key in sibling objects is no duplicate.
+    let siblings = ParsedRequest::parse(
+        Api::Chat,
+        br#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#,
+    );
+    assert_eq!(siblings.unwrap().segments(), ["a", "b"]);
+}
+
+#[test]
+fn syntax_errors_stay_syntax_errors() {
+    let err = error(Api::Chat, br#"{"model":"m","messages":[}"#);
+    assert!(err.starts_with("request body is not valid JSON"), "{err}");
+    let surrogate = error(Api::Chat, br#"{"model":"m","messages":[],"x":"\ud800"}"#);
+    assert!(surrogate.starts_with("request body is not valid JSON"), "{surrogate}");
+}
+
+#[test]
+fn sampling_fields_are_checked_for_type_and_range() {
+    let refused = [
+        (Api::Chat, r#""max_tokens":-1"#, "`max_tokens` must be an integer from 1"),
+        (Api::Chat, r#""max_tokens":1e30"#, "`max_tokens` must be an integer"),
+        (Api::Chat, r#""max_tokens":18446744073709551616"#, "`max_tokens` must be an integer"),
+        (Api::Chat, r#""max_tokens":"10""#, "`max_tokens` must be an integer"),
+        (Api::Chat, r#""temperature":"hot""#, "`temperature` must be a number from 0 to 2"),
+        (Api::Chat, r#""temperature":-5"#, "`temperature` must be a number from 0 to 2"),
+        (Api::Chat, r#""stream":"true""#, "`stream` must be a boolean"),
+        (Api::Completions, r#""n":0"#, "`n` must be an integer from 1 to 128"),
+        (Api::Messages, r#""temperature":1.5"#, "`temperature` must be a number from 0 to 1"),
+        (Api::Messages, r#""top_k":-1"#, "`top_k` must be a non-negative integer"),
+        (Api::Embeddings, r#""dimensions":0.5"#, "`dimensions` must be an integer"),
+    ];
+    for (api, field, expected) in refused {
+        let body = match api {
+            Api::Completions => format!(r#"{{"model":"m","prompt":"p",{field}}}"#),
+            Api::Embeddings => format!(r#"{{"model":"m","input":"p",{field}}}"#),
+            Api::Messages => format!(r#"{{"model":"m","max_tokens":5,"messages":[],{field}}}"#),
+            Api::Chat => format!(r#"{{"model":"m","messages":[],{field}}}"#),
+        };
+        let err = error(api, body.as_bytes());
+        assert!(err.starts_with(expected), "{field}: {err}");
+    }
+    let accepted = parse(
+        Api::Chat,
+        json!({"model": "m", "messages": [], "temperature": 2, "top_p": null,
+               "max_tokens": 4294967295u64, "stream": false, "seed": -7}),
+    );
+    assert_eq!(accepted.temperature(), Some(2.0));
 }
