@@ -374,3 +374,165 @@ fn sampling_fields_are_checked_for_type_and_range() {
     );
     assert_eq!(accepted.temperature(), Some(2.0));
 }
+
+/// Property: for any body the parser accepts, a parser keeping the first of duplicate keys
+/// and one keeping the last read the same document as the policy did.
+mod views_agree {
+    use std::fmt;
+
+    use proptest::prelude::*;
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::super::{Api, ParsedRequest, RequestError};
+
+    /// A JSON tree written out by hand, so that objects may repeat keys.
+    #[derive(Debug, Clone)]
+    enum Doc {
+        Text(String),
+        List(Vec<Doc>),
+        Object(Vec<(String, Doc)>),
+    }
+
+    /// Few key names and two spellings of each, so duplicates (escaped or not) are common.
+    fn key() -> impl Strategy<Value = (String, String)> {
+        prop_oneof![
+            Just(("content".to_string(), "content".to_string())),
+            Just(("content".to_string(), "\\u0063ontent".to_string())),
+            Just(("role".to_string(), "role".to_string())),
+            Just(("text".to_string(), "text".to_string())),
+            Just(("type".to_string(), "type".to_string())),
+            Just(("type".to_string(), "typ\\u0065".to_string())),
+        ]
+    }
+
+    fn doc() -> impl Strategy<Value = Doc> {
+        let leaf = prop_oneof![
+            Just(Doc::Text("card 4111 1111 1111 1111".into())),
+            Just(Doc::Text("text".into())),
+            Just(Doc::Text("hi".into())),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::List),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|pairs| {
+                    Doc::Object(pairs.into_iter().map(|((_, spelled), d)| (spelled, d)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn write(doc: &Doc, out: &mut String) {
+        match doc {
+            Doc::Text(text) => out.push_str(&Value::from(text.as_str()).to_string()),
+            Doc::List(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            Doc::Object(pairs) => {
+                out.push('{');
+                for (i, (spelled, value)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('"');
+                    out.push_str(spelled);
+                    out.push_str("\":");
+                    write(value, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// The independent oracle: does any object name one (unescaped) key twice?
+    fn has_duplicates(doc: &Doc) -> bool {
+        match doc {
+            Doc::Text(_) => false,
+            Doc::List(items) => items.iter().any(has_duplicates),
+            Doc::Object(pairs) => {
+                let keys: Vec<String> = pairs
+                    .iter()
+                    .map(|(spelled, _)| serde_json::from_str(&format!("\"{spelled}\"")).unwrap())
+                    .collect();
+                let mut unique = keys.clone();
+                unique.sort();
+                unique.dedup();
+                unique.len() != keys.len() || pairs.iter().any(|(_, d)| has_duplicates(d))
+            }
+        }
+    }
+
+    /// A parser that keeps the first of duplicate keys, as some providers' parsers do.
+    struct FirstWins(Value);
+
+    impl<'de> Deserialize<'de> for FirstWins {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FirstWins, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Value;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("JSON")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                    Ok(Value::from(v))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                    Ok(Value::from(v))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(FirstWins(item)) = seq.next_element()? {
+                        items.push(item);
+                    }
+                    Ok(Value::Array(items))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+                    let mut map = Map::new();
+                    while let Some((key, FirstWins(value))) = m.next_entry::<String, FirstWins>()? {
+                        map.entry(key).or_insert(value);
+                    }
+                    Ok(Value::Object(map))
+                }
+            }
+            d.deserialize_any(V).map(FirstWins)
+        }
+    }
+
+    fn segments_of(body: &[u8]) -> Vec<String> {
+        let parsed = ParsedRequest::parse(Api::Chat, body).expect("an accepted body reparses");
+        parsed.segments().into_iter().map(str::to_string).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn accepted_bodies_read_the_same_to_every_parser(messages in prop::collection::vec(doc(), 0..3)) {
+            let mut body = String::from(r#"{"model":"m","messages":"#);
+            write(&Doc::List(messages.clone()), &mut body);
+            body.push('}');
+            let duplicated = messages.iter().any(has_duplicates);
+            match ParsedRequest::parse(Api::Chat, body.as_bytes()) {
+                Ok(parsed) => {
+                    prop_assert!(!duplicated, "accepted a body with a duplicate key: {}", body);
+                    let last_wins: Value = serde_json::from_slice(body.as_bytes()).unwrap();
+                    let FirstWins(first_wins) = serde_json::from_slice(body.as_bytes()).unwrap();
+                    prop_assert_eq!(&first_wins, &last_wins);
+                    // What goes upstream (re-serialised or raw) reads as what policy saw.
+                    let judged: Vec<String> = parsed.segments().into_iter().map(str::to_string).collect();
+                    prop_assert_eq!(&segments_of(&parsed.to_body()), &judged);
+                    prop_assert_eq!(&segments_of(&serde_json::to_vec(&first_wins).unwrap()), &judged);
+                }
+                Err(RequestError::DuplicateKey { .. }) => prop_assert!(duplicated, "{}", body),
+                Err(other) => prop_assert!(false, "unexpected refusal {} of {}", other, body),
+            }
+        }
+    }
+}
