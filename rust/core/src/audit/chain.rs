@@ -70,8 +70,11 @@ pub enum Problem {
     RetentionUnpinned(u64),
     #[error("invalid checkpoint: {0}")]
     BadCheckpoint(String),
-    #[error("checkpoint covers {size} records but the chain ends at seq {head}: records were removed from the end")]
+    #[error("checkpoint covers {size} records but the chain ends at seq {head}: records were removed from the end (seq {} to {size}, signed, are lost)", .head + 1)]
     CheckpointBeyondEnd { size: u64, head: u64 },
+    /// An incomplete frame ends the chain and no writer is completing it.
+    #[error("possible crash: {bytes} bytes of a partial record after seq {after}; records after seq {after} are lost")]
+    TornTail { bytes: u64, after: u64 },
     #[error("checkpoint root at size {size} is {found}, the chain's is {expected}: records up to seq {size} were changed")]
     CheckpointMismatch {
         size: u64,

@@ -36,7 +36,7 @@ pub use proof::{prove_consistency, prove_inclusion, ConsistencyProof, InclusionP
 pub use reader::RecordReader;
 pub use retention::{RetentionPlan, RetentionPolicy};
 pub use shared::{SharedWriter, SyncState};
-pub use verify::{verify_chain, CheckedNote, VerifyReport};
+pub use verify::{check_chain, verify_chain, CheckedNote, RootCheck, VerifyReport};
 pub use writer::{AuditOptions, AuditWriter, OpenReport, PendingSync, SyncPolicy, TornTail};
 
 /// First bytes of every segment file.

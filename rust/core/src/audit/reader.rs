@@ -8,6 +8,9 @@ use super::merkle::{Frontier, Hash};
 use super::segment::{list_segments, segment_name, FrameError, SegmentHeader, SegmentReader};
 
 /// Iterator over a chain's verified records, stopping after the first failure.
+///
+/// Verification can instead go on past a failure with [`RecordReader::skip_to_next_segment`],
+/// picking the chain up again from the next segment's header.
 pub struct RecordReader {
     dir: PathBuf,
     /// Segment numbers on disk: contiguous, but not necessarily from 1 (retention).
@@ -20,10 +23,24 @@ pub struct RecordReader {
     /// Seq of the first record read: 1 unless reading started past the first segment.
     first_seq: u64,
     first_segment: u64,
-    tail_bytes: u64,
+    tail: Option<TornTail>,
     /// Records before this seq are verified but not yielded by the iterator.
     skip_before: u64,
     failed: bool,
+    /// The next segment's header is taken as given, not checked against the chain so far:
+    /// it is the first one read, or reading skipped damage before it.
+    resync: bool,
+    /// Number of the last segment opened (or found missing).
+    last_number: Option<u64>,
+}
+
+/// An incomplete frame ending the last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TornTail {
+    pub path: PathBuf,
+    /// Where the incomplete frame starts, and how long the file was when it was read.
+    pub offset: u64,
+    pub file_len: u64,
 }
 
 impl RecordReader {
@@ -38,28 +55,68 @@ impl RecordReader {
     pub fn open_at(root: &Path, chain: &str, seq: u64) -> Result<RecordReader, VerifyFailure> {
         let dir = root.join(chain);
         let segments = list_contiguous(&dir)?;
-        let mut start = 0;
-        for (index, &number) in segments.iter().enumerate().skip(1).rev() {
-            if read_header(&dir.join(segment_name(number)))?.first_seq <= seq {
-                start = index;
+        let mut reader = RecordReader::over(dir, chain, segments, seq);
+        for (index, &number) in reader.segments.iter().enumerate().skip(1).rev() {
+            if read_header(&reader.dir.join(segment_name(number)))?.first_seq <= seq {
+                reader.next_segment = index;
                 break;
             }
         }
-        let mut reader = RecordReader {
+        reader.first_segment = reader.segments[reader.next_segment];
+        reader.open_next_segment()?;
+        Ok(reader)
+    }
+
+    /// Reads a whole chain even if segments are missing or damaged: each problem is
+    /// returned by [`RecordReader::next_payload`] in turn (a gap as a missing segment) and
+    /// reading goes on after [`RecordReader::skip_to_next_segment`]. The first segment that
+    /// opens is open on return, so the reader stands where the chain read starts; the
+    /// problems of those before it are returned beside it. Fails only if the chain's
+    /// directory cannot be listed or holds no segment.
+    pub(crate) fn open_tolerant(
+        root: &Path,
+        chain: &str,
+    ) -> Result<(RecordReader, Vec<VerifyFailure>), VerifyFailure> {
+        let dir = root.join(chain);
+        let segments = list_segments(&dir).map_err(|err| VerifyFailure {
+            path: dir.clone(),
+            offset: None,
+            seq: None,
+            problem: Problem::Io(err),
+        })?;
+        if segments.is_empty() {
+            return Err(VerifyFailure {
+                path: dir.join(segment_name(1)),
+                offset: None,
+                seq: None,
+                problem: Problem::MissingSegment,
+            });
+        }
+        let mut reader = RecordReader::over(dir, chain, segments, 0);
+        let mut problems = Vec::new();
+        while let Err(failure) = reader.open_next_segment() {
+            problems.push(failure);
+            reader.skip_to_next_segment();
+        }
+        Ok((reader, problems))
+    }
+
+    fn over(dir: PathBuf, chain: &str, segments: Vec<u64>, skip_before: u64) -> RecordReader {
+        RecordReader {
             dir,
-            first_segment: segments[start],
+            first_segment: segments[0],
             segments,
-            next_segment: start,
+            next_segment: 0,
             segments_read: 0,
             current: None,
             state: ChainState::genesis(chain),
             first_seq: 1,
-            tail_bytes: 0,
-            skip_before: seq,
+            tail: None,
+            skip_before,
             failed: false,
-        };
-        reader.open_next_segment()?;
-        Ok(reader)
+            resync: false,
+            last_number: None,
+        }
     }
 
     /// Seq of the last record read (0 before any).
@@ -92,7 +149,13 @@ impl RecordReader {
     /// Bytes of an incomplete frame ending the last segment: a write in progress, or a torn
     /// write the writer will cut when it next opens the chain. Not part of the chain.
     pub fn tail_bytes(&self) -> u64 {
-        self.tail_bytes
+        self.tail
+            .as_ref()
+            .map_or(0, |tail| tail.file_len - tail.offset)
+    }
+
+    pub(crate) fn tail(&self) -> Option<&TornTail> {
+        self.tail.as_ref()
     }
 
     /// The segment being read, or the directory before the first one is opened.
@@ -100,6 +163,13 @@ impl RecordReader {
         self.current
             .as_ref()
             .map_or(&self.dir, |segment| &segment.path)
+    }
+
+    /// After a failure, gives up on the rest of the segment being read: reading goes on
+    /// from the next segment, whose header is taken as given.
+    pub(crate) fn skip_to_next_segment(&mut self) {
+        self.current = None;
+        self.resync = true;
     }
 
     /// The next verified record's payload and kind, without copying it out of the buffer.
@@ -130,7 +200,11 @@ impl RecordReader {
                 },
                 Ok(None) => self.current = None,
                 Err(FrameError::Truncated) if last_segment => {
-                    self.tail_bytes = reader.len - reader.offset;
+                    self.tail = Some(TornTail {
+                        path: reader.path.clone(),
+                        offset: reader.offset,
+                        file_len: reader.len,
+                    });
                     self.current = None;
                 }
                 Err(err) => return Err(fail(reader, err.into())),
@@ -138,11 +212,29 @@ impl RecordReader {
         }
     }
 
-    /// Opens the next segment and checks its header; false once all segments are read.
+    /// Opens the next segment and checks its header; false once all segments are read. A
+    /// segment that fails is passed over: reading can go on with the one after it.
     fn open_next_segment(&mut self) -> Result<bool, VerifyFailure> {
         let Some(&number) = self.segments.get(self.next_segment) else {
             return Ok(false);
         };
+        if let Some(missing) = self
+            .last_number
+            .map(|last| last + 1)
+            .filter(|&n| n < number)
+        {
+            // Reported once; the segment after the gap is then read on its own header.
+            self.last_number = Some(number - 1);
+            self.resync = true;
+            return Err(VerifyFailure {
+                path: self.dir.join(segment_name(missing)),
+                offset: None,
+                seq: Some(self.state.seq + 1),
+                problem: Problem::MissingSegment,
+            });
+        }
+        self.next_segment += 1;
+        self.last_number = Some(number);
         let path = self.dir.join(segment_name(number));
         let fail = |problem| VerifyFailure {
             path: path.clone(),
@@ -152,7 +244,8 @@ impl RecordReader {
         };
         let mut reader = SegmentReader::open(path.clone()).map_err(|e| fail(Problem::Io(e)))?;
         let header = reader.read_header().map_err(|e| fail(e.into()))?;
-        if self.segments_read == 0 && number > 1 {
+        let first_read = self.segments_read == 0;
+        if (first_read && number > 1) || self.resync {
             // Nothing before this segment is read: its header is where the chain stands.
             if header.chain != self.state.chain {
                 return Err(fail(Problem::HeaderMismatch {
@@ -161,13 +254,15 @@ impl RecordReader {
                     found: header.chain,
                 }));
             }
-            self.first_seq = header.first_seq;
+            if first_read && number == self.first_segment {
+                self.first_seq = header.first_seq;
+            }
             self.state = ChainState::from_header(&header);
+            self.resync = false;
         } else {
             self.state.check_header(&header).map_err(fail)?;
         }
         self.segments_read += 1;
-        self.next_segment += 1;
         self.current = Some(reader);
         Ok(true)
     }

@@ -17,14 +17,14 @@ pub(super) fn frames(segment: &[u8]) -> Vec<Range<usize>> {
     frames
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     frame.extend_from_slice(payload);
     frame
 }
 
-fn replace_once(haystack: &[u8], from: &str, to: &str) -> Vec<u8> {
+pub(super) fn replace_once(haystack: &[u8], from: &str, to: &str) -> Vec<u8> {
     let text = std::str::from_utf8(haystack).unwrap();
     assert_eq!(text.matches(from).count(), 1, "{from} in {text}");
     text.replace(from, to).into_bytes()
@@ -157,7 +157,7 @@ fn edits_to_the_last_record_change_the_head_hash() {
 }
 
 /// A chain spread over several small segments.
-fn segmented_chain() -> TempDir {
+pub(super) fn segmented_chain() -> TempDir {
     let root = TempDir::new().unwrap();
     write_chain(root.path(), 100, small_segments());
     assert!(verify_chain(root.path(), CHAIN).unwrap().segments >= 4);
@@ -216,7 +216,11 @@ fn removed_middle_segment_is_named() {
     assert_eq!(failure.path, segment(root.path(), 2));
     assert_eq!(
         failure.to_string(),
-        format!("{}: missing segment", segment(root.path(), 2).display())
+        format!(
+            "{} (seq {}): missing segment",
+            segment(root.path(), 2).display(),
+            failure.seq.unwrap()
+        )
     );
 }
 
