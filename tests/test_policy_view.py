@@ -26,7 +26,7 @@ BENIGN = ["hi", "hello there", "what is 2+2"]
 CARD_RE = re.compile(r"\b(?:\d[ -]?){13,16}\b")
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 SPELLINGS = {"content": ['"content"', '"\\u0063ontent"'], "text": ['"text"', '"t\\u0065xt"']}
-CASES = 120
+CASES = 300
 
 
 class Pairs(list):
@@ -74,7 +74,7 @@ def _content(rng: random.Random) -> str:
     blocks = []
     for _ in range(rng.randint(1, 2)):
         pairs = [f'"type":"text"', f"{_key(rng, 'text')}:{text()}"]
-        if rng.random() < 0.4:
+        if rng.random() < 0.15:
             pairs.append(f"{_key(rng, 'text')}:{text()}")
         rng.shuffle(pairs)
         blocks.append("{" + ",".join(pairs) + "}")
@@ -83,7 +83,7 @@ def _content(rng: random.Random) -> str:
 
 def _message(rng: random.Random) -> str:
     pairs = ['"role":"user"', f"{_key(rng, 'content')}:{_content(rng)}"]
-    if rng.random() < 0.4:
+    if rng.random() < 0.15:
         pairs.append(f"{_key(rng, 'content')}:{_content(rng)}")
     rng.shuffle(pairs)
     return "{" + ",".join(pairs) + "}"
@@ -94,7 +94,7 @@ def generate(rng: random.Random) -> tuple[str, str]:
     messages_api = rng.random() < 0.5
     head = ['"model":"mock-claude"', '"max_tokens":16'] if messages_api else ['"model":"mock-gpt"']
     fields = [*head]
-    for _ in range(1 + (rng.random() < 0.3)):  # sometimes `messages` itself twice
+    for _ in range(1 + (rng.random() < 0.1)):  # sometimes `messages` itself twice
         fields.append('"messages":[' + ",".join(_message(rng) for _ in range(rng.randint(1, 2))) + "]")
     if rng.random() < 0.2:
         fields.append(rng.choice(['"model":"mock-gpt"', '"stream":false', '"temperature":0']))
@@ -139,7 +139,7 @@ def test_every_accepted_body_reads_to_the_provider_as_policy_judged_it(gateway, 
                 assert not EMAIL_RE.search(text), f"an unredacted email reached the provider from {body}"
             outcomes["accepted"] += 1
     # The generator exercised every branch: accepted, refused for duplicates, denied.
-    assert min(outcomes.values()) >= 10, outcomes
+    assert min(outcomes.values()) >= 20, outcomes
 
 
 def test_issue_examples_are_refused_naming_the_key(gateway):
