@@ -43,10 +43,18 @@ const OPENAI_SAMPLING: [(&str, Kind, &str); 10] = [
     ("stream", Kind::Bool, "a boolean"),
     ("stream_options", Kind::Object, "an object"),
     ("user", Kind::Str, "a string"),
-    ("temperature", Kind::Number { min: 0.0, max: 2.0 }, "a number from 0 to 2"),
+    (
+        "temperature",
+        Kind::Number { min: 0.0, max: 2.0 },
+        "a number from 0 to 2",
+    ),
     ("top_p", UNIT, "a number from 0 to 1"),
     ("max_tokens", TOKENS, "an integer from 1 to 4294967295"),
-    ("n", Kind::Integer { min: 1, max: 128 }, "an integer from 1 to 128"),
+    (
+        "n",
+        Kind::Integer { min: 1, max: 128 },
+        "an integer from 1 to 128",
+    ),
     ("presence_penalty", PENALTY, "a number from -2 to 2"),
     ("frequency_penalty", PENALTY, "a number from -2 to 2"),
     ("seed", SEED, "an integer"),
@@ -65,7 +73,14 @@ const MESSAGES: [(&str, Kind, &str); 6] = [
     ("metadata", Kind::Object, "an object"),
     ("temperature", UNIT, "a number from 0 to 1"),
     ("top_p", UNIT, "a number from 0 to 1"),
-    ("top_k", Kind::Integer { min: 0, max: i64::MAX }, "a non-negative integer"),
+    (
+        "top_k",
+        Kind::Integer {
+            min: 0,
+            max: i64::MAX,
+        },
+        "a non-negative integer",
+    ),
     ("max_tokens", TOKENS, "an integer from 1 to 4294967295"),
 ];
 

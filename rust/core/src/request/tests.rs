@@ -300,23 +300,35 @@ fn duplicate_keys_are_refused_at_any_depth_naming_key_and_place() {
         Api::Chat,
         br#"{"model":"m","messages":[{"role":"user","content":"card 4111 1111 1111 1111"}],"messages":[{"role":"user","content":"hi"}]}"#,
     );
-    assert!(top.contains("`messages` twice in the top-level object"), "{top}");
+    assert!(
+        top.contains("`messages` twice in the top-level object"),
+        "{top}"
+    );
     let nested = error(
         Api::Chat,
         br#"{"model":"m","messages":[{"role":"user","content":"mail a.b@example.com now","content":"x"}]}"#,
     );
-    assert!(nested.contains("`content` twice in `messages[0]`"), "{nested}");
+    assert!(
+        nested.contains("`content` twice in `messages[0]`"),
+        "{nested}"
+    );
     let deep = error(
         Api::Messages,
         br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}"#,
     );
-    assert!(deep.contains("`text` twice in `messages[0].content[0]`"), "{deep}");
+    assert!(
+        deep.contains("`text` twice in `messages[0].content[0]`"),
+        "{deep}"
+    );
     // Outside the prompt too: any key any parser could read differently.
     let anywhere = error(
         Api::Chat,
         br#"{"model":"m","messages":[],"tools":[{"function":{"name":"a","name":"b"}}]}"#,
     );
-    assert!(anywhere.contains("`name` twice in `tools[0].function`"), "{anywhere}");
+    assert!(
+        anywhere.contains("`name` twice in `tools[0].function`"),
+        "{anywhere}"
+    );
 }
 
 #[test]
@@ -339,23 +351,70 @@ fn syntax_errors_stay_syntax_errors() {
     let err = error(Api::Chat, br#"{"model":"m","messages":[}"#);
     assert!(err.starts_with("request body is not valid JSON"), "{err}");
     let surrogate = error(Api::Chat, br#"{"model":"m","messages":[],"x":"\ud800"}"#);
-    assert!(surrogate.starts_with("request body is not valid JSON"), "{surrogate}");
+    assert!(
+        surrogate.starts_with("request body is not valid JSON"),
+        "{surrogate}"
+    );
 }
 
 #[test]
 fn sampling_fields_are_checked_for_type_and_range() {
     let refused = [
-        (Api::Chat, r#""max_tokens":-1"#, "`max_tokens` must be an integer from 1"),
-        (Api::Chat, r#""max_tokens":1e30"#, "`max_tokens` must be an integer"),
-        (Api::Chat, r#""max_tokens":18446744073709551616"#, "`max_tokens` must be an integer"),
-        (Api::Chat, r#""max_tokens":"10""#, "`max_tokens` must be an integer"),
-        (Api::Chat, r#""temperature":"hot""#, "`temperature` must be a number from 0 to 2"),
-        (Api::Chat, r#""temperature":-5"#, "`temperature` must be a number from 0 to 2"),
-        (Api::Chat, r#""stream":"true""#, "`stream` must be a boolean"),
-        (Api::Completions, r#""n":0"#, "`n` must be an integer from 1 to 128"),
-        (Api::Messages, r#""temperature":1.5"#, "`temperature` must be a number from 0 to 1"),
-        (Api::Messages, r#""top_k":-1"#, "`top_k` must be a non-negative integer"),
-        (Api::Embeddings, r#""dimensions":0.5"#, "`dimensions` must be an integer"),
+        (
+            Api::Chat,
+            r#""max_tokens":-1"#,
+            "`max_tokens` must be an integer from 1",
+        ),
+        (
+            Api::Chat,
+            r#""max_tokens":1e30"#,
+            "`max_tokens` must be an integer",
+        ),
+        (
+            Api::Chat,
+            r#""max_tokens":18446744073709551616"#,
+            "`max_tokens` must be an integer",
+        ),
+        (
+            Api::Chat,
+            r#""max_tokens":"10""#,
+            "`max_tokens` must be an integer",
+        ),
+        (
+            Api::Chat,
+            r#""temperature":"hot""#,
+            "`temperature` must be a number from 0 to 2",
+        ),
+        (
+            Api::Chat,
+            r#""temperature":-5"#,
+            "`temperature` must be a number from 0 to 2",
+        ),
+        (
+            Api::Chat,
+            r#""stream":"true""#,
+            "`stream` must be a boolean",
+        ),
+        (
+            Api::Completions,
+            r#""n":0"#,
+            "`n` must be an integer from 1 to 128",
+        ),
+        (
+            Api::Messages,
+            r#""temperature":1.5"#,
+            "`temperature` must be a number from 0 to 1",
+        ),
+        (
+            Api::Messages,
+            r#""top_k":-1"#,
+            "`top_k` must be a non-negative integer",
+        ),
+        (
+            Api::Embeddings,
+            r#""dimensions":0.5"#,
+            "`dimensions` must be an integer",
+        ),
     ];
     for (api, field, expected) in refused {
         let body = match api {
@@ -416,7 +475,12 @@ mod views_agree {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::List),
                 prop::collection::vec((key(), inner), 0..4).prop_map(|pairs| {
-                    Doc::Object(pairs.into_iter().map(|((_, spelled), d)| (spelled, d)).collect())
+                    Doc::Object(
+                        pairs
+                            .into_iter()
+                            .map(|((_, spelled), d)| (spelled, d))
+                            .collect(),
+                    )
                 }),
             ]
         })
