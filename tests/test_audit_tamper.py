@@ -33,12 +33,20 @@ def verify(root, keyring):
     return cli("audit", "verify", "--dir", str(root), "--keyring", str(keyring))
 
 
-def broken(root, keyring) -> str:
+def problems(root, keyring) -> list[str]:
+    """Every problem line verify prints; it must exit 1 and never call the trail intact."""
     done = verify(root, keyring)
     assert done.returncode == 1, done.stdout + done.stderr
-    line = done.stdout.strip()
-    assert line.startswith(f"BROKEN: chain {CHAIN}: ") and "\n" not in line, line
-    return line
+    assert "intact" not in done.stdout.replace("NOT INTACT", ""), done.stdout
+    assert done.stdout.splitlines()[-1].startswith("NOT INTACT: "), done.stdout
+    return [line for line in done.stdout.splitlines() if line.startswith(("BROKEN: ", "MISSING: "))]
+
+
+def broken(root, keyring) -> str:
+    """The one problem a single tampering causes."""
+    lines = problems(root, keyring)
+    assert len(lines) == 1 and lines[0].startswith(f"BROKEN: chain {CHAIN}: "), lines
+    return lines[0]
 
 
 def edit_segment(root, number, edit) -> None:
@@ -142,7 +150,7 @@ def test_a_segment_removed_from_the_middle_is_named(trail):
     root, keyring, _ = trail
     segment(root, 7).unlink()
     line = broken(root, keyring)
-    assert line.endswith("00000007.seg: missing segment"), line
+    assert "00000007.seg (seq " in line and line.endswith("): missing segment"), line
 
 
 def test_early_segments_removed_without_retention_are_named(trail):
@@ -159,8 +167,10 @@ def test_a_checkpoint_that_does_not_match_is_named(trail):
     lines = second.read_text().split("\n\n")[0].splitlines()
     lines[2] = third.read_text().splitlines()[2]  # a validly signed note with another size's root
     second.write_text(note.sign("\n".join(lines) + "\n", signer))
-    line = broken(root, keyring)
-    assert second.name in line and f"checkpoint root at size {second.stem}" in line, line
+    found = problems(root, keyring)
+    assert len(found) == 2, found  # the note's root is not the chain's, nor the record's
+    assert second.name in found[0] and f"checkpoint root at size {second.stem}" in found[0], found
+    assert f"checkpoint record names checkpoints/{second.name}, which is missing or differs" in found[1], found
 
 
 def test_a_bad_signature_is_named(trail):

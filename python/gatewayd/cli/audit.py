@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 from gatewayd import _core
 from gatewayd.audit import note
 from gatewayd.audit.keys import AuditKeyError, Signer, Verifier, add_to_keyring, load_keyring
-from gatewayd.audit.verify import Broken, referenced_versions, unresolved, verify_chain
+from gatewayd.audit.replicas import known_to_store, missing_chains
+from gatewayd.audit.verify import references, unresolved, verify_chain
 from gatewayd.cli import audit_records
 from gatewayd.cli.audit_records import audit_root
 from gatewayd.cli.common import CliError, Parser, load_settings, open_registry
+from gatewayd.control.model import StoreUnavailableError
 
 TLOG_PROOF = "c2sp.org/tlog-proof@v1"
 
@@ -76,38 +79,60 @@ def _keyring(args) -> list[Verifier] | None:
 
 
 def run_verify(args) -> int:
+    """Reports every problem of every chain, and every replica known to have served whose
+    chain is missing; exit 1 if there is any."""
     root = audit_root(args)
     chains = _core.list_chains(root)
-    if not chains:
+    keyring = _keyring(args)
+    reports = [verify_chain(root, chain, keyring) for chain in chains]
+    found = [references(root, chain) for chain in chains]
+    known: dict[str, str] = {}  # replica -> why it is known to have served
+    for refs in found:
+        for chain, why in refs.refused.items():
+            known.setdefault(chain, why)
+    referenced = set().union(*(refs.versions for refs in found))
+    problems = [f"BROKEN: chain {r.chain}: {problem}" for r in reports for problem in r.problems]
+    notes = [f"note: chain {chain}: {why}" for chain, why in sorted(known.items()) if chain in chains]
+    missing_versions: list[tuple[str, int]] | None = None
+    if not _has_config(args):
+        notes.append("versions and replicas not checked against the registry (no config given)")
+    else:
+        try:
+            registry = open_registry(load_settings(args))
+            for name, why in known_to_store(registry.store).items():
+                known.setdefault(name, why)
+            missing_versions = unresolved(referenced, registry)
+        except (StoreUnavailableError, sqlite3.Error) as exc:
+            notes.append(f"versions and replicas not checked against the registry: {exc}")
+    missing = missing_chains(chains, known)
+    problems += [f"MISSING: chain {name}: no chain directory under {root}, but {why}" for name, why in missing]
+    if missing_versions:
+        names = ", ".join(f"{domain} v{version}" for domain, version in missing_versions)
+        problems.append(f"BROKEN: records name versions the registry does not hold: {names}")
+    if not chains and not problems:
         print(f"no audit chains under {root}")
         return 1
-    keyring = _keyring(args)
-    reports = []
-    try:
-        for chain in chains:
-            reports.append(verify_chain(root, chain, keyring))
-    except Broken as exc:
-        print(f"BROKEN: {exc}")
-        return 1
+
     for r in reports:
         kept = f" (seq {r.first_seq} on; earlier records removed by retention)" if r.first_seq > 1 else ""
         signed = "no checkpoints: its end is not signed"
         if r.checkpoints:
             signed = f"{r.checkpoints} checkpoint(s) signed by {', '.join(sorted(r.signers))}"
-        print(f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), head seq {r.head_seq}; {signed}")
+        damage = f"; {len(r.problems)} problem(s), listed below" if r.problems else ""
+        print(f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), head seq {r.head_seq}; {signed}{damage}")
+    for line in problems + notes:
+        print(line)
+    if problems:
+        bad = {r.chain for r in reports if r.problems} | {name for name, _ in missing}
+        total = len(set(chains) | known.keys())
+        print(f"NOT INTACT: {len(problems)} problem(s); {len(bad)} of {total} chain(s) affected")
+        return 1
     records = sum(r.records for r in reports)
     checkpoints = sum(r.checkpoints for r in reports)
     print(f"intact: {len(reports)} chain(s), {records} records, {checkpoints} checkpoint signature(s) verified")
-    if not _has_config(args):
-        print("versions not resolved against the registry (no config given)")
-        return 0
-    referenced = set().union(*(referenced_versions(root, chain) for chain in chains))
-    missing = unresolved(referenced, open_registry(load_settings(args)))
-    if missing:
-        names = ", ".join(f"{domain} v{version}" for domain, version in missing)
-        print(f"BROKEN: records name versions the registry does not hold: {names}")
-        return 1
-    print(f"every version the records name ({len(referenced)}) resolves in the registry")
+    if missing_versions is not None:
+        print(f"every version the records name ({len(referenced)}) resolves in the registry")
+        print(f"every replica the registry knows of ({len(known)}) has its chain")
     return 0
 
 

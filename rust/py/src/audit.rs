@@ -9,8 +9,15 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use serde::Deserialize;
 
+/// Linux's "structure needs cleaning": the errno of an OSError for a chain that is corrupt,
+/// so a worker can tell a chain to leave alone from a disk or permission failure.
+const EUCLEAN: i32 = 117;
+
 pub fn audit_err(e: audit::AuditError) -> PyErr {
-    PyOSError::new_err(e.to_string())
+    match e {
+        audit::AuditError::Corrupt(_) => PyOSError::new_err((EUCLEAN, e.to_string())),
+        e => PyOSError::new_err(e.to_string()),
+    }
 }
 
 fn broken(e: impl ToString) -> PyErr {
@@ -22,12 +29,12 @@ fn hashes<'py>(py: Python<'py>, hashes: &[audit::Hash]) -> PyResult<Bound<'py, P
 }
 
 /// Verifies one replica's chain and its checkpoint notes' roots; returns what it covered
-/// or raises ValueError naming the first break. Note signatures are the caller's to check.
+/// and every problem found (`problems`, one line each, empty for an intact chain). Note
+/// signatures are the caller's to check: `checkpoints` lists (path, size, root check), the
+/// root check being "matches", "retired", "differs" or "not checked".
 #[pyfunction]
 pub fn verify_chain<'py>(py: Python<'py>, root: &str, chain: &str) -> PyResult<Bound<'py, PyDict>> {
-    let report = py
-        .detach(|| audit::verify_chain(Path::new(root), chain))
-        .map_err(broken)?;
+    let report = py.detach(|| audit::check_chain(Path::new(root), chain));
     let d = PyDict::new(py);
     d.set_item("records", report.records)?;
     d.set_item("segments", report.segments)?;
@@ -37,12 +44,22 @@ pub fn verify_chain<'py>(py: Python<'py>, root: &str, chain: &str) -> PyResult<B
     d.set_item("head_hash", hex::encode(report.head_hash))?;
     d.set_item("root", base64_hash(&report.root))?;
     d.set_item("tail_bytes", report.tail_bytes)?;
-    let notes: Vec<(String, u64, bool)> = report
+    let notes: Vec<(String, u64, &str)> = report
         .checkpoints
         .iter()
-        .map(|note| (note.path.display().to_string(), note.size, note.retired))
+        .map(|note| {
+            let root = match note.root {
+                audit::RootCheck::Matches => "matches",
+                audit::RootCheck::Retired => "retired",
+                audit::RootCheck::Differs => "differs",
+                audit::RootCheck::NotChecked => "not checked",
+            };
+            (note.path.display().to_string(), note.size, root)
+        })
         .collect();
     d.set_item("checkpoints", notes)?;
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    d.set_item("problems", problems)?;
     Ok(d)
 }
 
