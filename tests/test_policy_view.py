@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import random
 import re
-import urllib.request
 
 import httpx
 
 from support.gateway import KEYS
+from support.views import clear_journal, journal, prompt_texts, reading
 
 CARD = "card 4111 1111 1111 1111"
 EMAIL = "mail a.b@example.com now"
@@ -27,39 +27,6 @@ CARD_RE = re.compile(r"\b(?:\d[ -]?){13,16}\b")
 EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 SPELLINGS = {"content": ['"content"', '"\\u0063ontent"'], "text": ['"text"', '"t\\u0065xt"']}
 CASES = 300
-
-
-class Pairs(list):
-    """A JSON object as its (key, value) pairs in order, duplicates kept."""
-
-
-def _pairs(body: str):
-    return json.loads(body, object_pairs_hook=Pairs)
-
-
-def reading(value, keep: str):
-    """The document a parser keeping the `first` or `last` of duplicate keys reads."""
-    if isinstance(value, Pairs):
-        out: dict = {}
-        for key, item in value:
-            if keep == "last" or key not in out:
-                out[key] = reading(item, keep)
-        return out
-    if isinstance(value, list):
-        return [reading(item, keep) for item in value]
-    return value
-
-
-def prompt_texts(doc: dict) -> list[str]:
-    """The texts a provider takes as the prompt: the same fields the gateway's policy reads."""
-    texts = []
-    system = doc.get("system")
-    for content in [system] + [m.get("content") for m in doc.get("messages", []) if isinstance(m, dict)]:
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts += [b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)]
-    return texts
 
 
 def _key(rng: random.Random, name: str) -> str:
@@ -102,15 +69,6 @@ def generate(rng: random.Random) -> tuple[str, str]:
     return ("/v1/messages" if messages_api else "/v1/chat/completions"), "{" + ",".join(fields) + "}"
 
 
-def _journal(port: int) -> list:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_mock/requests") as r:
-        return json.loads(r.read(), object_pairs_hook=Pairs)
-
-
-def _clear_journal(port: int) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/_mock/requests", method="DELETE")).close()
-
-
 def test_every_accepted_body_reads_to_the_provider_as_policy_judged_it(gateway, mock_port):
     rng = random.Random(9)
     outcomes = {"accepted": 0, "duplicate": 0, "denied": 0}
@@ -119,19 +77,19 @@ def test_every_accepted_body_reads_to_the_provider_as_policy_judged_it(gateway, 
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as client:
         for _ in range(CASES):
             path, body = generate(rng)
-            _clear_journal(mock_port)
+            clear_journal(mock_port)
             r = client.post(path, content=body)
             assert r.status_code < 500, (body, r.text)
             if r.status_code == 400:
                 assert "twice in" in r.text and "key `" in r.text, (body, r.text)
-                assert _journal(mock_port) == [], "a refused body reached the provider"
+                assert journal(mock_port) == [], "a refused body reached the provider"
                 outcomes["duplicate"] += 1
                 continue
             if r.status_code == 403:
                 outcomes["denied"] += 1
                 continue
             assert r.status_code == 200, (body, r.text)
-            [received] = [dict(e)["body"] for e in _journal(mock_port)]
+            [received] = [dict(e)["body"] for e in journal(mock_port)]
             first, last = reading(received, "first"), reading(received, "last")
             assert first == last, f"the provider's parsers disagree on {body}"
             for text in prompt_texts(first):
