@@ -16,6 +16,7 @@ import msgspec
 
 from gatewayd import _core, config
 from gatewayd.audit.runtime import AuditRuntime
+from gatewayd.audit.verify import REFUSED_CHAIN
 from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.stores import open_store
@@ -24,7 +25,7 @@ from gatewayd.server import metrics
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.pipeline import AuditUnavailable, Pipeline
-from gatewayd.server.replica import claim_slot
+from gatewayd.server.replica import claim_replica
 from gatewayd.upstream import UpstreamClient
 from gatewayd.upstream.providers import ProviderEndpoint
 
@@ -131,11 +132,17 @@ class GatewayApp:
 
     async def startup(self) -> None:
         s = self.settings
-        name, self._slot_fd = claim_slot(s.path(s.control.dir) / "slots", s.server.replica_prefix)
-        self.engine = _core.Engine(
-            s.cache.max_entries, s.cache.max_bytes, str(s.path(s.audit.dir)), name, s.audit.segment_bytes
-        )
+
+        def open_engine(replica: str):
+            return _core.Engine(
+                s.cache.max_entries, s.cache.max_bytes, str(s.path(s.audit.dir)), replica, s.audit.segment_bytes
+            )
+
+        claim = claim_replica(s.path(s.control.dir) / "slots", s.server.replica_prefix, open_engine)
+        name, self.engine, self._slot_fds = claim.name, claim.opened, claim.fds
         self.audit = AuditRuntime(self.engine, s)
+        for refused, error in claim.refused:  # in this replica's chain, for verify to report
+            self.engine.event(_encode({"kind": "replica", "event": REFUSED_CHAIN, "refused": refused, "error": error}))
         self.audit.start()
         providers = [(n, p.kind) for n, p in s.providers.items()]
         state_dir = s.path(s.control.dir)
