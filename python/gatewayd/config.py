@@ -30,6 +30,15 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     replica_prefix: str = ""  # default: hostname
     # GET /metrics on the data port, unauthenticated; the admin API serves it to any token either way
     metrics_on_data_port: bool = True
+    # Hostile or broken clients: a connection whose request head has not arrived within
+    # header_timeout_s (idle keep-alive included) is closed; a body with no bytes for
+    # body_idle_timeout_s, or not complete within body_timeout_s, is answered 408.
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    # Open client connections per worker; more wait in the listen backlog. Lowered at start
+    # to what the open-file limit leaves room for (see gatewayd.server.connections).
+    max_connections: int = 1024
 
 
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -180,6 +189,13 @@ def _check(s: Settings, label: str) -> None:
         raise ConfigError(f"{label}: server.workers: must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{label}: server.max_body_bytes: must be at least 1024")
+    if not 0 < s.server.header_timeout_s <= 60:  # granian's limit: 60 000 ms
+        raise ConfigError(f"{label}: server.header_timeout_s: must be above 0 and at most 60")
+    for field in ("body_idle_timeout_s", "body_timeout_s"):
+        if getattr(s.server, field) <= 0:
+            raise ConfigError(f"{label}: server.{field}: must be positive")
+    if s.server.max_connections < 1:
+        raise ConfigError(f"{label}: server.max_connections: must be at least 1")
     if not 0 <= s.server.admin_port < 65536 or s.server.admin_port == s.server.port:
         raise ConfigError(f"{label}: server.admin_port: must be 0 (off) or a port other than server.port")
     for i, key in enumerate(s.keys):

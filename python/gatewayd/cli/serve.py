@@ -10,6 +10,7 @@ from gatewayd import config
 from gatewayd.cli.common import load_settings, open_registry
 from gatewayd.control import documents
 from gatewayd.control.model import StoreUnavailableError
+from gatewayd.server.connections import FILES_RESERVE, connection_cap, raise_open_file_limit
 
 
 def register(commands) -> None:
@@ -38,17 +39,26 @@ def run_serve(args) -> int:
         os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
     _bootstrap(settings)
     from granian import Granian
+    from granian.http import HTTP1Settings
 
-    admin = _start_admin() if settings.server.admin_port else None
+    server = settings.server
+    max_connections = _fit_connection_cap(server.max_connections)
+    admin = _start_admin() if server.admin_port else None
     try:
         Granian(
             "gatewayd.server.app:create_app",
             factory=True,
-            address=settings.server.host,
-            port=settings.server.port,
+            address=server.host,
+            port=server.port,
             interface="asgi",
             loop="uvloop",
-            workers=settings.server.workers,
+            workers=server.workers,
+            # HTTP/1 only: in granian's "auto" mode a connection that sends nothing never
+            # gets past protocol detection, so the header timeout never starts.
+            http="1",
+            # Covers idle keep-alive connections too; granian closes the connection.
+            http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout_s * 1000)),
+            backpressure=max_connections,  # open connections per worker
             log_access=False,
             respawn_failed_workers=True,
             workers_kill_timeout=10,
@@ -57,6 +67,21 @@ def run_serve(args) -> int:
         if admin is not None:
             _stop(admin)
     return 0
+
+
+def _fit_connection_cap(configured: int) -> int:
+    """The per-worker connection cap the open-file limit has room for (raised to the hard
+    limit first); workers inherit the limit, so they compute the same cap."""
+    limit = raise_open_file_limit()
+    cap = connection_cap(configured)
+    if cap < configured:
+        print(
+            f"warning: server.max_connections lowered from {configured} to {cap} per worker: the "
+            f"open-file limit is {limit} (each connection may hold an upstream one, "
+            f"{FILES_RESERVE} kept for files)",
+            flush=True,
+        )
+    return cap
 
 
 def _start_admin() -> subprocess.Popen:

@@ -22,7 +22,9 @@ from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.stores import open_store
 from gatewayd.server import errors
 from gatewayd.server import metrics
-from gatewayd.server.asgi import JSON, respond
+from gatewayd.server import asgi
+from gatewayd.server.asgi import JSON, respond, transfer_coding_problem
+from gatewayd.server.connections import ConnectionCapWatch, connection_cap
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_replica
@@ -31,12 +33,16 @@ from gatewayd.upstream.providers import ProviderEndpoint
 
 log = logging.getLogger("gatewayd")
 
+# Routes are looked up by the raw path, as the client sent it: a percent-encoded spelling
+# (`/v1/chat%2fcompletions`, `/%6detrics`) names no route and gets a 404.
 LLM_ROUTES = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/messages": "messages",
+    b"/v1/chat/completions": "chat",
+    b"/v1/completions": "completions",
+    b"/v1/embeddings": "embeddings",
+    b"/v1/messages": "messages",
 }
+MODELS, METRICS, HEALTHZ, READYZ = "models", "metrics", "healthz", "readyz"
+GATEWAY_ROUTES = {b"/v1/models": MODELS, b"/metrics": METRICS, b"/healthz": HEALTHZ, b"/readyz": READYZ}
 _encode = msgspec.json.encode
 
 
@@ -49,6 +55,7 @@ class GatewayApp:
         self.audit: AuditRuntime | None = None
         self.client: UpstreamClient | None = None
         self._metrics_task: asyncio.Task | None = None
+        self._client_guard_task: asyncio.Task | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         kind = scope["type"]
@@ -77,21 +84,28 @@ class GatewayApp:
                 pass
 
     async def _route(self, scope: dict, receive, send) -> None:
-        path = scope["path"]
-        api = LLM_ROUTES.get(path)
+        # raw_path is optional in ASGI; granian always sends it.
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        api = LLM_ROUTES.get(raw_path)
         if api is not None:
             if scope["method"] != "POST":
-                return await _error(send, 405, f"{path} accepts POST only", "method_not_allowed", api == "messages")
+                message = f"{scope['path']} accepts POST only"
+                return await _error(send, 405, message, "method_not_allowed", api == "messages")
+            framing = transfer_coding_problem(scope["headers"])
+            if framing is not None:
+                status, message = framing
+                return await _error(send, status, message, "invalid_transfer_encoding", api == "messages")
             return await self.pipeline.handle(scope, receive, send, api)
-        if path == "/v1/models" and scope["method"] == "GET":
+        route = GATEWAY_ROUTES.get(raw_path)
+        if route is MODELS and scope["method"] == "GET":
             return await self._models(scope, send)
-        if path == "/metrics" and self.settings.server.metrics_on_data_port:
+        if route is METRICS and self.settings.server.metrics_on_data_port:
             self._write_metrics()
             body = metrics.render(self.metrics_dir.read_all())
             return await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4")], body)
-        if path == "/healthz":
+        if route is HEALTHZ:
             return await respond(send, 200, [(b"content-type", JSON)], b'{"status":"ok"}')
-        if path == "/readyz":
+        if route is READYZ:
             agent = self.agent
             ready = agent is not None and agent.snapshot is not None
             body = _encode(
@@ -104,7 +118,8 @@ class GatewayApp:
                 }
             )
             return await respond(send, 200 if ready else 503, [(b"content-type", JSON)], body)
-        await _error(send, 404, f"no route for {scope['method']} {path}", "not_found", False)
+        message = f"no route for {scope['method']} {raw_path.decode('latin-1')}"
+        await _error(send, 404, message, "not_found", False)
 
     async def _models(self, scope: dict, send) -> None:
         """Answered by the gateway: the models the active routing version serves."""
@@ -159,6 +174,8 @@ class GatewayApp:
         self.agent.start()
         self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
         self._metrics_task = asyncio.get_running_loop().create_task(self._flush_metrics())
+        asgi.body_deadlines = asgi.BodyDeadlines(s.server.body_idle_timeout_s, s.server.body_timeout_s)
+        self._client_guard_task = asyncio.get_running_loop().create_task(self._guard_against_clients())
         limits: dict[str, int] = {}
         for p in s.providers.values():  # providers sharing a host share its budget
             limits[p.base_url] = max(limits.get(p.base_url, 0), p.max_connections)
@@ -169,6 +186,21 @@ class GatewayApp:
             self.engine, self.agent, Authenticator(s.keys), self.client, endpoints, s.server.max_body_bytes, self.audit
         )
         log.info("replica %s serving (pid %d)", name, os.getpid())
+
+    async def _guard_against_clients(self) -> None:
+        """Ends the body reads of stalled clients (408) a few times a second, and once a
+        second logs whether this worker's connections are at the cap."""
+        server, deadlines = self.settings.server, asgi.body_deadlines
+        cap = ConnectionCapWatch(server.port, connection_cap(server.max_connections))
+        interval = min(1.0, deadlines.idle_s / 4, deadlines.total_s / 4)
+        next_cap_check = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            deadlines.sweep(now)
+            if now >= next_cap_check:
+                next_cap_check = now + 1.0
+                cap.check()
 
     async def _flush_metrics(self) -> None:
         while True:
@@ -203,6 +235,8 @@ class GatewayApp:
     async def shutdown(self) -> None:
         if self._metrics_task:
             self._metrics_task.cancel()
+        if self._client_guard_task:
+            self._client_guard_task.cancel()
         if self.client:
             await self.client.close()
         if self.agent:

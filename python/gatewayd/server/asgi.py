@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Awaitable, Callable
 
 Receive = Callable[[], Awaitable[dict]]
@@ -18,30 +20,88 @@ class ClientGone(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    """The client stalled while sending its body (answered 408)."""
+
+
+class BodyDeadlines:
+    """The body reads in progress, and the sweep that ends the stalled ones.
+
+    One sweep checks them all a few times a second (GatewayApp runs it) instead of arming
+    a timer per read, so a read costs a dict insert and delete. A read is stalled when no
+    bytes came for ``idle_s``, or the whole body took more than ``total_s``.
+    """
+
+    def __init__(self, idle_s: float, total_s: float):
+        self.idle_s = idle_s
+        self.total_s = total_s
+        self.reads: dict[asyncio.Task, list[float]] = {}  # task -> [started, last bytes]
+        self.expired: set[asyncio.Task] = set()
+
+    def sweep(self, now: float) -> None:
+        for task, (started, last) in self.reads.items():
+            if (now - last > self.idle_s or now - started > self.total_s) and task not in self.expired:
+                self.expired.add(task)
+                task.cancel()  # delivered at the read's pending receive()
+
+
+# Set by the app at startup from [server]; the defaults serve the bench and tests in-process.
+body_deadlines = BodyDeadlines(10.0, 60.0)
+
+
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """Reads the whole request body, refusing early when it passes `limit` bytes."""
+    """Reads the whole request body, refusing early when it passes `limit` bytes, and
+    raising BodyTimeout when the client stalls (see BodyDeadlines)."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise BodyTooLarge
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body"):
+    deadlines = body_deadlines
+    task = asyncio.current_task()
+    now = time.monotonic()
+    progress = deadlines.reads[task] = [now, now]
+    try:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        parts.append(chunk)
-    return b"".join(parts)
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise BodyTooLarge
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body"):
+            progress[1] = time.monotonic()
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            parts.append(chunk)
+        return b"".join(parts)
+    except asyncio.CancelledError:
+        if task in deadlines.expired:
+            task.uncancel()
+            raise BodyTimeout from None
+        raise
+    finally:
+        del deadlines.reads[task]
+        deadlines.expired.discard(task)
+
+
+def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    """(status, message) when Transfer-Encoding is anything but one `chunked`: RFC 9112
+    forbids chunked twice (400) and the gateway decodes no other coding (501)."""
+    codings = []
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            codings += [c.strip().lower() for c in value.split(b",")]
+    if not codings or codings == [b"chunked"]:
+        return None
+    if codings.count(b"chunked") > 1:
+        return 400, "Transfer-Encoding applies chunked more than once (RFC 9112, section 7)"
+    return 501, f"Transfer-Encoding {b', '.join(codings).decode('latin-1')} is not supported; send chunked or Content-Length"
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

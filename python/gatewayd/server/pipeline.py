@@ -15,7 +15,7 @@ import time
 from random import getrandbits
 
 from gatewayd.server import errors
-from gatewayd.server.asgi import JSON, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
+from gatewayd.server.asgi import JSON, BodyTimeout, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.ratelimit import TenantLimiter
@@ -69,6 +69,9 @@ class Pipeline:
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
             return await self._reject(send, api, tenant, request_id, 413, "request_too_large", message)
+        except BodyTimeout:
+            message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
+            return await self._reject(send, api, tenant, request_id, 408, "request_timeout", message)
         except ClientGone:
             return
         # R6: the request's one snapshot, taken as it is admitted (no await between this
