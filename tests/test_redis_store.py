@@ -15,13 +15,29 @@ import redis
 
 from gatewayd import config
 from gatewayd.control.local_store import LocalStore
-from gatewayd.control.model import Ack, ChangeItem, ConflictError, Pointer, Replica, StoreUnavailableError
+from gatewayd.control.model import (
+    Ack,
+    ChangeItem,
+    ConflictError,
+    Pointer,
+    Replica,
+    Change,
+    StoreDump,
+    StoredVersion,
+    StoreHead,
+    StoreIdentity,
+    StoreLostError,
+    StoreUnavailableError,
+    VersionInfo,
+    Watermark,
+)
 from gatewayd.control.redis_store import RedisStore
 from gatewayd.control.stores import open_store
 from support.procs import free_port, stop_process
 from support.redis import start_redis
 
 DOC = b"rules:\n  - deny: card\x00\xff\r\n  \n"  # stored byte for byte, not as text
+EPOCH = "0" * 32  # every write names the epoch it expects the store to have (R17)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +58,7 @@ def open_(request, tmp_path):
 
     def opener():
         handles.append(kind(*args))
-        return handles[-1]
+        return identified(handles[-1])
 
     yield opener
     for handle in handles:
@@ -54,8 +70,14 @@ def store(open_):
     return open_()
 
 
+def identified(store):
+    """The store with an identity, as bootstrap leaves it (once; later handles find it)."""
+    store.seed(StoreDump(StoreIdentity(EPOCH, time.time()), [], {}, [], []))
+    return store
+
+
 def activate(store, domain: str, new: int, prev: int | None = None, actor: str = "alice"):
-    return store.flip([ChangeItem(domain, "default", prev, new)], actor, f"{domain} to {new}", "activate")
+    return store.flip([ChangeItem(domain, "default", prev, new)], actor, f"{domain} to {new}", "activate", epoch=EPOCH)
 
 
 # -- the contract, for both stores -----------------------------------------------------
@@ -63,9 +85,9 @@ def activate(store, domain: str, new: int, prev: int | None = None, actor: str =
 
 def test_versions_are_immutable_and_numbered_per_domain(store):
     before = time.time()
-    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first") == 1
-    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "again") == 2
-    assert store.add_version("routing", "sha256:b", "r1", b"{}", "bob", "routes") == 1
+    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH) == 1
+    assert store.add_version("policy", "sha256:a", "p1", DOC, "alice", "again", epoch=EPOCH) == 2
+    assert store.add_version("routing", "sha256:b", "r1", b"{}", "bob", "routes", epoch=EPOCH) == 1
 
     info, data = store.version("policy", 1)
     assert data == DOC
@@ -90,7 +112,7 @@ def test_flip_moves_pointers_and_records_the_change(store):
     assert store.last_change_id() == 1
     assert store.changes() == [change]
 
-    unset = store.flip([ChangeItem("policy", "default", 1, None)], "bob", "switch off", "rollback")
+    unset = store.flip([ChangeItem("policy", "default", 1, None)], "bob", "switch off", "rollback", epoch=EPOCH)
     assert unset.id == 2 and store.pointers() == []
     assert store.changes(since_id=1) == [unset]
 
@@ -109,19 +131,19 @@ def test_lost_compare_and_set_changes_nothing(store):
 
 def test_multi_item_flip_is_all_or_nothing(store):
     bundle = [ChangeItem(d, "default", None, 1) for d in ("policy", "routing", "config")]
-    first = store.flip(bundle, "alice", "bootstrap", "bootstrap")
+    first = store.flip(bundle, "alice", "bootstrap", "bootstrap", epoch=EPOCH)
     stale = [
         ChangeItem("policy", "default", 1, 2),
         ChangeItem("routing", "default", 7, 2),  # lost: routing is at 1
         ChangeItem("config", "default", 1, 2),
     ]
     with pytest.raises(ConflictError, match="routing/default moved to version 1"):
-        store.flip(stale, "alice", "bundle 2", "bundle")
+        store.flip(stale, "alice", "bundle 2", "bundle", epoch=EPOCH)
     assert {(p.domain, p.version, p.change_id) for p in store.pointers()} == {
         (d, 1, first.id) for d in ("policy", "routing", "config")
     }
 
-    second = store.flip([ChangeItem(i.domain, i.scope, 1, 2) for i in stale], "alice", "bundle 2", "bundle")
+    second = store.flip([ChangeItem(i.domain, i.scope, 1, 2) for i in stale], "alice", "bundle 2", "bundle", epoch=EPOCH)
     assert {(p.version, p.change_id) for p in store.pointers()} == {(2, second.id)}
     assert store.changes() == [first, second]
 
@@ -130,7 +152,7 @@ def test_changes_are_ordered_and_filter_by_domain(store):
     activate(store, "policy", 1)
     activate(store, "routing", 1)
     both = [ChangeItem("policy", "tenant-a/x", None, 1), ChangeItem("config", "default", None, 1)]
-    store.flip(both, "alice", "tenant policy and config", "bundle")
+    store.flip(both, "alice", "tenant policy and config", "bundle", epoch=EPOCH)
     activate(store, "policy", 2, prev=1)
     assert [c.id for c in store.changes()] == [1, 2, 3, 4]
     assert [c.id for c in store.changes(since_id=2)] == [3, 4]
@@ -189,6 +211,58 @@ def test_replicas_and_acks(store):
     assert store.acks(4) == []
 
 
+def test_head_names_the_identity_and_how_far_history_goes(store):
+    assert store.head() == StoreHead(StoreIdentity(EPOCH, store.head().identity.created_at), 0, {})
+    store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
+    activate(store, "policy", 1)
+    assert (store.head().last_change, store.head().last_versions) == (1, {"policy": 1})
+
+
+def test_a_write_naming_another_epoch_is_refused_and_writes_nothing(store):
+    store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
+    before = (store.head(), store.versions("policy"), store.changes(), store.pointers())
+    with pytest.raises(StoreLostError, match=f"expected epoch other, found epoch {EPOCH}; nothing written"):
+        store.add_version("policy", "sha256:b", "p2", DOC, "alice", "second", epoch="other")
+    with pytest.raises(StoreLostError, match="expected epoch other"):
+        store.flip([ChangeItem("policy", "default", None, 1)], "alice", "go", "activate", epoch="other")
+    assert (store.head(), store.versions("policy"), store.changes(), store.pointers()) == before
+
+
+def test_seed_writes_a_whole_history_once_and_numbers_carry_on_past_it(open_, tmp_path, request):
+    store = _bare(open_, tmp_path, request)
+    with pytest.raises(StoreLostError, match="found no identity"):
+        store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
+    info = VersionInfo("policy", 2, "sha256:x", "p2.yaml", 1000.5, "alice", "second")
+    changes = [
+        Change(1, 1000.0, "restore", "lost", "lost", []),
+        Change(2, 1001.25, "bob", "back", "restore", [ChangeItem("policy", "default", None, 2)]),
+    ]
+    dump = StoreDump(StoreIdentity("e1", 999.0), [StoredVersion(info, DOC)], {"policy": 5}, changes,
+                     [Pointer("policy", "default", 2, 2)])
+    assert store.seed(dump) is True
+    assert store.seed(dump) is False  # a store with history is never seeded over
+    assert store.head() == StoreHead(StoreIdentity("e1", 999.0), 2, {"policy": 5})
+    assert store.version("policy", 2) == (info, DOC) and store.version("policy", 1) is None
+    assert store.changes() == changes and store.pointers() == [Pointer("policy", "default", 2, 2)]
+    assert store.add_version("policy", "sha256:y", "p6", DOC, "alice", "next", epoch="e1") == 6
+    flipped = store.flip([ChangeItem("policy", "default", 2, 6)], "alice", "go", "activate", epoch="e1")
+    assert flipped.id == 3
+
+
+def test_heartbeats_carry_the_replicas_watermark(store):
+    mark = Watermark(EPOCH, 5.0, 7, {"policy": 2, "routing": 1})
+    store.heartbeat(Replica("h1-w0", 10, "h1", 1.0, time.time(), 7, {"policy/default": 2}, mark))
+    store.heartbeat(Replica("h1-w1", 11, "h1", 1.0, time.time(), 7, {}))
+    assert [r.mark for r in store.replicas()] == [mark, None]
+
+
+def _bare(open_, tmp_path, request):
+    """A handle on a store without identity (what a wiped store looks like)."""
+    if request.node.callspec.params["open_"] == "local":
+        return LocalStore(tmp_path / "bare")
+    return RedisStore(request.getfixturevalue("redis_url"), f"t{uuid.uuid4().hex[:8]}")
+
+
 def test_subscription_wakes_on_a_flip_from_another_handle(open_):
     store, writer = open_(), open_()
     sub = store.subscribe()
@@ -224,12 +298,12 @@ def test_open_store_follows_the_redis_url_setting(tmp_path, redis_url):
 
 
 def test_a_stored_version_is_never_overwritten(redis_url):
-    store = RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}")
+    store = identified(RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}"))
     try:
-        store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first")
+        store.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
         store._redis.set(store._key("version-id", "policy"), 0)  # a counter behind the data
         with pytest.raises(redis.ResponseError, match="version 1 is already stored"):
-            store.add_version("policy", "sha256:b", "evil", b"allow: all", "mallory", "overwrite")
+            store.add_version("policy", "sha256:b", "evil", b"allow: all", "mallory", "overwrite", epoch=EPOCH)
         assert store.version("policy", 1)[1] == DOC
         assert [v.name for v in store.versions("policy")] == ["p1"]
     finally:
@@ -239,7 +313,7 @@ def test_a_stored_version_is_never_overwritten(redis_url):
 def test_auth_url_works_and_a_wrong_password_is_one_clear_line():
     url, proc = start_redis(password="s3cret-pw")
     try:
-        store = RedisStore(url)
+        store = identified(RedisStore(url))
         assert activate(store, "policy", 1).id == 1
         sub = store.subscribe()
         assert sub.wait(5) is True
@@ -260,7 +334,7 @@ def test_tls_url_with_auth(tmp_path):
     url, proc = start_redis(password="s3cret-pw", tls=tmp_path / "tls")
     try:
         assert url.startswith("rediss://")
-        store = RedisStore(url)
+        store = identified(RedisStore(url))
         sub = store.subscribe()
         assert sub.wait(5) is True
         activate(store, "policy", 1)
@@ -300,7 +374,7 @@ def wait_true(sub, within: float) -> float:
 def test_subscriber_reconnects_after_redis_restart(tmp_path):
     url, proc = start_redis(dir=tmp_path, appendonly=True)
     port = urlsplit(url).port
-    store = RedisStore(url)
+    store = identified(RedisStore(url))
     sub = store.subscribe(ping_interval_s=0.3)
     try:
         assert sub.wait(5) is True
@@ -325,7 +399,7 @@ def test_subscriber_reconnects_after_redis_restart(tmp_path):
 
 
 def test_subscriber_recovers_when_its_connection_is_killed(redis_url):
-    store = RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}")
+    store = identified(RedisStore(redis_url, f"t{uuid.uuid4().hex[:8]}"))
     sub = store.subscribe()
     try:
         assert sub.wait(5) is True
@@ -343,7 +417,7 @@ def test_half_open_subscription_is_detected():
     whose answer is awaited tells. After it resumes, the subscriber must have reconnected
     (True without any flip), not carried on with the old connection."""
     url, proc = start_redis()
-    store = RedisStore(url)
+    store = identified(RedisStore(url))
     sub = store.subscribe(ping_interval_s=0.2)
     try:
         assert sub.wait(5) is True

@@ -1,15 +1,18 @@
 """Operator commands: push, activate, rollback (with the propagation barrier), history,
-show, at, status, and key creation."""
+show, at, status, store backup and restore, and key creation."""
 
 from __future__ import annotations
 
 import secrets
 import sys
+from pathlib import Path
 
-from gatewayd.cli.common import actor, await_change, iso, load_settings, open_registry, parse_instant
+import msgspec
+
+from gatewayd.cli.common import CliError, actor, await_change, iso, load_settings, open_registry, parse_instant
 from gatewayd.config import hash_key
-from gatewayd.control import documents, overview
-from gatewayd.control.model import DEFAULT_SCOPE
+from gatewayd.control import documents, overview, restore
+from gatewayd.control.model import DEFAULT_SCOPE, StoreDump
 
 
 def register(commands) -> None:
@@ -46,6 +49,21 @@ def register(commands) -> None:
 
     st = commands.add_parser("status", help="replicas and the versions they serve")
     st.set_defaults(run=run_status)
+
+    b = commands.add_parser("store", help="back up the control store, or restore one that lost its data")
+    b.add_argument("action", choices=["export", "restore"])
+    b.add_argument("file", nargs="?", help="export: where to write the backup (default: stdout)")
+    b.add_argument("--backup", help="restore: a file written by `gatewayd store export`")
+    b.add_argument(
+        "--last-known-good",
+        action="append",
+        default=[],
+        metavar="CONTROL_DIR",
+        help="restore: another host's control directory (copied here) to take documents from; repeatable",
+    )
+    b.add_argument("--reason", default="restore after the control store lost its data")
+    b.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for acknowledgements")
+    b.set_defaults(run=run_store)
 
     k = commands.add_parser("keys", help="create a caller key for a tenant")
     k.add_argument("action", choices=["create"])
@@ -109,12 +127,46 @@ def run_status(args) -> int:
     for problem in refusals + warnings:
         print(f"warning: {problem}", file=sys.stderr)
     last = status.last_change.id if status.last_change else 0
-    print("active: " + ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers) + f" (change {last})")
+    if status.store_problem:
+        print(f"store LOST: {status.store_problem}. Replicas serve their last-known-good state; "
+              "restore it: gatewayd store restore (docs/STORE.md)")
+    else:
+        active = ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers)
+        print(f"active: {active} (change {last})")
     for r in status.replicas:
         versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
         age = r.heartbeat_age_s
         print(f"{r.name:<24} {r.state:<8} change {r.applied_change:<5} heartbeat {age:5.1f}s ago  {versions}")
-    return 0
+    return 1 if status.store_problem else 0
+
+
+def run_store(args) -> int:
+    registry = open_registry(load_settings(args))
+    if args.action == "export":
+        payload = msgspec.json.encode(restore.export(registry.store))
+        if args.file:
+            Path(args.file).write_bytes(payload)
+        else:
+            sys.stdout.buffer.write(payload)
+        return 0
+    backup = _read_backup(args.backup) if args.backup else None
+    extra = [Path(d) for d in args.last_known_good]
+    plan = restore.plan(registry, backup, extra, actor(), args.reason)
+    change = restore.seed(registry, plan)
+    dump = plan.dump
+    print(f"restored control store at {registry.store.where}: epoch {dump.identity.epoch}, {len(dump.versions)} "
+          f"versions, {len(dump.changes)} changes ({len(plan.lost_changes)} recorded as lost)")
+    for domain, ids in sorted(plan.missing_versions.items()):
+        print(f"not recovered: {domain} versions {', '.join(map(str, ids))} (in no backup or archive; "
+              "their numbers stay used)")
+    return await_change(registry, change, args.timeout)
+
+
+def _read_backup(path: str) -> StoreDump:
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=StoreDump)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise CliError(f"--backup {path}: not a backup written by `gatewayd store export` ({exc})") from None
 
 
 def run_keys(args) -> int:

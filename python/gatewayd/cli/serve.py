@@ -9,7 +9,7 @@ import sys
 from gatewayd import config
 from gatewayd.cli.common import load_settings, open_registry
 from gatewayd.control import documents
-from gatewayd.control.model import StoreUnavailableError
+from gatewayd.control.model import StoreLostError, StoreUnavailableError
 from gatewayd.server.connections import FILES_RESERVE, connection_cap, raise_open_file_limit
 
 
@@ -118,7 +118,7 @@ def _bootstrap(settings: config.Settings) -> None:
         if refusals:
             raise config.ConfigError(refusals[0])
         change = registry.bootstrap(docs)
-    except StoreUnavailableError as exc:  # fail static (R16): replicas start from last-known-good
+    except (StoreUnavailableError, StoreLostError) as exc:  # fail static (R16, R17)
         print(f"warning: {exc}; replicas start from their last-known-good state", flush=True)
         return
     if change:

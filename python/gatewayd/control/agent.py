@@ -9,6 +9,11 @@ error and keeps serving its last good snapshot (R4).
 Notifications are hints (R16): the agent re-reads the pointers whenever its subscription
 says so (a message, or a reconnect) and at least every `resync_interval_s`. With the store
 unreachable it keeps serving, and starts from its last-known-good state after a restart.
+
+It remembers the store's epoch and how far its history went (R17). A store found empty,
+with another epoch or behind that watermark is held at arm's length: the replica keeps
+its last good snapshot, applies and acknowledges nothing from it, and heartbeats its
+watermark so every operator tool sees what was lost, until the store is restored.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import threading
 import time
 from typing import Callable
 
-from gatewayd.control import documents
+from gatewayd.control import documents, store_identity
 from gatewayd.control import snapshot as snapshots
 from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.last_known_good import LastKnownGood
-from gatewayd.control.model import Ack, Replica, StoreUnavailableError
+from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
 
 log = logging.getLogger("gatewayd.agent")
@@ -66,6 +71,9 @@ class ReplicaAgent:
             "audit_events_lost": 0,
         }
         self.store_lost = False
+        self.mark = None  # the store's epoch and how far its history went, as seen here
+        self._saved_mark = None  # the watermark in the last-known-good file
+        self.holding = ""  # why the store is not trusted (it lost its data); empty: it is
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_heartbeat = 0.0
@@ -75,6 +83,8 @@ class ReplicaAgent:
         """Applies the current state before returning, so the replica never serves empty:
         from the store, or from the last-known-good state when the store is unreachable."""
         self._event({"kind": "replica", "event": "started", "pid": os.getpid()})
+        saved = self.lkg.load()
+        self.mark = self._saved_mark = saved.mark if saved else None
         try:
             self.sync()
         except StoreUnavailableError as exc:
@@ -110,18 +120,46 @@ class ReplicaAgent:
             subscription.close()
 
     def sync(self) -> None:
-        """Applies every change after the last one applied, then heartbeats."""
-        last = self.store.last_change_id()
+        """Applies every change after the last one applied, then heartbeats; with a store
+        that lost its data, only heartbeats."""
+        head = self.store.head()
+        last = head.last_change
         if self.store_lost:
             self.store_lost = False
             self.counters["resyncs"] += 1
             self._event({"kind": "replica", "event": "resynced", "change": last})
             log.warning("replica %s: control store is back; resynced at change %d", self.name, last)
-        if last != self.applied_change:
-            self._apply(last)
+        problem = store_identity.judge(head, self.mark, self.store.where)
+        if problem:
+            self._hold(problem)
+        else:
+            self._trust(last)
+            self.mark = store_identity.advance(self.mark, head)
+            if last != self.applied_change:
+                self._apply(last)
+            if self.mark is not None and self.mark != self._saved_mark:
+                self.lkg.save_mark(self.mark)
+                self._saved_mark = self.mark
         now = time.time()
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._heartbeat(now)
+
+    def _hold(self, problem: str) -> None:
+        """Fail static on a store that lost its data: keep (or start from) the last good
+        snapshot, and acknowledge nothing (R17)."""
+        if not self.holding:
+            self.counters["store_lost"] += 1
+            self._event({"kind": "replica", "event": "store_lost_data", "error": problem})
+            log.error("replica %s: %s; serving its last-known-good state, acknowledging nothing", self.name, problem)
+        self.holding = problem
+        if self.snapshot is None:
+            self._start_from_last_known_good()
+
+    def _trust(self, last: int) -> None:
+        if self.holding:
+            self.holding = ""
+            self._event({"kind": "replica", "event": "store_restored", "change": last})
+            log.warning("replica %s: control store is whole again (restored); following it from change %d", self.name, last)
 
     def _apply(self, last: int) -> None:
         pending = [c for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
@@ -138,7 +176,8 @@ class ReplicaAgent:
             self.after_answer()
             return
         self._swap(snap)
-        self.lkg.save(snap.change_id, self.store.pointers(), self._load)
+        self.lkg.save(snap.change_id, self.store.pointers(), self._fetch, self.mark)
+        self._saved_mark = self.mark
         self.counters["changes_applied"] += 1
         self._answer([c.id for c in pending], ok=True, error="")
         self._heartbeat(time.time())
@@ -177,15 +216,15 @@ class ReplicaAgent:
 
     def _start_from_last_known_good(self) -> None:
         state = self.lkg.load()
-        if state is None:
+        if state is None or not state.pointers:
             raise RuntimeError(
-                f"replica {self.name}: the control store is unreachable and there is no last-known-good "
-                f"state in {self.lkg.path}; cannot serve"
+                f"replica {self.name}: the control store is unreachable or lost its data and there is no "
+                f"last-known-good state in {self.lkg.path}; cannot serve"
             )
-        change_id, pointers, documents = state
-        snap = snapshots.build(change_id, pointers, self.compiled, lambda d, v: documents[(d, v)])
+        docs = state.document_map()
+        snap = snapshots.build(state.change_id, state.pointers, self.compiled, lambda d, v: docs[(d, v)])
         self._swap(snap)
-        log.warning("replica %s: serving last-known-good change %d until the store returns", self.name, change_id)
+        log.warning("replica %s: serving last-known-good change %d until the store returns", self.name, state.change_id)
 
     def _lost(self, exc: Exception) -> None:
         if not self.store_lost:
@@ -216,16 +255,22 @@ class ReplicaAgent:
         self._last_heartbeat = now
         versions = self.snapshot.versions() if self.snapshot else {}
         self.store.heartbeat(
-            Replica(self.name, os.getpid(), socket.gethostname(), self.started_at, now, self.applied_change, versions)
+            Replica(
+                self.name, os.getpid(), socket.gethostname(), self.started_at, now, self.applied_change, versions, self.mark
+            )
         )
         live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S)
         self.live_replicas = max(1, live)  # this replica's own heartbeat is among them
 
     def _load(self, domain: str, version: int) -> tuple[str, bytes]:
+        stored = self._fetch(domain, version)
+        return stored.info.name, stored.document
+
+    def _fetch(self, domain: str, version: int) -> StoredVersion:
         found = self.store.version(domain, version)
         if found is None:
             raise DocumentError(f"{domain} version {version} is missing from the store")
         info, data = found
         if documents.digest(data) != info.digest:  # never serve bytes the registry did not store
             raise DocumentError(f"{domain} version {version}: content does not match its digest {info.digest}")
-        return info.name, data
+        return StoredVersion(info, data)

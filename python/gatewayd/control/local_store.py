@@ -13,7 +13,22 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gatewayd.control.model import Ack, Change, ChangeItem, ConflictError, Pointer, Replica, VersionInfo
+import msgspec
+
+from gatewayd.control.model import (
+    Ack,
+    Change,
+    ChangeItem,
+    ConflictError,
+    Pointer,
+    Replica,
+    StoreDump,
+    StoreHead,
+    StoreIdentity,
+    StoreLostError,
+    VersionInfo,
+    Watermark,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -35,6 +50,9 @@ CREATE TABLE IF NOT EXISTS replicas (
 CREATE TABLE IF NOT EXISTS acks (
     change_id INTEGER NOT NULL, replica TEXT NOT NULL, ok INTEGER NOT NULL,
     error TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (change_id, replica));
+CREATE TABLE IF NOT EXISTS identity (
+    only INTEGER PRIMARY KEY CHECK (only = 1), epoch TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS version_counters (domain TEXT PRIMARY KEY, last INTEGER NOT NULL);
 """
 
 
@@ -49,6 +67,16 @@ class LocalStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(replicas)")]
+        if "mark" not in columns:  # a database made before store identities
+            try:
+                self._db.execute("ALTER TABLE replicas ADD COLUMN mark TEXT")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -57,15 +85,71 @@ class LocalStore:
         """(refusals, warnings), as for Redis: none here, every commit is synced (synchronous=FULL)."""
         return [], []
 
-    # -- versions ---------------------------------------------------------------------
-    def add_version(self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str) -> int:
+    # -- identity (R17) ----------------------------------------------------------------
+    def head(self) -> StoreHead:
+        row = self._db.execute("SELECT epoch, created_at FROM identity").fetchone()
+        (last_change,) = self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
+        return StoreHead(StoreIdentity(*row) if row else None, last_change, self._last_versions(self._db))
+
+    def seed(self, dump: StoreDump) -> bool:
+        """Writes a whole history into a store that has none, in one transaction; False
+        (nothing written) when it already has an identity, a version or a change."""
         with self._write() as db:
-            (last,) = db.execute("SELECT coalesce(max(id), 0) FROM versions WHERE domain=?", (domain,)).fetchone()
+            taken = db.execute(
+                "SELECT (SELECT count(*) FROM identity) + (SELECT count(*) FROM versions)"
+                " + (SELECT count(*) FROM changes) + (SELECT count(*) FROM pointers)"
+            ).fetchone()[0]
+            if taken:
+                return False
+            db.execute("INSERT INTO identity VALUES (1,?,?)", (dump.identity.epoch, dump.identity.created_at))
+            for v in dump.versions:
+                i = v.info
+                db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
+                    (i.domain, i.id, i.digest, i.name, v.document, i.created_at, i.actor, i.reason),
+                )
+            db.executemany("INSERT INTO version_counters VALUES (?,?)", dump.last_versions.items())
+            for c in dump.changes:
+                db.execute("INSERT INTO changes VALUES (?,?,?,?,?)", (c.id, c.at, c.actor, c.reason, c.kind))
+                db.executemany("INSERT INTO change_items VALUES (?,?,?,?,?)", [(c.id, *_item_row(i)) for i in c.items])
+            db.executemany(
+                "INSERT INTO pointers VALUES (?,?,?,?)", [(p.domain, p.scope, p.version, p.change_id) for p in dump.pointers]
+            )
+            return True
+
+    def claim_identity(self, identity: StoreIdentity) -> bool:
+        """Gives a store from before identities its epoch; False if it has one already."""
+        with self._write() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO identity VALUES (1,?,?)", (identity.epoch, identity.created_at))
+            return cursor.rowcount == 1
+
+    def _check_epoch(self, db: sqlite3.Connection, epoch: str) -> None:
+        row = db.execute("SELECT epoch FROM identity").fetchone()
+        if row is None or row[0] != epoch:
+            found = f"epoch {row[0]}" if row else "no identity"
+            raise StoreLostError(f"control store at {self.where}: expected epoch {epoch}, found {found}; nothing written")
+
+    @staticmethod
+    def _last_versions(db: sqlite3.Connection) -> dict[str, int]:
+        last = dict(db.execute("SELECT domain, max(id) FROM versions GROUP BY domain").fetchall())
+        for domain, counter in db.execute("SELECT domain, last FROM version_counters"):
+            last[domain] = max(last.get(domain, 0), counter)
+        return last
+
+    # -- versions ---------------------------------------------------------------------
+    def add_version(
+        self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str, *, epoch: str
+    ) -> int:
+        """Stores the next version of `domain`, if the store is still epoch `epoch` (R17)."""
+        with self._write() as db:
+            self._check_epoch(db, epoch)
+            new = self._last_versions(db).get(domain, 0) + 1
             db.execute(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
-                (domain, last + 1, digest, name, document, time.time(), actor, reason),
+                (domain, new, digest, name, document, time.time(), actor, reason),
             )
-            return last + 1
+            db.execute("INSERT OR REPLACE INTO version_counters VALUES (?,?)", (domain, new))
+            return new
 
     def version(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes] | None:
         row = self._db.execute(
@@ -88,9 +172,11 @@ class LocalStore:
     def last_change_id(self) -> int:
         return self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
-    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
-        """Moves every pointer in `items` in one transaction, if each still holds `prev`."""
+    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
+        """Moves every pointer in `items` in one transaction, if each still holds `prev` and
+        the store is still epoch `epoch`."""
         with self._write() as db:
+            self._check_epoch(db, epoch)
             for item in items:
                 row = db.execute(
                     "SELECT version FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope)
@@ -132,7 +218,7 @@ class LocalStore:
     def heartbeat(self, replica: Replica) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO replicas VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO replicas VALUES (?,?,?,?,?,?,?,?)",
                 (
                     replica.name,
                     replica.pid,
@@ -141,12 +227,15 @@ class LocalStore:
                     replica.heartbeat_at,
                     replica.applied_change,
                     _json_versions(replica.versions),
+                    msgspec.json.encode(replica.mark).decode() if replica.mark else None,
                 ),
             )
 
     def replicas(self) -> list[Replica]:
-        rows = self._db.execute("SELECT * FROM replicas ORDER BY name").fetchall()
-        return [Replica(*r[:6], _parse_versions(r[6])) for r in rows]
+        rows = self._db.execute(
+            "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark FROM replicas ORDER BY name"
+        ).fetchall()
+        return [Replica(*r[:6], _parse_versions(r[6]), _parse_mark(r[7])) for r in rows]
 
     def remove_replica(self, name: str) -> None:
         with self._write() as db:
@@ -225,3 +314,7 @@ def _json_versions(versions: dict[str, int]) -> str:
 
 def _parse_versions(text: str) -> dict[str, int]:
     return json.loads(text)
+
+
+def _parse_mark(text: str | None) -> Watermark | None:
+    return msgspec.json.decode(text, type=Watermark) if text else None

@@ -51,6 +51,33 @@ class Ack(msgspec.Struct, frozen=True):
     at: float
 
 
+class StoreIdentity(msgspec.Struct, frozen=True):
+    """Which store this is (R17): written once, with the first versions, and never changed.
+    A store that comes back without it, or with another, has lost its history."""
+
+    epoch: str  # random hex
+    created_at: float
+
+
+class Watermark(msgspec.Struct, frozen=True):
+    """How far a store's history reached when a process last looked: its epoch, the last
+    change id and the last version id of each domain. Remembered outside the store, so a
+    store that lost its data is recognised instead of handing out used numbers again."""
+
+    epoch: str
+    created_at: float
+    last_change: int
+    last_versions: dict[str, int]
+
+
+class StoreHead(msgspec.Struct, frozen=True):
+    """The store's identity and how far its history goes, read in one round trip."""
+
+    identity: StoreIdentity | None
+    last_change: int
+    last_versions: dict[str, int]
+
+
 class Replica(msgspec.Struct, frozen=True):
     name: str
     pid: int
@@ -59,6 +86,9 @@ class Replica(msgspec.Struct, frozen=True):
     heartbeat_at: float
     applied_change: int
     versions: dict[str, int]
+    # What the replica has seen of the store; it survives the store losing its data, so
+    # every tool reading the heartbeats learns what was lost.
+    mark: Watermark | None = None
 
 
 class Pointer(msgspec.Struct, frozen=True):
@@ -68,12 +98,37 @@ class Pointer(msgspec.Struct, frozen=True):
     change_id: int
 
 
+class StoredVersion(msgspec.Struct, frozen=True):
+    info: VersionInfo
+    document: bytes  # base64 in JSON
+
+
+class StoreDump(msgspec.Struct, frozen=True):
+    """Everything a store keeps forever: identity, versions, change records, pointers.
+    `gatewayd store export` writes one; bootstrap and restore seed an empty store from one."""
+
+    identity: StoreIdentity
+    versions: list[StoredVersion]
+    last_versions: dict[str, int]  # domain -> last id given, at least the highest stored
+    changes: list[Change]  # ids 1..N, no gaps
+    pointers: list[Pointer]
+
+
 class ConflictError(Exception):
     """A compare-and-set lost: the pointer moved since the caller read it."""
 
     @classmethod
     def moved(cls, domain: str, scope: str, current: int | None, expected: int | None) -> ConflictError:
         return cls(f"{domain}/{scope} moved to version {current} (expected {expected}); re-read and try again")
+
+
+class RegistryError(Exception):
+    """An operation refused with a one-line reason; nothing was changed."""
+
+
+class StoreLostError(RegistryError):
+    """The store is not the one whose history was seen (empty, another epoch, or behind):
+    writing to it could give a used version number to another document (R17)."""
 
 
 class StoreUnavailableError(Exception):

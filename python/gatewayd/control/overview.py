@@ -17,7 +17,9 @@ class ReplicaStatus(msgspec.Struct, frozen=True):
     name: str
     host: str
     pid: int
-    state: str  # "in sync" (applied the last change), "stale", or "gone" (no recent heartbeat)
+    # "in sync" (applied the last change), "stale", "gone" (no recent heartbeat), or "static"
+    # (serving its last-known-good state because the store lost its data, R17)
+    state: str
     applied_change: int
     heartbeat_age_s: float
     versions: dict[str, int]
@@ -27,6 +29,7 @@ class Status(msgspec.Struct, frozen=True):
     pointers: list[Pointer]
     last_change: Change | None
     replicas: list[ReplicaStatus]
+    store_problem: str = ""  # what the store lost against what was seen of it (R17)
 
 
 class InEffect(msgspec.Struct, frozen=True):
@@ -41,16 +44,22 @@ class InEffect(msgspec.Struct, frozen=True):
 
 def status(registry: Registry) -> Status:
     store = registry.store
+    problem = registry.store_problem() or ""
     last_id = store.last_change_id()
     last = store.changes(since_id=last_id - 1) if last_id else []
     now = time.time()
     replicas = []
     for r in store.replicas():
         age = now - r.heartbeat_at
-        state = "gone" if age > LIVE_WITHIN_S else ("in sync" if r.applied_change >= last_id else "stale")
+        if age > LIVE_WITHIN_S:
+            state = "gone"
+        elif problem:
+            state = "static"
+        else:
+            state = "in sync" if r.applied_change >= last_id else "stale"
         replicas.append(ReplicaStatus(r.name, r.host, r.pid, state, r.applied_change, round(age, 3), r.versions))
     pointers = sorted(store.pointers(), key=lambda p: (p.domain, p.scope))
-    return Status(pointers, last[-1] if last else None, replicas)
+    return Status(pointers, last[-1] if last else None, replicas, problem)
 
 
 def in_effect_at(registry: Registry, at: float) -> list[InEffect]:

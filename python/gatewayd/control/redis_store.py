@@ -9,6 +9,7 @@ the default): versions and change records are kept forever.
 Key layout, under `<ns>:` (namespace, default "gatewayd"); a "stamped" value is
 `<redis time> <JSON body>`, the body being the record without that time:
 
+    identity              string  {epoch, created_at} JSON, written with the first versions (R17)
     version-id:<domain>   string  last version id of the domain (INCR)
     versions:<domain>     hash    id -> stamped {digest, name, actor, reason}, never overwritten
     documents:<domain>    hash    id -> the document bytes as pushed, never overwritten
@@ -19,7 +20,9 @@ Key layout, under `<ns>:` (namespace, default "gatewayd"); a "stamped" value is
 
 The change list is the change-id sequence: only the flip script appends, so its length
 is the last change id and `changes(since)` is one LRANGE. Each flip PUBLISHes its id on
-the channel `<ns>:changed`.
+the channel `<ns>:changed`. Every write of history first checks, in its script, that
+`identity` is still the epoch the caller checked its watermark against: a store wiped
+between that check and the write is never given a version or change.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from gatewayd.control.documents import DOMAINS
 from gatewayd.control.model import (
     Ack,
     Change,
@@ -40,9 +44,15 @@ from gatewayd.control.model import (
     ConflictError,
     Pointer,
     Replica,
+    StoreDump,
+    StoreHead,
+    StoreIdentity,
+    StoreLostError,
     StoreUnavailableError,
     VersionInfo,
+    Watermark,
 )
+from gatewayd.control.redis_scripts import ADD_VERSION, FLIP, SEED, STAMP
 from gatewayd.control.redis_subscription import CONNECT_TIMEOUT_S, RedisSubscription
 
 Body = TypeVar("Body", bound=msgspec.Struct)
@@ -54,57 +64,6 @@ HEALTH_CHECK_INTERVAL_S = 5
 # Connection errors (refused, reset, closed) are retried briefly; timeouts are not, since
 # the command may have run. A replayed write is harmless: a flip's compare-and-set fails.
 COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
-
-_NOW = """
-local function now()
-  local t = redis.call('TIME')
-  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-end
-"""
-
-# KEYS: version-id, versions, documents. ARGV: metadata JSON, document. Returns the id.
-_ADD_VERSION = (
-    _NOW
-    + """
-local id = redis.call('INCR', KEYS[1])
-if redis.call('HSETNX', KEYS[3], id, ARGV[2]) == 0 then
-  return redis.error_reply('version ' .. id .. ' is already stored: the id counter is behind the registry')
-end
-redis.call('HSETNX', KEYS[2], id, now() .. ' ' .. ARGV[1])
-return id
-"""
-)
-
-# KEYS: pointers, changes. ARGV: change JSON, channel, then (field, prev, new) per item,
-# '' standing for no version. Returns {change id, time} or {0, item number, its version}.
-_FLIP = (
-    _NOW
-    + """
-local n = (#ARGV - 2) / 3
-for i = 0, n - 1 do
-  local current = redis.call('HGET', KEYS[1], ARGV[3 + 3 * i])
-  current = current and string.match(current, '^%d+') or ''
-  if current ~= ARGV[4 + 3 * i] then
-    return {0, i + 1, current}
-  end
-end
-local at = now()
-local id = redis.call('RPUSH', KEYS[2], at .. ' ' .. ARGV[1])
-for i = 0, n - 1 do
-  local field, new = ARGV[3 + 3 * i], ARGV[5 + 3 * i]
-  if new == '' then
-    redis.call('HDEL', KEYS[1], field)
-  else
-    redis.call('HSET', KEYS[1], field, new .. ' ' .. id)
-  end
-end
-redis.call('PUBLISH', ARGV[2], id)
-return {id, at}
-"""
-)
-
-# KEYS: hash. ARGV: field, JSON body. Stores the body stamped with the Redis time.
-_STAMP = _NOW + "redis.call('HSET', KEYS[1], ARGV[1], now() .. ' ' .. ARGV[2])"
 
 
 class _VersionBody(msgspec.Struct, frozen=True):
@@ -132,6 +91,7 @@ class _ReplicaBody(msgspec.Struct, frozen=True):
     started_at: float
     applied_change: int
     versions: dict[str, int]
+    mark: Watermark | None = None
 
 
 def _guarded(method):
@@ -167,9 +127,10 @@ class RedisStore:
             health_check_interval=HEALTH_CHECK_INTERVAL_S,
             retry=COMMAND_RETRY,
         )
-        self._add_version = self._redis.register_script(_ADD_VERSION)
-        self._flip = self._redis.register_script(_FLIP)
-        self._stamp = self._redis.register_script(_STAMP)
+        self._add_version = self._redis.register_script(ADD_VERSION)
+        self._flip = self._redis.register_script(FLIP)
+        self._seed = self._redis.register_script(SEED)
+        self._stamp = self._redis.register_script(STAMP)
 
     def close(self) -> None:
         self._redis.close()
@@ -203,12 +164,66 @@ class RedisStore:
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))
 
+    # -- identity (R17) ----------------------------------------------------------------
+    @_guarded
+    def head(self) -> StoreHead:
+        pipe = self._redis.pipeline(transaction=True)  # one snapshot of the three
+        pipe.get(self._key("identity"))
+        pipe.llen(self._key("changes"))
+        for domain in DOMAINS:
+            pipe.get(self._key("version-id", domain))
+        identity, last_change, *counters = pipe.execute()
+        found = msgspec.json.decode(identity, type=StoreIdentity) if identity else None
+        last_versions = {d: int(c) for d, c in zip(DOMAINS, counters) if c is not None}
+        return StoreHead(found, last_change, last_versions)
+
+    @_guarded
+    def seed(self, dump: StoreDump) -> bool:
+        """Writes a whole history into a store that has none, in one script; False (nothing
+        written) when any of its keys exists. Times are the dump's own."""
+        keys = [self._key("identity"), self._key("changes"), self._key("pointers")]
+        for domain in DOMAINS:
+            keys += [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
+        slot = {key: n for n, key in enumerate(keys, 1)}
+        last = dump.changes[-1].id if dump.changes else 0
+        args: list[str | bytes] = [self._channel, str(last)]
+        args += ["SET", slot[self._key("identity")], "", msgspec.json.encode(dump.identity)]
+        for v in dump.versions:
+            i = v.info
+            meta = msgspec.json.encode(_VersionBody(i.digest, i.name, i.actor, i.reason))
+            args += ["HSET", slot[self._key("versions", i.domain)], str(i.id), _stamped(i.created_at, meta)]
+            args += ["HSET", slot[self._key("documents", i.domain)], str(i.id), v.document]
+        for domain, counter in dump.last_versions.items():
+            args += ["SET", slot[self._key("version-id", domain)], "", str(counter)]
+        for c in dump.changes:
+            body = msgspec.json.encode(_ChangeBody(c.actor, c.reason, c.kind, c.items))
+            args += ["RPUSH", slot[self._key("changes")], "", _stamped(c.at, body)]
+        for p in dump.pointers:
+            args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", f"{p.version} {p.change_id}"]
+        return bool(self._seed(keys=keys, args=args))
+
+    @_guarded
+    def claim_identity(self, identity: StoreIdentity) -> bool:
+        """Gives a store from before identities its epoch; False if it has one already."""
+        return bool(self._redis.set(self._key("identity"), msgspec.json.encode(identity), nx=True))
+
+    def _lost(self, expected: str, found: bytes) -> StoreLostError:
+        what = f"epoch {found.decode()}" if found else "no identity"
+        return StoreLostError(f"control store at {self.where}: expected epoch {expected}, found {what}; nothing written")
+
     # -- versions ---------------------------------------------------------------------
     @_guarded
-    def add_version(self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str) -> int:
+    def add_version(
+        self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str, *, epoch: str
+    ) -> int:
+        """Stores the next version of `domain`, if the store is still epoch `epoch` (R17)."""
         keys = [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
+        keys.append(self._key("identity"))
         meta = msgspec.json.encode(_VersionBody(digest, name, actor, reason))
-        return int(self._add_version(keys=keys, args=[meta, document]))
+        result = self._add_version(keys=keys, args=[meta, document, epoch])
+        if isinstance(result, list):
+            raise self._lost(epoch, result[1])
+        return int(result)
 
     @_guarded
     def version(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes] | None:
@@ -241,12 +256,16 @@ class RedisStore:
         return self._redis.llen(self._key("changes"))
 
     @_guarded
-    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
-        """Moves every pointer in `items` in one script, if each still holds `prev`."""
-        args: list[str | bytes] = [msgspec.json.encode(_ChangeBody(actor, reason, kind, items)), self._channel]
+    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
+        """Moves every pointer in `items` in one script, if each still holds `prev` and the
+        store is still epoch `epoch`."""
+        args: list[str | bytes] = [msgspec.json.encode(_ChangeBody(actor, reason, kind, items)), self._channel, epoch]
         for item in items:
             args += [f"{item.domain}/{item.scope}", _id_arg(item.prev), _id_arg(item.new)]
-        result = self._flip(keys=[self._key("pointers"), self._key("changes")], args=args)
+        keys = [self._key("pointers"), self._key("changes"), self._key("identity")]
+        result = self._flip(keys=keys, args=args)
+        if result[0] == b"lost":
+            raise self._lost(epoch, result[1])
         if result[0] == 0:
             item = items[result[1] - 1]
             raise ConflictError.moved(item.domain, item.scope, int(result[2]) if result[2] else None, item.prev)
@@ -268,7 +287,8 @@ class RedisStore:
     @_guarded
     def heartbeat(self, replica: Replica) -> None:
         """Records the replica; `heartbeat_at` becomes the Redis time of this call."""
-        body = _ReplicaBody(replica.pid, replica.host, replica.started_at, replica.applied_change, replica.versions)
+        r = replica
+        body = _ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark)
         self._stamp(keys=[self._key("replicas")], args=[replica.name, msgspec.json.encode(body)])
 
     @_guarded
@@ -276,7 +296,7 @@ class RedisStore:
         out = []
         for name, value in self._redis.hgetall(self._key("replicas")).items():
             at, b = _unstamp(value, _ReplicaBody)
-            out.append(Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions))
+            out.append(Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions, b.mark))
         return sorted(out, key=lambda r: r.name)
 
     @_guarded
@@ -302,6 +322,10 @@ class RedisStore:
 def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
     created_at, body = _unstamp(meta, _VersionBody)
     return VersionInfo(domain, version_id, body.digest, body.name, created_at, body.actor, body.reason)
+
+
+def _stamped(at: float, body: bytes) -> bytes:
+    return f"{at:.6f} ".encode() + body
 
 
 def _unstamp(value: bytes, body_type: type[Body]) -> tuple[float, Body]:

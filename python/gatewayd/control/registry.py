@@ -2,24 +2,58 @@
 
 Activation and rollback are the same operation, a compare-and-set of a pointer with a
 change record (ROLLBACK.md R2). A rollback is an event of its own: it never erases.
+Every write is first checked against what this host remembers of the store (R17): one
+that lost its data, or holds another's, is refused before a used number is given again.
 """
 
 from __future__ import annotations
 
 from gatewayd.config import Settings
 from gatewayd.control import documents
-from gatewayd.control.model import DEFAULT_SCOPE, Change, ChangeItem, ConflictError, VersionInfo
+from gatewayd.control import store_identity
+from gatewayd.control.model import (
+    DEFAULT_SCOPE,
+    Change,
+    ChangeItem,
+    ConflictError,
+    Pointer,
+    RegistryError,
+    StoreDump,
+    StoredVersion,
+    StoreLostError,
+    VersionInfo,
+)
+from gatewayd.control.store_identity import StoreMemory
 from gatewayd.control.stores import Store, open_store
 
-
-class RegistryError(Exception):
-    """An operation refused with a one-line reason; nothing was changed."""
+__all__ = ["Registry", "RegistryError", "open_registry", "require_reason"]
 
 
 class Registry:
-    def __init__(self, store: Store, providers: list[tuple[str, str]]):
+    def __init__(self, store: Store, providers: list[tuple[str, str]], memory: StoreMemory | None = None):
         self.store = store
         self.providers = providers  # (name, kind): routing documents compile against them
+        # Without a control directory, the replicas' heartbeats are the only memory.
+        self.memory = memory or StoreMemory(None)
+
+    def store_problem(self) -> str | None:
+        """What the store lost against what this host has seen of it, or None (R17)."""
+        return store_identity.judge(self.store.head(), self.memory.recall(self.store), self.store.where)
+
+    def guard(self, action: str) -> str:
+        """The store's epoch, after checking it is the store this host has seen; writes
+        pass it on, and the store refuses them if its identity changed meanwhile."""
+        head = self.store.head()
+        problem = store_identity.judge(head, self.memory.recall(self.store), self.store.where)
+        if problem:
+            raise StoreLostError(store_identity.lost_error_message(problem, action))
+        if head.identity is None:
+            raise StoreLostError(
+                f"control store at {self.store.where} has no identity: it was never bootstrapped "
+                f"(`gatewayd serve` does that) or it lost its data; refusing to {action}"
+            )
+        self.memory.note(head)
+        return head.identity.epoch
 
     def push(self, domain: str, data: bytes, name: str, actor: str, reason: str) -> VersionInfo:
         """Validates by compiling, then stores a new immutable version (R1)."""
@@ -27,9 +61,18 @@ class Registry:
         require_reason(reason)
         documents.compile_document(domain, data, name, self.providers)
         digest = documents.digest(data)
-        version_id = self.store.add_version(domain, digest, name, data, actor, reason)
+        epoch = self.guard("push")
+        version_id = self.store.add_version(domain, digest, name, data, actor, reason, epoch=epoch)
+        self.memory.note(self.store.head())
         info, _ = self.store.version(domain, version_id)
         return info
+
+    def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
+        """One compare-and-set change of `items`, on the store this host has seen."""
+        epoch = self.guard("flip pointers")
+        change = self.store.flip(items, actor, reason, kind, epoch=epoch)
+        self.memory.note(self.store.head())
+        return change
 
     def document(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes]:
         _check_domain(domain)
@@ -63,7 +106,7 @@ class Registry:
         current = self._current(domain, scope, expect)
         if current == version_id:
             raise RegistryError(f"{domain}/{scope} is already at version {version_id}")
-        return self.store.flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate")
+        return self.flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate")
 
     def rollback(
         self,
@@ -86,7 +129,7 @@ class Registry:
         self.document(domain, target)
         if target == current:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
-        return self.store.flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback")
+        return self.flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback")
 
     def _current(self, domain: str, scope: str, expect: int | None) -> int | None:
         """The pointer's version. With `expect` (the version the caller decided from), a pointer
@@ -129,19 +172,50 @@ class Registry:
         return state
 
     def bootstrap(self, docs: dict[str, tuple[bytes, str]], actor: str = "bootstrap") -> Change | None:
-        """On an empty store, pushes and activates the configured documents as one change."""
+        """On an empty store, pushes and activates the configured documents as one change,
+        written in one transaction with the store's identity. A store this host has seen
+        history in is not empty but wiped: it is refused, never bootstrapped again (R17)."""
+        head = self.store.head()
+        if head.identity is None:
+            problem = store_identity.judge(head, self.memory.recall(self.store), self.store.where)
+            if problem:
+                raise StoreLostError(store_identity.lost_error_message(problem, "bootstrap it again"))
+            if not (head.last_change or head.last_versions):
+                return self._seed_bootstrap(docs, actor) if docs else None
+            self.store.claim_identity(store_identity.new_identity())  # history from before identities
+        self.guard("bootstrap")
         if self.store.pointers():
             return None
         items = []
         for domain, (data, name) in docs.items():
             info = self.push(domain, data, name, actor, "initial version from the config file")
             items.append(ChangeItem(domain, DEFAULT_SCOPE, None, info.id))
-        return self.store.flip(items, actor, "initial activation", "bootstrap") if items else None
+        return self.flip(items, actor, "initial activation", "bootstrap") if items else None
+
+    def _seed_bootstrap(self, docs: dict[str, tuple[bytes, str]], actor: str) -> Change | None:
+        """Identity, version 1 of each document and the bootstrap change, all at once. None
+        when another process seeded the store first."""
+        identity = store_identity.new_identity()
+        at = identity.created_at
+        versions, items = [], []
+        for domain, (data, name) in docs.items():
+            _check_domain(domain)
+            documents.compile_document(domain, data, name, self.providers)
+            info = VersionInfo(domain, 1, documents.digest(data), name, at, actor, "initial version from the config file")
+            versions.append(StoredVersion(info, data))
+            items.append(ChangeItem(domain, DEFAULT_SCOPE, None, 1))
+        change = Change(1, at, actor, "initial activation", "bootstrap", items)
+        pointers = [Pointer(i.domain, i.scope, 1, 1) for i in items]
+        dump = StoreDump(identity, versions, {v.info.domain: 1 for v in versions}, [change], pointers)
+        if not self.store.seed(dump):
+            return None
+        self.memory.note(self.store.head())
+        return change
 
 
 def open_registry(settings: Settings) -> Registry:
     providers = [(name, p.kind) for name, p in settings.providers.items()]
-    return Registry(open_store(settings), providers)
+    return Registry(open_store(settings), providers, StoreMemory(settings.path(settings.control.dir)))
 
 
 def _check_domain(domain: str) -> None:

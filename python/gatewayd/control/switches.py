@@ -48,7 +48,7 @@ def unkill(registry: Registry, scope: str, actor: str, reason: str) -> Change:
     if registry.active("policy", scope) != version:
         raise RegistryError(f"the kill switch is not engaged for policy/{scope}")
     if registry.previous("policy", scope) is None and scope != DEFAULT_SCOPE:
-        return registry.store.flip([ChangeItem("policy", scope, version, None)], actor, reason, "rollback")
+        return registry.flip([ChangeItem("policy", scope, version, None)], actor, reason, "rollback")
     return registry.rollback("policy", actor, reason, scope)
 
 
@@ -59,9 +59,9 @@ def shadow(registry: Registry, version: int | None, actor: str, reason: str) -> 
     if version is None:
         if current is None:
             raise RegistryError("no policy is running in shadow")
-        return registry.store.flip([ChangeItem("policy", SHADOW_SCOPE, current, None)], actor, reason, "shadow")
+        return registry.flip([ChangeItem("policy", SHADOW_SCOPE, current, None)], actor, reason, "shadow")
     registry.document("policy", version)
-    return registry.store.flip([ChangeItem("policy", SHADOW_SCOPE, current, version)], actor, reason, "shadow")
+    return registry.flip([ChangeItem("policy", SHADOW_SCOPE, current, version)], actor, reason, "shadow")
 
 
 def parse_bundle(data: bytes, name: str) -> Bundle:
@@ -84,7 +84,7 @@ def activate_bundle(registry: Registry, bundle: Bundle, actor: str, reason: str)
             items.append(ChangeItem(domain, DEFAULT_SCOPE, current, version))
     if not items:
         raise RegistryError("every domain is already at the bundle's version")
-    return registry.store.flip(items, actor, reason, "activate")
+    return registry.flip(items, actor, reason, "activate")
 
 
 def rollback_bundle(registry: Registry, actor: str, reason: str) -> Change:
@@ -97,7 +97,7 @@ def rollback_bundle(registry: Registry, actor: str, reason: str) -> Change:
             items.append(ChangeItem(domain, DEFAULT_SCOPE, registry.active(domain), previous))
     if not items:
         raise RegistryError("no domain has a previous version to roll back to")
-    return registry.store.flip(items, actor, reason, "rollback")
+    return registry.flip(items, actor, reason, "rollback")
 
 
 def _kill_switch_version(registry: Registry, actor: str) -> int:
