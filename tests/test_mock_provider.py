@@ -237,6 +237,15 @@ def test_malformed_knob_and_body_are_client_errors(mock_url):
     assert httpx.post(f"{mock_url}/v1/nothing", headers=auth).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "value", [[None], [1.5], ["a", 1], [[1, None]], [{}], [[]], [""]], ids=repr
+)
+def test_malformed_embedding_input_is_a_400_not_a_crash(mock_url, value):
+    body = {"model": "text-embedding-3-small", "input": value}
+    reply = httpx.post(f"{mock_url}/v1/embeddings", headers={"authorization": "Bearer sk-test"}, json=body)
+    assert reply.status_code == 400 and "'input'" in reply.json()["error"]["message"]
+
+
 def test_journal_records_requests_without_secrets(oai, claude, mock_url):
     assert httpx.delete(f"{mock_url}/_mock/requests").status_code == 204
     chat(oai, extra_headers={"x-trace": "t-1"})

@@ -45,6 +45,7 @@ ROUTES: dict[tuple[str, str], tuple[Dialect, Handler]] = {
 KNOWN_PATHS = frozenset(path for _, path in ROUTES)
 
 JSON = "application/json"
+INVALID_JSON = b"<html><body>\x00 maintenance</body></html>"  # x-mock-fault: invalid-json
 
 
 class RecordedRequest(msgspec.Struct):
@@ -81,7 +82,12 @@ class MockApp:
         try:
             reply = self._reply(scope, route, body, knobs)
         except ProviderError as exc:
-            return proto.response_bytes(exc.status, headers, dialect.error_body(exc.status, exc.message, exc.code))
+            error = b"" if knobs.fault == "empty-error" else dialect.error_body(exc.status, exc.message, exc.code)
+            return proto.response_bytes(exc.status, headers, error)
+        if knobs.fault == "invalid-json":
+            reply = INVALID_JSON
+        elif knobs.fault == "truncate":
+            reply = reply[: len(reply) // 2] if isinstance(reply, bytes) else reply[:2]
         if isinstance(reply, bytes):
             return proto.response_bytes(200, headers, reply)
         headers[0] = ("content-type", "text/event-stream")
@@ -101,6 +107,10 @@ class MockApp:
             raise ProviderError(knobs.status, f"injected by x-mock-status: {knobs.status}")
         if knobs.error_rate and random.random() < knobs.error_rate:
             raise ProviderError(500, "injected by the mock's error rate")
+        if knobs.fault == "empty-error":
+            raise ProviderError(500, "injected by x-mock-fault: empty-error")
+        if knobs.fault == "echo-key":
+            raise ProviderError(401, f"Incorrect API key provided: {_presented_key(scope.headers.get)}")
         return handler(body, knobs)
 
     def _admin(self, scope: Scope, proto: HTTPProtocol) -> None:
@@ -126,6 +136,10 @@ async def _stream(proto: HTTPProtocol, headers: list[tuple[str, str]], frames: l
             await transport.send_bytes(frame)
     except ProtocolClosed:
         pass  # the client went away mid-stream; nothing is left to tell it
+
+
+def _presented_key(get: HeaderGetter) -> str:
+    return get("x-api-key") or (get("authorization") or "").partition(" ")[2].strip()
 
 
 def _recorded(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> RecordedRequest:

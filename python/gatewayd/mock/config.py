@@ -41,6 +41,14 @@ class Knobs(msgspec.Struct, frozen=True):
     chunks: int  # content pieces in a stream
     status: int | None  # forced error status
     error_rate: float  # probability of a random 500
+    fault: str | None  # one of FAULTS: answer as a broken provider would
+
+
+# x-mock-fault, after auth passed: "truncate" (a stream stops after two events without its
+# last one, a whole answer halfway), "invalid-json" (a 200 of HTML with a NUL byte, sent as
+# JSON), "echo-key" (a 401 quoting the key it was sent), "empty-error" (errors with an empty
+# body: a 500 unless x-mock-status names another status).
+FAULTS = frozenset({"truncate", "invalid-json", "echo-key", "empty-error"})
 
 
 class KnobError(ValueError):
@@ -70,4 +78,11 @@ def resolve_knobs(config: MockConfig, get: HeaderGetter) -> Knobs:
         chunks=_parse(get, "x-mock-chunks", int, config.chunks, 1, 100_000),
         status=_parse(get, "x-mock-status", int, None, 400, 599),
         error_rate=_parse(get, "x-mock-error-rate", float, config.error_rate, 0.0, 1.0),
+        fault=_fault(get("x-mock-fault")),
     )
+
+
+def _fault(raw: str | None) -> str | None:
+    if raw is not None and raw not in FAULTS:
+        raise KnobError(f"x-mock-fault: {raw!r} is not one of {', '.join(sorted(FAULTS))}")
+    return raw

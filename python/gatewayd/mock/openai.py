@@ -279,13 +279,26 @@ def _vector(item: str | list, dimensions: int) -> list[float]:
     return [v / 32768.0 - 1.0 for v in struct.unpack(f"<{dimensions}H", raw)]
 
 
+def _embedding_items(value: str | list) -> list[str | list[int]]:
+    """The inputs to embed, in the forms the API accepts: a string, or a non-empty array of
+    strings, of token ids, or of token-id arrays. Anything else is a 400, as it is there."""
+    if not value:
+        raise ProviderError(400, "'input' must not be empty")
+    if isinstance(value, str) or all(type(i) is int for i in value):
+        return [value]
+    if all(isinstance(i, str) and i for i in value):
+        return value
+    if all(type(i) is list and i and all(type(t) is int for t in i) for i in value):
+        return value
+    message = "'input' must be a string, or an array of non-empty strings, of token ids or of token-id arrays"
+    raise ProviderError(400, message)
+
+
 def embeddings(body: bytes, knobs: Knobs) -> bytes:
     """One vector per input item; token-array inputs are hashed like strings."""
     req: EmbeddingRequest = decode(_embedding, body)
     check_model(req.model)
-    if not req.input:
-        raise ProviderError(400, "'input' must not be empty")
-    items = [req.input] if isinstance(req.input, str) or all(isinstance(i, int) for i in req.input) else req.input
+    items = _embedding_items(req.input)
     dims = req.dimensions or EMBEDDING_DIMENSIONS
     if not 1 <= dims <= 4096:
         raise ProviderError(400, f"'dimensions' must be in [1, 4096], not {dims}")
