@@ -127,6 +127,11 @@ class H1Connection(asyncio.Protocol):
 
     # --- httptools callbacks ------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # more than the framing announced: where anything ends is unknown now
+            self._fail("protocol", f"{self.origin} sent more than the response it announced")
+            raise ValueError("bytes after the response")  # stops the parser
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:

@@ -20,6 +20,8 @@ FORWARDED = {
     "openai": ("openai-beta",),
     "anthropic": ("anthropic-version", "anthropic-beta"),
 }
+# Configured provider headers whose value is a credential (Azure's api-key, a custom bearer).
+CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
 
 class ProviderEndpoint:
@@ -34,6 +36,9 @@ class ProviderEndpoint:
         elif key:
             fixed.append(("authorization", f"Bearer {key}"))
         self._fixed = fixed
+        # What an error body echoing our credentials would show, to scrub before relaying it.
+        credentials = [v.rpartition(" ")[2] for n, v in provider.headers.items() if n.lower() in CREDENTIAL_HEADERS]
+        self.secrets = tuple(secret for secret in (key, *credentials) if secret)
         self._forwarded = tuple(n.encode() for n in FORWARDED[self.kind])
 
     def url(self, api: str) -> str:
