@@ -3,25 +3,37 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
+# The Rust extension as maturin builds it in place; rebuilt only when a Rust source, the
+# workspace manifests or pyproject.toml is newer, so a second `make run` builds nothing.
+EXT := python/gatewayd/_core.abi3.so
+RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.rs' -o -name Cargo.toml)
+# Runs a setup step with its output held back: printed (on stderr) only if the step fails.
+QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
 .PHONY: setup run test test-rust test-python bench system-deps
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@echo "setup: installing the Python packages into $(VENV)"
+	@test -x $(PY) || $(QUIET) python3 -m venv $(VENV)
+	@$(QUIET) $(PY) -m pip install -q -U pip
+	@$(QUIET) $(PY) -m pip install -q -e '.[test]'
+	@touch $@
 
-# Builds (incrementally) the Rust extension into the virtualenv, in release mode.
-setup: $(STAMP)
-	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release -q
+# Builds (incrementally) the Rust extension in place, in release mode; the package itself
+# is already installed (editable) by the step above.
+$(EXT): $(STAMP) $(RUST_INPUTS)
+	@echo "setup: building the Rust extension (release)"
+	@VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(QUIET) $(VENV)/bin/maturin develop --release --skip-install -q
+	@touch $@
+
+setup: $(EXT)
 
 system-deps:
 	@command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v openssl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk openssl >/dev/null)
 
 run: setup
-	scripts/run-demo.sh
+	@scripts/run-demo.sh
 
 test-rust:
 	cargo test -q -p gatewayd-core
