@@ -4,6 +4,7 @@ use super::{Decision, Policy, RequestView, Verdict};
 
 mod errors;
 mod evaluation;
+mod properties;
 mod redaction;
 
 fn compile(doc: Value) -> Policy {
