@@ -69,7 +69,9 @@ class Registry:
 
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
         """One compare-and-set change of `items`, on the store this host has seen."""
-        epoch = self.guard("flip pointers")
+        return self._flip(items, actor, reason, kind, self.guard("flip pointers"))
+
+    def _flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, epoch: str) -> Change:
         change = self.store.flip(items, actor, reason, kind, epoch=epoch)
         self.memory.note(self.store.head())
         return change
@@ -78,6 +80,9 @@ class Registry:
         _check_domain(domain)
         found = self.store.version(domain, version_id)
         if found is None:
+            problem = self.store_problem()  # missing because the store lost it: say so
+            if problem:
+                raise StoreLostError(store_identity.lost_error_message(problem, f"look up {domain} versions"))
             raise RegistryError(f"{domain} version {version_id} does not exist")
         return found
 
@@ -102,11 +107,12 @@ class Registry:
     ) -> Change:
         _check_domain(domain)
         require_reason(reason)
+        epoch = self.guard("flip pointers")
         self.document(domain, version_id)
         current = self._current(domain, scope, expect)
         if current == version_id:
             raise RegistryError(f"{domain}/{scope} is already at version {version_id}")
-        return self.flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate")
+        return self._flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate", epoch)
 
     def rollback(
         self,
@@ -120,6 +126,7 @@ class Registry:
         """Returns the pointer to the version before the current activation (or `to`)."""
         _check_domain(domain)
         require_reason(reason)
+        epoch = self.guard("flip pointers")
         current = self._current(domain, scope, expect)
         if current is None:
             raise RegistryError(f"{domain}/{scope} has no active version to roll back")
@@ -129,7 +136,7 @@ class Registry:
         self.document(domain, target)
         if target == current:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
-        return self.flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback")
+        return self._flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback", epoch)
 
     def _current(self, domain: str, scope: str, expect: int | None) -> int | None:
         """The pointer's version. With `expect` (the version the caller decided from), a pointer

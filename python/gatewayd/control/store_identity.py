@@ -91,8 +91,6 @@ class StoreMemory:
         if self.state_dir is None or head.identity is None:
             return
         own = self._own()
-        if own is not None and own.epoch != head.identity.epoch and own.created_at > head.identity.created_at:
-            return
         mark = advance(own if own is not None and own.epoch == head.identity.epoch else None, head)
         if mark == own:
             return
@@ -105,7 +103,7 @@ class StoreMemory:
     def _own(self) -> Watermark | None:
         if self.state_dir is None:
             return None
-        return _read_mark(self.state_dir / MARK_FILE, Watermark)
+        return _read_mark(self.state_dir / MARK_FILE)
 
     def _last_known_good(self) -> list[Watermark | None]:
         from gatewayd.control.last_known_good import LastKnownGood
@@ -115,9 +113,9 @@ class StoreMemory:
         return [saved.mark for saved in LastKnownGood.all_in(self.state_dir)]
 
 
-def _read_mark(path: Path, kind: type) -> Watermark | None:
+def _read_mark(path: Path) -> Watermark | None:
     try:
-        return msgspec.json.decode(path.read_bytes(), type=kind)
+        return msgspec.json.decode(path.read_bytes(), type=Watermark)
     except (FileNotFoundError, msgspec.DecodeError):
         return None
 
