@@ -41,13 +41,12 @@ class AuditUnavailable(Exception):
 UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
 # Provider answers that send a request on to the next fallback (529: Anthropic overloaded).
 FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-# A stream is complete only once its protocol's last event came: each marker is that
-# event's line, from the newline before it (a JSON string cannot hold a raw newline, so
-# text that merely quotes the event never matches), with or without the optional space.
-STREAM_ENDS = {
-    False: (b"\ndata: [DONE]", b"\ndata:[DONE]"),  # OpenAI chat and completions
-    True: (b"\nevent: message_stop", b"\nevent:message_stop"),  # Anthropic messages
-}
+# A stream is complete only if its protocol's last event ends it (_ends_with_last_event):
+# OpenAI's (chat, completions), or Anthropic's (messages).
+LAST_EVENT = {False: "data: [DONE]", True: "event: message_stop"}
+# The stream's last bytes kept to look for it: room for the last event (52 bytes for
+# Anthropic's) and what a provider may add to it.
+STREAM_TAIL = 256
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
 
 
@@ -204,20 +203,19 @@ class Pipeline:
         await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
-        end = _StreamEnd(STREAM_ENDS[anthropic])
+        tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
         error = None
         try:
             async for chunk in upstream.chunks():
                 digest.update(chunk)
-                end.feed(chunk)
+                tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
                 if kept is not None:
                     kept.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
-        if error is None and not end.seen:
-            last = STREAM_ENDS[anthropic][0].strip().decode()
-            error = UpstreamError("protocol", f"the stream ended without its last event ({last})")
+        if error is None and not _ends_with_last_event(tail, anthropic):
+            error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
         if error is None:
             full = b"".join(kept) if kept is not None else None
             await self._record(adm, 200, None, full, digest.hexdigest(), ttl, via)
@@ -343,28 +341,22 @@ def _answering(adm, via) -> str:
     return adm.provider if tried == 0 else adm.fallbacks[tried - 1][0]
 
 
-class _StreamEnd:
-    """Whether a stream's last event has gone by, found as the chunks pass: each chunk is
-    searched once, plus the few bytes around the seam with the one before, so a marker
-    split across chunks is found without scanning the stream again."""
+def _ends_with_last_event(tail: bytes, anthropic: bool) -> bool:
+    """Whether a stream's last bytes are its protocol's last event, whole (its last line
+    ended): OpenAI's last line is `data: [DONE]`; Anthropic's last two are `event:
+    message_stop` and its data line. Looked at once, when the stream ends, so an event
+    split across chunks is seen whole and the chunks are never scanned as they pass."""
+    if not tail.endswith(b"\n"):
+        return False
+    lines = tail.rstrip().rsplit(b"\n", 2)
+    if anthropic:
+        return len(lines) == 3 and _field(lines[1], b"event:") == b"message_stop" and lines[2].startswith(b"data:")
+    return _field(lines[-1], b"data:") == b"[DONE]"
 
-    __slots__ = ("markers", "reach", "tail", "seen")
 
-    def __init__(self, markers: tuple[bytes, ...]) -> None:
-        self.markers = markers
-        self.reach = max(map(len, markers)) - 1  # bytes of a marker that fit before a seam
-        self.tail = b"\n"  # the stream's start counts as a line start
-        self.seen = False
-
-    def feed(self, chunk: bytes) -> None:
-        if self.seen:
-            return
-        seam = self.tail + chunk[: self.reach]
-        for marker in self.markers:
-            if marker in seam or marker in chunk:
-                self.seen = True
-                return
-        self.tail = chunk[-self.reach :] if len(chunk) >= self.reach else (self.tail + chunk)[-self.reach :]
+def _field(line: bytes, name: bytes) -> bytes | None:
+    """An SSE line's value for field `name` (the optional space and a CR stripped)."""
+    return line[len(name) :].strip() if line.startswith(name) else None
 
 
 class _AnyObject(msgspec.Struct):
