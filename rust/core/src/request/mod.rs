@@ -212,4 +212,6 @@ fn require(
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
