@@ -1,4 +1,4 @@
-"""The rollback drill under saturating load (ROLLBACK.md "The drill", step 1; issue 3).
+"""The rollback drill under saturating load (docs/ROLLBACK.md "The drill", step 1; issue 3).
 
 Four replicas (`gatewayd serve --workers 4`) share a real redis-server; wrk saturates
 them; the drill activates a bad policy and rolls it back N times. For every rollback it

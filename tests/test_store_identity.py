@@ -1,4 +1,4 @@
-"""A control store that lost its data never gets a used version number again (ROLLBACK.md
+"""A control store that lost its data never gets a used version number again (docs/ROLLBACK.md
 R17): real redis-server, real `gatewayd serve` with two replicas, the CLI as operators run it.
 
 Each test wipes the store under a running gateway (FLUSHALL, a restart without

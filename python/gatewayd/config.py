@@ -49,7 +49,7 @@ class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Where the chains live, who signs their checkpoints and how long they are kept. Static
-    on purpose: no rollback of the versioned config may touch them (ROLLBACK.md R8)."""
+    on purpose: no rollback of the versioned config may touch them (docs/ROLLBACK.md R8)."""
 
     dir: str = "var/audit"
     segment_bytes: int = 64 * 1024 * 1024

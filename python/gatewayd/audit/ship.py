@@ -1,4 +1,4 @@
-"""Shipping records from the chains to a JSON-lines sink (ROLLBACK.md R14).
+"""Shipping records from the chains to a JSON-lines sink (docs/ROLLBACK.md R14).
 
 The canonical store is always the local chain: every record is written there first, and
 nothing on the request path depends on a sink. A sink is fed from the chain, starting

@@ -1,7 +1,7 @@
 """Whole-trail verification, as an auditor runs it: every chain of every replica (in Rust:
 frames, links, segment headers, Merkle roots against every checkpoint note, retention
 rules, a partial record ending a chain), every checkpoint signature against the keyring,
-and that every version a record names can be fetched from the registry (ROLLBACK.md R8,
+and that every version a record names can be fetched from the registry (docs/ROLLBACK.md R8,
 R9). Every problem is reported, not only the first; replicas.py finds missing chains."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The propagation barrier (ROLLBACK.md R4): a change is in effect only when every live
+"""The propagation barrier (docs/ROLLBACK.md R4): a change is in effect only when every live
 replica has acknowledged it."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Versioned documents of the three domains: parsing, validation and compilation.
 
-A document is stored byte for byte as pushed (ROLLBACK.md R1); what replicas compile is
+A document is stored byte for byte as pushed (docs/ROLLBACK.md R1); what replicas compile is
 its JSON form. Validation is compilation: a document that does not compile is refused
 with a one-line message naming the field, and nothing is stored.
 """

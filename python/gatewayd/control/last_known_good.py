@@ -1,5 +1,5 @@
 """A replica's last-known-good state on local disk, so it can start and serve with the
-control store unreachable or wiped (ROLLBACK.md R16, R17: fail static).
+control store unreachable or wiped (docs/ROLLBACK.md R16, R17: fail static).
 
 Beside the state (`<name>.json`: the change applied, its pointers and their documents, and
 the watermark of the store's history) every version the replica ever served is archived

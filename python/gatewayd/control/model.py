@@ -10,7 +10,7 @@ SHADOW_SCOPE = "shadow"
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
-    """An immutable document version (ROLLBACK.md R1); `document` is the bytes as pushed."""
+    """An immutable document version (docs/ROLLBACK.md R1); `document` is the bytes as pushed."""
 
     domain: str
     id: int

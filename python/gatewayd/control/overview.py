@@ -1,5 +1,5 @@
 """Read-only answers that the CLI and the admin API give alike: the current state of the
-pointers and replicas, and what was in effect at an instant (ROLLBACK.md R9)."""
+pointers and replicas, and what was in effect at an instant (docs/ROLLBACK.md R9)."""
 
 from __future__ import annotations
 

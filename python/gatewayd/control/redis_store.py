@@ -1,4 +1,4 @@
-"""The shared control store: one Redis for replicas on many hosts (ROLLBACK.md R2, R4, R16).
+"""The shared control store: one Redis for replicas on many hosts (docs/ROLLBACK.md R2, R4, R16).
 
 It has the interface and semantics of `LocalStore`. Every multi-key write is one Lua
 script, so it lands whole or not at all, and every time it records comes from the Redis

@@ -1,4 +1,4 @@
-"""Change notifications from Redis pub/sub, for the replica agent (ROLLBACK.md R16)."""
+"""Change notifications from Redis pub/sub, for the replica agent (docs/ROLLBACK.md R16)."""
 
 from __future__ import annotations
 

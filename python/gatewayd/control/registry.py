@@ -1,7 +1,7 @@
 """Registry operations: push, activate, rollback, history and point-in-time lookup.
 
 Activation and rollback are the same operation, a compare-and-set of a pointer with a
-change record (ROLLBACK.md R2). A rollback is an event of its own: it never erases.
+change record (docs/ROLLBACK.md R2). A rollback is an event of its own: it never erases.
 Every write is first checked against what this host remembers of the store (R17): one
 that lost its data, or holds another's, is refused before a used number is given again.
 """

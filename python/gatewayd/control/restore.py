@@ -1,4 +1,4 @@
-"""Backing up the control store and re-seeding one that lost its data (ROLLBACK.md R17).
+"""Backing up the control store and re-seeding one that lost its data (docs/ROLLBACK.md R17).
 
 A restore writes, in one transaction into an empty store: the lost epoch, every version
 found in a backup (`gatewayd store export`) and in the replicas' last-known-good archives,

@@ -1,7 +1,7 @@
 """The compiled state a replica serves from.
 
 A request reads the replica's current snapshot once, when it starts, and uses it to the
-end (ROLLBACK.md R6): swapping in a new snapshot is one attribute assignment, so no request
+end (docs/ROLLBACK.md R6): swapping in a new snapshot is one attribute assignment, so no request
 can mix versions.
 """
 

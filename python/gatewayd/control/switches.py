@@ -1,4 +1,4 @@
-"""Operations built from pointer flips: the kill switch and shadow mode (ROLLBACK.md R15)
+"""Operations built from pointer flips: the kill switch and shadow mode (docs/ROLLBACK.md R15)
 and bundles, which move all three domains in one change.
 
 They add no mechanism of their own: each is one compare-and-set change through the store,

@@ -1,4 +1,4 @@
-"""`GET /metrics`: Prometheus text for every replica on this host (ROLLBACK.md R10).
+"""`GET /metrics`: Prometheus text for every replica on this host (docs/ROLLBACK.md R10).
 
 Each worker writes its metrics to a small file once a second (and right before it answers
 a scrape), so whichever worker the scrape lands on can answer for all of them. Request

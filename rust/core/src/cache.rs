@@ -1,4 +1,4 @@
-//! Response cache keyed by the versions that produced each response (ROLLBACK.md R5, R12).
+//! Response cache keyed by the versions that produced each response (docs/ROLLBACK.md R5, R12).
 //!
 //! The key hashes the policy, routing and config versions together with the request, so
 //! a flip makes every entry of the previous versions unreachable at once: requests served

@@ -4,7 +4,7 @@
 //!
 //! The cache only ever holds entries of the version sets the replica currently serves:
 //! [`Gateway::fence`] purges the rest at a flip and refuses late fills from requests that
-//! started under a version that has since left service (ROLLBACK.md R5).
+//! started under a version that has since left service (docs/ROLLBACK.md R5).
 
 use std::sync::RwLock;
 use std::time::Duration;

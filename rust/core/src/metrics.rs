@@ -1,4 +1,4 @@
-//! Request metrics labelled by the versions that served the traffic (ROLLBACK.md R10), so
+//! Request metrics labelled by the versions that served the traffic (docs/ROLLBACK.md R10), so
 //! a dashboard shows the reverted version's numbers, not a stale one.
 //!
 //! One replica's counters live here; the control layer ships snapshots of them with the

@@ -1,4 +1,4 @@
-//! Tamper-evident audit log: one append-only, hash-chained chain per replica (ROLLBACK.md R8).
+//! Tamper-evident audit log: one append-only, hash-chained chain per replica (docs/ROLLBACK.md R8).
 //!
 //! Each record carries the hash of the previous record, so editing, removing, inserting or
 //! reordering any record breaks the chain at a point that [`verify_chain`] names. The same

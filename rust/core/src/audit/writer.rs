@@ -209,7 +209,7 @@ impl AuditWriter {
         }
     }
 
-    /// Changes when records are synced (config is hot-reloadable, ROLLBACK.md R12).
+    /// Changes when records are synced (config is hot-reloadable, docs/ROLLBACK.md R12).
     pub fn set_sync_policy(&mut self, sync: SyncPolicy) {
         self.opts.sync = sync;
     }
