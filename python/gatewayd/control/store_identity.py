@@ -1,4 +1,4 @@
-"""Recognising a control store that lost its data (ROLLBACK.md R17).
+"""Recognising a control store that lost its data (docs/ROLLBACK.md R17).
 
 A store carries an identity (an epoch) written with its first versions. Replicas and tools
 remember a watermark: the epoch and how far its history went. A store found without that
@@ -9,6 +9,7 @@ keep serving their last-known-good state until it is restored (docs/STORE.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.model import StoreHead, StoreIdentity, Watermark
 
 RESTORE_HINT = "Restore it: gatewayd store restore (docs/STORE.md)"
@@ -106,8 +108,6 @@ class StoreMemory:
         return _read_mark(self.state_dir / MARK_FILE)
 
     def _last_known_good(self) -> list[Watermark | None]:
-        from gatewayd.control.last_known_good import LastKnownGood
-
         if self.state_dir is None:
             return []
         return [saved.mark for saved in LastKnownGood.all_in(self.state_dir)]
@@ -133,6 +133,4 @@ def _missing(head: StoreHead, mark: Watermark) -> str:
 
 
 def _iso(ts: float) -> str:
-    from gatewayd.control.overview import iso
-
-    return iso(ts)
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
