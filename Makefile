@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python bench system-deps
+.PHONY: setup run test test-rust test-python bench system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -51,3 +51,14 @@ bench: setup system-deps
 	$(PY) bench/rollback_drill.py --flips 30
 	$(PY) bench/audit_bench.py
 	$(PY) bench/upstream_clients.py
+
+# The long fuzz run (minutes): GATEWAYD_FUZZ_CASES HTTP cases against a real gateway (a
+# random seed, printed, unless GATEWAYD_FUZZ_SEED names one) and PROPTEST_CASES per Rust
+# property (a release build: compiling regexes is slow in debug). `make test` runs both
+# suites in short form.
+FUZZ_CASES ?= 6000
+FUZZ_PROPTEST_CASES ?= 20000
+fuzz: setup
+	PROPTEST_CASES=$(FUZZ_PROPTEST_CASES) cargo test --release -q -p gatewayd-core properties
+	GATEWAYD_FUZZ_SEED=$${GATEWAYD_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} GATEWAYD_FUZZ_CASES=$(FUZZ_CASES) \
+	  $(PY) -m pytest tests/test_fuzz.py -q -p no:cacheprovider
