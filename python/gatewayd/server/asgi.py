@@ -90,6 +90,33 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
         deadlines.expired.discard(task)
 
 
+class ClientWatch:
+    """Learns, without waiting, whether the client hung up while its request is served.
+
+    granian answers a pending receive() with http.disconnect once the connection closes,
+    and it closes it as soon as the client half-closes (hyper's half-close support is off
+    and granian 2.8 has no setting for it), while a send() to a closed connection
+    succeeds silently: without this watch, an answer nobody received is recorded as given.
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self, receive: Receive):
+        self._next = asyncio.ensure_future(receive())
+
+    def gone(self) -> bool:
+        message = self._next
+        return (
+            message.done()
+            and not message.cancelled()
+            and message.exception() is None
+            and message.result()["type"] == "http.disconnect"
+        )
+
+    def close(self) -> None:
+        self._next.cancel()
+
+
 def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
     """(status, message) when Transfer-Encoding is anything but one `chunked`: RFC 9112
     forbids chunked twice (400) and the gateway decodes no other coding (501)."""

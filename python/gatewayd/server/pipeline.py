@@ -19,7 +19,17 @@ from random import getrandbits
 import msgspec
 
 from gatewayd.server import errors
-from gatewayd.server.asgi import JSON, BodyTimeout, BodyTooLarge, ClientGone, Receive, Send, read_body, respond
+from gatewayd.server.asgi import (
+    JSON,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    ClientWatch,
+    Receive,
+    Send,
+    read_body,
+    respond,
+)
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.ratelimit import TenantLimiter
@@ -63,6 +73,7 @@ class Pipeline:
         self.health = ProviderHealth()
         self._scrub = _scrubber(secret for provider in providers.values() for secret in provider.secrets)
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
+        self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         seen = _scan(scope["headers"])
@@ -110,7 +121,12 @@ class Pipeline:
             await self._record(adm, adm.cached_status, None, None, None, 0.0)
             content_type = adm.cached_content_type.encode()
             return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
-        await self._forward(scope, send, adm, snap.config, anthropic)
+        self.clients[adm] = client = ClientWatch(receive)
+        try:
+            await self._forward(scope, send, adm, snap.config, anthropic)
+        finally:
+            del self.clients[adm]
+            client.close()
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
         upstream, via = await self._first_answer(scope, adm, config)
@@ -260,6 +276,10 @@ class Pipeline:
         `group` fsync policy, waits until it is on disk: the response completes after.
         ``via`` is (which upstream answered, what failed before it)."""
         audit = self.agent.snapshot.config.audit
+        client = self.clients.get(adm)
+        if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
+            error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
+            status = 499
         try:
             if via[1]:
                 seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s, *via)

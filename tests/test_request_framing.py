@@ -1,0 +1,111 @@
+"""Request framing and routing against a real `gatewayd serve`, over raw sockets: what a
+hostile client writes on the wire is refused in the API's error shape, or recorded for
+what it was."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from support.gateway import KEYS
+
+CHAT = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}).encode()
+
+
+def exchange(gateway, raw: bytes, half_close: bool = False) -> bytes:
+    """Sends `raw` on a new connection and returns all the server sent until it closed."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(raw)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def head(method: str, path: str, *lines: str) -> bytes:
+    fields = [f"{method} {path} HTTP/1.1", "Host: gw", f"Authorization: Bearer {KEYS['acme']}", *lines]
+    return ("\r\n".join([*fields, "Connection: close"]) + "\r\n\r\n").encode()
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+def status_and_body(response: bytes) -> tuple[int, dict | None]:
+    head_, _, body = response.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head_.lower():
+        body = body.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0]
+    return int(head_.split()[1]), json.loads(body) if body else None
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [["chunked, chunked"], ["chunked", "chunked"], ["chunked,chunked"]],
+    ids=["one-field", "two-fields", "no-space"],
+)
+def test_chunked_applied_twice_is_refused_400(gateway, codings):
+    lines = [f"Transfer-Encoding: {value}" for value in codings]
+    status, body = status_and_body(exchange(gateway, head("POST", "/v1/chat/completions", *lines) + chunked(CHAT)))
+    assert status == 400
+    assert body["error"]["code"] == "invalid_transfer_encoding" and "chunked" in body["error"]["message"]
+
+
+def test_chunked_twice_on_messages_is_refused_in_the_anthropic_shape(gateway):
+    claude = json.dumps({"model": "mock-claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+    raw = head("POST", "/v1/messages", "Transfer-Encoding: chunked, chunked") + chunked(claude.encode())
+    status, body = status_and_body(exchange(gateway, raw))
+    assert status == 400 and body["type"] == "error" and "chunked" in body["error"]["message"]
+
+
+def test_only_a_single_chunked_coding_is_decoded(gateway):
+    """One `chunked` is served; a coding the gateway cannot decode is a 501 (RFC 9112)."""
+    raw = head("POST", "/v1/chat/completions", "Transfer-Encoding: chunked") + chunked(CHAT)
+    status, body = status_and_body(exchange(gateway, raw))
+    assert status == 200 and "hello" in body["choices"][0]["message"]["content"]
+    raw = head("POST", "/v1/chat/completions", "Transfer-Encoding: gzip, chunked") + chunked(CHAT)
+    status, body = status_and_body(exchange(gateway, raw))
+    assert status == 501 and "gzip" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "plain", "encoded"),
+    [
+        ("POST", "/v1/chat/completions", "/v1/chat%2fcompletions"),
+        ("POST", "/v1/chat/completions", "/v1/chat%2Fcompletions"),
+        ("POST", "/v1/completions", "/v1/completion%73"),
+        ("GET", "/metrics", "/%6detrics"),
+        ("GET", "/v1/models", "/v1/%6dodels"),
+        ("GET", "/healthz", "/%68ealthz"),
+    ],
+)
+def test_percent_encoded_paths_name_no_route(gateway, method, plain, encoded):
+    """Routing is on the path as sent: only the plain spelling reaches the endpoint."""
+    completion = json.dumps({"model": "mock-gpt", "prompt": "hello"}).encode()
+    body = (completion if "/v1/completion" in plain else CHAT) if method == "POST" else b""
+    lines = [f"Content-Length: {len(body)}"] if body else []
+    assert exchange(gateway, head(method, plain, *lines) + body).startswith(b"HTTP/1.1 200")
+    status, answer = status_and_body(exchange(gateway, head(method, encoded, *lines) + body))
+    assert status == 404 and answer["error"]["code"] == "not_found"
+
+
+def test_a_client_that_half_closes_is_recorded_as_gone_not_as_answered(gateway):
+    """granian closes the connection on the client's FIN, so nothing can be answered; the
+    audit record says so (499) instead of claiming the upstream's answer was given. The
+    slow provider answers 504 after 1.5 s, long after the FIN was seen."""
+    body = json.dumps({"model": "slow-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    raw = head("POST", "/v1/chat/completions", f"Content-Length: {len(body)}", "X-Request-Id: half-closed-1")
+    assert exchange(gateway, raw + body, half_close=True) == b""
+    deadline = time.monotonic() + 30  # the request goes on upstream after the client left
+    while not (records := [r for r in gateway.audit_records() if r.get("request_id") == "half-closed-1"]):
+        assert time.monotonic() < deadline, "the request was never recorded"
+        time.sleep(0.5)
+    assert len(records) == 1
+    assert records[0]["status"] == 499 and records[0]["error"].startswith("client closed the connection")
