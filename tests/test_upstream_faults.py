@@ -198,7 +198,7 @@ def test_a_200_that_is_not_a_json_object_is_a_502_never_cached(gateway, model, a
             assert body["type"] == "error" and body["error"]["type"] == "api_error"
         else:
             assert body["error"]["code"] == "upstream_invalid_response"
-        assert "not a JSON object" in (body["error"]["message"])
+        assert "not a JSON object" in body["error"]["message"]
         record = _record(gateway, request_id)
         assert record["status"] == 502 and record["error"].startswith("protocol")
 
