@@ -20,14 +20,17 @@ use serde_json::{Map, Value};
 use super::{Api, ParsedRequest, NOT_IN_CACHE_KEY};
 
 fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
+    // Short mode (`cargo test`): `default` cases from a fixed seed, the same every run. Long
+    // mode: PROPTEST_CASES cases, from a random seed unless PROPTEST_RNG_SEED names one.
+    let long = std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
+        .and_then(|v| v.parse().ok());
+    let mut config = ProptestConfig::default();
+    config.cases = long.unwrap_or(default);
+    if long.is_none() && std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(9);
     }
+    config
 }
 
 const APIS: [Api; 4] = [Api::Chat, Api::Completions, Api::Embeddings, Api::Messages];
