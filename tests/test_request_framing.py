@@ -98,8 +98,9 @@ def test_percent_encoded_paths_name_no_route(gateway, method, plain, encoded):
 
 def test_a_client_that_half_closes_is_recorded_as_gone_not_as_answered(gateway):
     """granian closes the connection on the client's FIN, so nothing can be answered; the
-    audit record says so (499) instead of claiming the upstream's answer was given. The
-    slow provider answers 504 after 1.5 s, long after the FIN was seen."""
+    audit record says so (499), whether the FIN was seen while the body was read or while
+    the provider was asked, instead of claiming an answer was given. The slow provider
+    answers 504 after 1.5 s, long after the FIN was seen."""
     body = json.dumps({"model": "slow-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
     raw = head("POST", "/v1/chat/completions", f"Content-Length: {len(body)}", "X-Request-Id: half-closed-1")
     assert exchange(gateway, raw + body, half_close=True) == b""

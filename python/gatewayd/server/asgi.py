@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from asyncio import CancelledError, current_task
 from typing import Awaitable, Callable
 
 Receive = Callable[[], Awaitable[dict]]
@@ -28,20 +28,33 @@ class BodyDeadlines:
     """The body reads in progress, and the sweep that ends the stalled ones.
 
     One sweep checks them all a few times a second (GatewayApp runs it) instead of arming
-    a timer per read, so a read costs a dict insert and delete. A read is stalled when no
-    bytes came for ``idle_s``, or the whole body took more than ``total_s``.
+    a timer per read, and it keeps the clock: a read only registers and counts its chunks
+    (dict operations). A read is stalled when no chunk came for ``idle_s``, or the whole
+    body took more than ``total_s``; both are measured from the sweep that first saw the
+    read, so a deadline may run up to one sweep interval late.
     """
+
+    EXPIRED = -1
 
     def __init__(self, idle_s: float, total_s: float):
         self.idle_s = idle_s
         self.total_s = total_s
-        self.reads: dict[asyncio.Task, list[float]] = {}  # task -> [started, last bytes]
-        self.expired: set[asyncio.Task] = set()
+        self.reads: dict[asyncio.Task, int] = {}  # task -> chunks received, or EXPIRED
+        self._seen: dict[asyncio.Task, tuple[float, int, float]] = {}  # first seen, chunks, last change
 
     def sweep(self, now: float) -> None:
-        for task, (started, last) in self.reads.items():
-            if (now - last > self.idle_s or now - started > self.total_s) and task not in self.expired:
-                self.expired.add(task)
+        reads, seen = self.reads, self._seen
+        for task in [task for task in seen if task not in reads]:
+            del seen[task]
+        for task, chunks in reads.items():
+            if chunks == self.EXPIRED:
+                continue
+            first, counted, changed = seen.get(task) or (now, chunks, now)
+            if chunks != counted:
+                changed = now
+            seen[task] = (first, chunks, changed)
+            if now - changed > self.idle_s or now - first > self.total_s:
+                reads[task] = self.EXPIRED
                 task.cancel()  # delivered at the read's pending receive()
 
 
@@ -54,10 +67,9 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
     raising BodyTimeout when the client stalls (see BodyDeadlines)."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
-    deadlines = body_deadlines
-    task = asyncio.current_task()
-    now = time.monotonic()
-    progress = deadlines.reads[task] = [now, now]
+    reads = body_deadlines.reads
+    task = current_task()
+    reads[task] = 0
     try:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -70,7 +82,7 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
         parts = [body]
         size = len(body)
         while message.get("more_body"):
-            progress[1] = time.monotonic()
+            reads[task] += 1  # progress, for the sweep
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone
@@ -80,14 +92,13 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
                 raise BodyTooLarge
             parts.append(chunk)
         return b"".join(parts)
-    except asyncio.CancelledError:
-        if task in deadlines.expired:
+    except CancelledError:
+        if reads[task] == BodyDeadlines.EXPIRED:
             task.uncancel()
             raise BodyTimeout from None
         raise
     finally:
-        del deadlines.reads[task]
-        deadlines.expired.discard(task)
+        del reads[task]
 
 
 class ClientWatch:

@@ -95,8 +95,9 @@ class Pipeline:
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
             return await self._reject(send, api, tenant, request_id, 408, "request_timeout", message)
-        except ClientGone:
-            return
+        except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
+            message = "client closed the connection before its body was read"
+            return await self._reject(send, api, tenant, request_id, 499, "client_closed_request", message)
         # R6: the request's one snapshot, taken as it is admitted (no await between this
         # and admission) and kept to its end.
         snap = self.agent.snapshot
