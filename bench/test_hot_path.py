@@ -75,12 +75,25 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compiled():
-    return _core.Policy(policy_50().encode()), _core.Routing(ROUTING, [("mock", "openai")])
+    return _core.Policy(policy_50().encode(), 1), _core.Routing(ROUTING, 1, [("mock", "openai")])
 
 
 def rust_admit(engine, compiled):
     policy, routing = compiled
-    return engine.admit(policy, 1, None, routing, 1, 1, "chat", "acme", "req", [], BODY, 1)
+    return engine.admit(
+        snapshot=None,
+        policy=policy,
+        shadow=None,
+        routing=routing,
+        config_version=1,
+        api="chat",
+        tenant="acme",
+        request_id="req",
+        headers=[],
+        body=BODY,
+        cache=_core.CacheMode.DETERMINISTIC,
+        vary="",
+    )
 
 
 def test_admission_rust(benchmark, engine, compiled):
@@ -96,7 +109,7 @@ def test_admission_python_reference(benchmark):
 
 def test_recording_rust(benchmark, engine, compiled):
     adm = rust_admit(engine, compiled)
-    seq = benchmark(engine.record, adm, 200, None, b'{"ok": true}', None, 0.0)
+    seq = benchmark(lambda: engine.record(adm, status=200, response=b'{"ok": true}'))
     assert seq > 0
 
 

@@ -2,10 +2,34 @@
 
 from collections.abc import Iterator
 
-class Policy:
-    """A compiled policy version. Raises ValueError naming the field on a bad document."""
+from gatewayd.control.snapshot import Snapshot
 
-    def __init__(self, doc_json: bytes) -> None: ...
+from typing import Literal
+
+Verdict = Literal["allow", "deny", "invalid", "unroutable", "rejected"]
+CacheState = Literal["hit", "miss", "bypass"]
+FsyncPolicy = Literal["never", "interval", "group", "always"]
+
+FSYNC_POLICIES: list[FsyncPolicy]  # the audit writer's policies, as the runtime config names them
+LATENCY_BUCKETS: list[float]  # upper bounds (seconds) of the request latency histogram; +Inf implied
+
+class GatewaydError(Exception):
+    """Base of every error gatewayd raises on purpose (gatewayd.errors derives from it)."""
+
+class CompileError(GatewaydError):
+    """A policy or routing document that does not compile; the message names the field."""
+
+class AuditError(GatewaydError):
+    """The audit chain could not be opened, written or read."""
+
+class ChainCorruptError(AuditError):
+    """A chain whose stored bytes are not a valid chain: leave it alone for forensics."""
+
+class Policy:
+    """A compiled policy version. Raises CompileError naming the field on a bad document."""
+
+    version: int
+    def __init__(self, doc_json: bytes, version: int) -> None: ...
     @property
     def header_names(self) -> list[str]: ...
     @property
@@ -14,17 +38,42 @@ class Policy:
 class Routing:
     """A compiled routing version, checked against the configured (name, kind) providers."""
 
-    def __init__(self, doc_json: bytes, providers: list[tuple[str, str]]) -> None: ...
+    version: int
+    def __init__(self, doc_json: bytes, version: int, providers: list[tuple[str, str]]) -> None: ...
     @property
     def models(self) -> list[str]: ...
+
+class CacheMode:
+    """How one request may use the response cache."""
+
+    OFF: CacheMode
+    DETERMINISTIC: CacheMode  # only deterministic requests: temperature 0, and embeddings
+    FORCED: CacheMode  # the caller asked for caching explicitly
+
+class Versions:
+    """The policy, routing and config versions a request was served under (R3)."""
+
+    policy: int
+    routing: int
+    config: int
+    def __init__(self, policy: int, routing: int, config: int) -> None: ...
+    def __hash__(self) -> int: ...
+
+class Fallback:
+    """An upstream to try when the one before it fails the request, with its body."""
+
+    provider: str
+    model: str
+    body: bytes
 
 class Admission:
     """What `Engine.admit` decided: answer with an error, from cache, or go upstream."""
 
+    snapshot: Snapshot  # the snapshot given to admit: every later decision reads it (R6)
     request_id: str
     api: str
-    verdict: str  # allow | deny | invalid | unroutable | rejected
-    status: int
+    verdict: Verdict
+    status: int  # the status to answer with when the verdict is not "allow"
     code: str
     message: str
     rule: str | None
@@ -35,13 +84,13 @@ class Admission:
     upstream_model: str | None
     redacted: bool
     body: bytes | None
-    fallbacks: list[tuple[str, bytes]]  # (provider, body) to try in order when the provider fails
-    cache: str  # hit | miss | bypass
+    fallbacks: list[Fallback]  # to try in order when the provider fails
+    cache: CacheState
     cache_key: str | None
     cached_body: bytes | None
     cached_status: int
     cached_content_type: str
-    versions: tuple[int, int, int]
+    versions: Versions
 
 class Engine:
     """One replica's response cache and audit chain."""
@@ -49,38 +98,52 @@ class Engine:
     def __init__(self, cache_entries: int, cache_bytes: int, audit_dir: str, chain: str, segment_bytes: int) -> None: ...
     def admit(
         self,
+        *,
+        snapshot: Snapshot,
         policy: Policy,
-        policy_version: int,
-        shadow: tuple[Policy, int] | None,
+        shadow: Policy | None,
         routing: Routing,
-        routing_version: int,
         config_version: int,
         api: str,
         tenant: str,
         request_id: str,
         headers: list[tuple[str, str]],
         body: bytes,
-        cache_mode: int,
+        cache: CacheMode,
+        vary: str,
     ) -> Admission: ...
     def reject(
-        self, api: str, tenant: str, request_id: str, status: int, code: str, message: str, versions: tuple[int, int, int]
+        self,
+        *,
+        snapshot: Snapshot,
+        policy: Policy,
+        routing: Routing,
+        config_version: int,
+        api: str,
+        tenant: str,
+        request_id: str,
+        status: int,
+        code: str,
+        message: str,
     ) -> Admission: ...
     def record(
         self,
         admission: Admission,
+        *,
         status: int,
-        error: str | None,
-        response: bytes | None,
-        response_sha256: str | None,
-        cache_ttl_s: float,
+        error: str | None = None,
+        response: bytes | None = None,
+        response_sha256: str | None = None,
+        cache_ttl_s: float = 0.0,
         upstream: int = 0,  # who answered: 0 the provider, i its fallback i-1
         failovers: list[str] = ...,  # "<provider>: <why>" for each upstream that failed first
-    ) -> int: ...
+    ) -> int:
+        """Raises AuditError (ChainCorruptError) when the record cannot be appended."""
     def event(self, fields_json: bytes) -> int: ...
-    def fence(self, active: list[tuple[int, int, int]]) -> int: ...
-    def set_audit_sync(self, policy: str, interval_ms: int) -> None:
-        """never | interval | group | always; only `always` syncs inside an append."""
-    def audit_sync_state(self) -> tuple[str, int, int, int]:
+    def fence(self, active: list[Versions]) -> int: ...
+    def set_audit_sync(self, policy: FsyncPolicy, interval_ms: int) -> None:
+        """Only `always` syncs inside an append."""
+    def audit_sync_state(self) -> tuple[FsyncPolicy, int, int, int]:
         """(policy, interval_ms, head seq, synced seq)."""
     def sync_audit(self) -> int:
         """Syncs what was appended so far without holding up appends; the synced seq."""
@@ -92,8 +155,8 @@ class Engine:
         """The synced tree head as (size, C2SP checkpoint note body) of `<origin>/<chain>`."""
     def audit_plan_retention(self, max_age_s: float, max_bytes: int) -> RetentionPlan | None: ...
     def audit_apply_retention(self, plan: RetentionPlan) -> int: ...
-    def cache_stats(self) -> dict[str, int]: ...
-    def metrics_json(self) -> bytes: ...
+    def metrics_json(self) -> bytes:
+        """Requests, shadow decisions and cache counters, as JSON with the Rust names."""
 
 class RetentionPlan:
     """A retention decision, already recorded in the chain."""
@@ -105,7 +168,7 @@ class RetentionPlan:
     record_seq: int
 
 class AuditReader(Iterator[bytes]):
-    """One chain's record payloads in order, verified as read (ValueError at a break);
+    """One chain's record payloads in order, verified as read (ChainCorruptError at a break);
     from the segment holding `from_seq`, filtered on `ts` (records' own form, as text)."""
 
     def __init__(
@@ -114,7 +177,9 @@ class AuditReader(Iterator[bytes]):
     def __next__(self) -> bytes: ...
 
 def verify_chain(root: str, chain: str) -> dict[str, object]:
-    """Counts, head, base64 root and [(note path, size, retired)]; ValueError at a break."""
+    """Counts, head, base64 root, `checkpoints` as [(note path, size, root check)] (root
+    check: matches | retired | differs | not checked) and `problems`: every problem found,
+    one line each, empty for an intact chain."""
 
 def list_chains(root: str) -> list[str]: ...
 def parse_checkpoint(note: str) -> tuple[str, int, str]:

@@ -13,11 +13,12 @@ import tomllib
 from pathlib import Path
 
 import msgspec
+from gatewayd.errors import BadInputError
 
 ENV_PREFIX = "GATEWAYD_"
 
 
-class ConfigError(Exception):
+class ConfigError(BadInputError):
     """A configuration problem, phrased as one line naming the file and field."""
 
 

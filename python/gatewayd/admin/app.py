@@ -12,9 +12,7 @@ from typing import Awaitable, Callable
 from gatewayd import config
 from gatewayd.admin.api import AdminApi
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply, parse_query
-from gatewayd.control.documents import DocumentError
-from gatewayd.control.model import ConflictError, StoreUnavailableError
-from gatewayd.control.registry import RegistryError
+from gatewayd.errors import GatewaydError, meaning
 from gatewayd.server.asgi import JSON, ClientGone, respond
 from gatewayd.server.errors import error_body
 
@@ -58,14 +56,9 @@ class AdminApp:
             return
         except ApiError as exc:
             reply = _error(exc.status, str(exc), exc.code, exc.headers)
-        except DocumentError as exc:
-            reply = _error(400, str(exc), "invalid_document")
-        except RegistryError as exc:
-            reply = _error(400, str(exc), "invalid_request")
-        except ConflictError as exc:
-            reply = _error(409, str(exc), "conflict")
-        except StoreUnavailableError as exc:
-            reply = _error(503, str(exc), "store_unavailable")
+        except GatewaydError as exc:  # every error of ours, looked up in one table
+            what = meaning(exc)
+            reply = _error(what.status, str(exc), what.code)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             reply = _error(500, "internal error; see the admin log", "internal_error")

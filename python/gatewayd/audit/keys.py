@@ -22,12 +22,13 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
+from gatewayd.errors import BadInputError
 
 ED25519 = b"\x01"
 PRIVATE_PREFIX = "PRIVATE+KEY+"
 
 
-class AuditKeyError(Exception):
+class AuditKeyError(BadInputError):
     """A key or keyring problem, as one line naming the file."""
 
 

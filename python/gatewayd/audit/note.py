@@ -9,11 +9,12 @@ import binascii
 from dataclasses import dataclass
 
 from gatewayd.audit.keys import Signer, Verifier
+from gatewayd.errors import BadInputError
 
 DASH = "\u2014 "
 
 
-class NoteError(Exception):
+class NoteError(BadInputError):
     """A note that is malformed or not signed by a trusted key."""
 
 

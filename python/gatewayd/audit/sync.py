@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from gatewayd.errors import AuditError
 
 log = logging.getLogger("gatewayd.audit")
 
@@ -63,6 +64,6 @@ class AuditSync:
             if policy == "interval" and head > synced:
                 try:
                     await self._sync()
-                except OSError:  # the writer is poisoned: every later append fails loudly
+                except AuditError:  # the writer is poisoned: every later append fails loudly
                     log.exception("audit fsync failed")
             await asyncio.sleep(interval_ms / 1000 if policy == "interval" else IDLE_POLL_S)

@@ -14,6 +14,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit import note
 from gatewayd.audit.keys import Verifier
+from gatewayd.errors import ChainCorruptError
 
 DOMAINS = ("policy", "routing", "config")
 # The `event` of the replica record a worker writes into its own chain when it refused to
@@ -94,7 +95,7 @@ def references(root: str, chain: str) -> References:
             _add_versions(found.versions, r)
             if r.kind == "replica" and r.event == REFUSED_CHAIN and r.refused:
                 found.refused[r.refused] = f"chain {chain} (seq {r.seq}) records a worker refused it: {r.error}"
-    except ValueError as exc:  # a broken chain: its problems are reported by verify_chain
+    except ChainCorruptError as exc:  # a broken chain: its problems are reported by verify_chain
         found.unread = str(exc)
     return found
 

@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from gatewayd.cli import admin, audit, control, serve, switches
-from gatewayd.cli.common import CliError, Parser
+from gatewayd.cli.common import Parser
+from gatewayd.errors import GatewaydError, meaning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,23 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gatewayd.config import ConfigError
-    from gatewayd.control.documents import DocumentError
-    from gatewayd.control.model import ConflictError, StoreUnavailableError
-    from gatewayd.control.registry import RegistryError
-
     try:
         args = build_parser().parse_args(argv)
         return args.run(args) or 0
-    except CliError as exc:
+    except GatewaydError as exc:  # every error of ours, from Python or Rust: one line
         print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except (ConfigError, DocumentError, RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ConflictError, StoreUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return meaning(exc).exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -17,6 +17,7 @@ from gatewayd.cli import audit_records
 from gatewayd.cli.audit_records import audit_root
 from gatewayd.cli.common import CliError, Parser, load_settings, open_registry
 from gatewayd.control.model import StoreUnavailableError
+from gatewayd.errors import ChainCorruptError
 
 TLOG_PROOF = "c2sp.org/tlog-proof@v1"
 
@@ -173,7 +174,7 @@ def _signed_checkpoint(path: Path, keyring: list[Verifier] | None) -> tuple[str,
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"{path}: {exc}") from None
     except (note.NoteError, ValueError) as exc:
-        raise CliError(f"{path}: {exc}", code=1) from None
+        raise CliError(f"{path}: {exc}", exit_code=1) from None
     return origin, size, root, text
 
 
@@ -207,7 +208,7 @@ def _size(note_path: Path) -> int:
 def _inclusion(root: str, chain: str, seq: int, size: int, checkpoint_root: str, note_text: str) -> dict:
     try:
         proof = _core.prove_inclusion(root, chain, seq, size)
-    except ValueError as exc:
+    except (ChainCorruptError, ValueError) as exc:  # broken, or a seq/size out of range
         raise CliError(f"chain {chain}: {exc}", 1) from None
     if proof["root"] != checkpoint_root:
         raise CliError(f"chain {chain}: the chain no longer matches its checkpoint at size {size}", 1)
@@ -235,7 +236,7 @@ def run_consistency(args) -> int:
     chain = new_origin.rsplit("/", 1)[-1]
     try:
         proof = _core.prove_consistency(audit_root(args), chain, old_size, new_size)
-    except ValueError as exc:
+    except (ChainCorruptError, ValueError) as exc:  # broken, or sizes out of range
         raise CliError(f"chain {chain}: {exc}", 1) from None
     for label, size, signed, computed in (
         ("old", old_size, old_root, proof["old_root"]),

@@ -13,6 +13,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit.ship import ship
 from gatewayd.cli.common import CliError, load_settings
+from gatewayd.errors import ChainCorruptError
 
 
 def register(verbs) -> None:
@@ -83,7 +84,7 @@ def run_query(args) -> int:
                 out.write(payload + b"\n")
             else:
                 out.write(_summary(row).encode() + b"\n")
-    except ValueError as exc:  # a chain broke while being read
+    except ChainCorruptError as exc:  # a chain broke while being read
         raise CliError(f"BROKEN: {exc}", 1) from None
     out.flush()
     return 0
@@ -136,7 +137,7 @@ def _summary(r: Row) -> str:
 def run_ship(args) -> int:
     try:
         results = ship(audit_root(args), Path(args.to), Path(args.state))
-    except ValueError as exc:
+    except ChainCorruptError as exc:
         raise CliError(f"BROKEN: {exc}", 1) from None
     code = 0
     for r in results:

@@ -13,14 +13,16 @@ from gatewayd.control import overview
 from gatewayd.control.barrier import wait_for_acks
 from gatewayd.control.overview import iso  # noqa: F401 (re-export)
 from gatewayd.control.registry import open_registry  # noqa: F401 (re-export)
+from gatewayd.errors import BadInputError
 
 
-class CliError(Exception):
-    """A one-line message for stderr; the command exits with `code`."""
+class CliError(BadInputError):
+    """A one-line message for stderr; the command exits with `exit_code` (2: bad input,
+    nothing changed; 1: the operation ran and failed)."""
 
-    def __init__(self, message: str, code: int = 2):
+    def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
-        self.code = code
+        self.exit_code = exit_code
 
 
 class Parser(argparse.ArgumentParser):

@@ -32,6 +32,7 @@ from gatewayd.control.documents import DocumentError
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
+from gatewayd.errors import AuditError
 
 log = logging.getLogger("gatewayd.agent")
 
@@ -239,7 +240,7 @@ class ReplicaAgent:
         logged and counted, and the request path applies `audit.on_failure`."""
         try:
             self.on_event(fields)
-        except OSError as exc:
+        except AuditError as exc:
             self.counters["audit_events_lost"] += 1
             what = fields.get("event") or fields.get("kind")
             log.error("replica %s: could not write its %s event to the audit chain: %s", self.name, what, exc)

@@ -15,12 +15,9 @@ import msgspec
 import yaml
 
 from gatewayd import _core
+from gatewayd.errors import DocumentError
 
 DOMAINS = ("policy", "routing", "config")
-
-
-class DocumentError(Exception):
-    """A document that cannot be parsed or compiled; the message names the field or line."""
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -76,7 +73,7 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 CACHE_MODES = ("deterministic", "header", "off")
 FAILURE_MODES = ("closed", "open")
-FSYNC_POLICIES = ("never", "interval", "group", "always")
+FSYNC_POLICIES: tuple[str, ...] = tuple(_core.FSYNC_POLICIES)  # the Rust audit writer's names
 
 
 def parse(data: bytes, name: str) -> object:
@@ -114,21 +111,24 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def compile_document(domain: str, data: bytes, name: str, providers: list[tuple[str, str]]) -> object:
+def compile_document(
+    domain: str, data: bytes, name: str, providers: list[tuple[str, str]], version: int = 0
+) -> _core.Policy | _core.Routing | RuntimeConfig:
     """Compiles raw document bytes into what a replica serves from; raises DocumentError.
 
     `providers` are the (name, kind) pairs of the static config: a route to a provider
-    this host does not have is an error.
+    this host does not have is an error. `version` is the registry's number for it (0 for
+    a document not pushed yet): compiled policies and routings carry it to every request.
     """
     doc = to_json(parse(data, name), name)
     try:
         if domain == "policy":
-            return _core.Policy(doc)
+            return _core.Policy(doc, version)
         if domain == "routing":
-            return _core.Routing(doc, providers)
+            return _core.Routing(doc, version, providers)
         if domain == "config":
             return runtime_config(doc, name)
-    except ValueError as exc:
+    except _core.CompileError as exc:
         raise DocumentError(f"{name}: {exc}") from None
     raise DocumentError(f"{name}: unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})")
 

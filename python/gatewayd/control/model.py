@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from gatewayd.errors import BadInputError, ConflictError, StoreUnavailableError  # noqa: F401 (re-exported)
+
 DEFAULT_SCOPE = "default"
 # The policy pointer of this scope names a candidate run in shadow mode, not enforced (R15).
 SHADOW_SCOPE = "shadow"
@@ -114,22 +116,10 @@ class StoreDump(msgspec.Struct, frozen=True):
     pointers: list[Pointer]
 
 
-class ConflictError(Exception):
-    """A compare-and-set lost: the pointer moved since the caller read it."""
-
-    @classmethod
-    def moved(cls, domain: str, scope: str, current: int | None, expected: int | None) -> ConflictError:
-        return cls(f"{domain}/{scope} moved to version {current} (expected {expected}); re-read and try again")
-
-
-class RegistryError(Exception):
+class RegistryError(BadInputError):
     """An operation refused with a one-line reason; nothing was changed."""
 
 
 class StoreLostError(RegistryError):
     """The store is not the one whose history was seen (empty, another epoch, or behind):
     writing to it could give a used version number to another document (R17)."""
-
-
-class StoreUnavailableError(Exception):
-    """The control store did not answer. A write may or may not have landed: re-read first."""

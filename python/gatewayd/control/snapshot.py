@@ -7,6 +7,8 @@ can mix versions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from gatewayd import _core
@@ -14,36 +16,41 @@ from gatewayd.control import documents
 from gatewayd.control.documents import RuntimeConfig
 from gatewayd.control.model import DEFAULT_SCOPE, SHADOW_SCOPE, Pointer
 
+Compiled = _core.Policy | _core.Routing | RuntimeConfig
+
 
 class Snapshot(msgspec.Struct, frozen=True):
     change_id: int
-    # scope -> (version, compiled policy); "default" is always present
-    policies: dict[str, tuple[int, _core.Policy]]
+    # scope -> compiled policy (each knows its version); "default" is always present
+    policies: dict[str, _core.Policy]
     routing: _core.Routing
-    routing_version: int
     config: RuntimeConfig
     config_version: int
     # A candidate policy evaluated beside the active one, recorded, never enforced (R15).
-    shadow: tuple[_core.Policy, int] | None = None
+    shadow: _core.Policy | None = None
 
-    def policy_for(self, tenant: str, api: str) -> tuple[int, _core.Policy]:
+    @property
+    def routing_version(self) -> int:
+        return self.routing.version
+
+    def policy_for(self, tenant: str, api: str) -> _core.Policy:
         """The most specific scope wins: `tenant:<name>`, then `route:<api>` (chat,
         completions, embeddings, messages), then `default`."""
         policies = self.policies
         return policies.get("tenant:" + tenant) or policies.get("route:" + api) or policies[DEFAULT_SCOPE]
 
     def versions(self) -> dict[str, int]:
-        out = {f"policy/{scope}": v for scope, (v, _) in self.policies.items()}
+        out = {f"policy/{scope}": p.version for scope, p in self.policies.items()}
         if self.shadow:
-            out[f"policy/{SHADOW_SCOPE}"] = self.shadow[1]
-        out["routing/default"] = self.routing_version
+            out[f"policy/{SHADOW_SCOPE}"] = self.shadow.version
+        out["routing/default"] = self.routing.version
         out["config/default"] = self.config_version
         return out
 
-    def active_version_sets(self) -> list[tuple[int, int, int]]:
-        """Every (policy, routing, config) triple a request can be served under: the cache
-        keeps entries of these and purges the rest (R5)."""
-        return [(v, self.routing_version, self.config_version) for v, _ in self.policies.values()]
+    def active_version_sets(self) -> list[_core.Versions]:
+        """Every version set a request can be served under: the cache keeps entries of
+        these and purges the rest (R5)."""
+        return [_core.Versions(p.version, self.routing.version, self.config_version) for p in self.policies.values()]
 
 
 class CompiledVersions:
@@ -53,13 +60,13 @@ class CompiledVersions:
     def __init__(self, providers: list[tuple[str, str]], keep_per_domain: int = 8):
         self.providers = providers
         self.keep = keep_per_domain
-        self._compiled: dict[tuple[str, int], object] = {}
+        self._compiled: dict[tuple[str, int], Compiled] = {}
 
-    def get(self, domain: str, version: int, load: "callable") -> object:
+    def get(self, domain: str, version: int, load: Callable[[str, int], tuple[str, bytes]]) -> Compiled:
         key = (domain, version)
         if key not in self._compiled:
             name, data = load(domain, version)
-            self._compiled[key] = documents.compile_document(domain, data, name, self.providers)
+            self._compiled[key] = documents.compile_document(domain, data, name, self.providers, version)
             self._evict(domain)
         return self._compiled[key]
 
@@ -75,14 +82,14 @@ class IncompleteState(Exception):
 
 def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, load) -> Snapshot:
     """Compiles (or reuses) every pointed-to version; raises DocumentError on a bad one."""
-    policies: dict[str, tuple[int, _core.Policy]] = {}
+    policies: dict[str, _core.Policy] = {}
     routing = config = shadow = None
     for p in pointers:
         obj = compiled.get(p.domain, p.version, load)
         if p.domain == "policy" and p.scope == SHADOW_SCOPE:
-            shadow = (obj, p.version)
+            shadow = obj
         elif p.domain == "policy":
-            policies[p.scope] = (p.version, obj)
+            policies[p.scope] = obj
         elif p.domain == "routing" and p.scope == DEFAULT_SCOPE:
             routing = (p.version, obj)
         elif p.domain == "config" and p.scope == DEFAULT_SCOPE:
@@ -94,4 +101,4 @@ def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, l
     ]
     if missing:
         raise IncompleteState(f"no active version for {', '.join(missing)}")
-    return Snapshot(change_id, policies, routing[1], routing[0], config[1], config[0], shadow)
+    return Snapshot(change_id, policies, routing[1], config[1], config[0], shadow)

@@ -220,7 +220,6 @@ class GatewayApp:
                 change_id=agent.applied_change,
                 versions=snap.versions() if snap else {},
                 counters=dict(agent.counters, unrecorded_requests=self.pipeline.unrecorded),
-                cache=self.engine.cache_stats(),
                 engine=msgspec.Raw(self.engine.metrics_json()),
             )
         )

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import msgspec
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from gatewayd._core import LATENCY_BUCKETS  # the Rust histogram's bounds: defined there once
+
 STALE_AFTER_S = 30.0  # a file not refreshed for this long belongs to a worker that is gone
 VERSION_LABELS = ("policy_version", "routing_version", "config_version")
+CACHE_GAUGES = frozenset({"entries", "bytes"})  # current levels; every other cache stat counts up
 
 
 class ReplicaMetrics(msgspec.Struct):
@@ -25,8 +27,7 @@ class ReplicaMetrics(msgspec.Struct):
     change_id: int
     versions: dict[str, int]
     counters: dict[str, int]
-    cache: dict[str, int]
-    engine: msgspec.Raw  # the Rust engine's snapshot: requests and shadow series
+    engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
 
 
 class _Series(msgspec.Struct):
@@ -54,6 +55,7 @@ class _ShadowKey(msgspec.Struct):
 class _EngineSnapshot(msgspec.Struct):
     requests: list[tuple[_Series, _Histogram]]
     shadow: list[tuple[_ShadowKey, int]]
+    cache: dict[str, int]  # every counter the Rust cache keeps, by its Rust name
 
 
 class MetricsDir:
@@ -105,7 +107,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         for (p, r, c, api), (count, total, buckets) in sorted(merged.items()):
             base = _labels(replica=replica, policy_version=p, routing_version=r, config_version=c, api=api)
             running = 0
-            for bound, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets):
+            for bound, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets, strict=True):
                 running += n
                 lines.append(f'gatewayd_request_duration_seconds_bucket{{{base},le="{bound}"}} {running}')
             lines.append(f"gatewayd_request_duration_seconds_sum{{{base}}} {total}")
@@ -142,12 +144,13 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         for m in replicas:
             lines.append(f"gatewayd_{counter}_total{{{_labels(replica=m.replica)}}} {m.counters.get(counter, 0)}")
 
-    for stat in ("entries", "bytes", "hits", "misses", "evictions", "purged"):
-        kind = "gauge" if stat in ("entries", "bytes") else "counter"
+    stats = sorted({stat for _, snap in engines for stat in snap.cache})
+    for stat in stats:
+        kind = "gauge" if stat in CACHE_GAUGES else "counter"
         name = f"gatewayd_cache_{stat}" + ("" if kind == "gauge" else "_total")
         family(name, kind, f"Response cache {stat}.")
-        for m in replicas:
-            lines.append(f"{name}{{{_labels(replica=m.replica)}}} {m.cache.get(stat, 0)}")
+        for replica, snap in engines:
+            lines.append(f"{name}{{{_labels(replica=replica)}}} {snap.cache.get(stat, 0)}")
     return ("\n".join(lines) + "\n").encode()
 
 

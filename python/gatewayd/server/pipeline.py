@@ -1,8 +1,10 @@
 """The request pipeline: authenticate, admit (policy + routing + cache, one Rust call),
 call the upstream, record (cache fill + audit append, one Rust call), answer.
 
-Every request is served from the one snapshot it takes when admitted (ROLLBACK.md R6),
-and its record reaches the audit chain before its response completes.
+Every request is served from the one snapshot it takes when it starts (ROLLBACK.md R6):
+its rate limit, admission, cache use and audit settings all read that snapshot, which its
+admission carries to the end. Its record reaches the audit chain before its response
+completes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from random import getrandbits
 
 import msgspec
 
+from gatewayd import _core
+from gatewayd.control.documents import CacheSettings
+from gatewayd.control.snapshot import Snapshot
 from gatewayd.server import errors
 from gatewayd.server.asgi import (
     JSON,
@@ -34,10 +39,14 @@ from gatewayd.server.auth import Authenticator
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.ratelimit import TenantLimiter
 from gatewayd.upstream import UpstreamClient, UpstreamError
-from gatewayd.upstream.providers import ProviderEndpoint
+from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
 
-CACHE_OFF, CACHE_DETERMINISTIC, CACHE_FORCED = 0, 1, 2
 SSE = b"text/event-stream"
+# Request headers forwarded to providers that change what they answer (API version,
+# betas): a cached answer serves only requests that sent the same ones.
+ANSWER_CHANGING = frozenset(name.encode() for names in FORWARDED.values() for name in names)
+# Audit fsync policies under which a response waits until its record is on disk.
+SYNCED_BEFORE_ANSWER = frozenset({"group", "always"})
 # Upstream response headers worth passing on; everything else stays behind the gateway.
 PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
 log = logging.getLogger("gatewayd.pipeline")
@@ -76,50 +85,48 @@ class Pipeline:
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
+        snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
         seen = _scan(scope["headers"])
         request_id = seen.request_id or f"{getrandbits(128):032x}"
         anthropic = api == "messages"
         tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
         if tenant is None:
-            return await self._reject(send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
-        wait = self.limiter.admit(tenant, self.agent.snapshot.config.rate_limit, self.agent.live_replicas)
+            return await self._reject(snap, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
+        wait = self.limiter.admit(tenant, snap.config.rate_limit, self.agent.live_replicas)
         if wait:
             message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
-            return await self._reject(send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
+            return await self._reject(snap, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
         try:
             body = await read_body(receive, self.max_body, seen.content_length)
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
-            return await self._reject(send, api, tenant, request_id, 413, "request_too_large", message)
+            return await self._reject(snap, send, api, tenant, request_id, 413, "request_too_large", message)
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
-            return await self._reject(send, api, tenant, request_id, 408, "request_timeout", message)
+            return await self._reject(snap, send, api, tenant, request_id, 408, "request_timeout", message)
         except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
             message = "client closed the connection before its body was read"
-            return await self._reject(send, api, tenant, request_id, 499, "client_closed_request", message)
-        # R6: the request's one snapshot, taken as it is admitted (no await between this
-        # and admission) and kept to its end.
-        snap = self.agent.snapshot
-        policy_version, policy = snap.policy_for(tenant, api)
+            return await self._reject(snap, send, api, tenant, request_id, 499, "client_closed_request", message)
+        policy = snap.policy_for(tenant, api)
         adm = self.engine.admit(
-            policy,
-            policy_version,
-            snap.shadow,
-            snap.routing,
-            snap.routing_version,
-            snap.config_version,
-            api,
-            tenant,
-            request_id,
-            _policy_headers(scope, policy),
-            body,
-            _cache_mode(seen.cache, snap.config.cache),
+            snapshot=snap,
+            policy=policy,
+            shadow=snap.shadow,
+            routing=snap.routing,
+            config_version=snap.config_version,
+            api=api,
+            tenant=tenant,
+            request_id=request_id,
+            headers=_policy_headers(scope, policy),
+            body=body,
+            cache=_cache_mode(seen.cache, snap.config.cache),
+            vary=seen.vary,
         )
         if adm.verdict != "allow":
             return await self._refuse(send, adm, anthropic)
         if adm.cached_body is not None:
-            await self._record(adm, adm.cached_status, None, None, None, 0.0)
+            await self._record(adm, adm.cached_status)
             content_type = adm.cached_content_type.encode()
             return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
         self.clients[adm] = client = ClientWatch(receive)
@@ -148,7 +155,7 @@ class Pipeline:
                 what = "a body that is not a JSON object" if status == 200 else f"status {status}, not an API answer"
                 invalid = UpstreamError("protocol", f"answered {what}")
                 return await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
-            await self._record(adm, 200, None, payload, None, ttl, via)
+            await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via)
             await respond(send, 200, _headers(adm, content_type, passed), payload)
         except UpstreamError as exc:
             return await self._upstream_failed(send, adm, exc, anthropic, via)
@@ -164,7 +171,7 @@ class Pipeline:
             said = f": {quoted}" if quoted else " with an empty body"
             message = f"upstream {_answering(adm, via)} answered {status}{said}"
             payload, content_type = errors.error_body(status, message, "upstream_error", anthropic), JSON
-        await self._record(adm, status, None, payload, None, 0.0, via)
+        await self._record(adm, status, response=payload, via=via)
         await respond(send, status, _headers(adm, content_type, passed), payload)
 
     async def _first_answer(self, scope, adm, config):
@@ -194,7 +201,7 @@ class Pipeline:
             if upstream is not None and not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
             failovers.append(f"{name}: {failure}")
-            name, body = alternatives[tried]
+            name, body = alternatives[tried].provider, alternatives[tried].body
             tried += 1
 
     async def _call(self, scope, name: str, adm, body: bytes, config):
@@ -235,11 +242,11 @@ class Pipeline:
             error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
         if error is None:
             full = b"".join(kept) if kept is not None else None
-            await self._record(adm, 200, None, full, digest.hexdigest(), ttl, via)
+            await self._record(adm, 200, response=full, response_sha256=digest.hexdigest(), cache_ttl_s=ttl, via=via)
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
         message = f"upstream stream broke off: {error}"
-        await self._record(adm, status, f"{error.kind}: {error}", None, digest.hexdigest(), 0.0, via)
+        await self._record(adm, status, error=f"{error.kind}: {error}", response_sha256=digest.hexdigest(), via=via)
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
 
@@ -250,49 +257,82 @@ class Pipeline:
         message = f"upstream {_answering(adm, via)} {what}: {exc}"
         if failovers:
             message += f" (after {'; '.join(failovers)})"
-        await self._record(adm, status, f"{exc.kind}: {exc}", None, None, 0.0, via)
+        await self._record(adm, status, error=f"{exc.kind}: {exc}", via=via)
         body = errors.error_body(status, message, code or "upstream_" + exc.kind, anthropic)
         await respond(send, status, _headers(adm, JSON), body)
 
     async def _reject(
-        self, send: Send, api: str, tenant: str, request_id: str, status: int, code: str, message: str, extra=()
+        self,
+        snap: Snapshot,
+        send: Send,
+        api: str,
+        tenant: str,
+        request_id: str,
+        status: int,
+        code: str,
+        message: str,
+        extra=(),
     ) -> None:
         """Refused before admission (no key, body too large): still audited, under the
-        versions in effect right now."""
-        snap = self.agent.snapshot
-        versions = (snap.policy_for(tenant, api)[0], snap.routing_version, snap.config_version)
-        adm = self.engine.reject(api, tenant, request_id, status, code, message, versions)
+        request's snapshot."""
+        adm = self.engine.reject(
+            snapshot=snap,
+            policy=snap.policy_for(tenant, api),
+            routing=snap.routing,
+            config_version=snap.config_version,
+            api=api,
+            tenant=tenant,
+            request_id=request_id,
+            status=status,
+            code=code,
+            message=message,
+        )
         await self._refuse(send, adm, api == "messages", extra)
 
     async def _refuse(self, send: Send, adm, anthropic: bool, extra=()) -> None:
-        await self._record(adm, adm.status, adm.message, None, None, 0.0)
+        await self._record(adm, adm.status, error=adm.message)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
         await respond(send, adm.status, _headers(adm, JSON, extra), body)
 
 
     async def _record(
-        self, adm, status: int, error, response, response_sha256, cache_ttl_s: float, via=(0, None)
+        self,
+        adm: _core.Admission,
+        status: int,
+        *,
+        error: str | None = None,
+        response: bytes | None = None,
+        response_sha256: str | None = None,
+        cache_ttl_s: float = 0.0,
+        via: tuple[int, list[str] | None] = (0, None),
     ) -> None:
-        """Appends the request's audit record (written before this returns) and, under the
-        `group` fsync policy, waits until it is on disk: the response completes after.
-        ``via`` is (which upstream answered, what failed before it)."""
-        audit = self.agent.snapshot.config.audit
+        """Appends the request's audit record (written before this returns) and, when the
+        request's config syncs before answering (`group`, `always`), waits until it is on
+        disk: the response completes after. ``via`` is (which upstream answered, what
+        failed before it)."""
+        audit = adm.snapshot.config.audit
         client = self.clients.get(adm)
         if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
             error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
             status = 499
         try:
-            if via[1]:
-                seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s, *via)
-            else:
-                seq = self.engine.record(adm, status, error, response, response_sha256, cache_ttl_s)
-        except OSError as exc:
+            seq = self.engine.record(
+                adm,
+                status=status,
+                error=error,
+                response=response,
+                response_sha256=response_sha256,
+                cache_ttl_s=cache_ttl_s,
+                upstream=via[0],
+                failovers=via[1] or [],
+            )
+        except _core.AuditError as exc:
             if audit.on_failure == "closed":
                 raise AuditUnavailable(str(exc)) from exc
             self.unrecorded += 1
             log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
             return
-        if audit.fsync == "group":  # the engine's policy is set from this same snapshot at each swap
+        if audit.fsync in SYNCED_BEFORE_ANSWER:
             await self.audit.durable(seq)
 
 
@@ -308,26 +348,26 @@ def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) ->
 
 
 @functools.lru_cache(maxsize=64)
-def _version_headers(versions: tuple[int, int, int]) -> tuple[tuple[bytes, bytes], ...]:
+def _version_headers(versions: _core.Versions) -> tuple[tuple[bytes, bytes], ...]:
     """Encoded once per version set: a replica serves one or two at a time."""
-    p, r, c = versions
     return (
-        (b"x-gatewayd-policy-version", str(p).encode()),
-        (b"x-gatewayd-routing-version", str(r).encode()),
-        (b"x-gatewayd-config-version", str(c).encode()),
+        (b"x-gatewayd-policy-version", str(versions.policy).encode()),
+        (b"x-gatewayd-routing-version", str(versions.routing).encode()),
+        (b"x-gatewayd-config-version", str(versions.config).encode()),
     )
 
 
 class _Seen:
     """What the pipeline looks for in the request headers, found in one pass."""
 
-    __slots__ = ("credential", "request_id", "content_length", "cache")
+    __slots__ = ("credential", "request_id", "content_length", "cache", "vary")
 
     def __init__(self) -> None:
         self.credential: tuple[bytes, bytes] | None = None
         self.request_id: str | None = None
         self.content_length: int | None = None
         self.cache: bytes | None = None
+        self.vary = ""  # the forwarded headers that change the answer: part of the cache key
 
 
 def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
@@ -346,6 +386,8 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
                 seen.request_id = value.decode()
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()
+        elif name in ANSWER_CHANGING:
+            seen.vary += f"{name.decode()}:{value.decode('latin-1')}\n"
     return seen
 
 
@@ -359,7 +401,7 @@ def _last(adm, tried: int, alternatives) -> bool:
 def _answering(adm, via) -> str:
     """The name of the upstream whose answer (or failure) the client gets."""
     tried = via[0]
-    return adm.provider if tried == 0 else adm.fallbacks[tried - 1][0]
+    return adm.provider if tried == 0 else adm.fallbacks[tried - 1].provider
 
 
 def _ends_with_last_event(tail: bytes, anthropic: bool) -> bool:
@@ -463,11 +505,11 @@ def _header_names(policy) -> frozenset[bytes]:
     return frozenset(name.encode() for name in policy.header_names)
 
 
-def _cache_mode(asked: bytes | None, cache) -> int:
+def _cache_mode(asked: bytes | None, cache: CacheSettings) -> _core.CacheMode:
     """Config decides whether caching may happen; the `x-gatewayd-cache` header can ask
     for it (`use`) or opt out (`bypass`)."""
     if not cache.enabled or cache.mode == "off" or asked == b"bypass":
-        return CACHE_OFF
+        return _core.CacheMode.OFF
     if asked == b"use":
-        return CACHE_FORCED
-    return CACHE_DETERMINISTIC if cache.mode == "deterministic" else CACHE_OFF
+        return _core.CacheMode.FORCED
+    return _core.CacheMode.DETERMINISTIC if cache.mode == "deterministic" else _core.CacheMode.OFF

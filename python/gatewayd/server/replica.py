@@ -9,7 +9,6 @@ it, leaves the chain untouched for forensics, and serves as the next free replic
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -17,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
+from gatewayd.errors import ChainCorruptError
 
 MAX_SLOTS = 1024
 
@@ -35,7 +35,7 @@ class Claim(Generic[Opened]):
 
 def claim_replica(directory: Path, prefix: str, open_chain: Callable[[str], Opened]) -> Claim[Opened]:
     """Claims the lowest free slot whose chain `open_chain(name)` opens. A chain it finds
-    corrupt (OSError EUCLEAN) is logged and passed over; any other failure is raised."""
+    corrupt (ChainCorruptError) is logged and passed over; any other failure is raised."""
     fds: list[int] = []
     refused: list[tuple[str, str]] = []
     try:
@@ -44,15 +44,13 @@ def claim_replica(directory: Path, prefix: str, open_chain: Callable[[str], Open
             fds.append(fd)
             try:
                 return Claim(name, open_chain(name), fds, refused)
-            except OSError as exc:
-                if exc.errno != errno.EUCLEAN:
-                    raise
-                refused.append((name, exc.strerror))
+            except ChainCorruptError as exc:
+                refused.append((name, str(exc)))
                 log.error(
                     "replica %s refused: %s; its chain is left as it is for inspection "
                     "(gatewayd audit verify), and this worker serves as the next free replica",
                     name,
-                    exc.strerror,
+                    exc,
                 )
     except BaseException:
         for fd in fds:

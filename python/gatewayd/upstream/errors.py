@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Literal
+from gatewayd.errors import GatewaydError
 
 ErrorKind = Literal["unreachable", "timeout", "protocol"]
 
 
-class UpstreamError(Exception):
+class UpstreamError(GatewaydError):
     """The provider could not be reached, stayed silent too long, or broke the exchange.
 
     ``kind`` is ``"unreachable"`` (no connection), ``"timeout"`` (no headers, or no body

@@ -106,7 +106,7 @@ impl CachedResponse {
 }
 
 /// Point-in-time counters; `entries` and `bytes` are current, the others count since creation.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize)]
 pub struct CacheStats {
     pub entries: usize,
     /// Bytes charged against `max_bytes` (see the module docs); never more than `max_bytes`.

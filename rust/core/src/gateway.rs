@@ -42,6 +42,9 @@ pub struct AdmitInput<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
     pub cache: CacheMode,
+    /// Forwarded request headers that change the answer (API version, betas), as one
+    /// string: part of the cache key, so answers of different API versions never mix.
+    pub vary: &'a str,
 }
 
 /// What happened upstream, for the audit record and the cache fill.
@@ -155,7 +158,7 @@ impl Gateway {
         if self.cacheable(req, &parsed) {
             // A streamed answer is stored as SSE bytes: it must never answer a plain request.
             let shape = if parsed.stream() { "stream" } else { "whole" };
-            let route = [ctx.api.name(), shape].join("/");
+            let route = [ctx.api.name(), "/", shape, "\n", req.vary].concat();
             let key = CacheKey::new(ctx.tenant, &route, &parsed.normalized(), ctx.versions);
             adm.cached = self.cache.get(&key);
             adm.cache_key = Some(key);

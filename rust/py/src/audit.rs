@@ -4,24 +4,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatewayd_core::audit::{self, base64_hash};
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use serde::Deserialize;
 
-/// Linux's "structure needs cleaning": the errno of an OSError for a chain that is corrupt,
-/// so a worker can tell a chain to leave alone from a disk or permission failure.
-const EUCLEAN: i32 = 117;
+use crate::errors::{AuditError, ChainCorruptError};
 
+/// A corrupt chain is a `ChainCorruptError`, so a worker can tell a chain to leave alone
+/// from a disk or permission failure (an `AuditError`).
 pub fn audit_err(e: audit::AuditError) -> PyErr {
     match e {
-        audit::AuditError::Corrupt(_) => PyOSError::new_err((EUCLEAN, e.to_string())),
-        e => PyOSError::new_err(e.to_string()),
+        audit::AuditError::Corrupt(_) => ChainCorruptError::new_err(e.to_string()),
+        e => AuditError::new_err(e.to_string()),
     }
 }
 
 fn broken(e: impl ToString) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    ChainCorruptError::new_err(e.to_string())
 }
 
 fn hashes<'py>(py: Python<'py>, hashes: &[audit::Hash]) -> PyResult<Bound<'py, PyList>> {
@@ -122,7 +122,7 @@ impl AuditReader {
 
 #[pyfunction]
 pub fn list_chains(root: &str) -> PyResult<Vec<String>> {
-    audit::list_chains(Path::new(root)).map_err(|e| PyOSError::new_err(e.to_string()))
+    audit::list_chains(Path::new(root)).map_err(|e| AuditError::new_err(e.to_string()))
 }
 
 /// (origin, size, base64 root) of a checkpoint note; signatures are not checked here.
@@ -181,26 +181,19 @@ pub fn prove_consistency<'py>(
 
 /// The fsync policy named in the runtime config.
 pub fn sync_policy(name: &str, interval_ms: u64) -> PyResult<audit::SyncPolicy> {
-    Ok(match name {
-        "never" => audit::SyncPolicy::Never,
-        "interval" => audit::SyncPolicy::Interval(Duration::from_millis(interval_ms)),
-        "group" => audit::SyncPolicy::Group,
-        "always" => audit::SyncPolicy::Always,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown fsync policy {other:?}"
-            )))
-        }
+    audit::SyncPolicy::from_name(name, Duration::from_millis(interval_ms)).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown fsync policy {name:?}: expected one of {}",
+            audit::SyncPolicy::NAMES.join(", ")
+        ))
     })
 }
 
 /// (name, interval in ms) of a policy, as the runtime config spells it.
 pub fn sync_policy_name(policy: audit::SyncPolicy) -> (&'static str, u64) {
     match policy {
-        audit::SyncPolicy::Never => ("never", 0),
-        audit::SyncPolicy::Interval(every) => ("interval", every.as_millis() as u64),
-        audit::SyncPolicy::Group => ("group", 0),
-        audit::SyncPolicy::Always => ("always", 0),
+        audit::SyncPolicy::Interval(every) => (policy.name(), every.as_millis() as u64),
+        other => (other.name(), 0),
     }
 }
 

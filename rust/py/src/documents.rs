@@ -1,48 +1,59 @@
-//! Compiled documents: policy and routing versions.
+//! Compiled documents: policy and routing versions, each knowing its version number, so a
+//! request's versions come from what actually serves it.
 
 use gatewayd_core::{policy, routing};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::errors::CompileError;
 
 /// A compiled policy version.
 #[pyclass(frozen, module = "gatewayd._core")]
-pub struct Policy(pub policy::Policy);
+pub struct Policy {
+    pub compiled: policy::Policy,
+    #[pyo3(get)]
+    pub version: u64,
+}
 
 #[pymethods]
 impl Policy {
+    /// Raises CompileError naming the field on a document that does not compile.
     #[new]
-    fn new(doc_json: &[u8]) -> PyResult<Self> {
-        policy::Policy::compile(doc_json)
-            .map(Policy)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+    fn new(doc_json: &[u8], version: u64) -> PyResult<Self> {
+        let compiled =
+            policy::Policy::compile(doc_json).map_err(|e| CompileError::new_err(e.to_string()))?;
+        Ok(Policy { compiled, version })
     }
 
     #[getter]
     fn header_names(&self) -> Vec<String> {
-        self.0.header_names().to_vec()
+        self.compiled.header_names().to_vec()
     }
 
     #[getter]
     fn rule_count(&self) -> usize {
-        self.0.rule_count()
+        self.compiled.rule_count()
     }
 }
 
-/// A compiled routing version.
+/// A compiled routing version, checked against the configured (name, kind) providers.
 #[pyclass(frozen, module = "gatewayd._core")]
-pub struct Routing(pub routing::Routing);
+pub struct Routing {
+    pub compiled: routing::Routing,
+    #[pyo3(get)]
+    pub version: u64,
+}
 
 #[pymethods]
 impl Routing {
     #[new]
-    fn new(doc_json: &[u8], providers: Vec<(String, String)>) -> PyResult<Self> {
-        routing::Routing::compile(doc_json, &providers)
-            .map(Routing)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+    fn new(doc_json: &[u8], version: u64, providers: Vec<(String, String)>) -> PyResult<Self> {
+        let compiled = routing::Routing::compile(doc_json, &providers)
+            .map_err(|e| CompileError::new_err(e.to_string()))?;
+        Ok(Routing { compiled, version })
     }
 
     #[getter]
     fn models(&self) -> Vec<String> {
-        self.0.models().to_vec()
+        self.compiled.models().to_vec()
     }
 }

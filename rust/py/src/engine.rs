@@ -4,120 +4,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
-use gatewayd_core::cache::{ResponseCache, Versions};
-use gatewayd_core::gateway::{self, AdmitInput, CacheMode, Gateway, RecordInput, RequestContext};
+use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
+use gatewayd_core::gateway::{AdmitInput, Gateway, RecordInput, RequestContext};
+use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::Api;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::admission::{Admission, CacheMode, Versions};
 use crate::audit::{self, audit_err, RetentionPlan};
 use crate::documents::{Policy, Routing};
-
-/// The outcome of `Engine.admit`: what to answer or where to send the request.
-#[pyclass(frozen, module = "gatewayd._core")]
-pub struct Admission {
-    inner: gateway::Admission,
-    body: Option<Py<PyBytes>>,
-    cached_body: Option<Py<PyBytes>>,
-}
-
-#[pymethods]
-impl Admission {
-    #[getter]
-    fn request_id(&self) -> &str {
-        &self.inner.request_id
-    }
-    #[getter]
-    fn api(&self) -> &'static str {
-        self.inner.api.name()
-    }
-    #[getter]
-    fn verdict(&self) -> &'static str {
-        self.inner.outcome.name()
-    }
-    #[getter]
-    fn status(&self) -> u16 {
-        self.inner.status
-    }
-    #[getter]
-    fn code(&self) -> &str {
-        &self.inner.code
-    }
-    #[getter]
-    fn message(&self) -> &str {
-        &self.inner.message
-    }
-    #[getter]
-    fn rule(&self) -> Option<&str> {
-        self.inner.rule.as_deref()
-    }
-    #[getter]
-    fn matched(&self) -> Vec<String> {
-        self.inner.matched.clone()
-    }
-    #[getter]
-    fn model(&self) -> &str {
-        &self.inner.model
-    }
-    #[getter]
-    fn stream(&self) -> bool {
-        self.inner.stream
-    }
-    #[getter]
-    fn provider(&self) -> Option<&str> {
-        self.inner.destination.as_ref().map(|d| d.provider.as_str())
-    }
-    #[getter]
-    fn upstream_model(&self) -> Option<&str> {
-        self.inner.destination.as_ref().map(|d| d.model.as_str())
-    }
-    #[getter]
-    fn redacted(&self) -> bool {
-        self.inner.redacted
-    }
-    /// (provider, body) of each fallback, in order; built when asked (a provider failed).
-    #[getter]
-    fn fallbacks<'py>(&self, py: Python<'py>) -> Vec<(&str, Bound<'py, PyBytes>)> {
-        self.inner
-            .fallbacks
-            .iter()
-            .map(|a| (a.provider.as_str(), PyBytes::new(py, &a.body)))
-            .collect()
-    }
-    #[getter]
-    fn body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
-        self.body.as_ref().map(|b| b.clone_ref(py))
-    }
-    #[getter]
-    fn cache(&self) -> &'static str {
-        self.inner.cache_state()
-    }
-    #[getter]
-    fn cache_key(&self) -> Option<String> {
-        self.inner.cache_key.map(|k| k.to_hex())
-    }
-    #[getter]
-    fn cached_body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
-        self.cached_body.as_ref().map(|b| b.clone_ref(py))
-    }
-    #[getter]
-    fn cached_status(&self) -> u16 {
-        self.inner.cached.as_ref().map_or(0, |c| c.status)
-    }
-    #[getter]
-    fn cached_content_type(&self) -> &str {
-        self.inner
-            .cached
-            .as_ref()
-            .map_or("", |c| c.content_type.as_str())
-    }
-    #[getter]
-    fn versions(&self) -> (u64, u64, u64) {
-        let v = self.inner.versions;
-        (v.policy, v.routing, v.config)
-    }
-}
+use crate::errors::GatewaydError;
 
 /// One replica's hot path: response cache and audit chain (and what opening it found).
 #[pyclass(frozen, module = "gatewayd._core")]
@@ -127,8 +25,14 @@ fn api_from(name: &str) -> PyResult<Api> {
     Api::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown api {name:?}")))
 }
 
-fn versions_from((policy, routing, config): (u64, u64, u64)) -> Versions {
-    Versions::new(policy, routing, config)
+/// The versions a request is served under: its policy's and routing's own, and the config's.
+fn served_under(policy: &Policy, routing: &Routing, config_version: u64) -> CoreVersions {
+    CoreVersions::new(policy.version, routing.version, config_version)
+}
+
+/// `LATENCY_BUCKETS`: the histogram's upper bounds in seconds, for rendering `/metrics`.
+pub fn latency_buckets() -> Vec<f64> {
+    LATENCY_BUCKETS.to_vec()
 }
 
 #[pymethods]
@@ -153,85 +57,84 @@ impl Engine {
         ))
     }
 
+    /// Parse, policy, routing, rewrite and cache lookup for one request, in one call.
+    /// `vary` holds the forwarded request headers that change the answer (API version,
+    /// betas): it is part of the cache key.
+    #[pyo3(signature = (*, snapshot, policy, shadow, routing, config_version, api, tenant, request_id, headers, body, cache, vary))]
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         py: Python<'_>,
+        snapshot: Py<PyAny>,
         policy: &Policy,
-        policy_version: u64,
-        shadow: Option<(PyRef<'_, Policy>, u64)>,
+        shadow: Option<PyRef<'_, Policy>>,
         routing: &Routing,
-        routing_version: u64,
         config_version: u64,
         api: &str,
         tenant: &str,
         request_id: &str,
         headers: Vec<(String, String)>,
         body: &[u8],
-        cache_mode: u8,
+        cache: CacheMode,
+        vary: &str,
     ) -> PyResult<Admission> {
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let cache = match cache_mode {
-            0 => CacheMode::Off,
-            1 => CacheMode::Deterministic,
-            _ => CacheMode::Forced,
-        };
-        let versions = Versions::new(policy_version, routing_version, config_version);
         let input = AdmitInput {
             ctx: RequestContext {
                 api: api_from(api)?,
                 tenant,
                 request_id,
-                versions,
+                versions: served_under(policy, routing, config_version),
             },
-            policy: &policy.0,
-            shadow: shadow.as_ref().map(|(p, v)| (&p.0, *v)),
-            routing: &routing.0,
+            policy: &policy.compiled,
+            shadow: shadow.as_ref().map(|p| (&p.compiled, p.version)),
+            routing: &routing.compiled,
             headers: &headers,
             body,
-            cache,
+            cache: cache.into(),
+            vary,
         };
-        let inner = self.0.admit(&input);
-        let body = inner.body.as_ref().map(|b| PyBytes::new(py, b).unbind());
-        let cached_body = inner
-            .cached
-            .as_ref()
-            .map(|c| PyBytes::new(py, &c.body).unbind());
-        Ok(Admission {
-            inner,
-            body,
-            cached_body,
-        })
+        Ok(Admission::new(py, self.0.admit(&input), snapshot))
     }
 
+    /// An admission for a request refused before its body was judged (401, 413, 429):
+    /// still audited, under the versions in effect for it.
+    #[pyo3(signature = (*, snapshot, policy, routing, config_version, api, tenant, request_id, status, code, message))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
+        py: Python<'_>,
+        snapshot: Py<PyAny>,
+        policy: &Policy,
+        routing: &Routing,
+        config_version: u64,
         api: &str,
         tenant: &str,
         request_id: &str,
         status: u16,
         code: &str,
         message: String,
-        versions: (u64, u64, u64),
     ) -> PyResult<Admission> {
         let ctx = RequestContext {
             api: api_from(api)?,
             tenant,
             request_id,
-            versions: versions_from(versions),
+            versions: served_under(policy, routing, config_version),
         };
-        Ok(Admission {
-            inner: self.0.reject(&ctx, status, code, message),
-            body: None,
-            cached_body: None,
-        })
+        Ok(Admission::new(
+            py,
+            self.0.reject(&ctx, status, code, message),
+            snapshot,
+        ))
     }
 
-    #[pyo3(signature = (admission, status, error, response, response_sha256, cache_ttl_s, upstream=0, failovers=Vec::new()))]
+    /// Cache fill and audit append for an answered request; returns the record's seq.
+    /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
+    /// failed before it, one "<provider>: <why>" each.
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -259,14 +162,16 @@ impl Engine {
     /// Appends a control or replica event given as a JSON object.
     fn event(&self, fields_json: &[u8]) -> PyResult<u64> {
         let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(fields_json)
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            serde_json::from_slice(fields_json).map_err(|e| {
+                GatewaydError::new_err(format!("an event must be a JSON object: {e}"))
+            })?;
         self.0.append(fields).map_err(audit_err)
     }
 
-    fn fence(&self, active: Vec<(u64, u64, u64)>) -> usize {
-        self.0
-            .fence(active.into_iter().map(versions_from).collect())
+    /// Makes `active` the only version sets the cache serves and fills; returns how many
+    /// entries of other versions were purged (R5).
+    fn fence(&self, active: Vec<Versions>) -> usize {
+        self.0.fence(active.into_iter().map(|v| v.0).collect())
     }
 
     /// never | interval | group | always; only `always` syncs inside an append, the rest
@@ -334,25 +239,22 @@ impl Engine {
             .map_err(audit_err)
     }
 
-    /// This replica's request metrics as JSON, for shipping with its heartbeat.
+    /// This replica's request metrics and cache counters as JSON, for `/metrics` and the
+    /// heartbeat: the field names are the Rust structs', defined once.
     fn metrics_json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let snapshot = self.0.metrics().snapshot();
+        let snapshot = EngineMetrics {
+            metrics: self.0.metrics().snapshot(),
+            cache: self.0.cache().stats(),
+        };
         let bytes =
-            serde_json::to_vec(&snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            serde_json::to_vec(&snapshot).map_err(|e| GatewaydError::new_err(e.to_string()))?;
         Ok(PyBytes::new(py, &bytes))
     }
+}
 
-    fn cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.0.cache().stats();
-        let d = PyDict::new(py);
-        d.set_item("entries", s.entries)?;
-        d.set_item("bytes", s.bytes)?;
-        d.set_item("hits", s.hits)?;
-        d.set_item("misses", s.misses)?;
-        d.set_item("inserts", s.inserts)?;
-        d.set_item("evictions", s.evictions)?;
-        d.set_item("expired", s.expired)?;
-        d.set_item("purged", s.purged)?;
-        Ok(d)
-    }
+#[derive(serde::Serialize)]
+struct EngineMetrics {
+    #[serde(flatten)]
+    metrics: gatewayd_core::metrics::Snapshot,
+    cache: gatewayd_core::cache::CacheStats,
 }

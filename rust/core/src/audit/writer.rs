@@ -36,6 +36,31 @@ pub enum SyncPolicy {
     Always,
 }
 
+impl SyncPolicy {
+    /// How the runtime config spells each policy (`audit.fsync`), in this order.
+    pub const NAMES: [&'static str; 4] = ["never", "interval", "group", "always"];
+
+    /// The policy a config names; `interval` syncs every `interval`.
+    pub fn from_name(name: &str, interval: Duration) -> Option<SyncPolicy> {
+        match name {
+            "never" => Some(SyncPolicy::Never),
+            "interval" => Some(SyncPolicy::Interval(interval)),
+            "group" => Some(SyncPolicy::Group),
+            "always" => Some(SyncPolicy::Always),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncPolicy::Never => "never",
+            SyncPolicy::Interval(_) => "interval",
+            SyncPolicy::Group => "group",
+            SyncPolicy::Always => "always",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditOptions {
     /// Start a new segment once the current one has reached this size.

@@ -42,6 +42,17 @@ const V1: Versions = Versions::new(1, 1, 1);
 const V2: Versions = Versions::new(2, 1, 1);
 
 fn admit(f: &Fixture, tenant: &str, body: &str, versions: Versions, cache: CacheMode) -> Admission {
+    admit_varying(f, tenant, body, versions, cache, "")
+}
+
+fn admit_varying(
+    f: &Fixture,
+    tenant: &str,
+    body: &str,
+    versions: Versions,
+    cache: CacheMode,
+    vary: &str,
+) -> Admission {
     f.gateway.admit(&AdmitInput {
         ctx: RequestContext {
             api: Api::Chat,
@@ -55,6 +66,7 @@ fn admit(f: &Fixture, tenant: &str, body: &str, versions: Versions, cache: Cache
         headers: &[],
         body: body.as_bytes(),
         cache,
+        vary,
     })
 }
 
@@ -170,6 +182,40 @@ fn cache_hits_only_the_same_tenant_request_and_versions() {
         admit(&f, "acme", &streamed, V1, CacheMode::Deterministic).cache_state(),
         "miss"
     );
+}
+
+#[test]
+fn answer_changing_headers_split_the_cache() {
+    let f = fixture();
+    let body = chat("same question", 0.0);
+    let first = admit_varying(
+        &f,
+        "acme",
+        &body,
+        V1,
+        CacheMode::Deterministic,
+        "anthropic-version:2023-06-01",
+    );
+    f.gateway.record(&first, &ok(b"{\"answer\":1}")).unwrap();
+    let same = admit_varying(
+        &f,
+        "acme",
+        &body,
+        V1,
+        CacheMode::Deterministic,
+        "anthropic-version:2023-06-01",
+    );
+    assert_eq!(same.cache_state(), "hit");
+    let other = admit_varying(
+        &f,
+        "acme",
+        &body,
+        V1,
+        CacheMode::Deterministic,
+        "anthropic-version:2024-01-01",
+    );
+    assert_eq!(other.cache_state(), "miss");
+    assert_ne!(other.cache_key, first.cache_key);
 }
 
 #[test]

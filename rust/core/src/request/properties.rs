@@ -20,17 +20,14 @@ use serde_json::{Map, Value};
 use super::{Api, ParsedRequest, NOT_IN_CACHE_KEY};
 
 fn config(default: u32) -> ProptestConfig {
-    // Short mode (`cargo test`): `default` cases from a fixed seed, the same every run. Long
-    // mode: PROPTEST_CASES cases, from a random seed unless PROPTEST_RNG_SEED names one.
-    let long = std::env::var("PROPTEST_CASES")
+    let cases = std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok());
-    let mut config = ProptestConfig::default();
-    config.cases = long.unwrap_or(default);
-    if long.is_none() && std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = proptest::test_runner::RngSeed::Fixed(9);
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
     }
-    config
 }
 
 const APIS: [Api; 4] = [Api::Chat, Api::Completions, Api::Embeddings, Api::Messages];

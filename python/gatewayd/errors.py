@@ -1,0 +1,72 @@
+"""One base class for every error gatewayd raises on purpose, and one table for what each
+kind means to a caller: the CLI's exit code and the HTTP status and error code of the
+admin API. The CLI and the admin API catch `GatewaydError` once and look the error up here.
+
+The base is the Rust extension's own `GatewaydError`, so errors raised in Rust (a document
+that does not compile, an audit chain that cannot be written) are caught the same way;
+nothing catches bare `OSError` or `ValueError` to mean "ours".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from gatewayd._core import AuditError, ChainCorruptError, GatewaydError
+
+__all__ = [
+    "AuditError",
+    "BadInputError",
+    "ChainCorruptError",
+    "ConflictError",
+    "DocumentError",
+    "GatewaydError",
+    "StoreUnavailableError",
+    "Meaning",
+    "meaning",
+]
+
+
+class BadInputError(GatewaydError):
+    """Refused before anything changed: a bad file, field, argument or request."""
+
+
+class DocumentError(BadInputError):
+    """A document that cannot be parsed or compiled; the message names the file and field."""
+
+
+class ConflictError(GatewaydError):
+    """A compare-and-set lost: the pointer moved since the caller read it."""
+
+    @classmethod
+    def moved(cls, domain: str, scope: str, current: int | None, expected: int | None) -> ConflictError:
+        return cls(f"{domain}/{scope} moved to version {current} (expected {expected}); re-read and try again")
+
+
+class StoreUnavailableError(GatewaydError):
+    """The control store did not answer. A write may or may not have landed: re-read first."""
+
+
+class Meaning(NamedTuple):
+    exit_code: int  # 2: bad input, nothing changed; 1: the operation ran and failed
+    status: int  # the admin API's HTTP status
+    code: str  # the admin API's error code
+
+
+# Most specific first: the first class an error is an instance of decides.
+_TABLE: tuple[tuple[type[BaseException], Meaning], ...] = (
+    (DocumentError, Meaning(2, 400, "invalid_document")),
+    (BadInputError, Meaning(2, 400, "invalid_request")),
+    (ConflictError, Meaning(1, 409, "conflict")),
+    (StoreUnavailableError, Meaning(1, 503, "store_unavailable")),
+    (AuditError, Meaning(1, 503, "audit_unavailable")),
+    (GatewaydError, Meaning(1, 500, "internal_error")),
+)
+
+
+def meaning(exc: GatewaydError) -> Meaning:
+    for kind, what in _TABLE:
+        if isinstance(exc, kind):
+            # A CLI error may say the operation ran and failed (exit 1) rather than refused.
+            exit_code = getattr(exc, "exit_code", what.exit_code)
+            return what._replace(exit_code=exit_code)
+    raise TypeError(f"{type(exc).__name__} is not a GatewaydError")

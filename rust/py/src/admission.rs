@@ -1,0 +1,205 @@
+//! What crosses back from `Engine.admit`: typed, with named fields.
+
+use gatewayd_core::cache::Versions as CoreVersions;
+use gatewayd_core::gateway::{self, CacheMode as CoreCacheMode};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// How one request may use the response cache, decided from the config and the caller's
+/// `x-gatewayd-cache` header.
+#[pyclass(frozen, eq, eq_int, module = "gatewayd._core")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    #[pyo3(name = "OFF")]
+    Off,
+    /// Only deterministic requests: temperature 0, and embeddings.
+    #[pyo3(name = "DETERMINISTIC")]
+    Deterministic,
+    /// The caller asked for caching explicitly.
+    #[pyo3(name = "FORCED")]
+    Forced,
+}
+
+impl From<CacheMode> for CoreCacheMode {
+    fn from(mode: CacheMode) -> CoreCacheMode {
+        match mode {
+            CacheMode::Off => CoreCacheMode::Off,
+            CacheMode::Deterministic => CoreCacheMode::Deterministic,
+            CacheMode::Forced => CoreCacheMode::Forced,
+        }
+    }
+}
+
+/// The policy, routing and config versions a request was served under (R3).
+#[pyclass(frozen, eq, hash, module = "gatewayd._core")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Versions(pub CoreVersions);
+
+#[pymethods]
+impl Versions {
+    #[new]
+    fn new(policy: u64, routing: u64, config: u64) -> Versions {
+        Versions(CoreVersions::new(policy, routing, config))
+    }
+    #[getter]
+    fn policy(&self) -> u64 {
+        self.0.policy
+    }
+    #[getter]
+    fn routing(&self) -> u64 {
+        self.0.routing
+    }
+    #[getter]
+    fn config(&self) -> u64 {
+        self.0.config
+    }
+    fn __repr__(&self) -> String {
+        let v = self.0;
+        format!(
+            "Versions(policy={}, routing={}, config={})",
+            v.policy, v.routing, v.config
+        )
+    }
+}
+
+/// An upstream to try when the one before it fails the request, with the body for it.
+#[pyclass(frozen, get_all, module = "gatewayd._core")]
+pub struct Fallback {
+    pub provider: String,
+    pub model: String,
+    pub body: Py<PyBytes>,
+}
+
+/// The outcome of `Engine.admit`: what to answer or where to send the request.
+#[pyclass(frozen, module = "gatewayd._core")]
+pub struct Admission {
+    pub inner: gateway::Admission,
+    pub body: Option<Py<PyBytes>>,
+    pub cached_body: Option<Py<PyBytes>>,
+    /// The caller's snapshot the request was admitted under, carried to its end (R6).
+    pub snapshot: Py<PyAny>,
+}
+
+impl Admission {
+    pub fn new(py: Python<'_>, inner: gateway::Admission, snapshot: Py<PyAny>) -> Admission {
+        let body = inner.body.as_ref().map(|b| PyBytes::new(py, b).unbind());
+        let cached_body = inner
+            .cached
+            .as_ref()
+            .map(|c| PyBytes::new(py, &c.body).unbind());
+        Admission {
+            inner,
+            body,
+            cached_body,
+            snapshot,
+        }
+    }
+}
+
+#[pymethods]
+impl Admission {
+    /// The snapshot given to `admit`: every later decision of the request reads it.
+    #[getter]
+    fn snapshot(&self, py: Python<'_>) -> Py<PyAny> {
+        self.snapshot.clone_ref(py)
+    }
+    #[getter]
+    fn request_id(&self) -> &str {
+        &self.inner.request_id
+    }
+    #[getter]
+    fn api(&self) -> &'static str {
+        self.inner.api.name()
+    }
+    /// allow | deny | invalid | unroutable | rejected
+    #[getter]
+    fn verdict(&self) -> &'static str {
+        self.inner.outcome.name()
+    }
+    /// The status to answer with when the verdict is not `allow`.
+    #[getter]
+    fn status(&self) -> u16 {
+        self.inner.status
+    }
+    #[getter]
+    fn code(&self) -> &str {
+        &self.inner.code
+    }
+    #[getter]
+    fn message(&self) -> &str {
+        &self.inner.message
+    }
+    #[getter]
+    fn rule(&self) -> Option<&str> {
+        self.inner.rule.as_deref()
+    }
+    #[getter]
+    fn matched(&self) -> Vec<String> {
+        self.inner.matched.clone()
+    }
+    #[getter]
+    fn model(&self) -> &str {
+        &self.inner.model
+    }
+    #[getter]
+    fn stream(&self) -> bool {
+        self.inner.stream
+    }
+    #[getter]
+    fn provider(&self) -> Option<&str> {
+        self.inner.destination.as_ref().map(|d| d.provider.as_str())
+    }
+    #[getter]
+    fn upstream_model(&self) -> Option<&str> {
+        self.inner.destination.as_ref().map(|d| d.model.as_str())
+    }
+    #[getter]
+    fn redacted(&self) -> bool {
+        self.inner.redacted
+    }
+    /// The fallbacks, in order; built when asked (a provider failed).
+    #[getter]
+    fn fallbacks(&self, py: Python<'_>) -> Vec<Fallback> {
+        self.inner
+            .fallbacks
+            .iter()
+            .map(|a| Fallback {
+                provider: a.provider.clone(),
+                model: a.model.clone(),
+                body: PyBytes::new(py, &a.body).unbind(),
+            })
+            .collect()
+    }
+    #[getter]
+    fn body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
+        self.body.as_ref().map(|b| b.clone_ref(py))
+    }
+    /// hit | miss | bypass
+    #[getter]
+    fn cache(&self) -> &'static str {
+        self.inner.cache_state()
+    }
+    #[getter]
+    fn cache_key(&self) -> Option<String> {
+        self.inner.cache_key.map(|k| k.to_hex())
+    }
+    #[getter]
+    fn cached_body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
+        self.cached_body.as_ref().map(|b| b.clone_ref(py))
+    }
+    #[getter]
+    fn cached_status(&self) -> u16 {
+        self.inner.cached.as_ref().map_or(0, |c| c.status)
+    }
+    #[getter]
+    fn cached_content_type(&self) -> &str {
+        self.inner
+            .cached
+            .as_ref()
+            .map_or("", |c| c.content_type.as_str())
+    }
+    #[getter]
+    fn versions(&self) -> Versions {
+        Versions(self.inner.versions)
+    }
+}
