@@ -5,3 +5,5 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod routing;
+#[cfg(test)]
+mod testing;

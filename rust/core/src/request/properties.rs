@@ -17,18 +17,8 @@ use proptest::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{Api, ParsedRequest, NOT_IN_CACHE_KEY};
-
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
+use super::{Api, ParsedRequest, RequestError, NOT_IN_CACHE_KEY};
+use crate::testing::cases;
 
 const APIS: [Api; 4] = [Api::Chat, Api::Completions, Api::Embeddings, Api::Messages];
 
@@ -153,6 +143,15 @@ fn message() -> impl Strategy<Value = Doc> {
 /// A request-shaped body: the fields each API needs (sometimes of a wrong type), then
 /// extra fields, which may repeat a key.
 fn body() -> impl Strategy<Value = String> {
+    body_doc().prop_map(|doc| {
+        let mut out = String::new();
+        write(&doc, &mut out);
+        out
+    })
+}
+
+/// [`body`] before it is written out, for the duplicate-key oracle.
+fn body_doc() -> impl Strategy<Value = Doc> {
     let model = prop_oneof![4 => text().prop_map(Doc::Text), 1 => doc()];
     let messages = prop_oneof![
         4 => prop::collection::vec(message(), 0..4).prop_map(Doc::List),
@@ -180,10 +179,29 @@ fn body() -> impl Strategy<Value = String> {
                 ("max_tokens".to_string(), max_tokens),
             ];
             pairs.extend(extra);
-            let mut out = String::new();
-            write(&Doc::Object(pairs), &mut out);
-            out
+            Doc::Object(pairs)
         })
+}
+
+/// The independent oracle for the strict parser: does any object name one key twice, once
+/// its escapes are read (`"\u0063ontent"` is `content`)?
+fn has_duplicate_key(doc: &Doc) -> bool {
+    match doc {
+        Doc::Literal(_) | Doc::Text(_) => false,
+        Doc::List(items) => items.iter().any(has_duplicate_key),
+        Doc::Object(pairs) => {
+            let mut keys: Vec<String> = pairs
+                .iter()
+                .map(|(key, _)| {
+                    serde_json::from_str(&format!("\"{key}\"")).expect("keys are written escaped")
+                })
+                .collect();
+            let count = keys.len();
+            keys.sort();
+            keys.dedup();
+            keys.len() != count || pairs.iter().any(|(_, value)| has_duplicate_key(value))
+        }
+    }
 }
 
 /// A byte-level mutation of a body: truncated, a byte replaced, inserted or removed.
@@ -325,7 +343,7 @@ fn check(api: Api, input: &[u8], rewrite: &str) -> Result<bool, TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
@@ -338,6 +356,22 @@ proptest! {
     fn request_shaped_bodies_keep_their_meaning_upstream(body in body(), rewrite in any::<String>()) {
         for api in APIS {
             check(api, body.as_bytes(), &rewrite)?;
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_exactly_when_a_body_has_them(doc in body_doc()) {
+        let mut body = String::new();
+        write(&doc, &mut body);
+        let duplicated = has_duplicate_key(&doc);
+        for api in APIS {
+            match ParsedRequest::parse(api, body.as_bytes()) {
+                Ok(_) => prop_assert!(!duplicated, "accepted a body with a duplicate key: {}", body),
+                Err(RequestError::DuplicateKey { .. }) => {
+                    prop_assert!(duplicated, "refused a body without a duplicate key: {}", body)
+                }
+                Err(_) => {} // refused for something else first
+            }
         }
     }
 

@@ -13,20 +13,10 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::super::{Policy, RequestView, Verdict};
+use super::super::{Policy, Verdict};
+use super::request;
 use crate::request::{Api, ParsedRequest};
-
-/// `default` cases, or PROPTEST_CASES when set.
-fn config(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
+use crate::testing::cases;
 
 /// Redacting patterns with no look-around (`\b`, `^`, `$`): a replacement next to a gap
 /// would change what an assertion sees, and the survivor check would be meaningless.
@@ -102,16 +92,6 @@ fn text() -> impl Strategy<Value = String> {
         0..12,
     )
     .prop_map(|parts| parts.concat())
-}
-
-fn view<'a>(segments: &'a [&'a str]) -> RequestView<'a> {
-    RequestView {
-        tenant: "acme",
-        model: "gpt-4o",
-        route: "chat",
-        headers: &[],
-        segments,
-    }
 }
 
 fn document(rules: &[RedactRule], deny_keyword: Option<(bool, i32)>) -> Value {
@@ -221,7 +201,7 @@ fn wild_document() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn compile_never_panics_and_refuses_in_one_line(doc in wild_document(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
@@ -236,7 +216,7 @@ proptest! {
     fn compiled_wild_policies_evaluate_any_text(doc in wild_document(), segments in prop::collection::vec(text(), 0..4)) {
         if let Ok(policy) = Policy::compile(doc.to_string().as_bytes()) {
             let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let decision = policy.evaluate(&view(&segments));
+            let decision = policy.evaluate(&request(&segments));
             if matches!(decision.verdict, Verdict::Deny { .. }) {
                 prop_assert!(decision.rewrites.is_empty());
             }
@@ -251,7 +231,7 @@ proptest! {
 proptest! {
     // Compiling a policy is the slow part in a debug build: fewer policies, each judging
     // several requests.
-    #![proptest_config(config(64))]
+    #![proptest_config(cases(64))]
 
     #[test]
     fn no_redactable_span_survives_and_the_redacted_body_reparses(
@@ -274,7 +254,7 @@ fn check_redaction(
     segments: Vec<String>,
 ) -> Result<(), TestCaseError> {
     let texts: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let decision = policy.evaluate(&view(&texts));
+    let decision = policy.evaluate(&request(&texts));
     if let Verdict::Deny { rule, .. } = &decision.verdict {
         prop_assert_eq!(rule.as_str(), "deny-forbidden");
         prop_assert!(decision.rewrites.is_empty(), "a deny carries no rewrites");
