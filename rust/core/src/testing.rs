@@ -8,10 +8,14 @@ pub fn cases(default: u32) -> Config {
     let long = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok());
-    let mut config = Config::default();
-    config.cases = long.unwrap_or(default);
-    if long.is_none() && std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(9);
+    let fixed = long.is_none() && std::env::var_os("PROPTEST_RNG_SEED").is_none();
+    Config {
+        cases: long.unwrap_or(default),
+        rng_seed: if fixed {
+            RngSeed::Fixed(9)
+        } else {
+            Config::default().rng_seed
+        },
+        ..Config::default()
     }
-    config
 }
