@@ -23,7 +23,7 @@ from gatewayd.control.stores import open_store
 from gatewayd.server import errors
 from gatewayd.server import metrics
 from gatewayd.server import asgi
-from gatewayd.server.asgi import JSON, respond, transfer_coding_problem
+from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.connections import ConnectionCapWatch, connection_cap
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.pipeline import AuditUnavailable, Pipeline
@@ -91,10 +91,6 @@ class GatewayApp:
             if scope["method"] != "POST":
                 message = f"{scope['path']} accepts POST only"
                 return await _error(send, 405, message, "method_not_allowed", api == "messages")
-            framing = transfer_coding_problem(scope["headers"])
-            if framing is not None:
-                status, message = framing
-                return await _error(send, status, message, "invalid_transfer_encoding", api == "messages")
             return await self.pipeline.handle(scope, receive, send, api)
         route = GATEWAY_ROUTES.get(raw_path)
         if route is MODELS and scope["method"] == "GET":

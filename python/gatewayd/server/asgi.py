@@ -128,14 +128,12 @@ class ClientWatch:
         self._next.cancel()
 
 
-def transfer_coding_problem(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
-    """(status, message) when Transfer-Encoding is anything but one `chunked`: RFC 9112
-    forbids chunked twice (400) and the gateway decodes no other coding (501)."""
-    codings = []
-    for name, value in headers:
-        if name == b"transfer-encoding":
-            codings += [c.strip().lower() for c in value.split(b",")]
-    if not codings or codings == [b"chunked"]:
+def transfer_coding_problem(values: list[bytes]) -> tuple[int, str] | None:
+    """(status, message) when the Transfer-Encoding header `values` are anything but one
+    `chunked`: RFC 9112 forbids chunked twice (400) and the gateway decodes no other coding
+    (501)."""
+    codings = [c.strip().lower() for value in values for c in value.split(b",")]
+    if codings == [b"chunked"]:
         return None
     if codings.count(b"chunked") > 1:
         return 400, "Transfer-Encoding applies chunked more than once (RFC 9112, section 7)"

@@ -34,6 +34,7 @@ from gatewayd.server.asgi import (
     Send,
     read_body,
     respond,
+    transfer_coding_problem,
 )
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.health import ProviderHealth
@@ -87,8 +88,14 @@ class Pipeline:
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
         seen = _scan(scope["headers"])
-        request_id = seen.request_id or f"{getrandbits(128):032x}"
         anthropic = api == "messages"
+        if seen.transfer_encoding is not None:
+            problem = transfer_coding_problem(seen.transfer_encoding)
+            if problem is not None:  # refused as the server would, before anything else
+                status, message = problem
+                body = errors.error_body(status, message, "invalid_transfer_encoding", anthropic)
+                return await respond(send, status, [(b"content-type", JSON)], body)
+        request_id = seen.request_id or f"{getrandbits(128):032x}"
         tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
         if tenant is None:
             return await self._reject(snap, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
@@ -360,7 +367,7 @@ def _version_headers(versions: _core.Versions) -> tuple[tuple[bytes, bytes], ...
 class _Seen:
     """What the pipeline looks for in the request headers, found in one pass."""
 
-    __slots__ = ("credential", "request_id", "content_length", "cache", "vary")
+    __slots__ = ("credential", "request_id", "content_length", "cache", "vary", "transfer_encoding")
 
     def __init__(self) -> None:
         self.credential: tuple[bytes, bytes] | None = None
@@ -368,6 +375,7 @@ class _Seen:
         self.content_length: int | None = None
         self.cache: bytes | None = None
         self.vary = ""  # the forwarded headers that change the answer: part of the cache key
+        self.transfer_encoding: list[bytes] | None = None  # its header values, when sent
 
 
 def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
@@ -386,6 +394,10 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
                 seen.request_id = value.decode()
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()
+        elif name == b"transfer-encoding":
+            if seen.transfer_encoding is None:
+                seen.transfer_encoding = []
+            seen.transfer_encoding.append(value)
         elif name in ANSWER_CHANGING:
             seen.vary += f"{name.decode()}:{value.decode('latin-1')}\n"
     return seen
