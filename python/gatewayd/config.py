@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import msgspec
+
 from gatewayd.errors import BadInputError
 
 ENV_PREFIX = "GATEWAYD_"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
+
 from gatewayd.errors import BadInputError
 
 ED25519 = b"\x01"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+
 from gatewayd.errors import AuditError
 
 log = logging.getLogger("gatewayd.audit")

@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
+
 from gatewayd.errors import ChainCorruptError
 
 MAX_SLOTS = 1024

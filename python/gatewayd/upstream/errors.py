@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+
 from gatewayd.errors import GatewaydError
 
 ErrorKind = Literal["unreachable", "timeout", "protocol"]
