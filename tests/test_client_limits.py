@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from support.gateway import KEYS, Gateway
+from support.raw_http import read_until_closed, status_and_body
 
 FILE_LIMIT = 300
 LIMITS = {"HEADER_TIMEOUT_S": 1, "BODY_IDLE_TIMEOUT_S": 1, "BODY_TIMEOUT_S": 3}
@@ -42,25 +43,6 @@ def request_head(path: str, length: int, request_id: str = "") -> bytes:
     return (head + f"Content-Length: {length}\r\n\r\n").encode()
 
 
-def read_until_closed(sock: socket.socket, timeout: float = PATIENCE_S) -> bytes | None:
-    """Everything the server sent until it closed the connection; None if it never did."""
-    sock.settimeout(timeout)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return None
-    return received
-
-
-def status_and_body(response: bytes) -> tuple[int, dict]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
-
-
 def server_log(gw: Gateway) -> str:
     """The gateway's output so far (read without moving the file offset it writes at)."""
     fd = gw.proc.log.fileno()
@@ -73,7 +55,7 @@ def audited_statuses(gw: Gateway) -> dict[str, int]:
 
 def test_a_connection_that_sends_nothing_is_closed(guarded):
     with connect(guarded) as sock:
-        assert read_until_closed(sock) == b""
+        assert read_until_closed(sock, PATIENCE_S) == b""
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_its_answer(guarded):
@@ -89,7 +71,7 @@ def test_a_body_that_stalls_is_answered_408_in_the_api_shape_and_audited(guarded
     request_id = f"stalled-{path.rsplit('/', 1)[1]}"
     with connect(guarded) as sock:
         sock.sendall(request_head(path, len(CHAT), request_id) + CHAT[:10])
-        response = read_until_closed(sock)
+        response = read_until_closed(sock, PATIENCE_S)
     assert response is not None, "the stalled request was never answered"
     status, body = status_and_body(response)
     assert status == 408
@@ -119,7 +101,7 @@ def test_a_body_dribbled_past_the_whole_body_deadline_is_answered_408(guarded):
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 break
-        response = (response or b"") + (read_until_closed(sock) or b"")
+        response = (response or b"") + (read_until_closed(sock, PATIENCE_S) or b"")
     assert response.startswith(b"HTTP/1.1 408"), response[:200]
 
 

@@ -10,18 +10,10 @@ import httpx
 import pytest
 import redis
 
-from support.gateway import KEYS, Gateway, wait_ready
+from support.gateway import KEYS, POLICY_V2, Gateway, wait_ready
 from support.procs import stop_process
 from support.redis import start_redis
 from support.traffic import Traffic
-
-POLICY_V2 = """\
-default: allow
-rules:
-  - id: v2-blocks-secrets
-    when: {prompt: {keywords: [top-secret]}}
-    action: deny
-"""
 
 EXTRA_PROVIDER = """
 [providers.extra]

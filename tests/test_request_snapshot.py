@@ -13,6 +13,7 @@ import socket
 from conftest import start_provider_mock
 from support.gateway import KEYS, RUNTIME, Gateway
 from support.procs import stop_process
+from support.raw_http import read_until_closed, status_and_headers
 
 BODY = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "in flight"}]}).encode()
 STRICT = RUNTIME + "rate_limit: {requests_per_minute: 1, burst: 1}\n"
@@ -27,12 +28,9 @@ def _head(port: int) -> bytes:
 
 
 def _answer(sock: socket.socket) -> tuple[int, dict[str, str]]:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    head = data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in head[1:])
-    return int(head[0].split()[1]), headers
+    response = read_until_closed(sock, 30)
+    assert response is not None, "the gateway never closed the connection"
+    return status_and_headers(response)
 
 
 def test_a_config_flip_mid_request_leaves_the_request_on_its_snapshot(tmp_path, fragile_port):

@@ -20,17 +20,10 @@ import redis
 
 from gatewayd.control.model import ChangeItem, StoreDump, StoreIdentity
 from gatewayd.control.redis_store import RedisStore
-from support.gateway import KEYS, POLICY, Gateway
+from support.gateway import KEYS, POLICY, POLICY_V2, Gateway
 from support.procs import stop_process
 from support.redis import start_redis
 
-POLICY_V2 = """\
-default: allow
-rules:
-  - id: v2-blocks-secrets
-    when: {prompt: {keywords: [top-secret]}}
-    action: deny
-"""
 POLICY_V3 = POLICY_V2.replace("top-secret", "classified")
 OTHER_POLICY = "default: deny\nrules: []\n"
 HISTORY_KEYS = ("identity", "changes", "pointers", "version-id:policy", "versions:policy", "documents:policy")

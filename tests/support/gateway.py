@@ -41,6 +41,15 @@ rules:
     upstream: small
 """
 
+# A second policy version: it denies prompts naming `top-secret`.
+POLICY_V2 = """\
+default: allow
+rules:
+  - id: v2-blocks-secrets
+    when: {prompt: {keywords: [top-secret]}}
+    action: deny
+"""
+
 ROUTING = """\
 routes:
   - {match: "mock-*", provider: mock}
