@@ -188,32 +188,14 @@ fn cache_hits_only_the_same_tenant_request_and_versions() {
 fn answer_changing_headers_split_the_cache() {
     let f = fixture();
     let body = chat("same question", 0.0);
-    let first = admit_varying(
-        &f,
-        "acme",
-        &body,
-        V1,
-        CacheMode::Deterministic,
-        "anthropic-version:2023-06-01",
-    );
+    let with_version = |vary| admit_varying(&f, "acme", &body, V1, CacheMode::Deterministic, vary);
+    let first = with_version("anthropic-version:2023-06-01");
     f.gateway.record(&first, &ok(b"{\"answer\":1}")).unwrap();
-    let same = admit_varying(
-        &f,
-        "acme",
-        &body,
-        V1,
-        CacheMode::Deterministic,
-        "anthropic-version:2023-06-01",
+    assert_eq!(
+        with_version("anthropic-version:2023-06-01").cache_state(),
+        "hit"
     );
-    assert_eq!(same.cache_state(), "hit");
-    let other = admit_varying(
-        &f,
-        "acme",
-        &body,
-        V1,
-        CacheMode::Deterministic,
-        "anthropic-version:2024-01-01",
-    );
+    let other = with_version("anthropic-version:2024-01-01");
     assert_eq!(other.cache_state(), "miss");
     assert_ne!(other.cache_key, first.cache_key);
 }
