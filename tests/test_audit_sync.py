@@ -88,3 +88,19 @@ def test_always_syncs_inside_the_append(tmp_path):
     engine = engine_with(tmp_path, "always")
     seq = engine.event(b'{"kind":"request"}')
     assert engine.audit_sync_state() == ("always", 0, seq, seq)
+
+
+def test_a_request_waits_by_its_own_policy_not_the_engines_current_one(tmp_path):
+    """R6: a request admitted under `group` or `always` is answered only once its record is
+    on disk, even if a flip has since set the engine to `never`."""
+    for policy in ("group", "always"):
+        engine = engine_with(tmp_path / policy, "never")
+        sync = AuditSync(engine)
+
+        async def run():
+            seq = engine.event(b'{"kind":"request"}')
+            await sync.durable(seq, policy)
+            return seq, engine.audit_sync_state()[3]
+
+        seq, synced = asyncio.run(run())
+        assert synced >= seq, policy

@@ -41,8 +41,8 @@ class AuditRuntime:
         if self.checkpointer:
             self.checkpointer.checkpoint()
 
-    async def durable(self, seq: int) -> None:
-        await self.sync.durable(seq)
+    async def durable(self, seq: int, policy: str | None = None) -> None:
+        await self.sync.durable(seq, policy)
 
     async def stop(self) -> None:
         await self.sync.stop()

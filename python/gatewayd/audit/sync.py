@@ -24,6 +24,9 @@ from gatewayd.errors import AuditError
 log = logging.getLogger("gatewayd.audit")
 
 IDLE_POLL_S = 0.2  # how often the timer looks again when the policy is not `interval`
+# The policies under which a response waits until its record is on disk (under `always`
+# the append synced it already).
+SYNCED_BEFORE_ANSWER = frozenset({"group", "always"})
 
 
 class AuditSync:
@@ -43,10 +46,12 @@ class AuditSync:
         await self._sync()
         self._pool.shutdown()
 
-    async def durable(self, seq: int) -> None:
-        """Returns once record `seq` is on stable storage under `group`; at once otherwise."""
-        policy, _, _, synced = self.engine.audit_sync_state()
-        if policy != "group":
+    async def durable(self, seq: int, policy: str | None = None) -> None:
+        """Returns once record `seq` is on stable storage when `policy` makes a response
+        wait for it (SYNCED_BEFORE_ANSWER); at once otherwise. A request passes the policy
+        of its own snapshot (docs/ROLLBACK.md R6), else the engine's current one is used."""
+        engine_policy, _, _, synced = self.engine.audit_sync_state()
+        if (policy or engine_policy) not in SYNCED_BEFORE_ANSWER:
             return
         while synced < seq:
             synced = await self._sync()

@@ -21,6 +21,7 @@ from random import getrandbits
 import msgspec
 
 from gatewayd import _core
+from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
 from gatewayd.control.documents import CacheSettings
 from gatewayd.control.snapshot import Snapshot
 from gatewayd.server import errors
@@ -46,8 +47,6 @@ SSE = b"text/event-stream"
 # Request headers forwarded to providers that change what they answer (API version,
 # betas): a cached answer serves only requests that sent the same ones.
 ANSWER_CHANGING = frozenset(name.encode() for names in FORWARDED.values() for name in names)
-# Audit fsync policies under which a response waits until its record is on disk.
-SYNCED_BEFORE_ANSWER = frozenset({"group", "always"})
 # Upstream response headers worth passing on; everything else stays behind the gateway.
 PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
 log = logging.getLogger("gatewayd.pipeline")
@@ -339,8 +338,8 @@ class Pipeline:
             self.unrecorded += 1
             log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
             return
-        if audit.fsync in SYNCED_BEFORE_ANSWER:
-            await self.audit.durable(seq)
+        if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
+            await self.audit.durable(seq, audit.fsync)
 
 
 def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
