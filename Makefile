@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python bench system-deps fuzz
+.PHONY: setup run test test-rust test-python lint-rust bench system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -37,6 +37,11 @@ run: setup
 
 test-rust:
 	cargo test -q -p gatewayd-core
+
+# The Rust lints: formatting (rustfmt's defaults) and clippy with every warning an error.
+lint-rust:
+	cargo fmt --all --check
+	cargo clippy -q --workspace --all-targets -- -D warnings
 
 test-python: setup system-deps
 	$(PY) -m pytest -q
