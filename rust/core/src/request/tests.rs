@@ -433,3 +433,78 @@ fn sampling_fields_are_checked_for_type_and_range() {
     );
     assert_eq!(accepted.temperature(), Some(2.0));
 }
+
+/// Every float literal reaches upstream and the cache key as the same f64 the client wrote:
+/// `to_body` and `normalized` write the value `parse` read, so `parse` must round to nearest
+/// (serde_json's `float_roundtrip` feature). Without it, serde_json's fast float parser is
+/// one ULP off for some literals: a halfway case, the subnormal boundary, long digit strings.
+#[test]
+fn floats_reach_upstream_and_the_cache_key_bit_for_bit() {
+    let literals = [
+        // Shortest forms of awkward values (exact with or without the feature; kept as guards).
+        "0.30000000000000004",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "5e-324",
+        "0.1",
+        "1e23",
+        "8.98846567431158e307",
+        // One ULP off without the feature.
+        "9007199254740993.0",
+        "2.2250738585072011e-308",
+        "1.00000000000000011102230246251565404236316680908203125",
+        "0.73701742068918183",
+        "3.3346798062551734",
+        "0.1005280444990916918",
+        "0.832333359063409924018",
+        "8.32333359063409924018e15",
+        "6.5129940575818108110530e2",
+        "1.968817246360355198e11",
+        "9.88941747755590920859304e-7",
+    ];
+    let literals: Vec<String> = literals
+        .iter()
+        .flat_map(|literal| [literal.to_string(), format!("-{literal}")])
+        .collect();
+    // The standard library's parser rounds to nearest: the value the client meant.
+    let meant: Vec<u64> = literals
+        .iter()
+        .map(|literal| literal.parse::<f64>().unwrap().to_bits())
+        .collect();
+    let body = format!(
+        r#"{{"model":"m","messages":[],"x":[{}]}}"#,
+        literals.join(",")
+    );
+    let parsed = ParsedRequest::parse(Api::Chat, body.as_bytes()).unwrap();
+    for (what, out) in [
+        ("to_body", parsed.to_body()),
+        ("normalized", parsed.normalized()),
+    ] {
+        let out = String::from_utf8(out).unwrap();
+        let numbers = out
+            .strip_prefix(r#"{"messages":[],"model":"m","x":["#)
+            .and_then(|rest| rest.strip_suffix("]}"))
+            .unwrap_or_else(|| panic!("{what}: {out}"));
+        let sent: Vec<&str> = numbers.split(',').collect();
+        assert_eq!(sent.len(), literals.len(), "{what}: {out}");
+        for ((literal, meant), sent) in literals.iter().zip(&meant).zip(sent) {
+            let got = sent.parse::<f64>().unwrap().to_bits();
+            assert_eq!(
+                got,
+                *meant,
+                "{what}: {literal} went out as {sent} ({:e}, meant {:e})",
+                f64::from_bits(got),
+                f64::from_bits(*meant)
+            );
+        }
+    }
+
+    // A field the gateway itself reads (and checks the range of) gets the same value.
+    let temperature = "1.00000000000000011102230246251565404236316680908203125";
+    let body = format!(r#"{{"model":"m","messages":[],"temperature":{temperature}}}"#);
+    let parsed = ParsedRequest::parse(Api::Chat, body.as_bytes()).unwrap();
+    assert_eq!(
+        parsed.temperature().map(f64::to_bits),
+        Some(temperature.parse::<f64>().unwrap().to_bits())
+    );
+}
