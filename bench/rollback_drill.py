@@ -76,12 +76,12 @@ def main() -> None:
     try:
         for i in range(args.flips):
             activated = registry.activate("policy", bad, "drill", f"drill {i}: activate")
-            report = wait_for_acks(registry.store, activated, 10)
+            report = wait_for_acks(registry, activated, 10)
             assert report.ok, report.render()
             time.sleep(0.3)  # traffic runs under the bad version
             issued = time.time()
             change = registry.rollback("policy", "drill", f"drill {i}: revert")
-            report = wait_for_acks(registry.store, change, 10)
+            report = wait_for_acks(registry, change, 10)
             done = time.time()
             assert report.ok, report.render()
             acks = {a.replica: a.at for a in report.acks}
@@ -150,7 +150,7 @@ def _late_requests(audit_dir: Path, flips: list[dict], bad: int) -> int:
 
 def _wait_replicas(registry: Registry, count: int) -> None:
     deadline = time.monotonic() + 30
-    while len([r for r in registry.store.replicas() if time.time() - r.heartbeat_at < 3]) < count:
+    while len([r for r in registry.replicas() if time.time() - r.heartbeat_at < 3]) < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"fewer than {count} replicas registered")
         time.sleep(0.1)

@@ -3,8 +3,10 @@ and the Redis notifications surviving restarts, dropped and half-open connection
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -32,7 +34,7 @@ from gatewayd.control.model import (
     Watermark,
 )
 from gatewayd.control.redis_store import RedisStore
-from gatewayd.control.stores import open_store
+from gatewayd.control.stores import ControlStore, open_store
 from support.procs import free_port, stop_process
 from support.redis import start_redis
 
@@ -256,6 +258,87 @@ def test_heartbeats_carry_the_replicas_watermark(store):
     assert [r.mark for r in store.replicas()] == [mark, None]
 
 
+def test_pointers_come_ordered_by_domain_and_scope(store):
+    for domain, scope in (("routing", "tenant:z"), ("policy", "tenant:b"), ("config", "default"), ("policy", "default")):
+        store.flip([ChangeItem(domain, scope, None, 1)], "alice", "set", "activate", epoch=EPOCH)
+    assert [(p.domain, p.scope) for p in store.pointers()] == [
+        ("config", "default"), ("policy", "default"), ("policy", "tenant:b"), ("routing", "tenant:z")
+    ]
+
+
+def test_an_identity_is_claimed_once(open_, tmp_path, request):
+    store = _bare(open_, tmp_path, request)
+    assert store.head().identity is None
+    assert store.claim_identity(StoreIdentity("e1", 5.0)) is True
+    assert store.claim_identity(StoreIdentity("e2", 6.0)) is False
+    assert store.head().identity == StoreIdentity("e1", 5.0)
+    assert store.durability_problems() == ([], []) or isinstance(store, RedisStore)
+
+
+@pytest.mark.parametrize("kind", [LocalStore, RedisStore])
+def test_each_store_has_every_method_of_the_contract_with_its_parameters(kind):
+    """The same names, parameter names, kinds, defaults and types as `ControlStore`, so
+    a caller written against the protocol works on either store."""
+    for name, member in vars(ControlStore).items():
+        if name.startswith("_"):
+            continue
+        implemented = getattr(kind, name, None)
+        assert implemented is not None, f"{kind.__name__} lacks {name}"
+        if isinstance(member, property):
+            assert isinstance(implemented, property), f"{kind.__name__}.{name}"
+            continue
+        expected = list(inspect.signature(member).parameters.values())
+        found = list(inspect.signature(implemented).parameters.values())
+        assert [(p.name, p.kind, p.default, p.annotation) for p in found] == [
+            (p.name, p.kind, p.default, p.annotation) for p in expected
+        ], f"{kind.__name__}.{name}"
+
+
+@pytest.fixture(params=["local", "redis"])
+def unavailable(request, tmp_path):
+    """(a store that cannot take writes, what the error names, a check that nothing was
+    written): the embedded store while another process holds its write lock past the lock
+    timeout; Redis with nothing listening."""
+    if request.param == "redis":
+        store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+        yield store, "control store redis://127.0.0.1:", lambda: None
+        store.close()
+        return
+    setup = identified(LocalStore(tmp_path))
+    setup.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
+    before = (setup.head(), setup.versions("policy"), setup.changes(), setup.pointers(), setup.replicas(), setup.acks(1))
+    holder = sqlite3.connect(setup.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer stuck mid-transaction in another process
+    store = LocalStore(tmp_path, lock_timeout_s=0.2)
+
+    def unchanged():
+        holder.execute("ROLLBACK")
+        assert (setup.head(), setup.versions("policy"), setup.changes(), setup.pointers(), setup.replicas(),
+                setup.acks(1)) == before
+
+    yield store, f"control store {setup.path}: database is locked", unchanged
+    for handle in (store, setup, holder):
+        handle.close()
+
+
+def test_a_write_the_store_cannot_take_raises_store_unavailable_and_writes_nothing(unavailable):
+    store, names, unchanged = unavailable
+    replica = Replica("h1-w0", 10, "h1", 1.0, time.time(), 0, {})
+    writes = {
+        "seed": lambda: store.seed(StoreDump(StoreIdentity("e9", 1.0), [], {}, [], [])),
+        "claim_identity": lambda: store.claim_identity(StoreIdentity("e9", 1.0)),
+        "add_version": lambda: store.add_version("policy", "sha256:b", "p2", DOC, "bob", "second", epoch=EPOCH),
+        "flip": lambda: activate(store, "policy", 1),
+        "heartbeat": lambda: store.heartbeat(replica),
+        "remove_replica": lambda: store.remove_replica("h1-w0"),
+        "ack": lambda: store.ack(Ack(1, "h1-w0", True, "", time.time())),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StoreUnavailableError, match=names):
+            write()
+    unchanged()
+
+
 def _bare(open_, tmp_path, request):
     """A handle on a store without identity (what a wiped store looks like)."""
     if request.node.callspec.params["open_"] == "local":
@@ -375,7 +458,7 @@ def test_subscriber_reconnects_after_redis_restart(tmp_path):
     url, proc = start_redis(dir=tmp_path, appendonly=True)
     port = urlsplit(url).port
     store = identified(RedisStore(url))
-    sub = store.subscribe(ping_interval_s=0.3)
+    sub = store.subscribe(check_interval_s=0.3)
     try:
         assert sub.wait(5) is True
         activate(store, "policy", 1)
@@ -418,7 +501,7 @@ def test_half_open_subscription_is_detected():
     (True without any flip), not carried on with the old connection."""
     url, proc = start_redis()
     store = identified(RedisStore(url))
-    sub = store.subscribe(ping_interval_s=0.2)
+    sub = store.subscribe(check_interval_s=0.2)
     try:
         assert sub.wait(5) is True
         assert sub.wait(1.0) is False  # five PINGs answered: a healthy link is kept

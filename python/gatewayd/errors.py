@@ -20,6 +20,8 @@ __all__ = [
     "ConflictError",
     "DocumentError",
     "GatewaydError",
+    "NotFoundError",
+    "StoreLostError",
     "StoreUnavailableError",
     "Meaning",
     "meaning",
@@ -46,6 +48,16 @@ class StoreUnavailableError(GatewaydError):
     """The control store did not answer. A write may or may not have landed: re-read first."""
 
 
+class StoreLostError(GatewaydError):
+    """The store is not the one whose history was seen (empty, another epoch, or behind):
+    writing to it could give a used version number to another document (R17). Refused
+    before anything was written."""
+
+
+class NotFoundError(BadInputError):
+    """A version, domain or record the caller named does not exist."""
+
+
 class Meaning(NamedTuple):
     exit_code: int  # 2: bad input, nothing changed; 1: the operation ran and failed
     status: int  # the admin API's HTTP status
@@ -55,6 +67,8 @@ class Meaning(NamedTuple):
 # Most specific first: the first class an error is an instance of decides.
 _TABLE: tuple[tuple[type[BaseException], Meaning], ...] = (
     (DocumentError, Meaning(2, 400, "invalid_document")),
+    (NotFoundError, Meaning(2, 404, "not_found")),
+    (StoreLostError, Meaning(2, 503, "store_lost")),
     (BadInputError, Meaning(2, 400, "invalid_request")),
     (ConflictError, Meaning(1, 409, "conflict")),
     (StoreUnavailableError, Meaning(1, 503, "store_unavailable")),

@@ -81,10 +81,7 @@ class AdminApi:
     async def version(self, call: Call) -> Reply:
         """The stored bytes exactly, as pushed (R1)."""
         domain, version_id = _domain(call), int(call.path["id"])
-        found = await self._run(lambda r: r.store.version(domain, version_id))
-        if found is None:
-            raise ApiError(404, f"{domain} version {version_id} does not exist", "not_found")
-        info, data = found
+        info, data = await self._run(lambda r: r.document(domain, version_id))
         suffix = info.name[info.name.rfind(".") :].lower() if "." in info.name else ""
         headers = [
             (b"x-gatewayd-digest", info.digest.encode()),
@@ -138,7 +135,7 @@ class AdminApi:
         def run(registry: Registry) -> BarrierReport:
             change = flip(registry)
             log.info("%s made change %d (%s): %s", change.actor, change.id, change.kind, change.reason)
-            return wait_for_acks(registry.store, change, timeout_s)
+            return wait_for_acks(registry, change, timeout_s)
 
         report = await self._run(run)
         status = 200 if report.ok else 502 if report.refused else 504

@@ -9,14 +9,19 @@ own chain).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def known_to_store(store) -> dict[str, str]:
+if TYPE_CHECKING:
+    from gatewayd.control.registry import Registry
+
+
+def known_to_store(registry: Registry) -> dict[str, str]:
     """Replica name -> where the store shows it served. Raises StoreUnavailableError."""
     known: dict[str, str] = {}
-    for change in store.changes():
-        for ack in store.acks(change.id):
+    for change in registry.history():
+        for ack in registry.acks(change.id):
             known.setdefault(ack.replica, f"it acknowledged change {change.id} in the control store")
-    for replica in store.replicas():
+    for replica in registry.replicas():
         known.setdefault(replica.name, f"it is registered in the control store (pid {replica.pid} on {replica.host})")
     return known
 

@@ -100,7 +100,7 @@ def run_verify(args) -> int:
     else:
         try:
             registry = open_registry(load_settings(args))
-            for name, why in known_to_store(registry.store).items():
+            for name, why in known_to_store(registry).items():
                 known.setdefault(name, why)
             missing_versions = unresolved(referenced, registry)
         except (StoreUnavailableError, sqlite3.Error) as exc:

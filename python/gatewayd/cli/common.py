@@ -50,6 +50,6 @@ def await_change(registry, change, timeout: float) -> int:
     exit code is 0 only when the change is in effect everywhere."""
     moves = ", ".join(f"{i.domain}/{i.scope} {i.prev} -> {i.new}" for i in change.items)
     print(f"change {change.id}: {moves} ({change.kind})", flush=True)
-    report = wait_for_acks(registry.store, change, timeout)
+    report = wait_for_acks(registry, change, timeout)
     print(report.render())
     return 0 if report.ok else 1

@@ -123,7 +123,7 @@ def run_at(args) -> int:
 def run_status(args) -> int:
     registry = open_registry(load_settings(args))
     status = overview.status(registry)
-    refusals, warnings = registry.store.durability_problems()
+    refusals, warnings = registry.durability_problems()
     for problem in refusals + warnings:
         print(f"warning: {problem}", file=sys.stderr)
     last = status.last_change.id if status.last_change else 0
@@ -143,7 +143,7 @@ def run_status(args) -> int:
 def run_store(args) -> int:
     registry = open_registry(load_settings(args))
     if args.action == "export":
-        payload = msgspec.json.encode(restore.export(registry.store))
+        payload = msgspec.json.encode(registry.export())
         if args.file:
             Path(args.file).write_bytes(payload)
         else:
@@ -152,9 +152,9 @@ def run_store(args) -> int:
     backup = _read_backup(args.backup) if args.backup else None
     extra = [Path(d) for d in args.last_known_good]
     plan = restore.plan(registry, backup, extra, actor(), args.reason)
-    change = restore.seed(registry, plan)
-    dump = plan.dump
-    print(f"restored control store at {registry.store.where}: epoch {dump.identity.epoch}, {len(dump.versions)} "
+    registry.restore(plan.dump)
+    dump, change = plan.dump, plan.dump.changes[-1]
+    print(f"restored control store at {registry.where}: epoch {dump.identity.epoch}, {len(dump.versions)} "
           f"versions, {len(dump.changes)} changes ({len(plan.lost_changes)} recorded as lost)")
     for domain, ids in sorted(plan.missing_versions.items()):
         print(f"not recovered: {domain} versions {', '.join(map(str, ids))} (in no backup or archive; "

@@ -112,7 +112,7 @@ def _bootstrap(settings: config.Settings) -> None:
             full = settings.path(path)
             docs[domain] = (documents.read_file(full), full.name)
     try:
-        refusals, warnings = registry.store.durability_problems()
+        refusals, warnings = registry.durability_problems()
         for warning in warnings:
             print(f"warning: {warning}", flush=True)
         if refusals:

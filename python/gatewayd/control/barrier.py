@@ -4,10 +4,14 @@ replica has acknowledged it."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from gatewayd.control.model import Ack, Change
+
+if TYPE_CHECKING:
+    from gatewayd.control.registry import Registry
 
 LIVE_WITHIN_S = 3.0  # a replica whose heartbeat is older than this is not waited for
 POLL_S = 0.005
@@ -93,12 +97,12 @@ class BarrierReport(msgspec.Struct, frozen=True):
         return "\n".join(lines)
 
 
-def wait_for_acks(store, change: Change, timeout_s: float) -> BarrierReport:
+def wait_for_acks(registry: Registry, change: Change, timeout_s: float) -> BarrierReport:
     """Waits until every replica that was live at the flip has answered, or the timeout."""
-    expected = sorted(r.name for r in store.replicas() if r.heartbeat_at >= change.at - LIVE_WITHIN_S)
+    expected = sorted(r.name for r in registry.replicas() if r.heartbeat_at >= change.at - LIVE_WITHIN_S)
     start = time.monotonic()
     while True:
-        acks = [a for a in store.acks(change.id) if a.replica in expected]
+        acks = [a for a in registry.acks(change.id) if a.replica in expected]
         if len(acks) == len(expected) or time.monotonic() - start >= timeout_s:
             return BarrierReport(change, expected, acks, time.monotonic() - start)
         time.sleep(POLL_S)

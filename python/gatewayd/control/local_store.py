@@ -7,6 +7,7 @@ together or not at all. WAL mode lets replicas poll while the CLI writes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -26,6 +27,7 @@ from gatewayd.control.model import (
     StoreHead,
     StoreIdentity,
     StoreLostError,
+    StoreUnavailableError,
     VersionInfo,
     Watermark,
 )
@@ -56,14 +58,30 @@ CREATE TABLE IF NOT EXISTS version_counters (domain TEXT PRIMARY KEY, last INTEG
 """
 
 
-class LocalStore:
-    """SQLite-backed store; one connection per process (workers open their own)."""
+def _guarded(method):
+    """Turns SQLite's operational failures (the write lock held past `lock_timeout_s` by
+    another process, a disk error, a file that cannot be opened) into StoreUnavailableError,
+    as the Redis store does with a lost connection."""
 
-    def __init__(self, directory: str | os.PathLike[str]):
+    @functools.wraps(method)
+    def wrapper(self: LocalStore, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"control store {self.where}: {exc}") from exc
+
+    return wrapper
+
+
+class LocalStore:
+    """SQLite-backed store (a `ControlStore`); one connection per process (workers open
+    their own). A write waits up to `lock_timeout_s` for another process's write."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, lock_timeout_s: float = 10.0):
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / "control.sqlite3"
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, timeout=lock_timeout_s, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
@@ -86,11 +104,13 @@ class LocalStore:
         return [], []
 
     # -- identity (R17) ----------------------------------------------------------------
+    @_guarded
     def head(self) -> StoreHead:
         row = self._db.execute("SELECT epoch, created_at FROM identity").fetchone()
         (last_change,) = self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
         return StoreHead(StoreIdentity(*row) if row else None, last_change, self._last_versions(self._db))
 
+    @_guarded
     def seed(self, dump: StoreDump) -> bool:
         """Writes a whole history into a store that has none, in one transaction; False
         (nothing written) when it already has an identity, a version or a change."""
@@ -117,6 +137,7 @@ class LocalStore:
             )
             return True
 
+    @_guarded
     def claim_identity(self, identity: StoreIdentity) -> bool:
         """Gives a store from before identities its epoch; False if it has one already."""
         with self._write() as db:
@@ -137,6 +158,7 @@ class LocalStore:
         return last
 
     # -- versions ---------------------------------------------------------------------
+    @_guarded
     def add_version(
         self, domain: str, digest: str, name: str, document: bytes, actor: str, reason: str, *, epoch: str
     ) -> int:
@@ -151,6 +173,7 @@ class LocalStore:
             db.execute("INSERT OR REPLACE INTO version_counters VALUES (?,?)", (domain, new))
             return new
 
+    @_guarded
     def version(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes] | None:
         row = self._db.execute(
             "SELECT domain,id,digest,name,created_at,actor,reason,document FROM versions WHERE domain=? AND id=?",
@@ -158,6 +181,7 @@ class LocalStore:
         ).fetchone()
         return (VersionInfo(*row[:7]), bytes(row[7])) if row else None
 
+    @_guarded
     def versions(self, domain: str) -> list[VersionInfo]:
         rows = self._db.execute(
             "SELECT domain,id,digest,name,created_at,actor,reason FROM versions WHERE domain=? ORDER BY id",
@@ -166,12 +190,15 @@ class LocalStore:
         return [VersionInfo(*r) for r in rows]
 
     # -- pointers and changes ---------------------------------------------------------
+    @_guarded
     def pointers(self) -> list[Pointer]:
-        return [Pointer(*r) for r in self._db.execute("SELECT domain,scope,version,change_id FROM pointers")]
+        return [Pointer(*r) for r in self._db.execute("SELECT domain,scope,version,change_id FROM pointers ORDER BY domain, scope")]
 
+    @_guarded
     def last_change_id(self) -> int:
         return self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
 
+    @_guarded
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
         """Moves every pointer in `items` in one transaction, if each still holds `prev` and
         the store is still epoch `epoch`."""
@@ -199,6 +226,7 @@ class LocalStore:
                     )
             return Change(change_id, at, actor, reason, kind, list(items))
 
+    @_guarded
     def changes(self, since_id: int = 0, domain: str | None = None) -> list[Change]:
         rows = self._db.execute(
             "SELECT id, at, actor, reason, kind FROM changes WHERE id > ? ORDER BY id", (since_id,)
@@ -215,6 +243,7 @@ class LocalStore:
         return out
 
     # -- replicas and acknowledgements ------------------------------------------------
+    @_guarded
     def heartbeat(self, replica: Replica) -> None:
         with self._write() as db:
             db.execute(
@@ -231,16 +260,19 @@ class LocalStore:
                 ),
             )
 
+    @_guarded
     def replicas(self) -> list[Replica]:
         rows = self._db.execute(
             "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark FROM replicas ORDER BY name"
         ).fetchall()
         return [Replica(*r[:6], _parse_versions(r[6]), _parse_mark(r[7])) for r in rows]
 
+    @_guarded
     def remove_replica(self, name: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM replicas WHERE name=?", (name,))
 
+    @_guarded
     def ack(self, ack: Ack) -> None:
         with self._write() as db:
             db.execute(
@@ -248,14 +280,15 @@ class LocalStore:
                 (ack.change_id, ack.replica, int(ack.ok), ack.error, ack.at),
             )
 
+    @_guarded
     def acks(self, change_id: int) -> list[Ack]:
         rows = self._db.execute(
             "SELECT change_id, replica, ok, error, at FROM acks WHERE change_id=? ORDER BY replica", (change_id,)
         )
         return [Ack(c, r, bool(ok), e, at) for c, r, ok, e, at in rows]
 
-    def subscribe(self, check_interval_s: float = 0.01) -> LocalSubscription:
-        return LocalSubscription(self.path, check_interval_s)
+    def subscribe(self, *, check_interval_s: float | None = None) -> LocalSubscription:
+        return LocalSubscription(self.path, 0.01 if check_interval_s is None else check_interval_s)
 
     def _write(self) -> "_Transaction":
         return _Transaction(self._db)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import msgspec
 
-from gatewayd.errors import BadInputError, ConflictError, StoreUnavailableError  # noqa: F401 (re-exported)
+from gatewayd.errors import (  # noqa: F401 (re-exported)
+    BadInputError,
+    ConflictError,
+    NotFoundError,
+    StoreLostError,
+    StoreUnavailableError,
+)
 
 DEFAULT_SCOPE = "default"
 # The policy pointer of this scope names a candidate run in shadow mode, not enforced (R15).
@@ -118,8 +124,3 @@ class StoreDump(msgspec.Struct, frozen=True):
 
 class RegistryError(BadInputError):
     """An operation refused with a one-line reason; nothing was changed."""
-
-
-class StoreLostError(RegistryError):
-    """The store is not the one whose history was seen (empty, another epoch, or behind):
-    writing to it could give a used version number to another document (R17)."""

@@ -43,13 +43,12 @@ class InEffect(msgspec.Struct, frozen=True):
 
 
 def status(registry: Registry) -> Status:
-    store = registry.store
     problem = registry.store_problem() or ""
-    last_id = store.last_change_id()
-    last = store.changes(since_id=last_id - 1) if last_id else []
+    last = registry.last_change()
+    last_id = last.id if last else 0
     now = time.time()
     replicas = []
-    for r in store.replicas():
+    for r in registry.replicas():
         age = now - r.heartbeat_at
         if age > LIVE_WITHIN_S:
             state = "gone"
@@ -58,15 +57,14 @@ def status(registry: Registry) -> Status:
         else:
             state = "in sync" if r.applied_change >= last_id else "stale"
         replicas.append(ReplicaStatus(r.name, r.host, r.pid, state, r.applied_change, round(age, 3), r.versions))
-    pointers = sorted(store.pointers(), key=lambda p: (p.domain, p.scope))
-    return Status(pointers, last[-1] if last else None, replicas, problem)
+    return Status(registry.pointers(), last, replicas, problem)
 
 
 def in_effect_at(registry: Registry, at: float) -> list[InEffect]:
     """Per the change log; a replica counts as having applied a change once it acknowledged it."""
     out = []
     for (domain, scope), (version, change) in sorted(registry.in_effect_at(at).items()):
-        acked = [a.replica for a in registry.store.acks(change.id) if a.ok and a.at <= at]
+        acked = [a.replica for a in registry.acks(change.id) if a.ok and a.at <= at]
         out.append(InEffect(domain, scope, version, change, acked))
     return out
 

@@ -112,11 +112,11 @@ def _guarded(method):
 
 
 class RedisStore:
-    """Redis-backed store; thread-safe (a connection pool), one per process."""
+    """Redis-backed store (a `ControlStore`); thread-safe (a connection pool), one per process."""
 
     def __init__(self, url: str, namespace: str = "gatewayd"):
         self._url = url
-        self.where = _redacted(url)
+        self._where = _redacted(url)
         self._ns = namespace
         self._channel = f"{namespace}:changed"
         self._redis = redis.Redis.from_url(
@@ -131,6 +131,11 @@ class RedisStore:
         self._flip = self._redis.register_script(FLIP)
         self._seed = self._redis.register_script(SEED)
         self._stamp = self._redis.register_script(STAMP)
+
+    @property
+    def where(self) -> str:
+        """The URL without its credentials."""
+        return self._where
 
     def close(self) -> None:
         self._redis.close()
@@ -317,8 +322,9 @@ class RedisStore:
             out.append(Ack(change_id, replica.decode(), body.ok, body.error, at))
         return sorted(out, key=lambda a: a.replica)
 
-    def subscribe(self, ping_interval_s: float = 1.0) -> RedisSubscription:
-        return RedisSubscription(self._url, self.where, self._channel, ping_interval_s)
+    def subscribe(self, *, check_interval_s: float | None = None) -> RedisSubscription:
+        """Pings every `check_interval_s` (default 1 s) to notice a half-open connection."""
+        return RedisSubscription(self._url, self.where, self._channel, 1.0 if check_interval_s is None else check_interval_s)
 def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
     created_at, body = _unstamp(meta, _VersionBody)
     return VersionInfo(domain, version_id, body.digest, body.name, created_at, body.actor, body.reason)

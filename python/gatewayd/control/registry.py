@@ -13,43 +13,77 @@ from gatewayd.control import documents
 from gatewayd.control import store_identity
 from gatewayd.control.model import (
     DEFAULT_SCOPE,
+    Ack,
     Change,
     ChangeItem,
     ConflictError,
+    NotFoundError,
     Pointer,
     RegistryError,
+    Replica,
     StoreDump,
+    StoreHead,
     StoredVersion,
     StoreLostError,
     VersionInfo,
 )
 from gatewayd.control.store_identity import StoreMemory
-from gatewayd.control.stores import Store, open_store
+from gatewayd.control.stores import ControlStore, open_store
 
-__all__ = ["Registry", "RegistryError", "open_registry", "require_reason"]
+__all__ = ["Registry", "RegistryError", "in_effect_at", "open_registry", "previous_version", "require_reason"]
 
 
 class Registry:
-    def __init__(self, store: Store, providers: list[tuple[str, str]], memory: StoreMemory | None = None):
-        self.store = store
+    """Every read and write of the control store by operators' tools goes through here
+    (the replica agent reads its own handle); nothing else holds the store."""
+
+    def __init__(self, store: ControlStore, providers: list[tuple[str, str]], memory: StoreMemory | None = None):
+        self._store = store
         self.providers = providers  # (name, kind): routing documents compile against them
         # Without a control directory, the replicas' heartbeats are the only memory.
         self.memory = memory or StoreMemory(None)
 
+    @property
+    def where(self) -> str:
+        return self._store.where
+
+    def close(self) -> None:
+        self._store.close()
+
+    def head(self) -> StoreHead:
+        return self._store.head()
+
+    def durability_problems(self) -> tuple[list[str], list[str]]:
+        return self._store.durability_problems()
+
+    def pointers(self) -> list[Pointer]:
+        return self._store.pointers()
+
+    def last_change(self) -> Change | None:
+        last_id = self._store.last_change_id()
+        found = self._store.changes(since_id=last_id - 1) if last_id else []
+        return found[-1] if found else None
+
+    def replicas(self) -> list[Replica]:
+        return self._store.replicas()
+
+    def acks(self, change_id: int) -> list[Ack]:
+        return self._store.acks(change_id)
+
     def store_problem(self) -> str | None:
         """What the store lost against what this host has seen of it, or None (R17)."""
-        return store_identity.judge(self.store.head(), self.memory.recall(self.store), self.store.where)
+        return store_identity.judge(self._store.head(), self.memory.recall(self._store.replicas()), self._store.where)
 
     def guard(self, action: str) -> str:
         """The store's epoch, after checking it is the store this host has seen; writes
         pass it on, and the store refuses them if its identity changed meanwhile."""
-        head = self.store.head()
-        problem = store_identity.judge(head, self.memory.recall(self.store), self.store.where)
+        head = self._store.head()
+        problem = store_identity.judge(head, self.memory.recall(self._store.replicas()), self._store.where)
         if problem:
             raise StoreLostError(store_identity.lost_error_message(problem, action))
         if head.identity is None:
             raise StoreLostError(
-                f"control store at {self.store.where} has no identity: it was never bootstrapped "
+                f"control store at {self._store.where} has no identity: it was never bootstrapped "
                 f"(`gatewayd serve` does that) or it lost its data; refusing to {action}"
             )
         self.memory.note(head)
@@ -62,9 +96,9 @@ class Registry:
         documents.compile_document(domain, data, name, self.providers)
         digest = documents.digest(data)
         epoch = self.guard("push")
-        version_id = self.store.add_version(domain, digest, name, data, actor, reason, epoch=epoch)
-        self.memory.note(self.store.head())
-        info, _ = self.store.version(domain, version_id)
+        version_id = self._store.add_version(domain, digest, name, data, actor, reason, epoch=epoch)
+        self.memory.note(self._store.head())
+        info, _ = self._store.version(domain, version_id)
         return info
 
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
@@ -72,26 +106,34 @@ class Registry:
         return self._flip(items, actor, reason, kind, self.guard("flip pointers"))
 
     def _flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, epoch: str) -> Change:
-        change = self.store.flip(items, actor, reason, kind, epoch=epoch)
-        self.memory.note(self.store.head())
+        change = self._store.flip(items, actor, reason, kind, epoch=epoch)
+        self.memory.note(self._store.head())
         return change
 
     def document(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes]:
         _check_domain(domain)
-        found = self.store.version(domain, version_id)
+        found = self._store.version(domain, version_id)
         if found is None:
             problem = self.store_problem()  # missing because the store lost it: say so
             if problem:
                 raise StoreLostError(store_identity.lost_error_message(problem, f"look up {domain} versions"))
-            raise RegistryError(f"{domain} version {version_id} does not exist")
+            raise NotFoundError(f"{domain} version {version_id} does not exist")
         return found
+
+    def require(self, domain: str, version_id: int) -> None:
+        """For a change naming a version: one that does not exist makes the change a bad
+        request (400), where reading it is a missing resource (404)."""
+        try:
+            self.document(domain, version_id)
+        except NotFoundError as exc:
+            raise RegistryError(str(exc)) from None
 
     def versions(self, domain: str) -> list[VersionInfo]:
         _check_domain(domain)
-        return self.store.versions(domain)
+        return self._store.versions(domain)
 
     def active(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
-        for p in self.store.pointers():
+        for p in self._store.pointers():
             if p.domain == domain and p.scope == scope:
                 return p.version
         return None
@@ -108,7 +150,7 @@ class Registry:
         _check_domain(domain)
         require_reason(reason)
         epoch = self.guard("flip pointers")
-        self.document(domain, version_id)
+        self.require(domain, version_id)
         current = self._current(domain, scope, expect)
         if current == version_id:
             raise RegistryError(f"{domain}/{scope} is already at version {version_id}")
@@ -133,7 +175,7 @@ class Registry:
         target = to if to is not None else self.previous(domain, scope)
         if target is None:
             raise RegistryError(f"{domain}/{scope} has no previous version to roll back to")
-        self.document(domain, target)
+        self.require(domain, target)
         if target == current:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
         return self._flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback", epoch)
@@ -147,51 +189,56 @@ class Registry:
         return current
 
     def previous(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
-        """The version a rollback returns to: activations push, rollbacks pop."""
-        stack: list[int] = []
-        for change in self.store.changes(domain=domain):
-            for item in change.items:
-                if item.domain != domain or item.scope != scope or item.new is None:
-                    continue
-                if change.kind == "rollback" and item.new in stack:
-                    del stack[stack.index(item.new) + 1 :]
-                else:
-                    stack.append(item.new)
-        return stack[-2] if len(stack) >= 2 else None
+        return previous_version(self._store.changes(domain=domain), domain, scope)
 
     def history(self, domain: str | None = None) -> list[Change]:
         if domain:
             _check_domain(domain)
-        return self.store.changes(domain=domain)
+        return self._store.changes(domain=domain)
 
     def in_effect_at(self, at: float) -> dict[tuple[str, str], tuple[int, Change]]:
         """Which version of every domain+scope was in effect at `at` (R9), per the change log."""
-        state: dict[tuple[str, str], tuple[int, Change]] = {}
-        for change in self.store.changes():
-            if change.at > at:
-                break
-            for item in change.items:
-                key = (item.domain, item.scope)
-                if item.new is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = (item.new, change)
-        return state
+        return in_effect_at(self._store.changes(), at)
+
+    def export(self) -> StoreDump:
+        """Everything the store keeps forever, for a backup. Pointers are read first, so every
+        change and version they name is in the dump."""
+        pointers = self._store.pointers()
+        changes = self._store.changes()
+        versions = []
+        for domain in documents.DOMAINS:
+            for info in self._store.versions(domain):
+                found = self._store.version(domain, info.id)
+                if found is not None:
+                    versions.append(StoredVersion(*found))
+        head = self._store.head()
+        if head.identity is None:
+            raise RegistryError(f"control store at {self.where} has no identity: nothing to export")
+        return StoreDump(head.identity, versions, head.last_versions, changes, pointers)
+
+    def restore(self, dump: StoreDump) -> None:
+        """Seeds a store that lost its data with a restored history (R17), if it is still empty."""
+        if not self._store.seed(dump):
+            raise RegistryError(
+                f"control store at {self.where} is not empty; a restore only seeds an empty store "
+                "(empty it, or point [control] at an empty one, first)"
+            )
+        self.memory.note(self._store.head())
 
     def bootstrap(self, docs: dict[str, tuple[bytes, str]], actor: str = "bootstrap") -> Change | None:
         """On an empty store, pushes and activates the configured documents as one change,
         written in one transaction with the store's identity. A store this host has seen
         history in is not empty but wiped: it is refused, never bootstrapped again (R17)."""
-        head = self.store.head()
+        head = self._store.head()
         if head.identity is None:
-            problem = store_identity.judge(head, self.memory.recall(self.store), self.store.where)
+            problem = store_identity.judge(head, self.memory.recall(self._store.replicas()), self._store.where)
             if problem:
                 raise StoreLostError(store_identity.lost_error_message(problem, "bootstrap it again"))
             if not (head.last_change or head.last_versions):
                 return self._seed_bootstrap(docs, actor) if docs else None
-            self.store.claim_identity(store_identity.new_identity())  # history from before identities
+            self._store.claim_identity(store_identity.new_identity())  # history from before identities
         self.guard("bootstrap")
-        if self.store.pointers():
+        if self._store.pointers():
             return None
         items = []
         for domain, (data, name) in docs.items():
@@ -214,10 +261,41 @@ class Registry:
         change = Change(1, at, actor, "initial activation", "bootstrap", items)
         pointers = [Pointer(i.domain, i.scope, 1, 1) for i in items]
         dump = StoreDump(identity, versions, {v.info.domain: 1 for v in versions}, [change], pointers)
-        if not self.store.seed(dump):
+        if not self._store.seed(dump):
             return None
-        self.memory.note(self.store.head())
+        self.memory.note(self._store.head())
         return change
+
+
+def previous_version(changes: list[Change], domain: str, scope: str) -> int | None:
+    """The version a rollback of domain/scope returns to, from the change log in order:
+    activations push, a rollback pops back to the version it returned to."""
+    stack: list[int] = []
+    for change in changes:
+        for item in change.items:
+            if item.domain != domain or item.scope != scope or item.new is None:
+                continue
+            if change.kind == "rollback" and item.new in stack:
+                del stack[stack.index(item.new) + 1 :]
+            else:
+                stack.append(item.new)
+    return stack[-2] if len(stack) >= 2 else None
+
+
+def in_effect_at(changes: list[Change], at: float) -> dict[tuple[str, str], tuple[int, Change]]:
+    """(domain, scope) -> (version, the change that set it) at instant `at`, from the change
+    log in order; a pointer a change unset is absent."""
+    state: dict[tuple[str, str], tuple[int, Change]] = {}
+    for change in changes:
+        if change.at > at:
+            break
+        for item in change.items:
+            key = (item.domain, item.scope)
+            if item.new is None:
+                state.pop(key, None)
+            else:
+                state[key] = (item.new, change)
+    return state
 
 
 def open_registry(settings: Settings) -> Registry:

@@ -41,32 +41,14 @@ class RestorePlan(msgspec.Struct, frozen=True):
     lost_changes: list[int]  # recorded as `lost`
 
 
-def export(store) -> StoreDump:
-    """Everything the store keeps forever, for a backup. Pointers are read first, so every
-    change and version they name is in the dump."""
-    pointers = store.pointers()
-    changes = store.changes()
-    versions = []
-    for domain in documents.DOMAINS:
-        for info in store.versions(domain):
-            found = store.version(domain, info.id)
-            if found is not None:
-                versions.append(StoredVersion(*found))
-    head = store.head()
-    if head.identity is None:
-        raise RegistryError(f"control store at {store.where} has no identity: nothing to export")
-    return StoreDump(head.identity, versions, head.last_versions, changes, pointers)
-
-
 def plan(
     registry: Registry, backup: StoreDump | None, extra_dirs: list[Path], actor: str, reason: str
 ) -> RestorePlan:
-    store = registry.store
-    head = store.head()
-    mark = registry.memory.recall(store)
-    if head.identity is not None and store_identity.judge(head, mark, store.where) is None:
+    head = registry.head()
+    mark = registry.memory.recall(registry.replicas())
+    if head.identity is not None and store_identity.judge(head, mark, registry.where) is None:
         raise RegistryError(
-            f"control store at {store.where} is whole (epoch {head.identity.epoch}, change {head.last_change}); "
+            f"control store at {registry.where} is whole (epoch {head.identity.epoch}, change {head.last_change}); "
             "nothing to restore"
         )
     dirs = [d for d in (registry.memory.state_dir, *extra_dirs) if d is not None]
@@ -97,18 +79,6 @@ def plan(
     stored = sorted(versions.values(), key=lambda v: (v.info.domain, v.info.id))
     dump = StoreDump(identity, stored, last_versions, changes, pointers)
     return RestorePlan(dump, {d: ids for d, ids in missing.items() if ids}, lost)
-
-
-def seed(registry: Registry, restore: RestorePlan) -> Change:
-    """Writes the plan into the store, if it is still empty; returns the `restore` change."""
-    store = registry.store
-    if not store.seed(restore.dump):
-        raise RegistryError(
-            f"control store at {store.where} is not empty; a restore only seeds an empty store "
-            "(empty it, or point [control] at an empty one, first)"
-        )
-    registry.memory.note(store.head())
-    return restore.dump.changes[-1]
 
 
 def _identity(backup: StoreDump | None, mark: Watermark | None, dirs: list[Path]) -> StoreIdentity:

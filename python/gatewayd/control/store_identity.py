@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from gatewayd.control.last_known_good import LastKnownGood
-from gatewayd.control.model import StoreHead, StoreIdentity, Watermark
+from gatewayd.control.model import Replica, StoreHead, StoreIdentity, Watermark
 
 RESTORE_HINT = "Restore it: gatewayd store restore (docs/STORE.md)"
 MARK_FILE = "store-mark.json"
@@ -83,9 +83,11 @@ class StoreMemory:
     def __init__(self, state_dir: Path | None):
         self.state_dir = state_dir
 
-    def recall(self, store) -> Watermark | None:
+    def recall(self, replicas: list[Replica]) -> Watermark | None:
+        """The furthest this host has seen: its own file, its replicas' last-known-good
+        archives, and the marks `replicas` heartbeated."""
         marks = [self._own(), *self._last_known_good()]
-        marks += [r.mark for r in store.replicas()]
+        marks += [r.mark for r in replicas]
         return merge(marks)
 
     def note(self, head: StoreHead) -> None:

@@ -60,7 +60,7 @@ def shadow(registry: Registry, version: int | None, actor: str, reason: str) -> 
         if current is None:
             raise RegistryError("no policy is running in shadow")
         return registry.flip([ChangeItem("policy", SHADOW_SCOPE, current, None)], actor, reason, "shadow")
-    registry.document("policy", version)
+    registry.require("policy", version)
     return registry.flip([ChangeItem("policy", SHADOW_SCOPE, current, version)], actor, reason, "shadow")
 
 
@@ -78,7 +78,7 @@ def activate_bundle(registry: Registry, bundle: Bundle, actor: str, reason: str)
     items = []
     for domain in documents.DOMAINS:
         version = getattr(bundle, domain)
-        registry.document(domain, version)
+        registry.require(domain, version)
         current = registry.active(domain)
         if current != version:
             items.append(ChangeItem(domain, DEFAULT_SCOPE, current, version))
