@@ -62,17 +62,30 @@ def policy_50() -> str:
     """50 rules: 10 regex, 20 keyword, 20 on tenant/model/headers; none matches the bench prompt."""
     rules = []
     regexes = [
-        r"\b(?:\d[ -]?){13,16}\b", r"\b\d{3}-\d{2}-\d{4}\b", r"(?i)api[_-]?key\s*[:=]", r"sk-[A-Za-z0-9]{20,}",
-        r"\bAKIA[0-9A-Z]{16}\b", r"(?i)-----BEGIN [A-Z ]*PRIVATE KEY-----", r"\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b",
-        r"(?i)\bpassw(?:or)?d\s*[:=]", r"\b\d{1,3}(?:\.\d{1,3}){3}\b", r"(?i)ignore (?:all )?previous instructions",
+        r"\b(?:\d[ -]?){13,16}\b",
+        r"\b\d{3}-\d{2}-\d{4}\b",
+        r"(?i)api[_-]?key\s*[:=]",
+        r"sk-[A-Za-z0-9]{20,}",
+        r"\bAKIA[0-9A-Z]{16}\b",
+        r"(?i)-----BEGIN [A-Z ]*PRIVATE KEY-----",
+        r"\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b",
+        r"(?i)\bpassw(?:or)?d\s*[:=]",
+        r"\b\d{1,3}(?:\.\d{1,3}){3}\b",
+        r"(?i)ignore (?:all )?previous instructions",
     ]
     for i, rx in enumerate(regexes):
         rules.append({"id": f"regex-{i}", "when": {"prompt": {"regex": [rx]}}, "action": "deny"})
     for i in range(20):
         words = [f"forbidden-term-{i}-a", f"forbidden-term-{i}-b"]
-        rules.append({"id": f"kw-{i}", "when": {"prompt": {"keywords": words, "case_insensitive": True}}, "action": "deny"})
+        rules.append(
+            {"id": f"kw-{i}", "when": {"prompt": {"keywords": words, "case_insensitive": True}}, "action": "deny"}
+        )
     for i in range(20):
-        when = [{"tenants": [f"tenant-{i}"]}, {"models": [f"legacy-model-{i}*"]}, {"headers": {"x-team": [f"team-{i}"]}}][i % 3]
+        when = [
+            {"tenants": [f"tenant-{i}"]},
+            {"models": [f"legacy-model-{i}*"]},
+            {"headers": {"x-team": [f"team-{i}"]}},
+        ][i % 3]
         rules.append({"id": f"ctx-{i}", "when": when, "action": "deny"})
     return json.dumps({"default": "allow", "rules": rules})
 
@@ -231,12 +244,12 @@ def plot(summary: dict, path: Path) -> None:
     x = range(len(names))
     p50 = [figures[n]["added_latency_p50_us"] for n in names]
     p99 = [figures[n]["added_latency_p99_us"] for n in names]
-    floor = [p - figures[n]["pipeline_over_passthrough_p50_us"] for p, n in zip(p50, names)]
+    floor = [p - figures[n]["pipeline_over_passthrough_p50_us"] for p, n in zip(p50, names, strict=True)]
     left.bar([i - 0.2 for i in x], floor, 0.4, color="#9ecae1", label="p50: bare pass-through (the floor)")
-    left.bar([i - 0.2 for i in x], [p - f for p, f in zip(p50, floor)], 0.4, bottom=floor, color="#3182bd",
+    left.bar([i - 0.2 for i in x], [p - f for p, f in zip(p50, floor, strict=True)], 0.4, bottom=floor, color="#3182bd",
              label="p50: gatewayd's pipeline on top")  # fmt: skip
     left.bar([i + 0.2 for i in x], p99, 0.4, color="#fd8d3c", label="p99")
-    for i, (a, b) in enumerate(zip(p50, p99)):
+    for i, (a, b) in enumerate(zip(p50, p99, strict=True)):
         left.text(i - 0.2, a, str(a), ha="center", va="bottom", fontsize=8)
         left.text(i + 0.2, b, str(b), ha="center", va="bottom", fontsize=8)
     left.axhline(250, color="crimson", linestyle="--", label="target p50 250 µs")
@@ -246,15 +259,19 @@ def plot(summary: dict, path: Path) -> None:
     left.set_title("gatewayd minus calling the mock directly")
     left.set_ylim(0, max(p99 + [1000]) * 1.3)
     left.legend(fontsize=7, loc="upper left")
-    series = [("direct_c32_rps", "mock direct"), ("passthrough_c32_rps", "bare pass-through"),
-              ("gateway_c32_rps", "gatewayd"), ("gateway_cache_hits_c32_rps", "gatewayd cache hits")]
+    series = [
+        ("direct_c32_rps", "mock direct"),
+        ("passthrough_c32_rps", "bare pass-through"),
+        ("gateway_c32_rps", "gatewayd"),
+        ("gateway_cache_hits_c32_rps", "gatewayd cache hits"),
+    ]
     layouts = [n for n in names if "gateway_c32_rps" in figures[n]]
     width = 0.8 / len(series)
     for j, (key, label) in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(layouts))]
         values = [figures[n][key] for n in layouts]
         right.bar(xs, values, width, label=label)
-        for xv, v in zip(xs, values):
+        for xv, v in zip(xs, values, strict=True):
             right.text(xv, v, f"{v / 1000:.1f}k", ha="center", va="bottom", fontsize=7)
     right.axhline(5000, color="crimson", linestyle="--", label="target 5,000 req/s")
     right.axhline(20000, color="orange", linestyle=":", label="target 20,000 req/s (hits)")

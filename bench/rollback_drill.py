@@ -26,15 +26,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from support.gateway import KEYS, Gateway  # noqa: E402
-from support.mock import start_mock  # noqa: E402
-from support.procs import free_port, stop_process  # noqa: E402
-from support.redis import start_redis  # noqa: E402
-
 from gatewayd import _core, config  # noqa: E402
 from gatewayd.control.barrier import wait_for_acks  # noqa: E402
 from gatewayd.control.registry import Registry  # noqa: E402
 from gatewayd.control.stores import open_store  # noqa: E402
+from support.gateway import KEYS, Gateway  # noqa: E402
+from support.mock import start_mock  # noqa: E402
+from support.procs import free_port, stop_process  # noqa: E402
+from support.redis import start_redis  # noqa: E402
 
 BAD_POLICY = b"default: allow\nrules:\n  - {id: overblocking, when: {prompt: {keywords: [invoice]}}, action: deny}\n"
 WRK_SCRIPT = """
@@ -67,7 +66,16 @@ def main() -> None:
     script.write_text(WRK_SCRIPT % KEYS["acme"])
     duration = int(args.flips * 1.2 + 10)
     wrk = subprocess.Popen(
-        ["wrk", "-t2", f"-c{args.connections}", f"-d{duration}s", "--latency", "-s", str(script), gw.url + "/v1/chat/completions"],
+        [
+            "wrk",
+            "-t2",
+            f"-c{args.connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            gw.url + "/v1/chat/completions",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -183,7 +191,9 @@ def _plot(flips: list[dict], late: int, path: Path) -> None:
     right.axvline(500, color="crimson", linestyle="--", label="target p99 500 ms")
     right.set_xlabel("rollback → last acknowledgement (ms)")
     right.set_ylabel("rollbacks")
-    right.set_title(f"p50 {statistics.median(values):.1f} ms, p99 {_percentile(values, 99):.1f} ms; late requests: {late}")
+    right.set_title(
+        f"p50 {statistics.median(values):.1f} ms, p99 {_percentile(values, 99):.1f} ms; late requests: {late}"
+    )
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

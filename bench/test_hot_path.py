@@ -48,10 +48,12 @@ class ReferencePolicy:
         text = "\n".join(m["content"] for m in request["messages"] if isinstance(m.get("content"), str))
         lowered = text.lower()
         verdict = "allow"
-        for rule_id, action, when, regexes, keywords, folded in self.rules:
+        for _rule_id, action, when, regexes, keywords, folded in self.rules:
             if "tenants" in when and tenant not in when["tenants"]:
                 continue
-            if "models" in when and not any(re.fullmatch(g.replace("*", ".*"), request["model"]) for g in when["models"]):
+            if "models" in when and not any(
+                re.fullmatch(g.replace("*", ".*"), request["model"]) for g in when["models"]
+            ):
                 continue
             if "headers" in when:
                 continue  # the bench sends none of the headers the rules look at
@@ -120,9 +122,19 @@ def test_recording_python_reference(benchmark, tmp_path):
     def record() -> int:
         state["seq"] += 1
         fields = {
-            "kind": "request", "request_id": "req", "tenant": "acme", "api": "chat", "model": "mock-gpt",
-            "decision": "allow", "rules": [], "policy_version": 1, "routing_version": 1, "config_version": 1,
-            "status": 200, "seq": state["seq"], "prev": state["prev"],
+            "kind": "request",
+            "request_id": "req",
+            "tenant": "acme",
+            "api": "chat",
+            "model": "mock-gpt",
+            "decision": "allow",
+            "rules": [],
+            "policy_version": 1,
+            "routing_version": 1,
+            "config_version": 1,
+            "status": 200,
+            "seq": state["seq"],
+            "prev": state["prev"],
             "prompt_sha256": hashlib.sha256(BODY).hexdigest(),
             "response_sha256": hashlib.sha256(b'{"ok": true}').hexdigest(),
         }

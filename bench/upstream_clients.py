@@ -208,7 +208,10 @@ def main() -> None:
         stop_process(mock)
 
     rows = median_rows(samples)
-    print(f"medians of {args.repeat} runs of {args.duration}s" + (f"; not installed: {', '.join(skipped)}" * bool(skipped)))
+    print(
+        f"medians of {args.repeat} runs of {args.duration}s"
+        + (f"; not installed: {', '.join(skipped)}" * bool(skipped))
+    )
     print(HEADER)
     for row in rows:
         print(_row(row))

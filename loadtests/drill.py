@@ -55,8 +55,23 @@ def main() -> None:
     _, _, pushed = gatewayd(args.config, "push", "policy", args.policy, "--reason", "drill candidate")
     version = pushed.split(" version ")[1].split()[0]
     locust = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--host", args.host, "--headless",
-         "-u", str(args.users), "-r", str(args.users), "-t", "14s", "--only-summary"],
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(HERE / "locustfile.py"),
+            "--host",
+            args.host,
+            "--headless",
+            "-u",
+            str(args.users),
+            "-r",
+            str(args.users),
+            "-t",
+            "14s",
+            "--only-summary",
+        ],
         env={**os.environ, "GATEWAYD_KEY": args.key, "GATEWAYD_VERSIONS_CSV": str(csv_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -121,7 +136,9 @@ def _timeline(rows: list[dict], marks: list, version: str, path: Path) -> None:
         label = f" command returned after {(end - start) * 1000:.0f} ms"
         ax.text(end - t0, ax.get_ylim()[1] * 0.85, label, fontsize=8, color="crimson")
         if acked:
-            ax.text(end - t0, ax.get_ylim()[1] * 0.77, f" (flip to last ack: {acked.group(1)})", fontsize=8, color="crimson")
+            ax.text(
+                end - t0, ax.get_ylim()[1] * 0.77, f" (flip to last ack: {acked.group(1)})", fontsize=8, color="crimson"
+            )
     ax.set_xlabel("seconds")
     ax.set_ylabel("requests/s by serving version")
     ax.set_title("Rollback drill: which policy version served the traffic")

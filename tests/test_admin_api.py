@@ -20,11 +20,14 @@ from gatewayd import config
 from support.gateway import ADMIN_TOKENS, KEYS, POLICY, Gateway
 
 REPLICAS = 2
-POLICY_INVOICES = POLICY + """\
+POLICY_INVOICES = (
+    POLICY
+    + """\
   - id: block-invoices
     when: {prompt: {keywords: [invoice]}}
     action: deny
 """
+)
 BAD_POLICY = "default: allow\nrules:\n  - id: oops\n    action: explode\n"
 
 
@@ -87,7 +90,7 @@ def served_policy_versions(gw: Gateway, prompt: str = "hello") -> set[str]:
 
 
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 def assert_error(r: httpx.Response, status: int, code: str, *needles: str) -> None:

@@ -44,7 +44,9 @@ def test_a_replica_refuses_to_start_with_an_exposed_key(tmp_path):
     key, _ = new_signer(tmp_path)
     os.chmod(key, 0o644)
     conf = tmp_path / "gatewayd.toml"
-    conf.write_text(f'[audit]\nsigning_key = "{key}"\n[providers.p]\nkind = "openai"\nbase_url = "http://127.0.0.1:1"\n')
+    conf.write_text(
+        f'[audit]\nsigning_key = "{key}"\n[providers.p]\nkind = "openai"\nbase_url = "http://127.0.0.1:1"\n'
+    )
     settings = config.load(conf, {})
     engine = _core.Engine(16, 1 << 20, str(tmp_path), CHAIN, 1 << 20)
     with pytest.raises(AuditKeyError, match="open to group or others"):

@@ -23,7 +23,9 @@ def chat(gw: Gateway, n: int = 20) -> None:
     with httpx.Client(timeout=10) as client:
         for i in range(n):
             body = {"model": "mock-gpt", "messages": [{"role": "user", "content": f"record {i}"}]}
-            r = client.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEYS['acme']}"})
+            r = client.post(
+                gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEYS['acme']}"}
+            )
             assert r.status_code == 200, r.text
 
 

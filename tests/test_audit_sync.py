@@ -97,10 +97,10 @@ def test_a_request_waits_by_its_own_policy_not_the_engines_current_one(tmp_path)
         engine = engine_with(tmp_path / policy, "never")
         sync = AuditSync(engine)
 
-        async def run():
+        async def run(engine, sync, policy):
             seq = engine.event(b'{"kind":"request"}')
             await sync.durable(seq, policy)
             return seq, engine.audit_sync_state()[3]
 
-        seq, synced = asyncio.run(run())
+        seq, synced = asyncio.run(run(engine, sync, policy))
         assert synced >= seq, policy

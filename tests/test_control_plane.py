@@ -108,8 +108,10 @@ def test_a_replica_that_cannot_compile_refuses_and_keeps_serving(cluster, tmp_pa
     assert len(refused) == 1 and "gwC" in refused[0] and "extra" in refused[0]
     headers = {"authorization": f"Bearer {KEYS['acme']}"}
     body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "which routing"}]}
-    served = {gw.root.name[:3]: httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers).headers
-              for gw in cluster}
+    served = {
+        gw.root.name[:3]: httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers).headers
+        for gw in cluster
+    }
     assert served["gwC"]["x-gatewayd-routing-version"] == str(v - 1)  # its last good version
     assert served["gwA"]["x-gatewayd-routing-version"] == str(v)
     done = op.cli("rollback", "routing", "--reason", "gwC cannot serve it")

@@ -12,9 +12,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from conftest import start_provider_mock
 
 from gatewayd import _core
-from conftest import start_provider_mock
 from support.gateway import KEYS
 from support.procs import stop_process
 
@@ -145,7 +145,11 @@ def test_client_errors_get_openai_shaped_json(gateway):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = post(gateway, "/v1/chat/completions", b'{"model": "mock-gpt"}')
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
-    r = post(gateway, "/v1/chat/completions", b'{"model":"mock-gpt","messages":[{"role":"user","content":"' + b"a" * 70000 + b'"}]}')
+    r = post(
+        gateway,
+        "/v1/chat/completions",
+        b'{"model":"mock-gpt","messages":[{"role":"user","content":"' + b"a" * 70000 + b'"}]}',
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.get(gateway.url + "/v1/nowhere", timeout=5)
     assert r.status_code == 404 and "error" in r.json()
@@ -243,8 +247,11 @@ def test_upstream_killed_mid_stream_ends_with_a_clean_error(gateway, fragile_por
     assert not reader.is_alive()
     assert failure, "the client must see an error, not a silently truncated stream"
     assert isinstance(failure[0], (openai.APIError, anthropic.APIError)), repr(failure[0])
-    record = [r for r in gateway.audit_records() if r.get("model") == "fragile-model" and r["api"] == (
-        "chat" if flavour == "openai" else "messages")][-1]
+    record = [
+        r
+        for r in gateway.audit_records()
+        if r.get("model") == "fragile-model" and r["api"] == ("chat" if flavour == "openai" else "messages")
+    ][-1]
     assert record["status"] == 502 and record["error"].startswith("protocol")
 
 

@@ -15,9 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_locust_drill_reports_a_clean_rollback(gateway, tmp_path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "loadtests" / "drill.py"), "--config", str(gateway.config), "--host", gateway.url,
-         "--users", "8", "--key", KEYS["acme"], "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "loadtests" / "drill.py"),
+            "--config",
+            str(gateway.config),
+            "--host",
+            gateway.url,
+            "--users",
+            "8",
+            "--key",
+            KEYS["acme"],
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "drill.json").read_text())

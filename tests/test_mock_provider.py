@@ -58,9 +58,7 @@ def test_chat_completion_echoes_last_user_message(oai):
 
 
 def test_chat_stream_has_requested_chunks_and_usage(oai):
-    chunks = list(
-        chat(oai, stream=True, stream_options={"include_usage": True}, extra_headers={"x-mock-chunks": "5"})
-    )
+    chunks = list(chat(oai, stream=True, stream_options={"include_usage": True}, extra_headers={"x-mock-chunks": "5"}))
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len(pieces) == 5
@@ -237,9 +235,7 @@ def test_malformed_knob_and_body_are_client_errors(mock_url):
     assert httpx.post(f"{mock_url}/v1/nothing", headers=auth).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "value", [[None], [1.5], ["a", 1], [[1, None]], [{}], [[]], [""]], ids=repr
-)
+@pytest.mark.parametrize("value", [[None], [1.5], ["a", 1], [[1, None]], [{}], [[]], [""]], ids=repr)
 def test_malformed_embedding_input_is_a_400_not_a_crash(mock_url, value):
     body = {"model": "text-embedding-3-small", "input": value}
     reply = httpx.post(f"{mock_url}/v1/embeddings", headers={"authorization": "Bearer sk-test"}, json=body)

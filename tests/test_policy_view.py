@@ -40,7 +40,7 @@ def _content(rng: random.Random) -> str:
         return text()
     blocks = []
     for _ in range(rng.randint(1, 2)):
-        pairs = [f'"type":"text"', f"{_key(rng, 'text')}:{text()}"]
+        pairs = ['"type":"text"', f"{_key(rng, 'text')}:{text()}"]
         if rng.random() < 0.15:
             pairs.append(f"{_key(rng, 'text')}:{text()}")
         rng.shuffle(pairs)
@@ -73,7 +73,11 @@ def test_every_accepted_body_reads_to_the_provider_as_policy_judged_it(gateway, 
     rng = random.Random(9)
     outcomes = {"accepted": 0, "duplicate": 0, "denied": 0}
     # Every accepted body must reach the provider, not be answered from the cache.
-    headers = {"authorization": f"Bearer {KEYS['acme']}", "content-type": "application/json", "x-gatewayd-cache": "bypass"}
+    headers = {
+        "authorization": f"Bearer {KEYS['acme']}",
+        "content-type": "application/json",
+        "x-gatewayd-cache": "bypass",
+    }
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as client:
         for _ in range(CASES):
             path, body = generate(rng)

@@ -154,9 +154,7 @@ def _script_problems(script: str, args: list[str]) -> list[str]:
     flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
     if not flags:
         return []
-    done = subprocess.run(
-        [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         return [f"{script} --help failed: {done.stderr.strip().splitlines()[-1:]}"]
     return [f"{script}: no flag {flag}" for flag in flags if not re.search(re.escape(flag) + r"\b", done.stdout)]
@@ -227,5 +225,10 @@ def test_comments_redirections_and_console_prompts_are_not_part_of_the_command()
     assert shell_commands(text) == [(2, "gatewayd status  # replicas"), (6, "gatewayd audit export > x.jsonl")]
     assert words("gatewayd audit export --from T > records.jsonl") == ["gatewayd", "audit", "export", "--from", "T"]
     assert words('gatewayd activate policy 2 --reason "..."   # flip') == [
-        "gatewayd", "activate", "policy", "2", "--reason", "...",
+        "gatewayd",
+        "activate",
+        "policy",
+        "2",
+        "--reason",
+        "...",
     ]

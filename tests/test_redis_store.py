@@ -19,11 +19,11 @@ from gatewayd import config
 from gatewayd.control.local_store import LocalStore
 from gatewayd.control.model import (
     Ack,
+    Change,
     ChangeItem,
     ConflictError,
     Pointer,
     Replica,
-    Change,
     StoreDump,
     StoredVersion,
     StoreHead,
@@ -94,7 +94,12 @@ def test_versions_are_immutable_and_numbered_per_domain(store):
     info, data = store.version("policy", 1)
     assert data == DOC
     assert (info.domain, info.id, info.digest, info.name, info.actor, info.reason) == (
-        "policy", 1, "sha256:a", "p1", "alice", "first"
+        "policy",
+        1,
+        "sha256:a",
+        "p1",
+        "alice",
+        "first",
     )
     assert before - 1 <= info.created_at <= time.time() + 1
     assert [v.id for v in store.versions("policy")] == [1, 2]
@@ -145,7 +150,9 @@ def test_multi_item_flip_is_all_or_nothing(store):
         (d, 1, first.id) for d in ("policy", "routing", "config")
     }
 
-    second = store.flip([ChangeItem(i.domain, i.scope, 1, 2) for i in stale], "alice", "bundle 2", "bundle", epoch=EPOCH)
+    second = store.flip(
+        [ChangeItem(i.domain, i.scope, 1, 2) for i in stale], "alice", "bundle 2", "bundle", epoch=EPOCH
+    )
     assert {(p.version, p.change_id) for p in store.pointers()} == {(2, second.id)}
     assert store.changes() == [first, second]
 
@@ -198,7 +205,11 @@ def test_replicas_and_acks(store):
     got = store.replicas()
     assert [r.name for r in got] == ["h1-w0", "h1-w1"]
     assert (got[1].pid, got[1].host, got[1].started_at, got[1].applied_change, got[1].versions) == (
-        11, "h1", now - 5, 3, {"policy": 3}
+        11,
+        "h1",
+        now - 5,
+        3,
+        {"policy": 3},
     )
     assert all(abs(r.heartbeat_at - now) < 2 for r in got)
     store.remove_replica("h1-w0")
@@ -239,8 +250,13 @@ def test_seed_writes_a_whole_history_once_and_numbers_carry_on_past_it(open_, tm
         Change(1, 1000.0, "restore", "lost", "lost", []),
         Change(2, 1001.25, "bob", "back", "restore", [ChangeItem("policy", "default", None, 2)]),
     ]
-    dump = StoreDump(StoreIdentity("e1", 999.0), [StoredVersion(info, DOC)], {"policy": 5}, changes,
-                     [Pointer("policy", "default", 2, 2)])
+    dump = StoreDump(
+        StoreIdentity("e1", 999.0),
+        [StoredVersion(info, DOC)],
+        {"policy": 5},
+        changes,
+        [Pointer("policy", "default", 2, 2)],
+    )
     assert store.seed(dump) is True
     assert store.seed(dump) is False  # a store with history is never seeded over
     assert store.head() == StoreHead(StoreIdentity("e1", 999.0), 2, {"policy": 5})
@@ -259,10 +275,18 @@ def test_heartbeats_carry_the_replicas_watermark(store):
 
 
 def test_pointers_come_ordered_by_domain_and_scope(store):
-    for domain, scope in (("routing", "tenant:z"), ("policy", "tenant:b"), ("config", "default"), ("policy", "default")):
+    for domain, scope in (
+        ("routing", "tenant:z"),
+        ("policy", "tenant:b"),
+        ("config", "default"),
+        ("policy", "default"),
+    ):
         store.flip([ChangeItem(domain, scope, None, 1)], "alice", "set", "activate", epoch=EPOCH)
     assert [(p.domain, p.scope) for p in store.pointers()] == [
-        ("config", "default"), ("policy", "default"), ("policy", "tenant:b"), ("routing", "tenant:z")
+        ("config", "default"),
+        ("policy", "default"),
+        ("policy", "tenant:b"),
+        ("routing", "tenant:z"),
     ]
 
 
@@ -306,15 +330,28 @@ def unavailable(request, tmp_path):
         return
     setup = identified(LocalStore(tmp_path))
     setup.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
-    before = (setup.head(), setup.versions("policy"), setup.changes(), setup.pointers(), setup.replicas(), setup.acks(1))
+    before = (
+        setup.head(),
+        setup.versions("policy"),
+        setup.changes(),
+        setup.pointers(),
+        setup.replicas(),
+        setup.acks(1),
+    )
     holder = sqlite3.connect(setup.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # a writer stuck mid-transaction in another process
     store = LocalStore(tmp_path, lock_timeout_s=0.2)
 
     def unchanged():
         holder.execute("ROLLBACK")
-        assert (setup.head(), setup.versions("policy"), setup.changes(), setup.pointers(), setup.replicas(),
-                setup.acks(1)) == before
+        assert (
+            setup.head(),
+            setup.versions("policy"),
+            setup.changes(),
+            setup.pointers(),
+            setup.replicas(),
+            setup.acks(1),
+        ) == before
 
     yield store, f"control store {setup.path}: database is locked", unchanged
     for handle in (store, setup, holder):
@@ -333,7 +370,7 @@ def test_a_write_the_store_cannot_take_raises_store_unavailable_and_writes_nothi
         "remove_replica": lambda: store.remove_replica("h1-w0"),
         "ack": lambda: store.ack(Ack(1, "h1-w0", True, "", time.time())),
     }
-    for name, write in writes.items():
+    for write in writes.values():
         with pytest.raises(StoreUnavailableError, match=names):
             write()
     unchanged()

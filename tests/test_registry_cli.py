@@ -25,7 +25,7 @@ def gw(tmp_path_factory, mock_port, fragile_port):
 
 
 def iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def snapshot(gw: Gateway) -> tuple[str, str]:
@@ -81,7 +81,9 @@ def test_at_answers_across_several_flips(gw, tmp_path):
     ],
 )
 def test_bad_documents_and_calls_get_one_line_and_change_nothing(gw, tmp_path, args, message):
-    (tmp_path / "bad.yaml").write_text("rules:\n  - id: x\n    when: {prompt: {regex: ['(unclosed']}}\n    action: deny\n")
+    (tmp_path / "bad.yaml").write_text(
+        "rules:\n  - id: x\n    when: {prompt: {regex: ['(unclosed']}}\n    action: deny\n"
+    )
     (tmp_path / "routing.yaml").write_text("routes:\n  - {match: '*', provider: nowhere}\n")
     (tmp_path / "runtime.yaml").write_text("rate_limit: {requests_per_minute: 60, scope: global}\n")
     files = {"doc": "bad.yaml", "missing": "nope.yaml", "routing": "routing.yaml", "runtime": "runtime.yaml"}
@@ -138,7 +140,7 @@ def test_shadow_policy_is_recorded_and_counted_not_enforced(gw, tmp_path):
     record = [x for x in gw.audit_records() if x.get("request_id") == request_id][0]
     assert record["shadow"]["version"] == version and record["shadow"]["decision"] == "deny"
     metrics = httpx.get(gw.url + "/metrics").text
-    assert 'gatewayd_shadow_decisions_total{' in metrics and f'shadow_version="{version}"' in metrics
+    assert "gatewayd_shadow_decisions_total{" in metrics and f'shadow_version="{version}"' in metrics
     gw.cli("shadow", "off", "--reason", "seen enough")
     r = _chat(gw, KEYS["acme"], "after shadow")
     record = [x for x in gw.audit_records() if x.get("request_id") == r.headers["x-request-id"]][0]

@@ -11,6 +11,7 @@ import json
 import socket
 
 from conftest import start_provider_mock
+
 from support.gateway import KEYS, RUNTIME, Gateway
 from support.procs import stop_process
 from support.raw_http import read_until_closed, status_and_headers

@@ -183,7 +183,9 @@ def test_another_stores_data_is_refused_and_never_acknowledged(gateway, redis_se
     identity = StoreIdentity(uuid.uuid4().hex, time.time())
     foreign.seed(StoreDump(identity, [], {}, [], []))
     foreign.add_version("policy", "sha256:x", "theirs.yaml", OTHER_POLICY.encode(), "them", "x", epoch=identity.epoch)
-    change = foreign.flip([ChangeItem("policy", "default", None, 1)], "them", "theirs", "activate", epoch=identity.epoch)
+    change = foreign.flip(
+        [ChangeItem("policy", "default", None, 1)], "them", "theirs", "activate", epoch=identity.epoch
+    )
     wait_for_holding_replicas(gateway)
 
     other = f"holds another store's data: epoch {identity.epoch}"

@@ -304,7 +304,7 @@ def test_body_cut_short_is_protocol_error(stream):
     async def main():
         async def truncate(reader, writer):
             await reader.read(65536)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"")
+            writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"id"')
             await writer.drain()
             writer.close()
 

@@ -1,10 +1,9 @@
 """Type stubs for the Rust extension (rust/py): the gateway's hot path."""
 
 from collections.abc import Iterator
+from typing import Literal
 
 from gatewayd.control.snapshot import Snapshot
-
-from typing import Literal
 
 Verdict = Literal["allow", "deny", "invalid", "unroutable", "rejected"]
 CacheState = Literal["hit", "miss", "bypass"]
@@ -95,7 +94,9 @@ class Admission:
 class Engine:
     """One replica's response cache and audit chain."""
 
-    def __init__(self, cache_entries: int, cache_bytes: int, audit_dir: str, chain: str, segment_bytes: int) -> None: ...
+    def __init__(
+        self, cache_entries: int, cache_bytes: int, audit_dir: str, chain: str, segment_bytes: int
+    ) -> None: ...
     def admit(
         self,
         *,

@@ -161,9 +161,9 @@ def _apply_env(raw: dict, environ: dict[str, str]) -> None:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == "GATEWAYD_CONFIG":
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         for section, fields in sections.items():
-            field = rest[len(section) + 1:] if rest.startswith(section + "_") else None
+            field = rest[len(section) + 1 :] if rest.startswith(section + "_") else None
             if field in fields:
                 raw.setdefault(section, {})[field] = _scalar(value)
 
@@ -216,7 +216,9 @@ def _check(s: Settings, label: str) -> None:
     if a.retain_days < 0 or a.retain_bytes < 0:
         raise ConfigError(f"{label}: audit.retain_days and audit.retain_bytes: must not be negative")
     if (a.retain_days or a.retain_bytes) and not a.signing_key:
-        raise ConfigError(f"{label}: audit.signing_key: retention needs it (kept segments are pinned by signed checkpoints)")
+        raise ConfigError(
+            f"{label}: audit.signing_key: retention needs it (kept segments are pinned by signed checkpoints)"
+        )
     for name, provider in s.providers.items():
         if provider.kind not in PROVIDER_KINDS:
             raise ConfigError(f"{label}: providers.{name}.kind: must be one of {', '.join(PROVIDER_KINDS)}")

@@ -170,7 +170,7 @@ class Gateway:
         )
         self.proc = None
 
-    def start(self, wrapper: list[str] = ()) -> "Gateway":
+    def start(self, wrapper: list[str] = ()) -> Gateway:
         """`wrapper` runs the server under another command (e.g. prlimit)."""
         self.proc = start_process([*wrapper, *self.cli_argv("serve")], self.url + "/healthz", timeout=60)
         wait_ready(self.url + "/readyz")

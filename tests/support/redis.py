@@ -45,9 +45,7 @@ def start_redis(
     if password:
         argv += ["--requirepass", password]
     log = tempfile.TemporaryFile()
-    proc = ServerProcess(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = ServerProcess(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log = log
     auth = f":{password}@" if password else ""
     url = f"{'rediss' if tls else 'redis'}://{auth}127.0.0.1:{port}/0{query}"

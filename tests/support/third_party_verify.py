@@ -86,7 +86,9 @@ def verify_chain(root, chain, vkey):
     numbers = sorted(int(f[:8]) for f in os.listdir(folder) if re.fullmatch(r"[0-9]{8}\.seg", f))
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "a segment is missing"
     notes = {}
-    names = os.listdir(os.path.join(folder, "checkpoints")) if os.path.isdir(os.path.join(folder, "checkpoints")) else []
+    names = (
+        os.listdir(os.path.join(folder, "checkpoints")) if os.path.isdir(os.path.join(folder, "checkpoints")) else []
+    )
     for name in (n for n in names if n.endswith(".note")):
         origin, size, note_root = check_note(open(os.path.join(folder, "checkpoints", name)).read(), vkey)
         assert origin.endswith("/" + chain) and name == f"{size}.note", f"{name}: not this chain's"

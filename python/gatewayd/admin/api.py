@@ -7,7 +7,8 @@ import asyncio
 import logging
 import re
 import threading
-from typing import Annotated, Callable, TypeVar
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 from urllib.parse import quote
 
 import msgspec

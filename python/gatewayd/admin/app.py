@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 import re
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from gatewayd import config
 from gatewayd.admin.api import AdminApi
@@ -71,7 +71,7 @@ class AdminApp:
         if path == "/healthz":
             return json_reply(200, {"status": "ok"})
         token = self._token(scope["headers"])
-        for pattern, methods in ROUTES:
+        for pattern, methods in ROUTES:  # noqa: B007 (used after the break)
             match = pattern.fullmatch(path)
             if match:
                 break

@@ -52,7 +52,7 @@ class Verifier:
     public: bytes
 
     @classmethod
-    def parse(cls, text: str, where: str) -> "Verifier":
+    def parse(cls, text: str, where: str) -> Verifier:
         try:
             name, id_hex, encoded = text.strip().split("+", 2)  # base64 may hold "+"
             blob = base64.b64decode(encoded, validate=True)
@@ -91,11 +91,11 @@ class Signer:
         return self.verifier.name
 
     @classmethod
-    def generate(cls, name: str) -> "Signer":
+    def generate(cls, name: str) -> Signer:
         return cls(name, nacl.signing.SigningKey.generate())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], origin: str = "gatewayd") -> "Signer":
+    def load(cls, path: str | os.PathLike[str], origin: str = "gatewayd") -> Signer:
         """Reads a signing key file, refusing one that others could read or replace."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -120,7 +120,10 @@ def run_verify(args) -> int:
         if r.checkpoints:
             signed = f"{r.checkpoints} checkpoint(s) signed by {', '.join(sorted(r.signers))}"
         damage = f"; {len(r.problems)} problem(s), listed below" if r.problems else ""
-        print(f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), head seq {r.head_seq}; {signed}{damage}")
+        print(
+            f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), "
+            f"head seq {r.head_seq}; {signed}{damage}"
+        )
     for line in problems + notes:
         print(line)
     if problems:

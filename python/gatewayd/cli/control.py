@@ -75,7 +75,10 @@ def run_push(args) -> int:
     registry = open_registry(load_settings(args))
     data = documents.read_file(args.file)
     info = registry.push(args.domain, data, args.file.rsplit("/", 1)[-1], actor(), args.reason)
-    print(f"pushed {info.domain} version {info.id} ({info.digest}); not active: `gatewayd activate {info.domain} {info.id}`")
+    print(
+        f"pushed {info.domain} version {info.id} ({info.digest}); "
+        f"not active: `gatewayd activate {info.domain} {info.id}`"
+    )
     return 0
 
 
@@ -128,8 +131,10 @@ def run_status(args) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     last = status.last_change.id if status.last_change else 0
     if status.store_problem:
-        print(f"store LOST: {status.store_problem}. Replicas serve their last-known-good state; "
-              "restore it: gatewayd store restore (docs/STORE.md)")
+        print(
+            f"store LOST: {status.store_problem}. Replicas serve their last-known-good state; "
+            "restore it: gatewayd store restore (docs/STORE.md)"
+        )
     else:
         active = ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers)
         print(f"active: {active} (change {last})")
@@ -154,11 +159,15 @@ def run_store(args) -> int:
     plan = restore.plan(registry, backup, extra, actor(), args.reason)
     registry.restore(plan.dump)
     dump, change = plan.dump, plan.dump.changes[-1]
-    print(f"restored control store at {registry.where}: epoch {dump.identity.epoch}, {len(dump.versions)} "
-          f"versions, {len(dump.changes)} changes ({len(plan.lost_changes)} recorded as lost)")
+    print(
+        f"restored control store at {registry.where}: epoch {dump.identity.epoch}, {len(dump.versions)} "
+        f"versions, {len(dump.changes)} changes ({len(plan.lost_changes)} recorded as lost)"
+    )
     for domain, ids in sorted(plan.missing_versions.items()):
-        print(f"not recovered: {domain} versions {', '.join(map(str, ids))} (in no backup or archive; "
-              "their numbers stay used)")
+        print(
+            f"not recovered: {domain} versions {', '.join(map(str, ids))} (in no backup or archive; "
+            "their numbers stay used)"
+        )
     return await_change(registry, change, args.timeout)
 
 

@@ -55,7 +55,7 @@ def run_bundle(args) -> int:
     registry = open_registry(load_settings(args))
     if args.action == "activate":
         if not args.manifest:
-                raise CliError("bundle activate: a manifest file is required")
+            raise CliError("bundle activate: a manifest file is required")
         bundle = switches.parse_bundle(documents.read_file(args.manifest), args.manifest)
         change = switches.activate_bundle(registry, bundle, actor(), args.reason)
     else:

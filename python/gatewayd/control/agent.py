@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from gatewayd.control import documents, store_identity
 from gatewayd.control import snapshot as snapshots
@@ -160,7 +160,9 @@ class ReplicaAgent:
         if self.holding:
             self.holding = ""
             self._event({"kind": "replica", "event": "store_restored", "change": last})
-            log.warning("replica %s: control store is whole again (restored); following it from change %d", self.name, last)
+            log.warning(
+                "replica %s: control store is whole again (restored); following it from change %d", self.name, last
+            )
 
     def _apply(self, last: int) -> None:
         pending = [c for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
@@ -257,7 +259,14 @@ class ReplicaAgent:
         versions = self.snapshot.versions() if self.snapshot else {}
         self.store.heartbeat(
             Replica(
-                self.name, os.getpid(), socket.gethostname(), self.started_at, now, self.applied_change, versions, self.mark
+                self.name,
+                os.getpid(),
+                socket.gethostname(),
+                self.started_at,
+                now,
+                self.applied_change,
+                versions,
+                self.mark,
             )
         )
         live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S)

@@ -10,8 +10,8 @@ once, with its metadata, under `archive/<epoch>/`: a wiped store is re-seeded fr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 

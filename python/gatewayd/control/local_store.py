@@ -133,7 +133,8 @@ class LocalStore:
                 db.execute("INSERT INTO changes VALUES (?,?,?,?,?)", (c.id, c.at, c.actor, c.reason, c.kind))
                 db.executemany("INSERT INTO change_items VALUES (?,?,?,?,?)", [(c.id, *_item_row(i)) for i in c.items])
             db.executemany(
-                "INSERT INTO pointers VALUES (?,?,?,?)", [(p.domain, p.scope, p.version, p.change_id) for p in dump.pointers]
+                "INSERT INTO pointers VALUES (?,?,?,?)",
+                [(p.domain, p.scope, p.version, p.change_id) for p in dump.pointers],
             )
             return True
 
@@ -148,7 +149,9 @@ class LocalStore:
         row = db.execute("SELECT epoch FROM identity").fetchone()
         if row is None or row[0] != epoch:
             found = f"epoch {row[0]}" if row else "no identity"
-            raise StoreLostError(f"control store at {self.where}: expected epoch {epoch}, found {found}; nothing written")
+            raise StoreLostError(
+                f"control store at {self.where}: expected epoch {epoch}, found {found}; nothing written"
+            )
 
     @staticmethod
     def _last_versions(db: sqlite3.Connection) -> dict[str, int]:
@@ -192,7 +195,10 @@ class LocalStore:
     # -- pointers and changes ---------------------------------------------------------
     @_guarded
     def pointers(self) -> list[Pointer]:
-        return [Pointer(*r) for r in self._db.execute("SELECT domain,scope,version,change_id FROM pointers ORDER BY domain, scope")]
+        return [
+            Pointer(*r)
+            for r in self._db.execute("SELECT domain,scope,version,change_id FROM pointers ORDER BY domain, scope")
+        ]
 
     @_guarded
     def last_change_id(self) -> int:
@@ -263,7 +269,8 @@ class LocalStore:
     @_guarded
     def replicas(self) -> list[Replica]:
         rows = self._db.execute(
-            "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark FROM replicas ORDER BY name"
+            "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark"
+            " FROM replicas ORDER BY name"
         ).fetchall()
         return [Replica(*r[:6], _parse_versions(r[6]), _parse_mark(r[7])) for r in rows]
 
@@ -290,7 +297,7 @@ class LocalStore:
     def subscribe(self, *, check_interval_s: float | None = None) -> LocalSubscription:
         return LocalSubscription(self.path, 0.01 if check_interval_s is None else check_interval_s)
 
-    def _write(self) -> "_Transaction":
+    def _write(self) -> _Transaction:
         return _Transaction(self._db)
 
 

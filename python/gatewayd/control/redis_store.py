@@ -179,7 +179,7 @@ class RedisStore:
             pipe.get(self._key("version-id", domain))
         identity, last_change, *counters = pipe.execute()
         found = msgspec.json.decode(identity, type=StoreIdentity) if identity else None
-        last_versions = {d: int(c) for d, c in zip(DOMAINS, counters) if c is not None}
+        last_versions = {d: int(c) for d, c in zip(DOMAINS, counters, strict=True) if c is not None}
         return StoreHead(found, last_change, last_versions)
 
     @_guarded
@@ -214,7 +214,9 @@ class RedisStore:
 
     def _lost(self, expected: str, found: bytes) -> StoreLostError:
         what = f"epoch {found.decode()}" if found else "no identity"
-        return StoreLostError(f"control store at {self.where}: expected epoch {expected}, found {what}; nothing written")
+        return StoreLostError(
+            f"control store at {self.where}: expected epoch {expected}, found {what}; nothing written"
+        )
 
     # -- versions ---------------------------------------------------------------------
     @_guarded
@@ -324,7 +326,11 @@ class RedisStore:
 
     def subscribe(self, *, check_interval_s: float | None = None) -> RedisSubscription:
         """Pings every `check_interval_s` (default 1 s) to notice a half-open connection."""
-        return RedisSubscription(self._url, self.where, self._channel, 1.0 if check_interval_s is None else check_interval_s)
+        return RedisSubscription(
+            self._url, self.where, self._channel, 1.0 if check_interval_s is None else check_interval_s
+        )
+
+
 def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
     created_at, body = _unstamp(meta, _VersionBody)
     return VersionInfo(domain, version_id, body.digest, body.name, created_at, body.actor, body.reason)

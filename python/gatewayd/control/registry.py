@@ -9,8 +9,7 @@ that lost its data, or holds another's, is refused before a used number is given
 from __future__ import annotations
 
 from gatewayd.config import Settings
-from gatewayd.control import documents
-from gatewayd.control import store_identity
+from gatewayd.control import documents, store_identity
 from gatewayd.control.model import (
     DEFAULT_SCOPE,
     Ack,
@@ -22,8 +21,8 @@ from gatewayd.control.model import (
     RegistryError,
     Replica,
     StoreDump,
-    StoreHead,
     StoredVersion,
+    StoreHead,
     StoreLostError,
     VersionInfo,
 )
@@ -255,7 +254,9 @@ class Registry:
         for domain, (data, name) in docs.items():
             _check_domain(domain)
             documents.compile_document(domain, data, name, self.providers)
-            info = VersionInfo(domain, 1, documents.digest(data), name, at, actor, "initial version from the config file")
+            info = VersionInfo(
+                domain, 1, documents.digest(data), name, at, actor, "initial version from the config file"
+            )
             versions.append(StoredVersion(info, data))
             items.append(ChangeItem(domain, DEFAULT_SCOPE, None, 1))
         change = Change(1, at, actor, "initial activation", "bootstrap", items)

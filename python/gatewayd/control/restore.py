@@ -41,9 +41,7 @@ class RestorePlan(msgspec.Struct, frozen=True):
     lost_changes: list[int]  # recorded as `lost`
 
 
-def plan(
-    registry: Registry, backup: StoreDump | None, extra_dirs: list[Path], actor: str, reason: str
-) -> RestorePlan:
+def plan(registry: Registry, backup: StoreDump | None, extra_dirs: list[Path], actor: str, reason: str) -> RestorePlan:
     head = registry.head()
     mark = registry.memory.recall(registry.replicas())
     if head.identity is not None and store_identity.judge(head, mark, registry.where) is None:

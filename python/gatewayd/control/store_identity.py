@@ -57,7 +57,10 @@ def judge(head: StoreHead, mark: Watermark | None, where: str) -> str | None:
     missing = _missing(head, mark)
     created = _iso(mark.created_at)
     if head.identity is None:
-        return f"control store at {where} has lost its data: epoch {mark.epoch} (created {created}) is gone and {missing} are missing"
+        return (
+            f"control store at {where} has lost its data: epoch {mark.epoch} (created {created}) "
+            f"is gone and {missing} are missing"
+        )
     if head.identity.epoch != mark.epoch:
         return (
             f"control store at {where} holds another store's data: epoch {head.identity.epoch} (created "
@@ -135,4 +138,4 @@ def _missing(head: StoreHead, mark: Watermark) -> str:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -16,7 +16,7 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 
 from . import anthropic, openai
 from .common import ProviderError, encode, new_id
-from .config import HeaderGetter, Knobs, KnobError, MockConfig, resolve_knobs
+from .config import HeaderGetter, KnobError, Knobs, MockConfig, resolve_knobs
 
 JOURNAL_SIZE = 100
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})

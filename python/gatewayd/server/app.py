@@ -20,12 +20,10 @@ from gatewayd.audit.verify import REFUSED_CHAIN
 from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.stores import open_store
-from gatewayd.server import errors
-from gatewayd.server import metrics
-from gatewayd.server import asgi
+from gatewayd.server import asgi, errors, metrics
 from gatewayd.server.asgi import JSON, respond
-from gatewayd.server.connections import ConnectionCapWatch, connection_cap
 from gatewayd.server.auth import Authenticator
+from gatewayd.server.connections import ConnectionCapWatch, connection_cap
 from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_replica
 from gatewayd.upstream import UpstreamClient
@@ -246,5 +244,7 @@ async def _error(send, status: int, message: str, code: str, anthropic: bool) ->
 
 def create_app() -> GatewayApp:
     """granian's factory entry point: the config path comes through the environment."""
-    logging.basicConfig(level=os.environ.get("GATEWAYD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("GATEWAYD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     return GatewayApp(config.load(os.environ.get("GATEWAYD_CONFIG") or None))

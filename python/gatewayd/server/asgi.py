@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import CancelledError, current_task
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -137,7 +137,10 @@ def transfer_coding_problem(values: list[bytes]) -> tuple[int, str] | None:
         return None
     if codings.count(b"chunked") > 1:
         return 400, "Transfer-Encoding applies chunked more than once (RFC 9112, section 7)"
-    return 501, f"Transfer-Encoding {b', '.join(codings).decode('latin-1')} is not supported; send chunked or Content-Length"
+    return (
+        501,
+        f"Transfer-Encoding {b', '.join(codings).decode('latin-1')} is not supported; send chunked or Content-Length",
+    )
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

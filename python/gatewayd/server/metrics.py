@@ -100,10 +100,12 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
     for replica, snap in engines:
         merged: dict[tuple, list] = {}
         for key, hist in snap.requests:
-            acc = merged.setdefault((key.policy_version, key.routing_version, key.config_version, key.api), [0, 0.0, None])
+            acc = merged.setdefault(
+                (key.policy_version, key.routing_version, key.config_version, key.api), [0, 0.0, None]
+            )
             acc[0] += hist.count
             acc[1] += hist.sum_seconds
-            acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets)]
+            acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets, strict=True)]
         for (p, r, c, api), (count, total, buckets) in sorted(merged.items()):
             base = _labels(replica=replica, policy_version=p, routing_version=r, config_version=c, api=api)
             running = 0

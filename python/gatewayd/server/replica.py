@@ -13,9 +13,10 @@ import fcntl
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from gatewayd.errors import ChainCorruptError
 
