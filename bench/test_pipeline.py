@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from gateway_bench import PROMPT, SHIPPED_RUNTIME, pin, policy_50  # noqa: E402
+
 from support.gateway import KEYS, PROVIDER_KEY, Gateway  # noqa: E402
 from support.mock import start_mock  # noqa: E402
 from support.procs import free_port, stop_process  # noqa: E402

@@ -50,14 +50,19 @@ RAW_PROVIDERS = {
     "eof-anthropic": [UNTIL_CLOSE + ANTHROPIC_EVENTS],
     # The last event split across two reads: complete.
     "split": [UNTIL_CLOSE + OPENAI_EVENTS + b"data: [DO", b"NE]\n\n"],
-    "split-anthropic": [UNTIL_CLOSE + ANTHROPIC_EVENTS + b"event: message_st", b'op\ndata: {"type":"message_stop"}\n\n'],
+    "split-anthropic": [
+        UNTIL_CLOSE + ANTHROPIC_EVENTS + b"event: message_st",
+        b'op\ndata: {"type":"message_stop"}\n\n',
+    ],
     # The announced length ends the stream before its last event, which comes later.
     "short": [SSE_HEAD + b"content-length: %d\r\n\r\n" % len(OPENAI_EVENTS) + OPENAI_EVENTS, b"data: [DONE]\n\n"],
     # ... and a whole answer a few bytes in.
     "clipped": [JSON_HEAD + b"content-length: 40\r\n\r\n" + CHAT_ANSWER[:40], CHAT_ANSWER[40:]],
     # A whole answer, then in the same read another response (a status it would pass for).
     "smuggling": [
-        JSON_HEAD + b"content-length: %d\r\n\r\n" % len(CHAT_ANSWER) + CHAT_ANSWER
+        JSON_HEAD
+        + b"content-length: %d\r\n\r\n" % len(CHAT_ANSWER)
+        + CHAT_ANSWER
         + b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 2\r\n\r\n{}"
     ],
     "html-error": [
@@ -68,10 +73,16 @@ RAW_PROVIDERS = {
 # Mock providers: name -> x-mock-fault.
 MOCK_FAULTS = {"cut": "truncate", "garbled": "invalid-json", "echoing": "echo-key", "empty": "empty-error"}
 
-ROUTING = "routes:\n" + "".join(
-    f'  - {{match: "{name}-*", provider: {name}}}\n  - {{match: "{name}-*", provider: {name}-anthropic}}\n'
-    for name in ("eof", "split", "cut", "garbled", "echoing", "empty")
-) + "".join(f'  - {{match: "{name}-*", provider: {name}}}\n' for name in ("short", "clipped", "smuggling", "html-error"))
+ROUTING = (
+    "routes:\n"
+    + "".join(
+        f'  - {{match: "{name}-*", provider: {name}}}\n  - {{match: "{name}-*", provider: {name}-anthropic}}\n'
+        for name in ("eof", "split", "cut", "garbled", "echoing", "empty")
+    )
+    + "".join(
+        f'  - {{match: "{name}-*", provider: {name}}}\n' for name in ("short", "clipped", "smuggling", "html-error")
+    )
+)
 
 
 def _providers(raw_urls: dict[str, str], mock_port: int) -> str:
