@@ -38,6 +38,7 @@ from gatewayd.server.asgi import (
     transfer_coding_problem,
 )
 from gatewayd.server.auth import Authenticator
+from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.ratelimit import TenantLimiter
 from gatewayd.upstream import UpstreamClient, UpstreamError
@@ -187,28 +188,20 @@ class Pipeline:
         or the last failure. Returns it (a response or an UpstreamError) and ``via``:
         (which upstream it is, 0 the provider; what failed before it)."""
         health = self.health
-        name, body, tried, alternatives = adm.provider, adm.body, 0, None
-        failovers: list[str] = []
+        route = Failover(adm)
         while True:
-            if health.available(name, time.monotonic()) or _last(adm, tried, alternatives):
-                upstream = await self._call(scope, name, adm, body, config)
-                failure = _failure(upstream)
-                if failure is None:
-                    health.succeeded(name)
-                    return upstream, (tried, failovers)
-                if health.failed(name, time.monotonic(), config.ejection):
-                    log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
-            else:
-                upstream, failure = None, "ejected"  # failing lately: straight to the next
-            if alternatives is None:
-                alternatives = adm.fallbacks
-            if tried == len(alternatives):
-                return upstream, (tried, failovers)  # no fallback left: the last failure stands
-            if upstream is not None and not isinstance(upstream, UpstreamError):
+            name, body = route.upstream(health, time.monotonic())  # an ejected one is passed over
+            upstream = await self._call(scope, name, adm, body, config)
+            failure = _failure(upstream)
+            if failure is None:
+                health.succeeded(name)
+                return upstream, route.via
+            if health.failed(name, time.monotonic(), config.ejection):
+                log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
+            if not route.failed(failure):
+                return upstream, route.via  # no fallback left: the last failure stands
+            if not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
-            failovers.append(f"{name}: {failure}")
-            name, body = alternatives[tried].provider, alternatives[tried].body
-            tried += 1
 
     async def _call(self, scope, name: str, adm, body: bytes, config):
         """One provider's response, or the UpstreamError it failed with."""
@@ -400,13 +393,6 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
         elif name in ANSWER_CHANGING:
             seen.vary += f"{name.decode()}:{value.decode('latin-1')}\n"
     return seen
-
-
-def _last(adm, tried: int, alternatives) -> bool:
-    """Whether the upstream at `tried` is the request's last chance (tried even if ejected)."""
-    if alternatives is None:
-        return not adm.fallbacks
-    return tried == len(alternatives)
 
 
 def _answering(adm, via) -> str:
