@@ -81,7 +81,12 @@ def test_every_missing_domain_is_named():
 def test_only_the_default_scope_completes_a_domain():
     # A tenant policy, a shadow candidate or a routing/config pointer of another scope
     # does not stand in for the default one.
-    others = [pointer("policy", 2, "tenant:acme"), pointer("policy", 3, "shadow"), pointer("routing", 4, "x"), pointer("config", 5, "x")]
+    others = [
+        pointer("policy", 2, "tenant:acme"),
+        pointer("policy", 3, "shadow"),
+        pointer("routing", 4, "x"),
+        pointer("config", 5, "x"),
+    ]
     with pytest.raises(IncompleteState, match=r"^no active version for policy, routing, config$"):
         snapshot(*others, base=[])
 
