@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension (rust/py): the gateway's hot path."""
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, TypedDict
 
 from gatewayd.control.snapshot import Snapshot
 
@@ -11,6 +11,42 @@ FsyncPolicy = Literal["never", "interval", "group", "always"]
 
 FSYNC_POLICIES: list[FsyncPolicy]  # the audit writer's policies, as the runtime config names them
 LATENCY_BUCKETS: list[float]  # upper bounds (seconds) of the request latency histogram; +Inf implied
+
+# The dicts the extension returns, key by key (rust/py/src/audit.rs). These TypedDicts exist
+# for the type checker only: the extension has no such names at run time.
+RootCheck = Literal["matches", "retired", "differs", "not checked"]
+
+class ChainVerification(TypedDict):
+    records: int
+    segments: int
+    first_segment: int
+    first_seq: int
+    head_seq: int
+    head_hash: str  # hex
+    root: str  # base64
+    tail_bytes: int
+    checkpoints: list[tuple[str, int, RootCheck]]  # (note path, size, root check)
+    problems: list[str]
+
+class InclusionProof(TypedDict):
+    seq: int
+    size: int
+    record: bytes
+    leaf: str  # base64, as every hash below
+    hashes: list[str]
+    root: str
+
+class ConsistencyProof(TypedDict):
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    hashes: list[str]
+
+class AuditOpened(TypedDict):
+    created: bool
+    torn_tail: tuple[str, int, int] | None  # (segment, offset, bytes cut)
+    checkpoint: int | None  # the checkpoint size the chain was re-verified from
 
 class GatewaydError(Exception):
     """Base of every error gatewayd raises on purpose (gatewayd.errors derives from it)."""
@@ -150,7 +186,7 @@ class Engine:
         """Syncs what was appended so far without holding up appends; the synced seq."""
     def audit_head(self) -> tuple[int, str]: ...
     def audit_dir(self) -> str: ...
-    def audit_opened(self) -> dict[str, object]:
+    def audit_opened(self) -> AuditOpened:
         """created, torn_tail (segment, offset, bytes cut) or None, checkpoint size or None."""
     def audit_checkpoint(self, origin: str) -> tuple[int, str]:
         """The synced tree head as (size, C2SP checkpoint note body) of `<origin>/<chain>`."""
@@ -177,7 +213,7 @@ class AuditReader(Iterator[bytes]):
     ) -> None: ...
     def __next__(self) -> bytes: ...
 
-def verify_chain(root: str, chain: str) -> dict[str, object]:
+def verify_chain(root: str, chain: str) -> ChainVerification:
     """Counts, head, base64 root, `checkpoints` as [(note path, size, root check)] (root
     check: matches | retired | differs | not checked) and `problems`: every problem found,
     one line each, empty for an intact chain."""
@@ -186,5 +222,5 @@ def list_chains(root: str) -> list[str]: ...
 def parse_checkpoint(note: str) -> tuple[str, int, str]:
     """(origin, size, base64 root); signatures are not checked."""
 
-def prove_inclusion(root: str, chain: str, seq: int, size: int) -> dict[str, object]: ...
-def prove_consistency(root: str, chain: str, old_size: int, new_size: int) -> dict[str, object]: ...
+def prove_inclusion(root: str, chain: str, seq: int, size: int) -> InclusionProof: ...
+def prove_consistency(root: str, chain: str, old_size: int, new_size: int) -> ConsistencyProof: ...

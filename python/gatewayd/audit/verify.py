@@ -43,8 +43,9 @@ def verify_chain(root: str, chain: str, keyring: list[Verifier] | None) -> Chain
     r = _core.verify_chain(root, chain)
     report = ChainReport(chain, r["records"], r["segments"], r["first_seq"], r["head_seq"], r["root"], 0, 0)
     report.problems.extend(r["problems"])
-    if r["checkpoints"] and keyring is None:
-        report.problems.append(f"{len(r['checkpoints'])} checkpoint note(s) not checked: no keyring (--keyring)")
+    if keyring is None:
+        if r["checkpoints"]:
+            report.problems.append(f"{len(r['checkpoints'])} checkpoint note(s) not checked: no keyring (--keyring)")
         return report
     for path, size, root_check in r["checkpoints"]:
         try:
