@@ -30,7 +30,7 @@ from gatewayd.control import snapshot as snapshots
 from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.last_known_good import LastKnownGood
-from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError
+from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError, Watermark
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
 from gatewayd.errors import AuditError
 
@@ -72,8 +72,8 @@ class ReplicaAgent:
             "audit_events_lost": 0,
         }
         self.store_lost = False
-        self.mark = None  # the store's epoch and how far its history went, as seen here
-        self._saved_mark = None  # the watermark in the last-known-good file
+        self.mark: Watermark | None = None  # the store's epoch and how far its history went, as seen here
+        self._saved_mark: Watermark | None = None  # the watermark in the last-known-good file
         self.holding = ""  # why the store is not trusted (it lost its data); empty: it is
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

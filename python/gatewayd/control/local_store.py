@@ -221,6 +221,7 @@ class LocalStore:
             change_id = db.execute(
                 "INSERT INTO changes (at, actor, reason, kind) VALUES (?,?,?,?)", (at, actor, reason, kind)
             ).lastrowid
+            assert change_id is not None  # an INSERT sets lastrowid
             for item in items:
                 db.execute("INSERT INTO change_items VALUES (?,?,?,?,?)", (change_id, *_item_row(item)))
                 if item.new is None:
@@ -243,7 +244,10 @@ class LocalStore:
             (since_id,),
         ):
             items.setdefault(change_id, []).append(ChangeItem(*rest))
-        out = [Change(*row, items.get(row[0], [])) for row in rows]
+        out = [
+            Change(change_id, at, actor, reason, kind, items.get(change_id, []))
+            for change_id, at, actor, reason, kind in rows
+        ]
         if domain:
             out = [c for c in out if any(i.domain == domain for i in c.items)]
         return out
@@ -272,7 +276,10 @@ class LocalStore:
             "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark"
             " FROM replicas ORDER BY name"
         ).fetchall()
-        return [Replica(*r[:6], _parse_versions(r[6]), _parse_mark(r[7])) for r in rows]
+        return [
+            Replica(name, pid, host, started_at, heartbeat_at, applied, _parse_versions(versions), _parse_mark(mark))
+            for name, pid, host, started_at, heartbeat_at, applied, versions, mark in rows
+        ]
 
     @_guarded
     def remove_replica(self, name: str) -> None:

@@ -28,7 +28,7 @@ between that check and the write is never given a version or change.
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -169,6 +169,11 @@ class RedisStore:
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))
 
+    def _hgetall(self, *key: object) -> dict[bytes, bytes]:
+        # redis-py types replies as bytes | str whatever decode_responses is; this client
+        # keeps the default, so they are bytes.
+        return cast(dict[bytes, bytes], self._redis.hgetall(self._key(*key)))
+
     # -- identity (R17) ----------------------------------------------------------------
     @_guarded
     def head(self) -> StoreHead:
@@ -191,7 +196,7 @@ class RedisStore:
             keys += [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
         slot = {key: n for n, key in enumerate(keys, 1)}
         last = dump.changes[-1].id if dump.changes else 0
-        args: list[str | bytes] = [self._channel, str(last)]
+        args: list[str | bytes | int] = [self._channel, str(last)]
         args += ["SET", slot[self._key("identity")], "", msgspec.json.encode(dump.identity)]
         for v in dump.versions:
             i = v.info
@@ -244,7 +249,7 @@ class RedisStore:
 
     @_guarded
     def versions(self, domain: str) -> list[VersionInfo]:
-        stored = self._redis.hgetall(self._key("versions", domain))
+        stored = self._hgetall("versions", domain)
         infos = [_version_info(domain, int(version_id), meta) for version_id, meta in stored.items()]
         return sorted(infos, key=lambda info: info.id)
 
@@ -252,7 +257,7 @@ class RedisStore:
     @_guarded
     def pointers(self) -> list[Pointer]:
         out = []
-        for field, value in self._redis.hgetall(self._key("pointers")).items():
+        for field, value in self._hgetall("pointers").items():
             domain, scope = field.decode().split("/", 1)
             version, change_id = value.split()
             out.append(Pointer(domain, scope, int(version), int(change_id)))
@@ -281,7 +286,8 @@ class RedisStore:
     @_guarded
     def changes(self, since_id: int = 0, domain: str | None = None) -> list[Change]:
         since_id = max(since_id, 0)
-        records = self._redis.lrange(self._key("changes"), since_id, -1)
+        # bytes, as in _hgetall
+        records = cast(list[bytes], self._redis.lrange(self._key("changes"), since_id, -1))
         out = []
         for offset, record in enumerate(records):
             at, body = _unstamp(record, _ChangeBody)
@@ -301,7 +307,7 @@ class RedisStore:
     @_guarded
     def replicas(self) -> list[Replica]:
         out = []
-        for name, value in self._redis.hgetall(self._key("replicas")).items():
+        for name, value in self._hgetall("replicas").items():
             at, b = _unstamp(value, _ReplicaBody)
             out.append(Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions, b.mark))
         return sorted(out, key=lambda r: r.name)
@@ -319,7 +325,7 @@ class RedisStore:
     @_guarded
     def acks(self, change_id: int) -> list[Ack]:
         out = []
-        for replica, value in self._redis.hgetall(self._key("acks", change_id)).items():
+        for replica, value in self._hgetall("acks", change_id).items():
             at, body = _unstamp(value, _AckBody)
             out.append(Ack(change_id, replica.decode(), body.ok, body.error, at))
         return sorted(out, key=lambda a: a.replica)

@@ -60,11 +60,12 @@ class RedisSubscription:
             now = time.monotonic()
             if now >= deadline:
                 return False
-            if self._pubsub is None:
+            pubsub = self._pubsub
+            if pubsub is None:
                 time.sleep(max(0.0, min(deadline, self._retry_at) - now))
                 continue
             try:
-                return self._receive(deadline)
+                return self._receive(pubsub, deadline)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("change notifications from %s lost (%s); reconnecting", self._where, exc)
                 self._drop()
@@ -96,14 +97,13 @@ class RedisSubscription:
         self._ping_due = time.monotonic() + self._ping_interval_s
         self._pong_pending = False
 
-    def _receive(self, deadline: float) -> bool:
+    def _receive(self, pubsub: redis.client.PubSub, deadline: float) -> bool:
         """Reads until a flip is announced (True) or the deadline (False), pinging on the way."""
-        pubsub = self._pubsub
         while True:
             message = pubsub.get_message(timeout=max(0.0, min(deadline, self._ping_due) - time.monotonic()))
             if message is not None:
                 if message["type"] == "message":
-                    self._drain()
+                    self._drain(pubsub)
                     return True
                 if message["type"] == "pong":
                     self._pong_pending = False
@@ -118,13 +118,14 @@ class RedisSubscription:
             elif now >= deadline:
                 return False
 
-    def _drain(self) -> None:
+    def _drain(self, pubsub: redis.client.PubSub) -> None:
         """Consumes what is already buffered, so a burst of flips wakes the caller once."""
-        while (message := self._pubsub.get_message(timeout=0)) is not None:
+        while (message := pubsub.get_message(timeout=0)) is not None:
             if message["type"] == "pong":
                 self._pong_pending = False
 
     def _drop(self) -> None:
+        assert self._pubsub is not None  # wait() drops only the subscription that just failed
         self._pubsub.close()
         self._pubsub = None
         self._retry_at = time.monotonic()

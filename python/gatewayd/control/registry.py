@@ -97,8 +97,9 @@ class Registry:
         epoch = self.guard("push")
         version_id = self._store.add_version(domain, digest, name, data, actor, reason, epoch=epoch)
         self.memory.note(self._store.head())
-        info, _ = self._store.version(domain, version_id)
-        return info
+        stored = self._store.version(domain, version_id)
+        assert stored is not None  # versions are never removed: the one just added is there
+        return stored[0]
 
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str) -> Change:
         """One compare-and-set change of `items`, on the store this host has seen."""

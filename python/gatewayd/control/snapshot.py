@@ -8,6 +8,7 @@ can mix versions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import msgspec
 
@@ -16,7 +17,9 @@ from gatewayd.control import documents
 from gatewayd.control.documents import RuntimeConfig
 from gatewayd.control.model import DEFAULT_SCOPE, SHADOW_SCOPE, Pointer
 
-Compiled = _core.Policy | _core.Routing | RuntimeConfig
+# Declared as an alias: _core.pyi imports this module back, and in that cycle mypy takes a
+# bare union assignment for a variable.
+Compiled: TypeAlias = _core.Policy | _core.Routing | RuntimeConfig
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -80,19 +83,28 @@ class IncompleteState(Exception):
     """The store has no active version for a required domain yet."""
 
 
-def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, load) -> Snapshot:
+def build(
+    change_id: int, pointers: list[Pointer], compiled: CompiledVersions, load: Callable[[str, int], tuple[str, bytes]]
+) -> Snapshot:
     """Compiles (or reuses) every pointed-to version; raises DocumentError on a bad one."""
     policies: dict[str, _core.Policy] = {}
-    routing = config = shadow = None
+    routing: tuple[int, _core.Routing] | None = None
+    config: tuple[int, RuntimeConfig] | None = None
+    shadow: _core.Policy | None = None
     for p in pointers:
         obj = compiled.get(p.domain, p.version, load)
+        # compile_document gives each domain its own type: a policy a Policy, and so on.
         if p.domain == "policy" and p.scope == SHADOW_SCOPE:
+            assert isinstance(obj, _core.Policy)
             shadow = obj
         elif p.domain == "policy":
+            assert isinstance(obj, _core.Policy)
             policies[p.scope] = obj
         elif p.domain == "routing" and p.scope == DEFAULT_SCOPE:
+            assert isinstance(obj, _core.Routing)
             routing = (p.version, obj)
         elif p.domain == "config" and p.scope == DEFAULT_SCOPE:
+            assert isinstance(obj, RuntimeConfig)
             config = (p.version, obj)
     missing = [
         d
@@ -101,4 +113,5 @@ def build(change_id: int, pointers: list[Pointer], compiled: CompiledVersions, l
     ]
     if missing:
         raise IncompleteState(f"no active version for {', '.join(missing)}")
+    assert routing is not None and config is not None  # each would be in `missing`
     return Snapshot(change_id, policies, routing[1], config[1], config[0], shadow)
