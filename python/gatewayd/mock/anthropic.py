@@ -164,7 +164,9 @@ def _text(content: str | list[Block]) -> str:
 
 
 def _event(event: _Event) -> bytes:
-    return sse_event(event.__struct_config__.tag, event)
+    tag = event.__struct_config__.tag
+    assert isinstance(tag, str)  # every _Event subclass names its event with a string tag
+    return sse_event(tag, event)
 
 
 def messages(body: bytes, knobs: Knobs) -> bytes | list[bytes]:

@@ -233,8 +233,8 @@ def chat(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
     with_usage = bool(req.stream_options and req.stream_options.include_usage)
 
     def chunk(choices: list[ChunkChoice], final_usage: Usage | None = None) -> bytes:
-        extra = {"usage": final_usage} if with_usage else {}
-        return sse_data(ChatCompletionChunk(id=ident, created=created, model=req.model, choices=choices, **extra))
+        usage: Usage | None | UnsetType = final_usage if with_usage else UNSET  # UNSET: no usage field
+        return sse_data(ChatCompletionChunk(id=ident, created=created, model=req.model, choices=choices, usage=usage))
 
     frames = [chunk([ChunkChoice(Delta(role="assistant", content=""))])]
     frames += [chunk([ChunkChoice(Delta(content=piece))]) for piece in split_chunks(text, knobs.chunks)]
@@ -261,8 +261,8 @@ def completions(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
     with_usage = bool(req.stream_options and req.stream_options.include_usage)
 
     def chunk(choices: list[CompletionChoice], final_usage: Usage | None = None) -> bytes:
-        extra = {"usage": final_usage} if with_usage else {}
-        return sse_data(Completion(id=ident, created=created, model=req.model, choices=choices, **extra))
+        usage: Usage | None | UnsetType = final_usage if with_usage else UNSET  # UNSET: no usage field
+        return sse_data(Completion(id=ident, created=created, model=req.model, choices=choices, usage=usage))
 
     frames = [chunk([CompletionChoice(piece, None)]) for piece in split_chunks(text, knobs.chunks)]
     frames.append(chunk([CompletionChoice("", "stop")]))

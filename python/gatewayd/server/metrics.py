@@ -117,13 +117,13 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
 
     family("gatewayd_shadow_decisions_total", "counter", "Decisions of the shadow policy beside the enforced ones.")
     for replica, snap in engines:
-        for key, n in snap.shadow:
+        for skey, n in snap.shadow:
             labels = _labels(
                 replica=replica,
-                shadow_version=key.shadow_version,
-                active_version=key.active_version,
-                enforced=key.active,
-                shadow=key.shadow,
+                shadow_version=skey.shadow_version,
+                active_version=skey.active_version,
+                enforced=skey.active,
+                shadow=skey.shadow,
             )
             lines.append(f"gatewayd_shadow_decisions_total{{{labels}}} {n}")
 

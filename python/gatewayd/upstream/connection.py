@@ -10,10 +10,11 @@ waiting, and a connection reused only when its last response ended cleanly.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import httptools
 
-from gatewayd.upstream.errors import UpstreamError
+from gatewayd.upstream.errors import ErrorKind, UpstreamError
 
 HIGH_WATER = 256 * 1024  # bytes of body buffered before the socket stops being read
 MAX_HEADER_BYTES = 64 * 1024  # a response head larger than this is refused, not buffered
@@ -54,6 +55,8 @@ class H1Connection(asyncio.Protocol):
         """Writes one whole request; the response state starts afresh."""
         self._reset()
         self._head_only = head_only  # a HEAD response has headers only, whatever they announce
+        # The pool hands over only a connection it has just dialled or checked is open.
+        assert self.transport is not None
         self.transport.write(request)
 
     def upgraded(self, transport: asyncio.Transport) -> None:
@@ -102,8 +105,9 @@ class H1Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # BaseProtocol types it for every kind of protocol; a stream connection's is a Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -170,7 +174,7 @@ class H1Connection(asyncio.Protocol):
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive() and not self._head_only
 
-    def _fail(self, kind: str, message: str) -> None:
+    def _fail(self, kind: ErrorKind, message: str) -> None:
         if self.error is None:
             self.error = UpstreamError(kind, message)
         if self.transport is not None:
