@@ -52,6 +52,9 @@ class RollbackRequest(FlipRequest, kw_only=True):
     to: int | None = None  # default: the version before the current activation
 
 
+Flip = TypeVar("Flip", bound=FlipRequest)
+
+
 class AtAnswer(msgspec.Struct, frozen=True):
     at: float
     in_effect: list[overview.InEffect]
@@ -153,7 +156,7 @@ class AdminApi:
         return work(registry)
 
 
-async def _flip_request(call: Call, kind: type[FlipRequest]) -> FlipRequest:
+async def _flip_request(call: Call, kind: type[Flip]) -> Flip:
     try:
         req = msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
     except msgspec.DecodeError as exc:  # ValidationError included: its message names the field

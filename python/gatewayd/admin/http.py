@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from gatewayd.server.asgi import JSON, BodyTooLarge, read_body
+from gatewayd.server.asgi import JSON, BodyTooLarge, Receive, read_body
 
 _encode = msgspec.json.encode
 
@@ -32,7 +32,7 @@ class Call(msgspec.Struct, frozen=True):
     """One request whose token was accepted for its route."""
 
     scope: dict
-    receive: object
+    receive: Receive
     actor: str  # "token:<name>": what change records name
     path: dict[str, str]  # the route's named groups
     query: dict[str, str]
