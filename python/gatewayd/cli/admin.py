@@ -33,14 +33,15 @@ def run_admin(args) -> int:
     if args.config:  # the worker process finds the file through the environment
         os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
     from granian import Granian
+    from granian.constants import Interfaces, Loops
 
     Granian(
         "gatewayd.admin.app:create_app",
         factory=True,
         address=args.host or settings.server.host,
         port=port,
-        interface="asgi",
-        loop="uvloop",
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
         workers=1,
         log_access=False,
         respawn_failed_workers=True,

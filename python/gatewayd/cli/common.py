@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import NoReturn
 
 from gatewayd import config
 from gatewayd.control import overview
@@ -26,7 +27,7 @@ class CliError(BadInputError):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage dump
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage dump
         raise CliError(f"{self.prog}: {message}")
 
 

@@ -39,6 +39,7 @@ def run_serve(args) -> int:
         os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
     _bootstrap(settings)
     from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
     server = settings.server
@@ -50,12 +51,12 @@ def run_serve(args) -> int:
             factory=True,
             address=server.host,
             port=server.port,
-            interface="asgi",
-            loop="uvloop",
+            interface=Interfaces.ASGI,
+            loop=Loops.uvloop,
             workers=server.workers,
             # HTTP/1 only: in granian's "auto" mode a connection that sends nothing never
             # gets past protocol detection, so the header timeout never starts.
-            http="1",
+            http=HTTPModes.http1,
             # Covers idle keep-alive connections too; granian closes the connection.
             http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout_s * 1000)),
             backpressure=max_connections,  # open connections per worker
