@@ -46,7 +46,7 @@ class ReplicaAgent:
         store,
         providers: list[tuple[str, str]],
         lkg: LastKnownGood,
-        on_event: Callable[[dict], None],
+        on_event: Callable[[dict], object],  # its result is ignored
         on_swap: Callable[[Snapshot], None],
         after_answer: Callable[[], None] = lambda: None,
         resync_interval_s: float = 2.0,

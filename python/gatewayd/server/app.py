@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import cast
 
 import msgspec
 
@@ -19,6 +20,7 @@ from gatewayd.audit.runtime import AuditRuntime
 from gatewayd.audit.verify import REFUSED_CHAIN
 from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
+from gatewayd.control.snapshot import Snapshot
 from gatewayd.control.stores import open_store
 from gatewayd.server import asgi, errors, metrics
 from gatewayd.server.asgi import JSON, respond
@@ -49,7 +51,7 @@ class GatewayApp:
         self.settings = settings
         self.pipeline: Pipeline | None = None
         self.agent: ReplicaAgent | None = None
-        self.engine = None
+        self.engine: _core.Engine | None = None
         self.audit: AuditRuntime | None = None
         self.client: UpstreamClient | None = None
         self._metrics_task: asyncio.Task | None = None
@@ -89,6 +91,7 @@ class GatewayApp:
             if scope["method"] != "POST":
                 message = f"{scope['path']} accepts POST only"
                 return await _error(send, 405, message, "method_not_allowed", api == "messages")
+            assert self.pipeline is not None  # startup() set it: granian sends no request before
             return await self.pipeline.handle(scope, receive, send, api)
         route = GATEWAY_ROUTES.get(raw_path)
         if route is MODELS and scope["method"] == "GET":
@@ -117,9 +120,13 @@ class GatewayApp:
 
     async def _models(self, scope: dict, send) -> None:
         """Answered by the gateway: the models the active routing version serves."""
+        assert self.pipeline is not None and self.agent is not None  # set by startup(), before any request
         if self.pipeline.auth.tenant(scope["headers"]) is None:
             return await _error(send, 401, "invalid or missing API key", "invalid_api_key", False)
         snap = self.agent.snapshot
+        # None until a first snapshot is applied (/readyz answers 503 then): meanwhile this
+        # is a 500, as it has always been.
+        assert snap is not None
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "gatewayd"} for m in snap.routing.models]
         await respond(send, 200, [(b"content-type", JSON)], _encode({"object": "list", "data": data}))
 
@@ -142,16 +149,17 @@ class GatewayApp:
     async def startup(self) -> None:
         s = self.settings
 
-        def open_engine(replica: str):
+        def open_engine(replica: str) -> _core.Engine:
             return _core.Engine(
                 s.cache.max_entries, s.cache.max_bytes, str(s.path(s.audit.dir)), replica, s.audit.segment_bytes
             )
 
         claim = claim_replica(s.path(s.control.dir) / "slots", s.server.replica_prefix, open_engine)
-        name, self.engine, self._slot_fds = claim.name, claim.opened, claim.fds
-        self.audit = AuditRuntime(self.engine, s)
+        name, engine, self._slot_fds = claim.name, claim.opened, claim.fds
+        self.engine = engine
+        self.audit = AuditRuntime(engine, s)
         for refused, error in claim.refused:  # in this replica's chain, for verify to report
-            self.engine.event(_encode({"kind": "replica", "event": REFUSED_CHAIN, "refused": refused, "error": error}))
+            engine.event(_encode({"kind": "replica", "event": REFUSED_CHAIN, "refused": refused, "error": error}))
         self.audit.start()
         providers = [(n, p.kind) for n, p in s.providers.items()]
         state_dir = s.path(s.control.dir)
@@ -160,7 +168,7 @@ class GatewayApp:
             open_store(s),
             providers,
             LastKnownGood(state_dir / "last-known-good" / f"{name}.json"),
-            on_event=lambda event: self.engine.event(_encode(event)),
+            on_event=lambda event: engine.event(_encode(event)),
             on_swap=self._on_swap,
             after_answer=self.audit.boundary,
             resync_interval_s=s.control.resync_interval_ms / 1000,
@@ -205,7 +213,10 @@ class GatewayApp:
             await asyncio.sleep(1.0)
 
     def _write_metrics(self) -> None:
-        agent = self.agent
+        agent, pipeline, engine = self.agent, self.pipeline, self.engine
+        # All set by startup(), which creates the metrics task and yields to no other task
+        # before the last of them is set; /metrics comes after startup too.
+        assert agent is not None and pipeline is not None and engine is not None
         snap = agent.snapshot
         self.metrics_dir.write(
             metrics.ReplicaMetrics(
@@ -213,17 +224,20 @@ class GatewayApp:
                 written_at=time.time(),
                 change_id=agent.applied_change,
                 versions=snap.versions() if snap else {},
-                counters=dict(agent.counters, unrecorded_requests=self.pipeline.unrecorded),
-                engine=msgspec.Raw(self.engine.metrics_json()),
+                counters=dict(agent.counters, unrecorded_requests=pipeline.unrecorded),
+                engine=msgspec.Raw(engine.metrics_json()),
             )
         )
 
-    def _on_swap(self, snap) -> None:
+    def _on_swap(self, snap: Snapshot) -> None:
         """Fence the cache to the version sets the new snapshot serves (R5) and adopt its
         audit durability setting (R12)."""
+        assert self.engine is not None  # the agent, which calls this, starts after the engine opened
         self.engine.fence(snap.active_version_sets())
         audit = snap.config.audit
-        self.engine.set_audit_sync(audit.fsync, audit.fsync_interval_ms)
+        # A str to msgspec; documents.runtime_config checked it is one of the policies. (The
+        # alias exists in the stubs only, hence the quotes.)
+        self.engine.set_audit_sync(cast("_core.FsyncPolicy", audit.fsync), audit.fsync_interval_ms)
 
     async def shutdown(self) -> None:
         if self._metrics_task:

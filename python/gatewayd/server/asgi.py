@@ -69,6 +69,9 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
         raise BodyTooLarge
     reads = body_deadlines.reads
     task = current_task()
+    # The sweep ends a stalled read by cancelling its task: requests run in asyncio tasks
+    # (granian's default task implementation, which serve keeps).
+    assert task is not None
     reads[task] = 0
     try:
         message = await receive()
