@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python lint-rust bench system-deps fuzz
+.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -42,6 +42,15 @@ test-rust:
 lint-rust:
 	cargo fmt --all --check
 	cargo clippy -q --workspace --all-targets -- -D warnings
+
+# The Python lints: ruff (pyproject's rules, and its formatting) and mypy (its config in
+# pyproject: the package, with the extension's stubs checked against every caller).
+lint-python: setup
+	$(PY) -m ruff check python tests bench loadtests
+	$(PY) -m ruff format --check python tests bench loadtests
+	$(PY) -m mypy
+
+lint: lint-rust lint-python
 
 test-python: setup system-deps
 	$(PY) -m pytest -q
