@@ -55,7 +55,8 @@ lint: lint-rust lint-python
 test-python: setup system-deps
 	$(PY) -m pytest -q
 
-test: test-rust test-python
+# Lints first: seconds, where the suites take minutes.
+test: lint test-rust test-python
 
 # The benchmark suite (minutes; figures and pictures land in bench/results/).
 bench: setup system-deps

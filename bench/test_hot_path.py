@@ -80,14 +80,17 @@ def compiled():
     return _core.Policy(policy_50().encode(), 1), _core.Routing(ROUTING, 1, [("mock", "openai")])
 
 
+VERSIONS = _core.Versions(1, 1, 1)
+
+
 def rust_admit(engine, compiled):
     policy, routing = compiled
     return engine.admit(
-        snapshot=None,
+        served=None,
         policy=policy,
         shadow=None,
         routing=routing,
-        config_version=1,
+        versions=VERSIONS,
         api="chat",
         tenant="acme",
         request_id="req",

@@ -7,7 +7,10 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
   version headers; the shipped runtime config) answering from cache, against an app that reads the body and sends the
   same answer;
 - upstream: GatewayApp forwarding to the bundled mock, against an app relaying the body
-  through the same UpstreamClient.
+  through the same UpstreamClient;
+- cache hit during a canary: the same cache hit while a routing candidate serves half of
+  the traffic, so each request also takes its sticky bucket (a hash of the caller's key)
+  and picks its position: the difference to the first case is what choosing costs.
 The bench runs on CPU 1 and the mock on CPU 0 (when there are two), so the mock's work and
 the scheduler's moves stay out of the figures. Each round serves BATCH requests on one
 uvloop loop (32 at a time for the upstream pair),
@@ -194,6 +197,38 @@ def per_request(benchmark) -> None:
 def test_cache_hit_through_gatewayd(benchmark, loop, app):
     scope = scope_for(CACHED, KEYS["acme"])
     serve(loop, app, scope, CACHED)  # the first answer fills the cache
+    assert benchmark(serve, loop, app, scope, CACHED) == 200
+    per_request(benchmark)
+
+
+@pytest.fixture
+def canary(app, loop):
+    """A routing candidate at 50 % (the same document, pushed again) while the test runs."""
+    from gatewayd import config
+    from gatewayd.control import positions
+    from gatewayd.control.registry import open_registry
+
+    registry = open_registry(config.load(os.environ["GATEWAYD_CONFIG"]))
+    routing = (Path(os.environ["GATEWAYD_CONFIG"]).parent / "routing.yaml").read_bytes()
+    version = registry.push("routing", routing, "routing.yaml", "bench", "a candidate").id
+    applied(app, loop, positions.canary(registry, "routing", "default", version, 50, "bench", "measure").id)
+    yield
+    applied(app, loop, registry.rollback("routing", "bench", "measured").id)
+    registry.close()
+
+
+def applied(app, loop, change_id: int) -> None:
+    """Waits (running the loop) until the app's replica serves change `change_id`."""
+    deadline = time.monotonic() + 10
+    while app.agent.snapshot.change_id < change_id:
+        assert time.monotonic() < deadline, "the replica did not apply the change"
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def test_cache_hit_through_gatewayd_during_a_canary(benchmark, loop, app, canary):
+    scope = scope_for(CACHED, KEYS["acme"])
+    serve(loop, app, scope, CACHED)  # the first answer fills the cache of this position
+    assert app.agent.snapshot.route("acme", "chat").split
     assert benchmark(serve, loop, app, scope, CACHED) == 200
     per_request(benchmark)
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gatewayd import config
-from support.gateway import ADMIN_TOKENS, KEYS, POLICY, Gateway
+from support.gateway import ADMIN_TOKENS, KEYS, POLICY, ROUTING, Gateway
 
 REPLICAS = 2
 POLICY_INVOICES = (
@@ -339,3 +339,38 @@ def test_metrics_can_be_kept_off_the_data_port(tmp_path, mock_port, fragile_port
         assert get(g, "/metrics").status_code == 200
     finally:
         g.stop()
+
+
+def test_a_canary_is_started_moved_and_promoted_through_the_barrier(gw):
+    routing = get(gw, "/v1/versions/routing").json()["versions"][0]["id"]
+    with client(gw, "admin") as c:
+        headers = {"x-gatewayd-name": "routing-again.yaml", "x-gatewayd-reason": "a candidate"}
+        candidate = c.post("/v1/versions/routing", content=ROUTING.encode(), headers=headers).json()["id"]
+    assert (
+        flip(gw, "canary", role="viewer", domain="routing", version=candidate, percent=5, reason="x").status_code == 403
+    )
+    assert_error(flip(gw, "canary", domain="routing", version=candidate, reason="x"), 400, "invalid_request", "percent")
+    assert_error(
+        flip(gw, "canary", domain="routing", version=candidate, percent=5, abort=True, reason="x"),
+        400,
+        "invalid_request",
+    )
+    assert_error(flip(gw, "canary", domain="routing", percent=5, reason="x"), 400, "invalid_request", "no candidate")
+
+    r = flip(gw, "canary", domain="routing", version=candidate, percent=5, reason="try it")
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    assert r.json()["change"]["items"] == [
+        {"domain": "routing", "scope": "default", "prev": routing, "new": routing,
+         "candidate": {"version": candidate, "share": 500}}
+    ]  # fmt: skip
+    pointer = next(p for p in get(gw, "/v1/status").json()["pointers"] if p["domain"] == "routing")
+    assert pointer["candidate"] == {"version": candidate, "share": 500}
+    r = flip(gw, "canary", domain="routing", percent=50, reason="next stage")
+    assert r.status_code == 200 and r.json()["change"]["items"][0]["candidate"]["share"] == 5000
+    r = flip(gw, "canary", domain="routing", abort=True, reason="hold")
+    assert r.status_code == 200 and r.json()["change"]["items"][0]["candidate"]["share"] == 0
+    r = flip(gw, "promote", domain="routing", reason="ship it")
+    assert r.status_code == 200 and r.json()["change"]["kind"] == "promote", r.text
+    assert [a["state"] for a in r.json()["replicas"]] == ["in sync"] * REPLICAS
+    r = flip(gw, "rollback", domain="routing", reason="back")
+    assert r.status_code == 200 and r.json()["change"]["items"][0]["new"] == routing

@@ -19,6 +19,7 @@ from gatewayd import config
 from gatewayd.control.local_store import LocalStore
 from gatewayd.control.model import (
     Ack,
+    Candidate,
     Change,
     ChangeItem,
     ConflictError,
@@ -272,6 +273,36 @@ def test_heartbeats_carry_the_replicas_watermark(store):
     store.heartbeat(Replica("h1-w0", 10, "h1", 1.0, time.time(), 7, {"policy/default": 2}, mark))
     store.heartbeat(Replica("h1-w1", 11, "h1", 1.0, time.time(), 7, {}))
     assert [r.mark for r in store.replicas()] == [mark, None]
+
+
+def test_a_candidate_moves_with_its_pointer_and_is_compared_too(store):
+    activate(store, "routing", 1)
+    canary = Candidate(2, 500)
+    started = store.flip(
+        [ChangeItem("routing", "default", 1, 1, None, canary)], "alice", "canary", "canary", epoch=EPOCH
+    )
+    assert store.pointers() == [Pointer("routing", "default", 1, started.id, canary)]
+    assert store.changes(since_id=1) == [started]
+    state = (store.pointers(), store.changes())
+    stale = ChangeItem("routing", "default", 1, 1, Candidate(2, 400), Candidate(2, 2500))
+    with pytest.raises(ConflictError, match=r"candidate moved to version 2 at 5% \(expected version 2 at 4%\)"):
+        store.flip([stale], "bob", "stale share", "canary", epoch=EPOCH)
+    with pytest.raises(ConflictError, match=r"candidate moved to version 2 at 5% \(expected none\)"):
+        activate(store, "routing", 3, prev=1)  # an activation that did not see the canary
+    assert (store.pointers(), store.changes()) == state
+    promoted = store.flip([ChangeItem("routing", "default", 1, 2, canary, None)], "alice", "go", "promote", epoch=EPOCH)
+    assert store.pointers() == [Pointer("routing", "default", 2, promoted.id)]
+    assert store.changes()[-1].items[0].prev_candidate == canary
+
+
+def test_seed_keeps_candidates(open_, tmp_path, request):
+    store = _bare(open_, tmp_path, request)
+    canary = Candidate(3, 10000)
+    items = [ChangeItem("routing", "tenant:acme", None, 2, None, canary)]
+    dump = StoreDump(StoreIdentity("e1", 1.0), [], {}, [Change(1, 2.0, "a", "r", "canary", items)],
+                     [Pointer("routing", "tenant:acme", 2, 1, canary)])  # fmt: skip
+    assert store.seed(dump) is True
+    assert store.pointers() == dump.pointers and store.changes() == dump.changes
 
 
 def test_pointers_come_ordered_by_domain_and_scope(store):

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Literal, TypedDict
 
-from gatewayd.control.snapshot import Snapshot
+from gatewayd.control.snapshot import Served
 
 Verdict = Literal["allow", "deny", "invalid", "unroutable", "rejected"]
 CacheState = Literal["hit", "miss", "bypass"]
@@ -11,6 +11,13 @@ FsyncPolicy = Literal["never", "interval", "group", "always"]
 
 FSYNC_POLICIES: list[FsyncPolicy]  # the audit writer's policies, as the runtime config names them
 LATENCY_BUCKETS: list[float]  # upper bounds (seconds) of the request latency histogram; +Inf implied
+STICKY_BUCKETS: int  # canary shares are counted in this many sticky buckets (0.01 % each)
+
+Position = Literal["current", "candidate"]
+
+def sticky_bucket(*, api: str, sticky: str | None, body: bytes, key: str) -> int:
+    """The request's bucket (0..STICKY_BUCKETS): a hash of its x-gatewayd-sticky header, else
+    its end user (OpenAI `user`, Anthropic `metadata.user_id`), else the caller's key."""
 
 # The dicts the extension returns, key by key (rust/py/src/audit.rs). These TypedDicts exist
 # for the type checker only: the extension has no such names at run time.
@@ -86,12 +93,16 @@ class CacheMode:
     FORCED: CacheMode  # the caller asked for caching explicitly
 
 class Versions:
-    """The policy, routing and config versions a request was served under (R3)."""
+    """The policy, routing and config versions a request was served under (R3), and which
+    were served from a candidate position (`candidates`: policy 1, routing 2, config 4)."""
 
     policy: int
     routing: int
     config: int
-    def __init__(self, policy: int, routing: int, config: int) -> None: ...
+    candidates: int
+    def __init__(self, policy: int, routing: int, config: int, candidates: int = 0) -> None: ...
+    @property
+    def positions(self) -> list[tuple[str, Position]]: ...
     def __hash__(self) -> int: ...
 
 class Fallback:
@@ -104,7 +115,7 @@ class Fallback:
 class Admission:
     """What `Engine.admit` decided: answer with an error, from cache, or go upstream."""
 
-    snapshot: Snapshot  # the snapshot given to admit: every later decision reads it (R6)
+    served: Served  # what the request is served under, given to admit: every later decision reads it (R6)
     request_id: str
     api: str
     verdict: Verdict
@@ -136,11 +147,11 @@ class Engine:
     def admit(
         self,
         *,
-        snapshot: Snapshot,
+        served: Served,
         policy: Policy,
         shadow: Policy | None,
         routing: Routing,
-        config_version: int,
+        versions: Versions,
         api: str,
         tenant: str,
         request_id: str,
@@ -152,10 +163,10 @@ class Engine:
     def reject(
         self,
         *,
-        snapshot: Snapshot,
+        served: Served,
         policy: Policy,
         routing: Routing,
-        config_version: int,
+        versions: Versions,
         api: str,
         tenant: str,
         request_id: str,

@@ -43,6 +43,15 @@ class ConflictError(GatewaydError):
     def moved(cls, domain: str, scope: str, current: int | None, expected: int | None) -> ConflictError:
         return cls(f"{domain}/{scope} moved to version {current} (expected {expected}); re-read and try again")
 
+    @classmethod
+    def candidate_moved(cls, domain: str, scope: str, current: object, expected: object) -> ConflictError:
+        def said(candidate) -> str:
+            return f"version {candidate.version} at {candidate.share / 100:g}%" if candidate else "none"
+
+        return cls(
+            f"{domain}/{scope}'s candidate moved to {said(current)} (expected {said(expected)}); re-read and try again"
+        )
+
 
 class StoreUnavailableError(GatewaydError):
     """The control store did not answer. A write may or may not have landed: re-read first."""

@@ -3,7 +3,7 @@ change log, on hand-built change records, with no store."""
 
 from __future__ import annotations
 
-from gatewayd.control.model import Change, ChangeItem
+from gatewayd.control.model import Candidate, Change, ChangeItem
 from gatewayd.control.registry import in_effect_at, previous_version
 
 _ids = iter(range(1, 10_000))
@@ -121,26 +121,26 @@ def test_before_the_first_change_nothing_is_in_effect():
 
 def test_a_change_is_in_effect_from_its_own_instant():
     changes = timeline()
-    assert in_effect_at(changes, 200.0)[("policy", "default")] == (2, changes[1])
-    assert in_effect_at(changes, 199.999)[("policy", "default")] == (1, changes[0])
+    assert in_effect_at(changes, 200.0)[("policy", "default")] == (2, None, changes[1])
+    assert in_effect_at(changes, 199.999)[("policy", "default")] == (1, None, changes[0])
 
 
 def test_multi_item_changes_set_every_pointer():
     changes = timeline()
     state = in_effect_at(changes, 150.0)
     assert state == {
-        ("policy", "default"): (1, changes[0]),
-        ("routing", "default"): (1, changes[0]),
-        ("config", "default"): (1, changes[0]),
+        ("policy", "default"): (1, None, changes[0]),
+        ("routing", "default"): (1, None, changes[0]),
+        ("config", "default"): (1, None, changes[0]),
     }
 
 
 def test_each_pointer_names_the_change_that_set_it():
     changes = timeline()
     state = in_effect_at(changes, 350.0)
-    assert state[("policy", "default")] == (2, changes[1])
-    assert state[("routing", "default")] == (1, changes[0])
-    assert state[("policy", "tenant:acme")] == (5, changes[2])
+    assert state[("policy", "default")] == (2, None, changes[1])
+    assert state[("routing", "default")] == (1, None, changes[0])
+    assert state[("policy", "tenant:acme")] == (5, None, changes[2])
 
 
 def test_an_unset_pointer_disappears():
@@ -148,17 +148,41 @@ def test_an_unset_pointer_disappears():
     assert ("policy", "tenant:acme") in in_effect_at(changes, 399.0)
     state = in_effect_at(changes, 400.0)
     assert ("policy", "tenant:acme") not in state
-    assert state[("policy", "default")] == (2, changes[1])
+    assert state[("policy", "default")] == (2, None, changes[1])
 
 
 def test_scopes_are_independent():
     changes = timeline()
     # Setting and unsetting tenant:acme never moved default, and the rollback of default
     # at 500 left the other domains where the bootstrap put them.
-    assert in_effect_at(changes, 450.0)[("policy", "default")] == (2, changes[1])
+    assert in_effect_at(changes, 450.0)[("policy", "default")] == (2, None, changes[1])
     state = in_effect_at(changes, 1e9)
     assert state == {
-        ("policy", "default"): (1, changes[4]),
-        ("routing", "default"): (1, changes[0]),
-        ("config", "default"): (1, changes[0]),
+        ("policy", "default"): (1, None, changes[4]),
+        ("routing", "default"): (1, None, changes[0]),
+        ("config", "default"): (1, None, changes[0]),
     }
+
+
+def test_a_canary_is_in_effect_with_its_share_and_a_promotion_ends_it():
+    canary = Candidate(7, 2500)
+    changes = [
+        change("bootstrap", item(1), at=100.0),
+        change("canary", ChangeItem("policy", "default", 1, 1, None, canary), at=200.0),
+        change("promote", ChangeItem("policy", "default", 1, 7, canary, None), at=300.0),
+    ]
+    assert in_effect_at(changes, 250.0)[("policy", "default")] == (1, canary, changes[1])
+    assert in_effect_at(changes, 300.0)[("policy", "default")] == (7, None, changes[2])
+
+
+def test_candidate_moves_do_not_count_as_activations_for_rollback():
+    canary = Candidate(7, 500)
+    changes = [
+        change("bootstrap", item(1), at=100.0),
+        change("activate", item(2, 1), at=150.0),
+        change("canary", ChangeItem("policy", "default", 2, 2, None, canary), at=200.0),
+        change("canary", ChangeItem("policy", "default", 2, 2, canary, Candidate(7, 5000)), at=250.0),
+    ]
+    assert previous_version(changes, "policy", "default") == 1
+    promoted = [*changes, change("promote", ChangeItem("policy", "default", 2, 7, Candidate(7, 5000), None))]
+    assert previous_version(promoted, "policy", "default") == 2

@@ -7,7 +7,7 @@ import pytest
 
 from gatewayd import _core
 from gatewayd.control.documents import RuntimeConfig
-from gatewayd.control.model import Pointer
+from gatewayd.control.model import Candidate, Pointer
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot, build
 
 PROVIDERS = [("mock", "openai")]
@@ -42,28 +42,33 @@ def snapshot(*extra: Pointer, base=BASE, change_id: int = 42) -> Snapshot:
 # build
 
 
+def current(snap: Snapshot, domain: str, scope: str = "default"):
+    return snap.positions[domain][scope].current
+
+
 def test_build_carries_every_domain_and_its_version():
     snap = snapshot()
     assert snap.change_id == 42
-    assert set(snap.policies) == {"default"}
-    assert isinstance(snap.policies["default"], _core.Policy) and snap.policies["default"].version == 1
-    assert snap.policies["default"].rule_count == 1
-    assert isinstance(snap.routing, _core.Routing) and snap.routing_version == 4
+    assert set(snap.positions["policy"]) == {"default"}
+    policy = current(snap, "policy")
+    assert isinstance(policy, _core.Policy) and policy.version == 1 and policy.rule_count == 1
+    assert isinstance(snap.routing, _core.Routing) and snap.routing.version == 4
     assert isinstance(snap.config, RuntimeConfig)
     assert snap.config.retries == 2 and snap.config.ejection.after_failures == 3
-    assert snap.config_version == 5
+    assert snap.positions["config"]["default"].version == 5
     assert snap.shadow is None
 
 
-def test_build_keeps_a_policy_per_scope():
-    snap = snapshot(pointer("policy", 2, "tenant:acme"), pointer("policy", 3, "route:chat"))
-    assert {scope: p.version for scope, p in snap.policies.items()} == {"default": 1, "tenant:acme": 2, "route:chat": 3}
+def test_build_keeps_every_domain_per_scope():
+    snap = snapshot(pointer("policy", 2, "tenant:acme"), pointer("routing", 3, "route:chat"))
+    assert {scope: p.version for scope, p in snap.positions["policy"].items()} == {"default": 1, "tenant:acme": 2}
+    assert {scope: p.version for scope, p in snap.positions["routing"].items()} == {"default": 4, "route:chat": 3}
 
 
 def test_the_shadow_scope_is_the_candidate_not_an_enforced_policy():
     snap = snapshot(pointer("policy", 6, "shadow"))
     assert snap.shadow is not None and snap.shadow.version == 6
-    assert "shadow" not in snap.policies
+    assert "shadow" not in snap.positions["policy"]
 
 
 @pytest.mark.parametrize("missing", ["policy", "routing", "config"])
@@ -84,35 +89,101 @@ def test_only_the_default_scope_completes_a_domain():
     others = [
         pointer("policy", 2, "tenant:acme"),
         pointer("policy", 3, "shadow"),
-        pointer("routing", 4, "x"),
-        pointer("config", 5, "x"),
+        pointer("routing", 4, "tenant:x"),
+        pointer("config", 5, "route:chat"),
     ]
     with pytest.raises(IncompleteState, match=r"^no active version for policy, routing, config$"):
         snapshot(*others, base=[])
 
 
-# Snapshot.policy_for
+# Snapshot.route: scopes
 
 
-def test_tenant_beats_route_beats_default():
-    snap = snapshot(pointer("policy", 2, "tenant:acme"), pointer("policy", 3, "route:chat"))
-    assert snap.policy_for("acme", "chat").version == 2
-    assert snap.policy_for("acme", "embeddings").version == 2
-    assert snap.policy_for("globex", "chat").version == 3
-    assert snap.policy_for("globex", "embeddings").version == 1
+def served(snap: Snapshot, tenant: str, api: str, bucket: int = 0) -> tuple[int, int, int]:
+    v = snap.route(tenant, api).serve(bucket).versions
+    return v.policy, v.routing, v.config
 
 
-def test_a_tenant_named_like_an_api_gets_the_route_policy_not_its_own():
+def test_tenant_beats_route_beats_default_in_every_domain():
+    snap = snapshot(
+        pointer("policy", 2, "tenant:acme"),
+        pointer("policy", 3, "route:chat"),
+        pointer("routing", 6, "tenant:acme"),
+        pointer("config", 7, "route:embeddings"),
+    )
+    assert served(snap, "acme", "chat") == (2, 6, 5)
+    assert served(snap, "acme", "embeddings") == (2, 6, 7)
+    assert served(snap, "globex", "chat") == (3, 4, 5)
+    assert served(snap, "globex", "embeddings") == (1, 4, 7)
+
+
+def test_a_tenant_named_like_an_api_gets_the_route_scope_not_its_own():
     snap = snapshot(pointer("policy", 3, "route:chat"))
-    assert snap.policy_for("chat", "messages").version == 1
+    assert served(snap, "chat", "messages") == (1, 4, 5)
+
+
+def test_what_is_served_carries_matching_documents_and_versions():
+    snap = snapshot(pointer("routing", 6, "tenant:acme"))
+    got = snap.route("acme", "chat").serve(0)
+    assert got.routing.version == got.versions.routing == 6
+    assert got.policy.version == got.versions.policy == 1
+    assert got.config is current(snap, "config") and got.change_id == 42
+    assert snap.route("acme", "chat").serve(0) is got  # built once per snapshot
+
+
+# Candidates (canaries)
+
+
+def canary(domain: str, version: int, candidate: int, share: int, scope: str = "default") -> Pointer:
+    return Pointer(domain, scope, version, 9, Candidate(candidate, share))
+
+
+def test_callers_below_the_share_get_the_candidate():
+    snap = snapshot(base=[pointer("policy", 1), canary("routing", 4, 8, 2500), pointer("config", 5)])
+    route = snap.route("acme", "chat")
+    assert route.split
+    assert served(snap, "acme", "chat", 0) == (1, 8, 5)
+    assert served(snap, "acme", "chat", 2499) == (1, 8, 5)
+    assert served(snap, "acme", "chat", 2500) == (1, 4, 5)
+    assert route.serve(0).versions.positions == [("policy", "current"), ("routing", "candidate"), ("config", "current")]
+    assert route.serve(0).versions.candidates == 2 and route.serve(9999).versions.candidates == 0
+    assert route.current().versions.routing == 4  # before the bucket is known
+
+
+def test_a_held_candidate_serves_nobody_and_needs_no_bucket():
+    snap = snapshot(base=[pointer("policy", 1), canary("routing", 4, 8, 0), pointer("config", 5)])
+    assert not snap.route("acme", "chat").split
+    assert served(snap, "acme", "chat", 0) == (1, 4, 5)
+    assert "routing/default@candidate" not in snap.versions()
+
+
+def test_each_domain_splits_by_its_own_share_with_one_bucket():
+    snap = snapshot(base=[canary("policy", 1, 2, 1000), canary("routing", 4, 8, 5000), pointer("config", 5)])
+    assert served(snap, "acme", "chat", 500) == (2, 8, 5)
+    assert served(snap, "acme", "chat", 3000) == (1, 8, 5)
+    assert served(snap, "acme", "chat", 7000) == (1, 4, 5)
+
+
+def test_a_canary_at_one_scope_leaves_the_others_alone():
+    snap = snapshot(canary("routing", 4, 8, 10000, scope="tenant:acme"))
+    assert served(snap, "acme", "chat", 0) == (1, 8, 5)
+    assert served(snap, "globex", "chat", 0) == (1, 4, 5)
+    assert not snap.route("globex", "chat").split
 
 
 # Snapshot.versions, active_version_sets
 
 
-def test_versions_name_every_pointer():
-    snap = snapshot(pointer("policy", 2, "tenant:acme"))
-    assert snap.versions() == {"policy/default": 1, "policy/tenant:acme": 2, "routing/default": 4, "config/default": 5}
+def test_versions_name_every_pointer_and_serving_candidate():
+    snap = snapshot(pointer("policy", 2, "tenant:acme"), canary("config", 5, 7, 100, scope="route:chat"))
+    assert snap.versions() == {
+        "policy/default": 1,
+        "policy/tenant:acme": 2,
+        "routing/default": 4,
+        "config/default": 5,
+        "config/route:chat": 5,
+        "config/route:chat@candidate": 7,
+    }
 
 
 def test_versions_include_the_shadow_candidate():
@@ -124,11 +195,20 @@ def test_versions_include_the_shadow_candidate():
     }
 
 
-def test_active_version_sets_one_per_enforced_policy():
+def test_active_version_sets_cover_every_served_combination():
     snap = snapshot(pointer("policy", 2, "tenant:acme"), pointer("policy", 6, "shadow"))
     sets = snap.active_version_sets()
-    assert sorted((v.policy, v.routing, v.config) for v in sets) == [(1, 4, 5), (2, 4, 5)]
+    assert sorted((v.policy, v.routing, v.config, v.candidates) for v in sets) == [(1, 4, 5, 0), (2, 4, 5, 0)]
     assert _core.Versions(1, 4, 5) in sets
+
+
+def test_active_version_sets_include_a_serving_candidate_and_not_a_held_one():
+    serving = snapshot(base=[pointer("policy", 1), canary("routing", 4, 8, 100), pointer("config", 5)])
+    assert sorted((v.routing, v.candidates) for v in serving.active_version_sets()) == [(4, 0), (8, 2)]
+    held = snapshot(base=[pointer("policy", 1), canary("routing", 4, 8, 0), pointer("config", 5)])
+    assert [(v.routing, v.candidates) for v in held.active_version_sets()] == [(4, 0)]
+    for bucket in (0, 50, 99, 100, 9999):  # whatever a request is served under is kept
+        assert serving.route("acme", "chat").serve(bucket).versions in serving.active_version_sets()
 
 
 # CompiledVersions
@@ -157,8 +237,7 @@ def test_rebuilding_a_snapshot_loads_nothing_again():
 
 
 def kept(compiled: CompiledVersions, domain: str) -> list[int]:
-    """The versions of `domain` held compiled. Read from the cache itself: reloading an
-    evicted version to see it load again is what the xfail test below shows broken."""
+    """The versions of `domain` held compiled, read from the cache itself."""
     return sorted(v for d, v in compiled._compiled if d == domain)
 
 
@@ -187,14 +266,21 @@ def test_eviction_is_per_domain():
     assert load.calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="bug: get() compiles a version older than the kept ones, evicts it at once and "
-    "raises KeyError (a rollback to a version older than keep_per_domain newer warm ones)",
-)
 def test_a_version_older_than_every_kept_one_is_still_served():
     compiled, load = CompiledVersions(PROVIDERS, keep_per_domain=2), Store()
     compiled.get("policy", 2, load)
     compiled.get("policy", 3, load)
     assert compiled.get("policy", 1, load).version == 1
+
+
+def test_warming_compiles_ahead_and_counts_compiles():
+    compiled, load = CompiledVersions(PROVIDERS), Store()
+    assert compiled.warm("policy", 3, load) is True
+    assert compiled.compiles == 1
+    compiled.get("policy", 3, load)
+    assert compiled.compiles == 1  # the rollback to it compiles nothing
+
+
+def test_warming_a_version_that_does_not_compile_is_no_error():
+    compiled = CompiledVersions(PROVIDERS)
+    assert compiled.warm("policy", 1, lambda d, v: ("bad.yaml", b"rules: [{id: x, action: explode}]")) is False

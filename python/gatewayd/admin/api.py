@@ -15,7 +15,7 @@ import msgspec
 
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import documents, overview
+from gatewayd.control import documents, overview, positions
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
@@ -50,6 +50,12 @@ class ActivateRequest(FlipRequest, kw_only=True):
 
 class RollbackRequest(FlipRequest, kw_only=True):
     to: int | None = None  # default: the version before the current activation
+
+
+class CanaryRequest(FlipRequest, kw_only=True):
+    version: int | None = None  # the candidate to start; None: the one running
+    percent: float | None = None  # its share of traffic; None only with abort
+    abort: bool = False  # the candidate's share to 0, held
 
 
 Flip = TypeVar("Flip", bound=FlipRequest)
@@ -130,6 +136,29 @@ class AdminApi:
         return await self._flip(
             lambda r: r.rollback(req.domain, call.actor, req.reason, req.scope, req.to, req.expect),
             req.timeout_s,
+        )
+
+    async def canary(self, call: Call) -> Reply:
+        req = await _flip_request(call, CanaryRequest)
+        if req.abort == (req.percent is not None):
+            raise ApiError(400, "request body: give exactly one of percent and abort", "invalid_request")
+        if req.abort:
+            if req.version is not None:
+                raise ApiError(400, "request body: abort takes no version", "invalid_request")
+            return await self._flip(
+                lambda r: positions.abort(r, req.domain, req.scope, call.actor, req.reason), req.timeout_s
+            )
+        assert req.percent is not None
+        percent = req.percent
+        return await self._flip(
+            lambda r: positions.canary(r, req.domain, req.scope, req.version, percent, call.actor, req.reason),
+            req.timeout_s,
+        )
+
+    async def promote(self, call: Call) -> Reply:
+        req = await _flip_request(call, FlipRequest)
+        return await self._flip(
+            lambda r: positions.promote(r, req.domain, req.scope, call.actor, req.reason), req.timeout_s
         )
 
     async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:

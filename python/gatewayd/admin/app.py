@@ -33,6 +33,8 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, Handler]]]] = [
     (re.compile(r"/v1/versions/(?P<domain>[^/]+)/(?P<id>[0-9]{1,18})"), {"GET": ("viewer", AdminApi.version)}),
     (re.compile(r"/v1/activate"), {"POST": ("operator", AdminApi.activate)}),
     (re.compile(r"/v1/rollback"), {"POST": ("operator", AdminApi.rollback)}),
+    (re.compile(r"/v1/canary"), {"POST": ("operator", AdminApi.canary)}),
+    (re.compile(r"/v1/promote"), {"POST": ("operator", AdminApi.promote)}),
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatewayd.cli import admin, audit, control, serve, switches
+from gatewayd.cli import admin, audit, control, rollouts, serve, switches
 from gatewayd.cli.common import Parser
 from gatewayd.errors import GatewaydError, meaning
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     serve.register(commands)
     control.register(commands)
+    rollouts.register(commands)
     switches.register(commands)
     audit.register(commands)
     admin.register(commands)

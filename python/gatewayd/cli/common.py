@@ -49,7 +49,7 @@ def actor() -> str:
 def await_change(registry, change, timeout: float) -> int:
     """Prints the change, waits at the barrier (R4) and prints every replica's answer; the
     exit code is 0 only when the change is in effect everywhere."""
-    moves = ", ".join(f"{i.domain}/{i.scope} {i.prev} -> {i.new}" for i in change.items)
+    moves = overview.moves(change)
     print(f"change {change.id}: {moves} ({change.kind})", flush=True)
     report = wait_for_acks(registry, change, timeout)
     print(report.render())

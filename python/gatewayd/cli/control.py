@@ -95,7 +95,7 @@ def run_flip(args) -> int:
 def run_history(args) -> int:
     registry = open_registry(load_settings(args))
     for change in registry.history(args.domain):
-        moves = ", ".join(f"{i.domain}/{i.scope} {i.prev} -> {i.new}" for i in change.items)
+        moves = overview.moves(change)
         print(f"{change.id:>5}  {iso(change.at)}  {change.kind:<9} {moves}  by {change.actor}: {change.reason}")
     return 0
 
@@ -117,7 +117,8 @@ def run_at(args) -> int:
     for e in state:
         change, acked = e.change, e.acknowledged_by
         print(
-            f"{e.domain}/{e.scope}: version {e.version} (change {change.id} at {iso(change.at)} by {change.actor}); "
+            f"{e.domain}/{e.scope}: version {e.version}{_with_candidate(e.candidate)} "
+            f"(change {change.id} at {iso(change.at)} by {change.actor}); "
             f"acknowledged by {len(acked)} replica(s) by then: {', '.join(acked) or '-'}"
         )
     return 0
@@ -136,7 +137,7 @@ def run_status(args) -> int:
             "restore it: gatewayd store restore (docs/STORE.md)"
         )
     else:
-        active = ", ".join(f"{p.domain}/{p.scope}=v{p.version}" for p in status.pointers)
+        active = ", ".join(f"{p.domain}/{p.scope}={overview.describe(p.version, p.candidate)}" for p in status.pointers)
         print(f"active: {active} (change {last})")
     for r in status.replicas:
         versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
@@ -184,3 +185,7 @@ def run_keys(args) -> int:
     print("add to the config file:")
     print(f'[[keys]]\ntenant = "{args.tenant}"\nsha256 = "{hash_key(key)}"')
     return 0
+
+
+def _with_candidate(candidate) -> str:
+    return f" + candidate {candidate.version} at {candidate.percent:g}%" if candidate else ""

@@ -29,6 +29,7 @@ from gatewayd.control import documents, store_identity
 from gatewayd.control import snapshot as snapshots
 from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
+from gatewayd.control.history import RollbackStacks
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError, Watermark
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
@@ -55,6 +56,8 @@ class ReplicaAgent:
         self.store = store
         self.lkg = lkg
         self.compiled = CompiledVersions(providers)
+        # Where a rollback of each domain and scope would return: kept compiled (R7).
+        self.stacks = RollbackStacks()
         self.on_event = on_event  # writes a replica event into the audit chain
         self.on_swap = on_swap  # engine-side work for a new snapshot (cache fence, fsync policy)
         # Slow boundary work (a signed checkpoint) runs after the acknowledgement, so it
@@ -167,8 +170,12 @@ class ReplicaAgent:
     def _apply(self, last: int) -> None:
         pending = [c for c in self.store.changes(since_id=self.applied_change) if c.id <= last]
         self._record_changes(pending)
+        for change in pending:
+            self.stacks.apply(change)
+        pointers = self.store.pointers()
+        compiles = self.compiled.compiles
         try:
-            snap = snapshots.build(last, self.store.pointers(), self.compiled, self._load)
+            snap = snapshots.build(last, pointers, self.compiled, self._load)
         except (DocumentError, IncompleteState, ValueError) as exc:
             error = str(exc)
             log.error("replica %s refuses change %s: %s", self.name, last, error)
@@ -178,13 +185,22 @@ class ReplicaAgent:
             self.applied_change = last  # refused: keep serving, wait for the next change
             self.after_answer()
             return
-        self._swap(snap)
-        self.lkg.save(snap.change_id, self.store.pointers(), self._fetch, self.mark)
+        self._swap(snap, compiled=self.compiled.compiles - compiles)
+        self.lkg.save(snap.change_id, pointers, self._fetch, self.mark)
         self._saved_mark = self.mark
         self.counters["changes_applied"] += 1
         self._answer([c.id for c in pending], ok=True, error="")
         self._heartbeat(time.time())
+        self._warm(pointers)
         self.after_answer()
+
+    def _warm(self, pointers: list) -> None:
+        """Compiles the version a rollback of each pointer would return to, after the
+        acknowledgement (so it never delays the barrier), before any rollback asks (R7)."""
+        for p in pointers:
+            previous = self.stacks.previous(p.domain, p.scope)
+            if previous is not None:
+                self.compiled.warm(p.domain, previous, self._load)
 
     def _record_changes(self, changes: list) -> None:
         """The change records themselves go into this replica's audit chain, right before
@@ -198,11 +214,13 @@ class ReplicaAgent:
                     "actor": change.actor,
                     "reason": change.reason,
                     "change_kind": change.kind,
-                    "items": [[i.domain, i.scope, i.prev, i.new] for i in change.items],
+                    "items": [_item_fields(i) for i in change.items],
                 }
             )
 
-    def _swap(self, snap: Snapshot) -> None:
+    def _swap(self, snap: Snapshot, compiled: int = 0) -> None:
+        """`compiled`: how many documents applying it had to compile (0 when every version
+        was warm, as a rollback's should be)."""
         previous = self.snapshot
         self.snapshot = snap
         self.on_swap(snap)
@@ -214,6 +232,7 @@ class ReplicaAgent:
                 "change": snap.change_id,
                 "versions": snap.versions(),
                 "previous": previous.versions() if previous else None,
+                "compiled": compiled,
             }
         )
 
@@ -284,3 +303,16 @@ class ReplicaAgent:
         if documents.digest(data) != info.digest:  # never serve bytes the registry did not store
             raise DocumentError(f"{domain} version {version}: content does not match its digest {info.digest}")
         return StoredVersion(info, data)
+
+
+def _item_fields(item) -> list:
+    """[domain, scope, prev, new], plus the candidate before and after as [version, share]
+    when either is set."""
+    fields = [item.domain, item.scope, item.prev, item.new]
+    if item.prev_candidate or item.candidate:
+        fields += [_pair(item.prev_candidate), _pair(item.candidate)]
+    return fields
+
+
+def _pair(candidate) -> list | None:
+    return [candidate.version, candidate.share] if candidate else None

@@ -18,6 +18,7 @@ import msgspec
 
 from gatewayd.control.model import (
     Ack,
+    Candidate,
     Change,
     ChangeItem,
     ConflictError,
@@ -42,10 +43,10 @@ CREATE TABLE IF NOT EXISTS changes (
     reason TEXT NOT NULL, kind TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS change_items (
     change_id INTEGER NOT NULL, domain TEXT NOT NULL, scope TEXT NOT NULL,
-    prev INTEGER, new INTEGER);
+    prev INTEGER, new INTEGER, prev_candidate TEXT, candidate TEXT);
 CREATE TABLE IF NOT EXISTS pointers (
     domain TEXT NOT NULL, scope TEXT NOT NULL, version INTEGER NOT NULL,
-    change_id INTEGER NOT NULL, PRIMARY KEY (domain, scope));
+    change_id INTEGER NOT NULL, candidate TEXT, PRIMARY KEY (domain, scope));
 CREATE TABLE IF NOT EXISTS replicas (
     name TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started_at REAL NOT NULL,
     heartbeat_at REAL NOT NULL, applied_change INTEGER NOT NULL, versions TEXT NOT NULL);
@@ -85,12 +86,19 @@ class LocalStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(replicas)")]
-        if "mark" not in columns:  # a database made before store identities
-            try:
-                self._db.execute("ALTER TABLE replicas ADD COLUMN mark TEXT")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
+        # Columns added since the first schema: a database made before them gets them.
+        for table, column in (
+            ("replicas", "mark"),
+            ("pointers", "candidate"),
+            ("change_items", "prev_candidate"),
+            ("change_items", "candidate"),
+        ):
+            columns = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if column not in columns:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
 
     @property
     def where(self) -> str:
@@ -131,10 +139,10 @@ class LocalStore:
             db.executemany("INSERT INTO version_counters VALUES (?,?)", dump.last_versions.items())
             for c in dump.changes:
                 db.execute("INSERT INTO changes VALUES (?,?,?,?,?)", (c.id, c.at, c.actor, c.reason, c.kind))
-                db.executemany("INSERT INTO change_items VALUES (?,?,?,?,?)", [(c.id, *_item_row(i)) for i in c.items])
+                db.executemany(INSERT_ITEM, [(c.id, *_item_row(i)) for i in c.items])
             db.executemany(
-                "INSERT INTO pointers VALUES (?,?,?,?)",
-                [(p.domain, p.scope, p.version, p.change_id) for p in dump.pointers],
+                "INSERT INTO pointers VALUES (?,?,?,?,?)",
+                [(p.domain, p.scope, p.version, p.change_id, _candidate_text(p.candidate)) for p in dump.pointers],
             )
             return True
 
@@ -195,10 +203,8 @@ class LocalStore:
     # -- pointers and changes ---------------------------------------------------------
     @_guarded
     def pointers(self) -> list[Pointer]:
-        return [
-            Pointer(*r)
-            for r in self._db.execute("SELECT domain,scope,version,change_id FROM pointers ORDER BY domain, scope")
-        ]
+        rows = self._db.execute("SELECT domain,scope,version,change_id,candidate FROM pointers ORDER BY domain, scope")
+        return [Pointer(d, s, v, c, _parse_candidate(candidate)) for d, s, v, c, candidate in rows]
 
     @_guarded
     def last_change_id(self) -> int:
@@ -207,29 +213,31 @@ class LocalStore:
     @_guarded
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
         """Moves every pointer in `items` in one transaction, if each still holds `prev` and
-        the store is still epoch `epoch`."""
+        `prev_candidate` and the store is still epoch `epoch`."""
         with self._write() as db:
             self._check_epoch(db, epoch)
             for item in items:
                 row = db.execute(
-                    "SELECT version FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope)
+                    "SELECT version, candidate FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope)
                 ).fetchone()
-                current = row[0] if row else None
+                current, candidate = (row[0], _parse_candidate(row[1])) if row else (None, None)
                 if current != item.prev:
                     raise ConflictError.moved(item.domain, item.scope, current, item.prev)
+                if candidate != item.prev_candidate:
+                    raise ConflictError.candidate_moved(item.domain, item.scope, candidate, item.prev_candidate)
             at = time.time()
             change_id = db.execute(
                 "INSERT INTO changes (at, actor, reason, kind) VALUES (?,?,?,?)", (at, actor, reason, kind)
             ).lastrowid
             assert change_id is not None  # an INSERT sets lastrowid
             for item in items:
-                db.execute("INSERT INTO change_items VALUES (?,?,?,?,?)", (change_id, *_item_row(item)))
+                db.execute(INSERT_ITEM, (change_id, *_item_row(item)))
                 if item.new is None:
                     db.execute("DELETE FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope))
                 else:
                     db.execute(
-                        "INSERT OR REPLACE INTO pointers VALUES (?,?,?,?)",
-                        (item.domain, item.scope, item.new, change_id),
+                        "INSERT OR REPLACE INTO pointers VALUES (?,?,?,?,?)",
+                        (item.domain, item.scope, item.new, change_id, _candidate_text(item.candidate)),
                     )
             return Change(change_id, at, actor, reason, kind, list(items))
 
@@ -240,10 +248,14 @@ class LocalStore:
         ).fetchall()
         items: dict[int, list[ChangeItem]] = {}
         for change_id, *rest in self._db.execute(
-            "SELECT change_id, domain, scope, prev, new FROM change_items WHERE change_id > ? ORDER BY rowid",
+            "SELECT change_id, domain, scope, prev, new, prev_candidate, candidate FROM change_items"
+            " WHERE change_id > ? ORDER BY rowid",
             (since_id,),
         ):
-            items.setdefault(change_id, []).append(ChangeItem(*rest))
+            d, s, prev, new, prev_candidate, candidate = rest
+            items.setdefault(change_id, []).append(
+                ChangeItem(d, s, prev, new, _parse_candidate(prev_candidate), _parse_candidate(candidate))
+            )
         out = [
             Change(change_id, at, actor, reason, kind, items.get(change_id, []))
             for change_id, at, actor, reason, kind in rows
@@ -351,8 +363,28 @@ class _Transaction:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+INSERT_ITEM = (
+    "INSERT INTO change_items (change_id, domain, scope, prev, new, prev_candidate, candidate) VALUES (?,?,?,?,?,?,?)"
+)
+
+
 def _item_row(item: ChangeItem) -> tuple:
-    return (item.domain, item.scope, item.prev, item.new)
+    return (
+        item.domain,
+        item.scope,
+        item.prev,
+        item.new,
+        _candidate_text(item.prev_candidate),
+        _candidate_text(item.candidate),
+    )
+
+
+def _candidate_text(candidate: Candidate | None) -> str | None:
+    return msgspec.json.encode(candidate).decode() if candidate else None
+
+
+def _parse_candidate(text: str | None) -> Candidate | None:
+    return msgspec.json.decode(text, type=Candidate) if text else None
 
 
 def _json_versions(versions: dict[str, int]) -> str:

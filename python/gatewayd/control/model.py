@@ -29,13 +29,33 @@ class VersionInfo(msgspec.Struct, frozen=True):
     reason: str
 
 
-class ChangeItem(msgspec.Struct, frozen=True):
-    """One pointer moved by a change: `prev` and `new` are version ids (None: unset)."""
+class Candidate(msgspec.Struct, frozen=True):
+    """A version served beside the current one to a share of traffic (a canary): callers
+    whose sticky bucket is below `share` (of `_core.STICKY_BUCKETS`, 10,000) get it."""
+
+    version: int
+    share: int
+
+    @property
+    def percent(self) -> float:
+        return self.share / 100
+
+
+class ChangeItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One pointer moved by a change: `prev` and `new` are the current version ids (None:
+    unset), `prev_candidate` and `candidate` the candidate position before and after (left
+    out of JSON when there is none, as in records from before canaries)."""
 
     domain: str
     scope: str
     prev: int | None
     new: int | None
+    prev_candidate: Candidate | None = None
+    candidate: Candidate | None = None
+
+    @property
+    def moves_current(self) -> bool:
+        return self.prev != self.new
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -45,7 +65,7 @@ class Change(msgspec.Struct, frozen=True):
     at: float
     actor: str
     reason: str
-    kind: str  # bootstrap | activate | rollback | bundle
+    kind: str  # bootstrap | activate | rollback | canary | promote | shadow | restore | lost
     items: list[ChangeItem]
 
 
@@ -99,11 +119,15 @@ class Replica(msgspec.Struct, frozen=True):
     mark: Watermark | None = None
 
 
-class Pointer(msgspec.Struct, frozen=True):
+class Pointer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What one domain serves at one scope: its current version and, during a canary, a
+    candidate beside it."""
+
     domain: str
     scope: str
     version: int
     change_id: int
+    candidate: Candidate | None = None
 
 
 class StoredVersion(msgspec.Struct, frozen=True):

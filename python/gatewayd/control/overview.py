@@ -9,7 +9,7 @@ import time
 import msgspec
 
 from gatewayd.control.barrier import LIVE_WITHIN_S
-from gatewayd.control.model import Change, Pointer
+from gatewayd.control.model import Candidate, Change, Pointer
 from gatewayd.control.registry import Registry
 
 
@@ -40,6 +40,7 @@ class InEffect(msgspec.Struct, frozen=True):
     version: int
     change: Change
     acknowledged_by: list[str]
+    candidate: Candidate | None = None  # served beside `version` to a share of traffic
 
 
 def status(registry: Registry) -> Status:
@@ -63,10 +64,26 @@ def status(registry: Registry) -> Status:
 def in_effect_at(registry: Registry, at: float) -> list[InEffect]:
     """Per the change log; a replica counts as having applied a change once it acknowledged it."""
     out = []
-    for (domain, scope), (version, change) in sorted(registry.in_effect_at(at).items()):
+    for (domain, scope), (version, candidate, change) in sorted(registry.in_effect_at(at).items()):
         acked = [a.replica for a in registry.acks(change.id) if a.ok and a.at <= at]
-        out.append(InEffect(domain, scope, version, change, acked))
+        out.append(InEffect(domain, scope, version, change, acked, candidate))
     return out
+
+
+def describe(version: int | None, candidate: Candidate | None) -> str:
+    """ "v3", or "v3 + candidate v4 at 25%" during a canary."""
+    said = f"v{version}" if version is not None else "unset"
+    if candidate is None:
+        return said
+    return f"{said} + candidate v{candidate.version} at {candidate.percent:g}%"
+
+
+def moves(change: Change) -> str:
+    """What a change moved, one `domain/scope before -> after` per item."""
+    return ", ".join(
+        f"{i.domain}/{i.scope} {describe(i.prev, i.prev_candidate)} -> {describe(i.new, i.candidate)}"
+        for i in change.items
+    )
 
 
 def parse_instant(text: str) -> float:

@@ -35,9 +35,11 @@ return id
 """
 )
 
-# KEYS: pointers, changes, identity. ARGV: change JSON, channel, epoch, then (field, prev,
-# new) per item, '' standing for no version. Returns {change id, time}, {0, item number,
-# its version} on a lost compare-and-set, or {'lost', epoch found}.
+# A pointer's value: "<version> <change id>", then " <candidate JSON>" during a canary.
+# KEYS: pointers, changes, identity. ARGV: change JSON, channel, epoch, then (field, prev
+# state, new version, new candidate JSON) per item; a state is "<version>|<candidate JSON>",
+# '' standing for none. Returns {change id, time}, {0, item number, its version, its
+# candidate JSON} on a lost compare-and-set, or {'lost', epoch found}.
 FLIP = (
     NOW
     + EPOCH
@@ -46,22 +48,27 @@ local same, found = epoch_is(KEYS[3], ARGV[3])
 if not same then
   return {'lost', found}
 end
-local n = (#ARGV - 3) / 3
+local n = (#ARGV - 3) / 4
 for i = 0, n - 1 do
-  local current = redis.call('HGET', KEYS[1], ARGV[4 + 3 * i])
-  current = current and string.match(current, '^%d+') or ''
-  if current ~= ARGV[5 + 3 * i] then
-    return {0, i + 1, current}
+  local value = redis.call('HGET', KEYS[1], ARGV[4 + 4 * i])
+  local version, candidate = '', ''
+  if value then
+    version, candidate = string.match(value, '^(%d+) %d+ ?(.*)$')
+  end
+  if version .. '|' .. candidate ~= ARGV[5 + 4 * i] then
+    return {0, i + 1, version, candidate}
   end
 end
 local at = now()
 local id = redis.call('RPUSH', KEYS[2], at .. ' ' .. ARGV[1])
 for i = 0, n - 1 do
-  local field, new = ARGV[4 + 3 * i], ARGV[6 + 3 * i]
+  local field, new, candidate = ARGV[4 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
   if new == '' then
     redis.call('HDEL', KEYS[1], field)
-  else
+  elseif candidate == '' then
     redis.call('HSET', KEYS[1], field, new .. ' ' .. id)
+  else
+    redis.call('HSET', KEYS[1], field, new .. ' ' .. id .. ' ' .. candidate)
   end
 end
 redis.call('PUBLISH', ARGV[2], id)

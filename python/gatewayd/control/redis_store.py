@@ -39,6 +39,7 @@ from redis.retry import Retry
 from gatewayd.control.documents import DOMAINS
 from gatewayd.control.model import (
     Ack,
+    Candidate,
     Change,
     ChangeItem,
     ConflictError,
@@ -209,7 +210,8 @@ class RedisStore:
             body = msgspec.json.encode(_ChangeBody(c.actor, c.reason, c.kind, c.items))
             args += ["RPUSH", slot[self._key("changes")], "", _stamped(c.at, body)]
         for p in dump.pointers:
-            args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", f"{p.version} {p.change_id}"]
+            value = f"{p.version} {p.change_id}" + (f" {_candidate_arg(p.candidate)}" if p.candidate else "")
+            args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", value]
         return bool(self._seed(keys=keys, args=args))
 
     @_guarded
@@ -259,8 +261,8 @@ class RedisStore:
         out = []
         for field, value in self._hgetall("pointers").items():
             domain, scope = field.decode().split("/", 1)
-            version, change_id = value.split()
-            out.append(Pointer(domain, scope, int(version), int(change_id)))
+            version, change_id, *candidate = value.split(b" ", 2)
+            out.append(Pointer(domain, scope, int(version), int(change_id), _parse_candidate(b"".join(candidate))))
         return sorted(out, key=lambda p: (p.domain, p.scope))
 
     @_guarded
@@ -269,18 +271,23 @@ class RedisStore:
 
     @_guarded
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
-        """Moves every pointer in `items` in one script, if each still holds `prev` and the
-        store is still epoch `epoch`."""
+        """Moves every pointer in `items` in one script, if each still holds `prev` and
+        `prev_candidate` and the store is still epoch `epoch`."""
         args: list[str | bytes] = [msgspec.json.encode(_ChangeBody(actor, reason, kind, items)), self._channel, epoch]
         for item in items:
-            args += [f"{item.domain}/{item.scope}", _id_arg(item.prev), _id_arg(item.new)]
+            state = f"{_id_arg(item.prev)}|{_candidate_arg(item.prev_candidate)}"
+            args += [f"{item.domain}/{item.scope}", state, _id_arg(item.new), _candidate_arg(item.candidate)]
         keys = [self._key("pointers"), self._key("changes"), self._key("identity")]
         result = self._flip(keys=keys, args=args)
         if result[0] == b"lost":
             raise self._lost(epoch, result[1])
         if result[0] == 0:
             item = items[result[1] - 1]
-            raise ConflictError.moved(item.domain, item.scope, int(result[2]) if result[2] else None, item.prev)
+            current = int(result[2]) if result[2] else None
+            if current != item.prev:
+                raise ConflictError.moved(item.domain, item.scope, current, item.prev)
+            candidate = _parse_candidate(result[3])
+            raise ConflictError.candidate_moved(item.domain, item.scope, candidate, item.prev_candidate)
         return Change(int(result[0]), float(result[1]), actor, reason, kind, list(items))
 
     @_guarded
@@ -353,6 +360,14 @@ def _unstamp(value: bytes, body_type: type[Body]) -> tuple[float, Body]:
 
 def _id_arg(version: int | None) -> str:
     return "" if version is None else str(version)
+
+
+def _candidate_arg(candidate: Candidate | None) -> str:
+    return msgspec.json.encode(candidate).decode() if candidate else ""
+
+
+def _parse_candidate(text: bytes) -> Candidate | None:
+    return msgspec.json.decode(text, type=Candidate) if text else None
 
 
 def _redacted(url: str) -> str:

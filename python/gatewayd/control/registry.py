@@ -8,8 +8,11 @@ that lost its data, or holds another's, is refused before a used number is given
 
 from __future__ import annotations
 
+import re
+
 from gatewayd.config import Settings
 from gatewayd.control import documents, store_identity
+from gatewayd.control.history import InEffect, in_effect_at, previous_version
 from gatewayd.control.model import (
     DEFAULT_SCOPE,
     Ack,
@@ -29,7 +32,16 @@ from gatewayd.control.model import (
 from gatewayd.control.store_identity import StoreMemory
 from gatewayd.control.stores import ControlStore, open_store
 
-__all__ = ["Registry", "RegistryError", "in_effect_at", "open_registry", "previous_version", "require_reason"]
+__all__ = [
+    "InEffect",
+    "Registry",
+    "RegistryError",
+    "check_scope",
+    "in_effect_at",
+    "open_registry",
+    "previous_version",
+    "require_reason",
+]
 
 
 class Registry:
@@ -132,11 +144,15 @@ class Registry:
         _check_domain(domain)
         return self._store.versions(domain)
 
-    def active(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
+    def pointer(self, domain: str, scope: str = DEFAULT_SCOPE) -> Pointer | None:
         for p in self._store.pointers():
             if p.domain == domain and p.scope == scope:
-                return p.version
+                return p
         return None
+
+    def active(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
+        found = self.pointer(domain, scope)
+        return found.version if found else None
 
     def activate(
         self,
@@ -147,14 +163,19 @@ class Registry:
         scope: str = DEFAULT_SCOPE,
         expect: int | None = None,
     ) -> Change:
-        _check_domain(domain)
+        """Points domain/scope at `version_id` for all of its traffic; a candidate there is
+        dropped with it (the change record says so)."""
+        check_scope(domain, scope)
         require_reason(reason)
         epoch = self.guard("flip pointers")
         self.require(domain, version_id)
-        current = self._current(domain, scope, expect)
-        if current == version_id:
+        pointer = self._current(domain, scope, expect)
+        current = pointer.version if pointer else None
+        candidate = pointer.candidate if pointer else None
+        if current == version_id and candidate is None:
             raise RegistryError(f"{domain}/{scope} is already at version {version_id}")
-        return self._flip([ChangeItem(domain, scope, current, version_id)], actor, reason, "activate", epoch)
+        item = ChangeItem(domain, scope, current, version_id, candidate, None)
+        return self._flip([item], actor, reason, "activate", epoch)
 
     def rollback(
         self,
@@ -165,28 +186,40 @@ class Registry:
         to: int | None = None,
         expect: int | None = None,
     ) -> Change:
-        """Returns the pointer to the version before the current activation (or `to`)."""
-        _check_domain(domain)
+        """Undoes the last step: with a candidate, drops it (all traffic back on the current
+        version); without one, returns the pointer to the version before the current
+        activation, and a scope other than default with no version before its first one
+        stops overriding (its requests go back to the next scope out). `to` names the
+        version to return to instead (dropping any candidate)."""
+        check_scope(domain, scope)
         require_reason(reason)
         epoch = self.guard("flip pointers")
-        current = self._current(domain, scope, expect)
-        if current is None:
+        pointer = self._current(domain, scope, expect)
+        if pointer is None:
             raise RegistryError(f"{domain}/{scope} has no active version to roll back")
+        current, candidate = pointer.version, pointer.candidate
+        if candidate is not None and to is None:
+            item = ChangeItem(domain, scope, current, current, candidate, None)
+            return self._flip([item], actor, reason, "rollback", epoch)
         target = to if to is not None else self.previous(domain, scope)
+        if target is None and scope != DEFAULT_SCOPE:
+            return self._flip([ChangeItem(domain, scope, current, None)], actor, reason, "rollback", epoch)
         if target is None:
             raise RegistryError(f"{domain}/{scope} has no previous version to roll back to")
         self.require(domain, target)
-        if target == current:
+        if target == current and candidate is None:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
-        return self._flip([ChangeItem(domain, scope, current, target)], actor, reason, "rollback", epoch)
+        item = ChangeItem(domain, scope, current, target, candidate, None)
+        return self._flip([item], actor, reason, "rollback", epoch)
 
-    def _current(self, domain: str, scope: str, expect: int | None) -> int | None:
-        """The pointer's version. With `expect` (the version the caller decided from), a pointer
-        that has moved since is a lost compare-and-set, not something to flip from blindly."""
-        current = self.active(domain, scope)
+    def _current(self, domain: str, scope: str, expect: int | None) -> Pointer | None:
+        """The pointer. With `expect` (the version the caller decided from), a pointer that
+        has moved since is a lost compare-and-set, not something to flip from blindly."""
+        pointer = self.pointer(domain, scope)
+        current = pointer.version if pointer else None
         if expect is not None and expect != current:
             raise ConflictError.moved(domain, scope, current, expect)
-        return current
+        return pointer
 
     def previous(self, domain: str, scope: str = DEFAULT_SCOPE) -> int | None:
         return previous_version(self._store.changes(domain=domain), domain, scope)
@@ -196,7 +229,7 @@ class Registry:
             _check_domain(domain)
         return self._store.changes(domain=domain)
 
-    def in_effect_at(self, at: float) -> dict[tuple[str, str], tuple[int, Change]]:
+    def in_effect_at(self, at: float) -> dict[tuple[str, str], InEffect]:
         """Which version of every domain+scope was in effect at `at` (R9), per the change log."""
         return in_effect_at(self._store.changes(), at)
 
@@ -269,37 +302,6 @@ class Registry:
         return change
 
 
-def previous_version(changes: list[Change], domain: str, scope: str) -> int | None:
-    """The version a rollback of domain/scope returns to, from the change log in order:
-    activations push, a rollback pops back to the version it returned to."""
-    stack: list[int] = []
-    for change in changes:
-        for item in change.items:
-            if item.domain != domain or item.scope != scope or item.new is None:
-                continue
-            if change.kind == "rollback" and item.new in stack:
-                del stack[stack.index(item.new) + 1 :]
-            else:
-                stack.append(item.new)
-    return stack[-2] if len(stack) >= 2 else None
-
-
-def in_effect_at(changes: list[Change], at: float) -> dict[tuple[str, str], tuple[int, Change]]:
-    """(domain, scope) -> (version, the change that set it) at instant `at`, from the change
-    log in order; a pointer a change unset is absent."""
-    state: dict[tuple[str, str], tuple[int, Change]] = {}
-    for change in changes:
-        if change.at > at:
-            break
-        for item in change.items:
-            key = (item.domain, item.scope)
-            if item.new is None:
-                state.pop(key, None)
-            else:
-                state[key] = (item.new, change)
-    return state
-
-
 def open_registry(settings: Settings) -> Registry:
     providers = [(name, p.kind) for name, p in settings.providers.items()]
     return Registry(open_store(settings), providers, StoreMemory(settings.path(settings.control.dir)))
@@ -308,6 +310,22 @@ def open_registry(settings: Settings) -> Registry:
 def _check_domain(domain: str) -> None:
     if domain not in documents.DOMAINS:
         raise RegistryError(f"unknown domain {domain!r}: expected one of {', '.join(documents.DOMAINS)}")
+
+
+# What a scope may be: the most specific wins for each request (tenant, then route, then default).
+_SCOPE = re.compile(r"tenant:[A-Za-z0-9][A-Za-z0-9._@-]{0,127}|route:(?:chat|completions|embeddings|messages)")
+
+
+def check_scope(domain: str, scope: str) -> None:
+    """Refuses a domain or scope that no request would ever be served under: a change a
+    replica would acknowledge without applying."""
+    _check_domain(domain)
+    if scope == DEFAULT_SCOPE or _SCOPE.fullmatch(scope):
+        return
+    raise RegistryError(
+        f"unknown scope {scope!r}: expected default, tenant:NAME or route:API "
+        "(API one of chat, completions, embeddings, messages)"
+    )
 
 
 def require_reason(reason: str) -> None:

@@ -47,8 +47,6 @@ def unkill(registry: Registry, scope: str, actor: str, reason: str) -> Change:
     version = _kill_switch_version(registry, actor)
     if registry.active("policy", scope) != version:
         raise RegistryError(f"the kill switch is not engaged for policy/{scope}")
-    if registry.previous("policy", scope) is None and scope != DEFAULT_SCOPE:
-        return registry.flip([ChangeItem("policy", scope, version, None)], actor, reason, "rollback")
     return registry.rollback("policy", actor, reason, scope)
 
 
@@ -79,9 +77,10 @@ def activate_bundle(registry: Registry, bundle: Bundle, actor: str, reason: str)
     for domain in documents.DOMAINS:
         version = getattr(bundle, domain)
         registry.require(domain, version)
-        current = registry.active(domain)
-        if current != version:
-            items.append(ChangeItem(domain, DEFAULT_SCOPE, current, version))
+        pointer = registry.pointer(domain)
+        current, candidate = (pointer.version, pointer.candidate) if pointer else (None, None)
+        if current != version or candidate is not None:  # a candidate is dropped with it
+            items.append(ChangeItem(domain, DEFAULT_SCOPE, current, version, candidate, None))
     if not items:
         raise RegistryError("every domain is already at the bundle's version")
     return registry.flip(items, actor, reason, "activate")
@@ -93,8 +92,9 @@ def rollback_bundle(registry: Registry, actor: str, reason: str) -> Change:
     items = []
     for domain in documents.DOMAINS:
         previous = registry.previous(domain)
-        if previous is not None:
-            items.append(ChangeItem(domain, DEFAULT_SCOPE, registry.active(domain), previous))
+        pointer = registry.pointer(domain)
+        if previous is not None and pointer is not None:
+            items.append(ChangeItem(domain, DEFAULT_SCOPE, pointer.version, previous, pointer.candidate, None))
     if not items:
         raise RegistryError("no domain has a previous version to roll back to")
     return registry.flip(items, actor, reason, "rollback")

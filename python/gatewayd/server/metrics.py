@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from gatewayd._core import LATENCY_BUCKETS  # the Rust histogram's bounds: defined there once
+from gatewayd.control.snapshot import CANDIDATE_BITS
 
 STALE_AFTER_S = 30.0  # a file not refreshed for this long belongs to a worker that is gone
 VERSION_LABELS = ("policy_version", "routing_version", "config_version")
@@ -37,6 +38,7 @@ class _Series(msgspec.Struct):
     api: str
     status: int
     cache: str
+    candidates: int = 0  # which domains a candidate served (policy 1, routing 2, config 4)
 
 
 class _Histogram(msgspec.Struct):
@@ -101,13 +103,16 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         merged: dict[tuple, list] = {}
         for key, hist in snap.requests:
             acc = merged.setdefault(
-                (key.policy_version, key.routing_version, key.config_version, key.api), [0, 0.0, None]
+                (key.policy_version, key.routing_version, key.config_version, key.candidates, key.api), [0, 0.0, None]
             )
             acc[0] += hist.count
             acc[1] += hist.sum_seconds
             acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets, strict=True)]
-        for (p, r, c, api), (count, total, buckets) in sorted(merged.items()):
-            base = _labels(replica=replica, policy_version=p, routing_version=r, config_version=c, api=api)
+        for (p, r, c, bits, api), (count, total, buckets) in sorted(merged.items()):
+            candidate = _candidate_label(bits)
+            base = _labels(
+                replica=replica, policy_version=p, routing_version=r, config_version=c, candidate=candidate, api=api
+            )
             running = 0
             for bound, n in zip((*LATENCY_BUCKETS, "+Inf"), buckets, strict=True):
                 running += n
@@ -127,11 +132,23 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             )
             lines.append(f"gatewayd_shadow_decisions_total{{{labels}}} {n}")
 
-    family("gatewayd_replica_versions", "gauge", "The version each replica serves, per domain/scope (1 = serving).")
+    family(
+        "gatewayd_replica_versions",
+        "gauge",
+        "The versions each replica serves, per domain/scope and position (1 = serving).",
+    )
     for m in replicas:
         for domain_scope, version in sorted(m.versions.items()):
             domain, _, scope = domain_scope.partition("/")
-            labels = _labels(replica=m.replica, domain=domain, scope=scope, version=version, change=m.change_id)
+            scope, _, position = scope.partition("@")
+            labels = _labels(
+                replica=m.replica,
+                domain=domain,
+                scope=scope,
+                position=position or "current",
+                version=version,
+                change=m.change_id,
+            )
             lines.append(f"gatewayd_replica_versions{{{labels}}} 1")
 
     for counter, help_text in (
@@ -156,8 +173,16 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _versions(key: _Series) -> dict[str, int]:
-    return {name: getattr(key, name) for name in VERSION_LABELS}
+def _versions(key: _Series) -> dict[str, object]:
+    """The version labels, and `candidate`: the domains served from a candidate position
+    ("none", or e.g. "routing", "policy+routing"), so a canary's traffic is its own series."""
+    labels: dict[str, object] = {name: getattr(key, name) for name in VERSION_LABELS}
+    labels["candidate"] = _candidate_label(key.candidates)
+    return labels
+
+
+def _candidate_label(bits: int) -> str:
+    return "+".join(domain for domain, bit in CANDIDATE_BITS.items() if bits & bit) or "none"
 
 
 def _labels(**labels: object) -> str:

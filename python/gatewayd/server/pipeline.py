@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from random import getrandbits
 
 import msgspec
@@ -23,7 +23,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
 from gatewayd.control.documents import CacheSettings
-from gatewayd.control.snapshot import Snapshot
+from gatewayd.control.snapshot import Served
 from gatewayd.server import errors
 from gatewayd.server.asgi import (
     JSON,
@@ -97,37 +97,50 @@ class Pipeline:
                 return await respond(send, status, [(b"content-type", JSON)], body)
         request_id = seen.request_id or f"{getrandbits(128):032x}"
         tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
-        if tenant is None:
-            return await self._reject(snap, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key")
-        wait = self.limiter.admit(tenant, snap.config.rate_limit, self.agent.live_replicas)
-        if wait:
-            message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
-            retry = [(b"retry-after", str(max(1, round(wait))).encode())]
-            return await self._reject(snap, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
+        if tenant is None or seen.credential is None:
+            served = snap.route("", api).current()
+            return await self._reject(
+                served, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key"
+            )
+        route = snap.route(tenant, api)
         try:
             body = await read_body(receive, self.max_body, seen.content_length)
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
-            return await self._reject(snap, send, api, tenant, request_id, 413, "request_too_large", message)
+            return await self._reject(route.current(), send, api, tenant, request_id, 413, "request_too_large", message)
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
-            return await self._reject(snap, send, api, tenant, request_id, 408, "request_timeout", message)
+            return await self._reject(route.current(), send, api, tenant, request_id, 408, "request_timeout", message)
         except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
             message = "client closed the connection before its body was read"
-            return await self._reject(snap, send, api, tenant, request_id, 499, "client_closed_request", message)
-        policy = snap.policy_for(tenant, api)
+            return await self._reject(
+                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message
+            )
+        # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
+        if route.split:
+            bucket = _core.sticky_bucket(api=api, sticky=seen.sticky, body=body, key=seen.key())
+            served = route.serve(bucket)
+        else:
+            served = route.serve(0)
+        config = served.config
+        wait = self.limiter.admit(tenant, config.rate_limit, self.agent.live_replicas)
+        if wait:
+            message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
+            retry = [(b"retry-after", str(max(1, round(wait))).encode())]
+            return await self._reject(served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
+        policy = served.policy
         adm = self.engine.admit(
-            snapshot=snap,
+            served=served,
             policy=policy,
-            shadow=snap.shadow,
-            routing=snap.routing,
-            config_version=snap.config_version,
+            shadow=served.shadow,
+            routing=served.routing,
+            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
             headers=_policy_headers(scope, policy),
             body=body,
-            cache=_cache_mode(seen.cache, snap.config.cache),
+            cache=_cache_mode(seen.cache, config.cache),
             vary=seen.vary,
         )
         if adm.verdict != "allow":
@@ -138,7 +151,7 @@ class Pipeline:
             return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
         self.clients[adm] = client = ClientWatch(receive)
         try:
-            await self._forward(scope, send, adm, snap.config, anthropic)
+            await self._forward(scope, send, adm, config, anthropic)
         finally:
             del self.clients[adm]
             client.close()
@@ -209,9 +222,7 @@ class Pipeline:
         url, headers = provider.url(adm.api), provider.headers(scope["headers"])
         for attempt in range(config.retries + 1):
             try:
-                return await self.client.send(
-                    "POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream
-                )
+                return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream)
             except UpstreamError as exc:
                 # Only a refused connection is retried: nothing reached the provider, so a
                 # retry cannot run the same completion twice. Backing off exponentially
@@ -262,7 +273,7 @@ class Pipeline:
 
     async def _reject(
         self,
-        snap: Snapshot,
+        served: Served,
         send: Send,
         api: str,
         tenant: str,
@@ -272,13 +283,13 @@ class Pipeline:
         message: str,
         extra=(),
     ) -> None:
-        """Refused before admission (no key, body too large): still audited, under the
-        request's snapshot."""
+        """Refused before admission (no key, body too large): still audited, under what the
+        request is served under."""
         adm = self.engine.reject(
-            snapshot=snap,
-            policy=snap.policy_for(tenant, api),
-            routing=snap.routing,
-            config_version=snap.config_version,
+            served=served,
+            policy=served.policy,
+            routing=served.routing,
+            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
@@ -292,7 +303,6 @@ class Pipeline:
         await self._record(adm, adm.status, error=adm.message)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
         await respond(send, adm.status, _headers(adm, JSON, extra), body)
-
 
     async def _record(
         self,
@@ -309,7 +319,7 @@ class Pipeline:
         request's config syncs before answering (`group`, `always`), waits until it is on
         disk: the response completes after. ``via`` is (which upstream answered, what
         failed before it)."""
-        audit = adm.snapshot.config.audit
+        audit = adm.served.config.audit
         client = self.clients.get(adm)
         if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
             error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
@@ -335,7 +345,7 @@ class Pipeline:
             await self.audit.durable(seq, audit.fsync)
 
 
-def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
+def _headers(adm, content_type: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
     """R3: every response names the versions it was served under."""
     return [
         (b"content-type", content_type),
@@ -348,18 +358,20 @@ def _headers(adm, content_type: bytes, extra: list[tuple[bytes, bytes]] = ()) ->
 
 @functools.lru_cache(maxsize=64)
 def _version_headers(versions: _core.Versions) -> tuple[tuple[bytes, bytes], ...]:
-    """Encoded once per version set: a replica serves one or two at a time."""
+    """Encoded once per version set: a replica serves a few at a time."""
+    positions = ", ".join(f"{domain}={position}" for domain, position in versions.positions)
     return (
         (b"x-gatewayd-policy-version", str(versions.policy).encode()),
         (b"x-gatewayd-routing-version", str(versions.routing).encode()),
         (b"x-gatewayd-config-version", str(versions.config).encode()),
+        (b"x-gatewayd-position", positions.encode()),
     )
 
 
 class _Seen:
     """What the pipeline looks for in the request headers, found in one pass."""
 
-    __slots__ = ("credential", "request_id", "content_length", "cache", "vary", "transfer_encoding")
+    __slots__ = ("credential", "request_id", "content_length", "cache", "vary", "transfer_encoding", "sticky")
 
     def __init__(self) -> None:
         self.credential: tuple[bytes, bytes] | None = None
@@ -368,6 +380,15 @@ class _Seen:
         self.cache: bytes | None = None
         self.vary = ""  # the forwarded headers that change the answer: part of the cache key
         self.transfer_encoding: list[bytes] | None = None  # its header values, when sent
+        self.sticky: str | None = None  # who the caller says it is, for canary assignment
+
+    def key(self) -> str:
+        """The caller's key as sent in either header (Bearer or x-api-key)."""
+        assert self.credential is not None
+        name, value = self.credential
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            value = value[7:]
+        return value.decode("latin-1").strip()
 
 
 def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
@@ -386,6 +407,8 @@ def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
                 seen.request_id = value.decode()
         elif name == b"x-gatewayd-cache":
             seen.cache = value.lower()
+        elif name == b"x-gatewayd-sticky":
+            seen.sticky = value.decode("latin-1")
         elif name == b"transfer-encoding":
             if seen.transfer_encoding is None:
                 seen.transfer_encoding = []
@@ -451,7 +474,10 @@ class _AnthropicError(msgspec.Struct, tag="error", tag_field="type"):
     error: _ErrorDetail
 
 
-_error_shapes = {False: msgspec.json.Decoder(_OpenAIError), True: msgspec.json.Decoder(_AnthropicError)}
+_error_shapes: dict[bool, msgspec.json.Decoder[_OpenAIError] | msgspec.json.Decoder[_AnthropicError]] = {
+    False: msgspec.json.Decoder(_OpenAIError),
+    True: msgspec.json.Decoder(_AnthropicError),
+}
 
 
 def _is_error_shaped(payload: bytes, anthropic: bool) -> bool:
@@ -463,7 +489,7 @@ def _is_error_shaped(payload: bytes, anthropic: bool) -> bool:
     return True
 
 
-def _scrubber(secrets) -> Callable[[bytes], bytes]:
+def _scrubber(secrets: Iterable[str]) -> Callable[[bytes], bytes]:
     """Replaces every configured provider credential in a body with [REDACTED] (longest
     first, so a key that contains another is replaced whole)."""
     ordered = sorted({secret.encode() for secret in secrets}, key=len, reverse=True)

@@ -40,13 +40,20 @@ const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Bytes charged per entry on top of its body and content type: the key and the shared value.
 const ENTRY_OVERHEAD: usize = size_of::<CacheKey>() + size_of::<CachedResponse>() + 16;
 
-/// The versions of the three domains a response was produced under.
+/// The versions of the three domains a response was produced under, and which of them
+/// were served from a candidate position (a canary) rather than the current one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Versions {
     pub policy: u64,
     pub routing: u64,
     pub config: u64,
+    /// `CANDIDATE_POLICY | CANDIDATE_ROUTING | CANDIDATE_CONFIG` bits; 0: all current.
+    pub candidates: u8,
 }
+
+pub const CANDIDATE_POLICY: u8 = 1;
+pub const CANDIDATE_ROUTING: u8 = 2;
+pub const CANDIDATE_CONFIG: u8 = 4;
 
 impl Versions {
     pub const fn new(policy: u64, routing: u64, config: u64) -> Versions {
@@ -54,7 +61,28 @@ impl Versions {
             policy,
             routing,
             config,
+            candidates: 0,
         }
+    }
+
+    pub const fn with_candidates(self, candidates: u8) -> Versions {
+        Versions { candidates, ..self }
+    }
+
+    /// "current" or "candidate" for each domain, in the order policy, routing, config.
+    pub fn positions(&self) -> [(&'static str, &'static str); 3] {
+        let at = |bit: u8| {
+            if self.candidates & bit != 0 {
+                "candidate"
+            } else {
+                "current"
+            }
+        };
+        [
+            ("policy", at(CANDIDATE_POLICY)),
+            ("routing", at(CANDIDATE_ROUTING)),
+            ("config", at(CANDIDATE_CONFIG)),
+        ]
     }
 }
 
@@ -65,7 +93,7 @@ pub struct CacheKey([u8; 32]);
 impl CacheKey {
     /// Hashes a domain tag, then tenant, route and normalized request each prefixed by its
     /// u64 LE length (so no two different inputs encode alike), then the three versions as
-    /// u64 LE.
+    /// u64 LE and the candidate bits.
     pub fn new(
         tenant: &str,
         route: &str,
@@ -81,6 +109,7 @@ impl CacheKey {
         for version in [versions.policy, versions.routing, versions.config] {
             hasher.update(version.to_le_bytes());
         }
+        hasher.update([versions.candidates]);
         CacheKey(hasher.finalize().into())
     }
 

@@ -283,6 +283,11 @@ impl Gateway {
             "policy_version": v.policy,
             "routing_version": v.routing,
             "config_version": v.config,
+            "position": v
+                .positions()
+                .into_iter()
+                .map(|(domain, position)| (domain.to_string(), Value::from(position)))
+                .collect::<Map<String, Value>>(),
             "upstream": upstream.map(|(provider, _)| provider),
             "upstream_model": upstream.map(|(_, model)| model),
             "stream": adm.stream,

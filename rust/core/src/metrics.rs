@@ -24,6 +24,8 @@ pub struct SeriesKey {
     pub policy_version: u64,
     pub routing_version: u64,
     pub config_version: u64,
+    /// Which domains were served from a candidate position (`cache::CANDIDATE_*` bits).
+    pub candidates: u8,
     pub api: &'static str,
     pub status: u16,
     pub cache: &'static str,
@@ -80,6 +82,7 @@ impl Metrics {
             policy_version: versions.policy,
             routing_version: versions.routing,
             config_version: versions.config,
+            candidates: versions.candidates,
             api,
             status,
             cache,

@@ -30,7 +30,8 @@ impl From<CacheMode> for CoreCacheMode {
     }
 }
 
-/// The policy, routing and config versions a request was served under (R3).
+/// The policy, routing and config versions a request was served under (R3), and which
+/// domains were served from a candidate position (`candidates`: policy 1, routing 2, config 4).
 #[pyclass(frozen, eq, hash, module = "gatewayd._core")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Versions(pub CoreVersions);
@@ -38,8 +39,18 @@ pub struct Versions(pub CoreVersions);
 #[pymethods]
 impl Versions {
     #[new]
-    fn new(policy: u64, routing: u64, config: u64) -> Versions {
-        Versions(CoreVersions::new(policy, routing, config))
+    #[pyo3(signature = (policy, routing, config, candidates=0))]
+    fn new(policy: u64, routing: u64, config: u64, candidates: u8) -> Versions {
+        Versions(CoreVersions::new(policy, routing, config).with_candidates(candidates))
+    }
+    #[getter]
+    fn candidates(&self) -> u8 {
+        self.0.candidates
+    }
+    /// (domain, "current" | "candidate") for policy, routing and config.
+    #[getter]
+    fn positions(&self) -> Vec<(&'static str, &'static str)> {
+        self.0.positions().to_vec()
     }
     #[getter]
     fn policy(&self) -> u64 {
@@ -56,8 +67,8 @@ impl Versions {
     fn __repr__(&self) -> String {
         let v = self.0;
         format!(
-            "Versions(policy={}, routing={}, config={})",
-            v.policy, v.routing, v.config
+            "Versions(policy={}, routing={}, config={}, candidates={})",
+            v.policy, v.routing, v.config, v.candidates
         )
     }
 }
@@ -76,12 +87,13 @@ pub struct Admission {
     pub inner: gateway::Admission,
     pub body: Option<Py<PyBytes>>,
     pub cached_body: Option<Py<PyBytes>>,
-    /// The caller's snapshot the request was admitted under, carried to its end (R6).
-    pub snapshot: Py<PyAny>,
+    /// What the request is served under (its snapshot's versions for its scope and position),
+    /// carried to its end (R6).
+    pub served: Py<PyAny>,
 }
 
 impl Admission {
-    pub fn new(py: Python<'_>, inner: gateway::Admission, snapshot: Py<PyAny>) -> Admission {
+    pub fn new(py: Python<'_>, inner: gateway::Admission, served: Py<PyAny>) -> Admission {
         let body = inner.body.as_ref().map(|b| PyBytes::new(py, b).unbind());
         let cached_body = inner
             .cached
@@ -91,17 +103,17 @@ impl Admission {
             inner,
             body,
             cached_body,
-            snapshot,
+            served,
         }
     }
 }
 
 #[pymethods]
 impl Admission {
-    /// The snapshot given to `admit`: every later decision of the request reads it.
+    /// What was given to `admit` as `served`: every later decision of the request reads it.
     #[getter]
-    fn snapshot(&self, py: Python<'_>) -> Py<PyAny> {
-        self.snapshot.clone_ref(py)
+    fn served(&self, py: Python<'_>) -> Py<PyAny> {
+        self.served.clone_ref(py)
     }
     #[getter]
     fn request_id(&self) -> &str {

@@ -7,7 +7,7 @@ use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
 use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
 use gatewayd_core::gateway::{AdmitInput, Gateway, RecordInput, RequestContext};
 use gatewayd_core::metrics::LATENCY_BUCKETS;
-use gatewayd_core::request::Api;
+use gatewayd_core::request::{sticky, Api};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -25,9 +25,24 @@ fn api_from(name: &str) -> PyResult<Api> {
     Api::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown api {name:?}")))
 }
 
-/// The versions a request is served under: its policy's and routing's own, and the config's.
-fn served_under(policy: &Policy, routing: &Routing, config_version: u64) -> CoreVersions {
-    CoreVersions::new(policy.version, routing.version, config_version)
+/// The versions a request is served under, which must be its policy's and routing's own.
+fn served_under(policy: &Policy, routing: &Routing, versions: &Versions) -> PyResult<CoreVersions> {
+    let v = versions.0;
+    if v.policy != policy.version || v.routing != routing.version {
+        return Err(PyValueError::new_err(format!(
+            "versions (policy {}, routing {}) do not name the policy {} and routing {} given",
+            v.policy, v.routing, policy.version, routing.version
+        )));
+    }
+    Ok(v)
+}
+
+/// The sticky bucket (0..BUCKETS) of a request: its `x-gatewayd-sticky` header, else its
+/// end user (OpenAI `user`, Anthropic `metadata.user_id`), else the caller's key.
+#[pyfunction]
+#[pyo3(signature = (*, api, sticky, body, key))]
+pub fn sticky_bucket(api: &str, sticky: Option<&str>, body: &[u8], key: &str) -> PyResult<u32> {
+    Ok(sticky::request_bucket(api_from(api)?, sticky, body, key))
 }
 
 /// `LATENCY_BUCKETS`: the histogram's upper bounds in seconds, for rendering `/metrics`.
@@ -60,16 +75,16 @@ impl Engine {
     /// Parse, policy, routing, rewrite and cache lookup for one request, in one call.
     /// `vary` holds the forwarded request headers that change the answer (API version,
     /// betas): it is part of the cache key.
-    #[pyo3(signature = (*, snapshot, policy, shadow, routing, config_version, api, tenant, request_id, headers, body, cache, vary))]
+    #[pyo3(signature = (*, served, policy, shadow, routing, versions, api, tenant, request_id, headers, body, cache, vary))]
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         py: Python<'_>,
-        snapshot: Py<PyAny>,
+        served: Py<PyAny>,
         policy: &Policy,
         shadow: Option<PyRef<'_, Policy>>,
         routing: &Routing,
-        config_version: u64,
+        versions: &Versions,
         api: &str,
         tenant: &str,
         request_id: &str,
@@ -87,7 +102,7 @@ impl Engine {
                 api: api_from(api)?,
                 tenant,
                 request_id,
-                versions: served_under(policy, routing, config_version),
+                versions: served_under(policy, routing, versions)?,
             },
             policy: &policy.compiled,
             shadow: shadow.as_ref().map(|p| (&p.compiled, p.version)),
@@ -97,20 +112,20 @@ impl Engine {
             cache: cache.into(),
             vary,
         };
-        Ok(Admission::new(py, self.0.admit(&input), snapshot))
+        Ok(Admission::new(py, self.0.admit(&input), served))
     }
 
     /// An admission for a request refused before its body was judged (401, 413, 429):
     /// still audited, under the versions in effect for it.
-    #[pyo3(signature = (*, snapshot, policy, routing, config_version, api, tenant, request_id, status, code, message))]
+    #[pyo3(signature = (*, served, policy, routing, versions, api, tenant, request_id, status, code, message))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
         py: Python<'_>,
-        snapshot: Py<PyAny>,
+        served: Py<PyAny>,
         policy: &Policy,
         routing: &Routing,
-        config_version: u64,
+        versions: &Versions,
         api: &str,
         tenant: &str,
         request_id: &str,
@@ -122,12 +137,12 @@ impl Engine {
             api: api_from(api)?,
             tenant,
             request_id,
-            versions: served_under(policy, routing, config_version),
+            versions: served_under(policy, routing, versions)?,
         };
         Ok(Admission::new(
             py,
             self.0.reject(&ctx, status, code, message),
-            snapshot,
+            served,
         ))
     }
 

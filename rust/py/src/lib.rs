@@ -20,6 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admission::Versions>()?;
     m.add_class::<engine::Engine>()?;
     m.add("LATENCY_BUCKETS", engine::latency_buckets())?;
+    m.add("STICKY_BUCKETS", gatewayd_core::request::sticky::BUCKETS)?;
+    m.add_function(wrap_pyfunction!(engine::sticky_bucket, m)?)?;
     m.add(
         "FSYNC_POLICIES",
         gatewayd_core::audit::SyncPolicy::NAMES.to_vec(),

@@ -7,6 +7,7 @@
 
 mod fields;
 mod locate;
+pub mod sticky;
 mod strict;
 
 use serde_json::{Map, Value};
