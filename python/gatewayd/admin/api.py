@@ -4,6 +4,7 @@ replica answered) runs in worker threads, so one slow flip never stalls the othe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -15,7 +16,7 @@ import msgspec
 
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import documents, overview, positions
+from gatewayd.control import auto_revert, documents, overview, positions
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
@@ -56,6 +57,10 @@ class CanaryRequest(FlipRequest, kw_only=True):
     version: int | None = None  # the candidate to start; None: the one running
     percent: float | None = None  # its share of traffic; None only with abort
     abort: bool = False  # the candidate's share to 0, held
+    revert_if: list[str] = []  # automatic revert rules, as `gatewayd canary --revert-if`
+    min_requests: int | None = None
+    window_s: float | None = None
+    allow_policy_revert: bool = False
 
 
 Flip = TypeVar("Flip", bound=FlipRequest)
@@ -149,9 +154,18 @@ class AdminApi:
                 lambda r: positions.abort(r, req.domain, req.scope, call.actor, req.reason), req.timeout_s
             )
         assert req.percent is not None
-        percent = req.percent
+        percent, revert = req.percent, None
+        if req.revert_if or req.min_requests is not None or req.window_s is not None:
+            revert = functools.partial(
+                auto_revert.with_rules,
+                req.domain,
+                rules=req.revert_if,
+                min_requests=req.min_requests,
+                window_s=req.window_s,
+                allow_policy=req.allow_policy_revert,
+            )
         return await self._flip(
-            lambda r: positions.canary(r, req.domain, req.scope, req.version, percent, call.actor, req.reason),
+            lambda r: positions.canary(r, req.domain, req.scope, req.version, percent, call.actor, req.reason, revert),
             req.timeout_s,
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from gatewayd.cli.common import CliError, actor, await_change, load_settings, open_registry
-from gatewayd.control import documents, positions
+from gatewayd.control import auto_revert, documents, positions
 from gatewayd.control.model import DEFAULT_SCOPE
 
 
@@ -16,6 +18,17 @@ def register(commands) -> None:
     share = c.add_mutually_exclusive_group(required=True)
     share.add_argument("--percent", type=float, help="the candidate's share of traffic, 0.01 to 100")
     share.add_argument("--abort", action="store_true", help="the candidate's share to 0, the candidate held")
+    c.add_argument(
+        "--revert-if",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="hold the candidate at 0%% automatically when RULE holds, e.g. 'error_rate > 0.05' or "
+        "'p95_ms > 3 * current'; repeatable",
+    )
+    c.add_argument("--min-requests", type=int, help="candidate requests in the window before rules are judged (100)")
+    c.add_argument("--window", type=float, help="seconds of traffic the rules are judged over (60)")
+    c.add_argument("--allow-policy-revert", action="store_true", help="allow revert rules on a policy candidate")
     _options(c)
     c.set_defaults(run=run_canary)
 
@@ -38,7 +51,19 @@ def run_canary(args) -> int:
             raise CliError("canary --abort: takes no version (it holds the running candidate at 0%)")
         change = positions.abort(registry, args.domain, args.scope, actor(), args.reason)
     else:
-        change = positions.canary(registry, args.domain, args.scope, args.version, args.percent, actor(), args.reason)
+        revert = None
+        if args.revert_if or args.min_requests is not None or args.window is not None:
+            revert = functools.partial(
+                auto_revert.with_rules,
+                args.domain,
+                rules=args.revert_if,
+                min_requests=args.min_requests,
+                window_s=args.window,
+                allow_policy=args.allow_policy_revert,
+            )
+        change = positions.canary(
+            registry, args.domain, args.scope, args.version, args.percent, actor(), args.reason, revert
+        )
     return await_change(registry, change, args.timeout)
 
 

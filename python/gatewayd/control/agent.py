@@ -25,13 +25,25 @@ import threading
 import time
 from collections.abc import Callable
 
-from gatewayd.control import documents, store_identity
+import msgspec
+
+from gatewayd.control import auto_revert, documents, store_identity
 from gatewayd.control import snapshot as snapshots
 from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.history import RollbackStacks
 from gatewayd.control.last_known_good import LastKnownGood
-from gatewayd.control.model import Ack, Replica, StoredVersion, StoreUnavailableError, Watermark
+from gatewayd.control.model import (
+    Ack,
+    ChangeItem,
+    ConflictError,
+    Pointer,
+    Replica,
+    StoredVersion,
+    StoreLostError,
+    StoreUnavailableError,
+    Watermark,
+)
 from gatewayd.control.snapshot import CompiledVersions, IncompleteState, Snapshot
 from gatewayd.errors import AuditError
 
@@ -51,9 +63,15 @@ class ReplicaAgent:
         on_swap: Callable[[Snapshot], None],
         after_answer: Callable[[], None] = lambda: None,
         resync_interval_s: float = 2.0,
+        traffic: Callable[[], bytes] | None = None,
     ):
         self.name = name
         self.store = store
+        # The engine's request metrics (JSON): this replica's traffic by position, sent with
+        # its heartbeats for canaries' automatic revert rules (R13).
+        self.traffic = traffic
+        self.judge = auto_revert.Judge()
+        self.pointers: list[Pointer] = []  # those of the snapshot served
         self.lkg = lkg
         self.compiled = CompiledVersions(providers)
         # Where a rollback of each domain and scope would return: kept compiled (R7).
@@ -186,6 +204,7 @@ class ReplicaAgent:
             self.after_answer()
             return
         self._swap(snap, compiled=self.compiled.compiles - compiles)
+        self.pointers = pointers
         self.lkg.save(snap.change_id, pointers, self._fetch, self.mark)
         self._saved_mark = self.mark
         self.counters["changes_applied"] += 1
@@ -276,6 +295,7 @@ class ReplicaAgent:
         limits share by that count)."""
         self._last_heartbeat = now
         versions = self.snapshot.versions() if self.snapshot else {}
+        traffic = auto_revert.traffic_by_position(self.traffic(), self.pointers) if self.traffic else {}
         self.store.heartbeat(
             Replica(
                 self.name,
@@ -286,10 +306,28 @@ class ReplicaAgent:
                 self.applied_change,
                 versions,
                 self.mark,
+                traffic,
             )
         )
-        live = sum(1 for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S)
-        self.live_replicas = max(1, live)  # this replica's own heartbeat is among them
+        live = [r for r in self.store.replicas() if r.heartbeat_at >= now - LIVE_WITHIN_S]
+        self.live_replicas = max(1, len(live))  # this replica's own heartbeat is among them
+        if not self.holding and self.mark is not None:
+            for verdict in self.judge.verdicts(self.pointers, live, now):
+                self._revert(verdict, self.mark.epoch)
+
+    def _revert(self, verdict: auto_revert.Verdict, epoch: str) -> None:
+        """Holds the candidate at 0 % by actor `auto` (R13); another replica that saw the
+        same first wins the compare-and-set, and this one lets it."""
+        p = verdict.pointer
+        assert p.candidate is not None
+        held = msgspec.structs.replace(p.candidate, share=0)
+        item = ChangeItem(p.domain, p.scope, p.version, p.version, p.candidate, held)
+        try:
+            change = self.store.flip([item], "auto", verdict.reason, "canary", epoch=epoch)
+        except (ConflictError, StoreLostError):
+            return
+        log.warning("replica %s: %s/%s candidate v%d held at 0%% (change %d): %s",
+                    self.name, p.domain, p.scope, p.candidate.version, change.id, verdict.reason)  # fmt: skip
 
     def _load(self, domain: str, version: int) -> tuple[str, bytes]:
         stored = self._fetch(domain, version)

@@ -23,6 +23,7 @@ from gatewayd.control.model import (
     ChangeItem,
     ConflictError,
     Pointer,
+    PositionTraffic,
     Replica,
     StoreDump,
     StoreHead,
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS pointers (
     change_id INTEGER NOT NULL, candidate TEXT, PRIMARY KEY (domain, scope));
 CREATE TABLE IF NOT EXISTS replicas (
     name TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL, applied_change INTEGER NOT NULL, versions TEXT NOT NULL);
+    heartbeat_at REAL NOT NULL, applied_change INTEGER NOT NULL, versions TEXT NOT NULL, mark TEXT,
+    traffic TEXT);
 CREATE TABLE IF NOT EXISTS acks (
     change_id INTEGER NOT NULL, replica TEXT NOT NULL, ok INTEGER NOT NULL,
     error TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (change_id, replica));
@@ -89,6 +91,7 @@ class LocalStore:
         # Columns added since the first schema: a database made before them gets them.
         for table, column in (
             ("replicas", "mark"),
+            ("replicas", "traffic"),
             ("pointers", "candidate"),
             ("change_items", "prev_candidate"),
             ("change_items", "candidate"),
@@ -269,7 +272,9 @@ class LocalStore:
     def heartbeat(self, replica: Replica) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO replicas VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO replicas"
+                " (name, pid, host, started_at, heartbeat_at, applied_change, versions, mark, traffic)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     replica.name,
                     replica.pid,
@@ -279,18 +284,29 @@ class LocalStore:
                     replica.applied_change,
                     _json_versions(replica.versions),
                     msgspec.json.encode(replica.mark).decode() if replica.mark else None,
+                    msgspec.json.encode(replica.traffic).decode() if replica.traffic else None,
                 ),
             )
 
     @_guarded
     def replicas(self) -> list[Replica]:
         rows = self._db.execute(
-            "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark"
+            "SELECT name, pid, host, started_at, heartbeat_at, applied_change, versions, mark, traffic"
             " FROM replicas ORDER BY name"
         ).fetchall()
         return [
-            Replica(name, pid, host, started_at, heartbeat_at, applied, _parse_versions(versions), _parse_mark(mark))
-            for name, pid, host, started_at, heartbeat_at, applied, versions, mark in rows
+            Replica(
+                name,
+                pid,
+                host,
+                started_at,
+                heartbeat_at,
+                applied,
+                _parse_versions(versions),
+                _parse_mark(mark),
+                msgspec.json.decode(traffic, type=dict[str, dict[str, PositionTraffic]]) if traffic else {},
+            )
+            for name, pid, host, started_at, heartbeat_at, applied, versions, mark, traffic in rows
         ]
 
     @_guarded

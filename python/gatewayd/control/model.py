@@ -29,12 +29,19 @@ class VersionInfo(msgspec.Struct, frozen=True):
     reason: str
 
 
-class Candidate(msgspec.Struct, frozen=True):
+class Candidate(msgspec.Struct, frozen=True, omit_defaults=True):
     """A version served beside the current one to a share of traffic (a canary): callers
-    whose sticky bucket is below `share` (of `_core.STICKY_BUCKETS`, 10,000) get it."""
+    whose sticky bucket is below `share` (of `_core.STICKY_BUCKETS`, 10,000) get it.
+
+    `revert_if` holds automatic revert rules (R13, `control/auto_revert.py`): judged over
+    the last `window_s` seconds of every replica's traffic once the candidate served
+    `min_requests` there; the first that holds sets the share to 0, by actor `auto`."""
 
     version: int
     share: int
+    revert_if: tuple[str, ...] = ()
+    min_requests: int = 0
+    window_s: float = 0.0
 
     @property
     def percent(self) -> float:
@@ -117,6 +124,18 @@ class Replica(msgspec.Struct, frozen=True):
     # What the replica has seen of the store; it survives the store losing its data, so
     # every tool reading the heartbeats learns what was lost.
     mark: Watermark | None = None
+    # Its traffic by position for each canary it serves ("routing/default" -> "candidate" |
+    # "current" -> counts since it started), for automatic revert rules (R13).
+    traffic: dict[str, dict[str, PositionTraffic]] = {}
+
+
+class PositionTraffic(msgspec.Struct, frozen=True, array_like=True):
+    """Requests one replica served from one position since it started: how many, how many
+    failed (5xx), and their latencies as the request histogram counts them."""
+
+    requests: int
+    errors: int
+    buckets: tuple[int, ...]  # non-cumulative, one per _core.LATENCY_BUCKETS bound, then +Inf
 
 
 class Pointer(msgspec.Struct, frozen=True, omit_defaults=True):

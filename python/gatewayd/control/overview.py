@@ -75,7 +75,8 @@ def describe(version: int | None, candidate: Candidate | None) -> str:
     said = f"v{version}" if version is not None else "unset"
     if candidate is None:
         return said
-    return f"{said} + candidate v{candidate.version} at {candidate.percent:g}%"
+    rules = f" (revert if {' or '.join(candidate.revert_if)})" if candidate.revert_if else ""
+    return f"{said} + candidate v{candidate.version} at {candidate.percent:g}%{rules}"
 
 
 def moves(change: Change) -> str:

@@ -8,6 +8,10 @@ assigned by sticky bucket (`_core.sticky_bucket`), so raising a share only adds 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import msgspec
+
 from gatewayd import _core
 from gatewayd.control.model import SHADOW_SCOPE, Candidate, Change, ChangeItem, Pointer, RegistryError
 from gatewayd.control.registry import Registry, check_scope, require_reason
@@ -34,8 +38,11 @@ def canary(
     percent: float,
     actor: str,
     reason: str,
+    revert: Callable[[Candidate], Candidate] | None = None,
 ) -> Change:
-    """Starts a candidate (`version`) at `percent`, or moves the existing one to `percent`."""
+    """Starts a candidate (`version`) at `percent`, or moves the existing one to `percent`.
+    `revert` gives it automatic revert rules (`auto_revert.with_rules`); without it a
+    running candidate keeps the ones it has."""
     pointer = _pointer(registry, domain, scope, reason)
     share = share_of(percent)
     held = pointer.candidate
@@ -51,7 +58,9 @@ def canary(
     if version == pointer.version:
         raise RegistryError(f"{domain}/{scope} already serves version {version} as current")
     registry.require(domain, version)
-    after = Candidate(version, share)
+    after = msgspec.structs.replace(held, share=share) if held is not None else Candidate(version, share)
+    if revert is not None:
+        after = revert(after)
     if after == held:
         raise RegistryError(f"{domain}/{scope}'s candidate version {version} is already at {percent:g}%")
     return _shift(registry, pointer, pointer.version, after, actor, reason, "canary")

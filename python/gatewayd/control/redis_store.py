@@ -44,6 +44,7 @@ from gatewayd.control.model import (
     ChangeItem,
     ConflictError,
     Pointer,
+    PositionTraffic,
     Replica,
     StoreDump,
     StoreHead,
@@ -93,6 +94,7 @@ class _ReplicaBody(msgspec.Struct, frozen=True):
     applied_change: int
     versions: dict[str, int]
     mark: Watermark | None = None
+    traffic: dict[str, dict[str, PositionTraffic]] = {}
 
 
 def _guarded(method):
@@ -308,7 +310,7 @@ class RedisStore:
     def heartbeat(self, replica: Replica) -> None:
         """Records the replica; `heartbeat_at` becomes the Redis time of this call."""
         r = replica
-        body = _ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark)
+        body = _ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark, r.traffic)
         self._stamp(keys=[self._key("replicas")], args=[replica.name, msgspec.json.encode(body)])
 
     @_guarded
@@ -316,7 +318,9 @@ class RedisStore:
         out = []
         for name, value in self._hgetall("replicas").items():
             at, b = _unstamp(value, _ReplicaBody)
-            out.append(Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions, b.mark))
+            out.append(
+                Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions, b.mark, b.traffic)
+            )
         return sorted(out, key=lambda r: r.name)
 
     @_guarded

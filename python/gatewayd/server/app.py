@@ -172,6 +172,7 @@ class GatewayApp:
             on_swap=self._on_swap,
             after_answer=self.audit.boundary,
             resync_interval_s=s.control.resync_interval_ms / 1000,
+            traffic=engine.metrics_json,
         )
         self.agent.start()
         self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
