@@ -284,3 +284,15 @@ def test_warming_compiles_ahead_and_counts_compiles():
 def test_warming_a_version_that_does_not_compile_is_no_error():
     compiled = CompiledVersions(PROVIDERS)
     assert compiled.warm("policy", 1, lambda d, v: ("bad.yaml", b"rules: [{id: x, action: explode}]")) is False
+
+
+def test_a_shadow_candidate_is_a_mirror_never_a_served_position():
+    shadow = Pointer("routing", "default", 4, 9, Candidate(8, 5000, shadow=True))
+    snap = snapshot(base=[pointer("policy", 1), shadow, pointer("config", 5)])
+    route = snap.route("acme", "chat")
+    assert route.split
+    inside, outside = route.serve(100), route.serve(9000)
+    assert inside.versions == outside.versions == _core.Versions(1, 4, 5)  # served by current either way
+    assert inside.mirror is not None and inside.mirror.version == 8 and outside.mirror is None
+    assert [(v.routing, v.candidates) for v in snap.active_version_sets()] == [(4, 0)]
+    assert snap.versions()["routing/default@shadow"] == 8

@@ -61,6 +61,7 @@ class CanaryRequest(FlipRequest, kw_only=True):
     min_requests: int | None = None
     window_s: float | None = None
     allow_policy_revert: bool = False
+    shadow: bool = False  # routing only: the share's requests are copied to the candidate
 
 
 Flip = TypeVar("Flip", bound=FlipRequest)
@@ -165,7 +166,9 @@ class AdminApi:
                 allow_policy=req.allow_policy_revert,
             )
         return await self._flip(
-            lambda r: positions.canary(r, req.domain, req.scope, req.version, percent, call.actor, req.reason, revert),
+            lambda r: positions.canary(
+                r, req.domain, req.scope, req.version, percent, call.actor, req.reason, revert, req.shadow
+            ),
             req.timeout_s,
         )
 

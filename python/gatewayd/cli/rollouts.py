@@ -29,6 +29,11 @@ def register(commands) -> None:
     c.add_argument("--min-requests", type=int, help="candidate requests in the window before rules are judged (100)")
     c.add_argument("--window", type=float, help="seconds of traffic the rules are judged over (60)")
     c.add_argument("--allow-policy-revert", action="store_true", help="allow revert rules on a policy candidate")
+    c.add_argument(
+        "--shadow",
+        action="store_true",
+        help="routing only: copy the share's requests to the candidate, measured and compared, never answered from it",
+    )
     _options(c)
     c.set_defaults(run=run_canary)
 
@@ -62,7 +67,7 @@ def run_canary(args) -> int:
                 allow_policy=args.allow_policy_revert,
             )
         change = positions.canary(
-            registry, args.domain, args.scope, args.version, args.percent, actor(), args.reason, revert
+            registry, args.domain, args.scope, args.version, args.percent, actor(), args.reason, revert, args.shadow
         )
     return await_change(registry, change, args.timeout)
 

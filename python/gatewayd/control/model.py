@@ -42,10 +42,19 @@ class Candidate(msgspec.Struct, frozen=True, omit_defaults=True):
     revert_if: tuple[str, ...] = ()
     min_requests: int = 0
     window_s: float = 0.0
+    # A routing candidate run as a shadow: the callers in its share are served by the
+    # current version as ever, and their requests are also sent to the candidate's upstream,
+    # whose answer is only measured and compared (never sent to a client).
+    shadow: bool = False
 
     @property
     def percent(self) -> float:
         return self.share / 100
+
+    @property
+    def serves(self) -> bool:
+        """Whether clients get the candidate's answers (a split, not a shadow, above 0 %)."""
+        return self.share > 0 and not self.shadow
 
 
 class ChangeItem(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -76,7 +76,8 @@ def describe(version: int | None, candidate: Candidate | None) -> str:
     if candidate is None:
         return said
     rules = f" (revert if {' or '.join(candidate.revert_if)})" if candidate.revert_if else ""
-    return f"{said} + candidate v{candidate.version} at {candidate.percent:g}%{rules}"
+    kind = "shadow" if candidate.shadow else "candidate"
+    return f"{said} + {kind} v{candidate.version} at {candidate.percent:g}%{rules}"
 
 
 def moves(change: Change) -> str:

@@ -39,10 +39,14 @@ def canary(
     actor: str,
     reason: str,
     revert: Callable[[Candidate], Candidate] | None = None,
+    shadow: bool = False,
 ) -> Change:
     """Starts a candidate (`version`) at `percent`, or moves the existing one to `percent`.
     `revert` gives it automatic revert rules (`auto_revert.with_rules`); without it a
-    running candidate keeps the ones it has."""
+    running candidate keeps the ones it has. `shadow` starts a routing candidate as a
+    shadow: the share's requests are copied to it, never answered by it."""
+    if shadow and domain != "routing":
+        raise RegistryError("--shadow: only a routing candidate can run as a shadow")
     pointer = _pointer(registry, domain, scope, reason)
     share = share_of(percent)
     held = pointer.candidate
@@ -58,9 +62,13 @@ def canary(
     if version == pointer.version:
         raise RegistryError(f"{domain}/{scope} already serves version {version} as current")
     registry.require(domain, version)
-    after = msgspec.structs.replace(held, share=share) if held is not None else Candidate(version, share)
+    if shadow and held is not None and not held.shadow:
+        raise RegistryError(f"{domain}/{scope}'s candidate serves traffic; roll it back before shadowing")
+    after = msgspec.structs.replace(held, share=share) if held is not None else Candidate(version, share, shadow=shadow)
     if revert is not None:
         after = revert(after)
+        if after.shadow and after.revert_if:
+            raise RegistryError("--revert-if: a shadow candidate serves nobody, so there is nothing to revert")
     if after == held:
         raise RegistryError(f"{domain}/{scope}'s candidate version {version} is already at {percent:g}%")
     return _shift(registry, pointer, pointer.version, after, actor, reason, "canary")

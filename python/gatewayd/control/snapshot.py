@@ -29,6 +29,7 @@ Compiled: TypeAlias = _core.Policy | _core.Routing | RuntimeConfig
 Loader: TypeAlias = Callable[[str, int], tuple[str, bytes]]
 
 CANDIDATE_BITS = {"policy": 1, "routing": 2, "config": 4}  # as _core.Versions.candidates counts them
+MIRROR = 8  # Route's own: the request also goes to a shadow routing candidate
 
 
 class Positions(msgspec.Struct, frozen=True):
@@ -39,6 +40,11 @@ class Positions(msgspec.Struct, frozen=True):
     candidate: Compiled | None = None
     candidate_version: int = 0
     share: int = 0  # sticky buckets (of _core.STICKY_BUCKETS) served by the candidate
+    shadow: bool = False  # the candidate only gets copies of the share's requests (routing)
+
+    @property
+    def serves(self) -> bool:
+        return self.candidate is not None and self.share > 0 and not self.shadow
 
     def served(self, candidate: bool) -> tuple[Compiled, int]:
         if candidate and self.candidate is not None:
@@ -57,6 +63,8 @@ class Served(msgspec.Struct, frozen=True):
     config: RuntimeConfig
     versions: _core.Versions
     change_id: int
+    # A shadow routing candidate this request is also sent to (its answer only measured).
+    mirror: _core.Routing | None = None
 
 
 class Route:
@@ -70,18 +78,19 @@ class Route:
         self._shadow = shadow
         self._change_id = change_id
         self._served: dict[int, Served] = {}
-        # Whether any of the three has a candidate serving traffic: only then is the
-        # request's sticky bucket needed.
-        self.split = any(p.share > 0 for _, p in self._domains)
+        # Whether any of the three has a candidate serving or shadowing traffic: only then
+        # is the request's sticky bucket needed.
+        self.split = any(p.candidate is not None and p.share > 0 for _, p in self._domains)
 
     def serve(self, bucket: int) -> Served:
         """What a caller in `bucket` is served: the candidate of each domain whose share
-        covers the bucket, the current version of the others."""
+        covers the bucket, the current version of the others (and, for a shadow routing
+        candidate covering it, the current routing with the candidate as its mirror)."""
         bits = 0
         if self.split:
             for domain, p in self._domains:
                 if bucket < p.share:
-                    bits |= CANDIDATE_BITS[domain]
+                    bits |= MIRROR if p.shadow else CANDIDATE_BITS[domain]
         found = self._served.get(bits)
         if found is None:
             found = self._served[bits] = self._build(bits)
@@ -96,8 +105,10 @@ class Route:
         (policy, pv), (routing, rv), (config, cv) = chosen["policy"], chosen["routing"], chosen["config"]
         assert isinstance(policy, _core.Policy) and isinstance(routing, _core.Routing)
         assert isinstance(config, RuntimeConfig)
-        versions = _core.Versions(pv, rv, cv, bits)
-        return Served(policy, self._shadow, routing, config, versions, self._change_id)
+        mirror = self._domains[1][1].candidate if bits & MIRROR else None
+        assert mirror is None or isinstance(mirror, _core.Routing)
+        versions = _core.Versions(pv, rv, cv, bits & ~MIRROR)
+        return Served(policy, self._shadow, routing, config, versions, self._change_id, mirror)
 
 
 class Snapshot:
@@ -151,7 +162,7 @@ class Snapshot:
             for scope, p in scopes.items():
                 out[f"{domain}/{scope}"] = p.version
                 if p.candidate is not None and p.share > 0:
-                    out[f"{domain}/{scope}@candidate"] = p.candidate_version
+                    out[f"{domain}/{scope}@{'shadow' if p.shadow else 'candidate'}"] = p.candidate_version
         if self.shadow:
             out[f"policy/{SHADOW_SCOPE}"] = self.shadow.version
         return out
@@ -163,9 +174,7 @@ class Snapshot:
         served = {}
         for domain, scopes in self.positions.items():
             served[domain] = {(p.version, 0) for p in scopes.values()}
-            served[domain] |= {
-                (p.candidate_version, CANDIDATE_BITS[domain]) for p in scopes.values() if p.candidate and p.share > 0
-            }
+            served[domain] |= {(p.candidate_version, CANDIDATE_BITS[domain]) for p in scopes.values() if p.serves}
         return [
             _core.Versions(p, r, c, pb | rb | cb)
             for (p, pb), (r, rb), (c, cb) in product(served["policy"], served["routing"], served["config"])
@@ -226,7 +235,8 @@ def build(change_id: int, pointers: Iterable[Pointer], compiled: CompiledVersion
             positions[p.domain][p.scope] = Positions(current, p.version)
             continue
         candidate = compiled.get(p.domain, p.candidate.version, load)
-        positions[p.domain][p.scope] = Positions(current, p.version, candidate, p.candidate.version, p.candidate.share)
+        c = p.candidate
+        positions[p.domain][p.scope] = Positions(current, p.version, candidate, c.version, c.share, c.shadow)
     missing = [domain for domain, scopes in positions.items() if DEFAULT_SCOPE not in scopes]
     if missing:
         raise IncompleteState(f"no active version for {', '.join(missing)}")

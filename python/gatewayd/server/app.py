@@ -225,8 +225,13 @@ class GatewayApp:
                 written_at=time.time(),
                 change_id=agent.applied_change,
                 versions=snap.versions() if snap else {},
-                counters=dict(agent.counters, unrecorded_requests=pipeline.unrecorded),
+                counters=dict(
+                    agent.counters,
+                    unrecorded_requests=pipeline.unrecorded,
+                    shadow_routing_skipped=pipeline.mirror.skipped,
+                ),
                 engine=msgspec.Raw(engine.metrics_json()),
+                shadow_routing=[(v, s, shape, int(n), t) for (v, s, shape), (n, t) in pipeline.mirror.stats.items()],
             )
         )
 

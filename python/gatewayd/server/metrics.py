@@ -29,6 +29,8 @@ class ReplicaMetrics(msgspec.Struct):
     versions: dict[str, int]
     counters: dict[str, int]
     engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
+    # Copies sent to a shadow routing candidate: (routing version, status, shape, count, seconds)
+    shadow_routing: list[tuple[int, int, str, int, float]] = []
 
 
 class _Series(msgspec.Struct):
@@ -133,6 +135,22 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             lines.append(f"gatewayd_shadow_decisions_total{{{labels}}} {n}")
 
     family(
+        "gatewayd_shadow_routing_requests_total",
+        "counter",
+        "Requests copied to a shadow routing candidate, by its answer's status and whether its shape "
+        "matched the answer served (same, differs; - when there was nothing to compare).",
+    )
+    for m in replicas:
+        for version, status, shape, count, _ in m.shadow_routing:
+            labels = _labels(replica=m.replica, routing_version=version, status=status, shape=shape)
+            lines.append(f"gatewayd_shadow_routing_requests_total{{{labels}}} {count}")
+    family("gatewayd_shadow_routing_seconds_total", "counter", "Time the shadow routing candidate took to answer.")
+    for m in replicas:
+        for version, status, shape, _, seconds in m.shadow_routing:
+            labels = _labels(replica=m.replica, routing_version=version, status=status, shape=shape)
+            lines.append(f"gatewayd_shadow_routing_seconds_total{{{labels}}} {seconds}")
+
+    family(
         "gatewayd_replica_versions",
         "gauge",
         "The versions each replica serves, per domain/scope and position (1 = serving).",
@@ -158,6 +176,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         ("resyncs", "Times this replica resynchronised after losing the store."),
         ("unrecorded_requests", "Requests served without an audit record (audit.on_failure = open)."),
         ("audit_events_lost", "Replica events that could not be written to the audit chain."),
+        ("shadow_routing_skipped", "Requests not copied to a shadow routing candidate: too many copies in flight."),
     ):
         family(f"gatewayd_{counter}_total", "counter", help_text)
         for m in replicas:

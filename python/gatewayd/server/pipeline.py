@@ -40,6 +40,7 @@ from gatewayd.server.asgi import (
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
+from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
@@ -84,6 +85,8 @@ class Pipeline:
         self._scrub = _scrubber(secret for provider in providers.values() for secret in provider.secrets)
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
+        # Copies of requests for a shadow routing candidate (R13).
+        self.mirror = Mirror(engine, client, providers, lambda fields: engine.event(msgspec.json.encode(fields)))
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
@@ -151,34 +154,43 @@ class Pipeline:
             return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
         self.clients[adm] = client = ClientWatch(receive)
         try:
-            await self._forward(scope, send, adm, config, anthropic)
+            answer = await self._forward(scope, send, adm, config, anthropic)
         finally:
             del self.clients[adm]
             client.close()
+        if served.mirror is not None:
+            self.mirror.copy(served, api, tenant, request_id, body, answer)
 
-    async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> None:
+    async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
+        """Answers from upstream; returns the answer when it is a whole JSON one."""
         upstream, via = await self._first_answer(scope, adm, config)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
         if isinstance(upstream, UpstreamError):
-            return await self._upstream_failed(send, adm, upstream, anthropic, via)
+            await self._upstream_failed(send, adm, upstream, anthropic, via)
+            return None
         try:
             passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
             status = upstream.status
             if status == 200 and content_type.startswith(SSE):
-                return await self._stream(send, adm, upstream, passed, ttl, anthropic, via)
+                await self._stream(send, adm, upstream, passed, ttl, anthropic, via)
+                return None
             payload = await upstream.read()
             if status >= 400:
-                return await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via)
+                await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via)
+                return None
             if status != 200 or not _is_json_object(payload):
                 what = "a body that is not a JSON object" if status == 200 else f"status {status}, not an API answer"
                 invalid = UpstreamError("protocol", f"answered {what}")
-                return await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
+                await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
+                return None
             await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via)
             await respond(send, 200, _headers(adm, content_type, passed), payload)
+            return payload
         except UpstreamError as exc:
-            return await self._upstream_failed(send, adm, exc, anthropic, via)
+            await self._upstream_failed(send, adm, exc, anthropic, via)
+            return None
         finally:
             await upstream.aclose()
 
