@@ -264,7 +264,11 @@ class Pipeline:
             error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
         if error is None:
             full = b"".join(kept) if kept is not None else None
-            await self._record(adm, 200, response=full, response_sha256=digest.hexdigest(), cache_ttl_s=ttl, via=via)
+            # Every event, the last one included, is with the client: one that hangs up now
+            # (as SDKs do on reading the last event) got the whole answer, a 200.
+            await self._record(
+                adm, 200, response=full, response_sha256=digest.hexdigest(), cache_ttl_s=ttl, via=via, delivered=True
+            )
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
         message = f"upstream stream broke off: {error}"
@@ -326,13 +330,15 @@ class Pipeline:
         response_sha256: str | None = None,
         cache_ttl_s: float = 0.0,
         via: tuple[int, list[str] | None] = (0, None),
+        delivered: bool = False,
     ) -> None:
         """Appends the request's audit record (written before this returns) and, when the
         request's config syncs before answering (`group`, `always`), waits until it is on
         disk: the response completes after. ``via`` is (which upstream answered, what
-        failed before it)."""
+        failed before it); ``delivered``: the client has the whole answer already, so its
+        hanging up is no 499."""
         audit = adm.served.config.audit
-        client = self.clients.get(adm)
+        client = None if delivered else self.clients.get(adm)
         if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
             error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
             status = 499
