@@ -24,16 +24,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
-from gatewayd import _core, config  # noqa: E402
+from cluster import Cluster, percentile  # noqa: E402
+
+from gatewayd import _core  # noqa: E402
 from gatewayd.control.barrier import wait_for_acks  # noqa: E402
-from gatewayd.control.registry import Registry  # noqa: E402
-from gatewayd.control.stores import open_store  # noqa: E402
-from support.gateway import KEYS, Gateway  # noqa: E402
-from support.mock import start_mock  # noqa: E402
-from support.procs import free_port, stop_process  # noqa: E402
-from support.redis import start_redis  # noqa: E402
+from support.gateway import KEYS  # noqa: E402
 
 BAD_POLICY = b"default: allow\nrules:\n  - {id: overblocking, when: {prompt: {keywords: [invoice]}}, action: deny}\n"
 WRK_SCRIPT = """
@@ -52,14 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="drill-"))
-    redis_url, redis_proc = start_redis(dir=root, appendonly=True)
-    mock_url, mock_proc = start_mock("--require-key", "provider-secret")
-    (root / "gw").mkdir()
-    gw = Gateway(root / "gw", int(mock_url.rsplit(":", 1)[1]), free_port(), workers=args.replicas, redis_url=redis_url)
-    gw.start()
-    settings = config.load(gw.config)
-    registry = Registry(open_store(settings), [(n, p.kind) for n, p in settings.providers.items()])
-    _wait_replicas(registry, args.replicas)
+    cluster = Cluster(root, args.replicas)
+    gw, registry = cluster.gw, cluster.registry
     bad = registry.push("policy", BAD_POLICY, "policy-bad.yaml", "drill", "the change the drill reverts").id
 
     script = root / "load.lua"
@@ -108,9 +99,7 @@ def main() -> None:
             time.sleep(0.3)
     finally:
         wrk_out = wrk.communicate()[0]
-        gw.stop()
-        stop_process(mock_proc)
-        stop_process(redis_proc)
+        cluster.stop()
 
     late = _late_requests(gw.audit_dir, flips, bad)
     to_ack = sorted(f["to_last_ack_ms"] for f in flips)
@@ -120,7 +109,7 @@ def main() -> None:
         "flips": len(flips),
         "rollback_to_last_ack_ms": {
             "p50": statistics.median(to_ack),
-            "p99": _percentile(to_ack, 99),
+            "p99": percentile(to_ack, 99),
             "max": to_ack[-1],
         },
         "command_ms_p50": statistics.median(f["command_ms"] for f in flips),
@@ -156,19 +145,6 @@ def _late_requests(audit_dir: Path, flips: list[dict], bad: int) -> int:
     return late
 
 
-def _wait_replicas(registry: Registry, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while len([r for r in registry.replicas() if time.time() - r.heartbeat_at < 3]) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"fewer than {count} replicas registered")
-        time.sleep(0.1)
-
-
-def _percentile(sorted_values: list[float], p: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 def _plot(flips: list[dict], late: int, path: Path) -> None:
     import matplotlib
 
@@ -192,7 +168,7 @@ def _plot(flips: list[dict], late: int, path: Path) -> None:
     right.set_xlabel("rollback → last acknowledgement (ms)")
     right.set_ylabel("rollbacks")
     right.set_title(
-        f"p50 {statistics.median(values):.1f} ms, p99 {_percentile(values, 99):.1f} ms; late requests: {late}"
+        f"p50 {statistics.median(values):.1f} ms, p99 {percentile(values, 99):.1f} ms; late requests: {late}"
     )
     right.legend()
     fig.tight_layout()

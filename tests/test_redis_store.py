@@ -361,28 +361,25 @@ def unavailable(request, tmp_path):
         return
     setup = identified(LocalStore(tmp_path))
     setup.add_version("policy", "sha256:a", "p1", DOC, "alice", "first", epoch=EPOCH)
-    before = (
-        setup.head(),
-        setup.versions("policy"),
-        setup.changes(),
-        setup.pointers(),
-        setup.replicas(),
-        setup.acks(1),
-    )
-    holder = sqlite3.connect(setup.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # a writer stuck mid-transaction in another process
-    store = LocalStore(tmp_path, lock_timeout_s=0.2)
 
-    def unchanged():
-        holder.execute("ROLLBACK")
-        assert (
+    def state():
+        return (
             setup.head(),
             setup.versions("policy"),
             setup.changes(),
             setup.pointers(),
             setup.replicas(),
             setup.acks(1),
-        ) == before
+        )
+
+    before = state()
+    holder = sqlite3.connect(setup.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer stuck mid-transaction in another process
+    store = LocalStore(tmp_path, lock_timeout_s=0.2)
+
+    def unchanged():
+        holder.execute("ROLLBACK")
+        assert state() == before
 
     yield store, f"control store {setup.path}: database is locked", unchanged
     for handle in (store, setup, holder):

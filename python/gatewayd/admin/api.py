@@ -4,7 +4,6 @@ replica answered) runs in worker threads, so one slow flip never stalls the othe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import threading
@@ -155,16 +154,10 @@ class AdminApi:
                 lambda r: positions.abort(r, req.domain, req.scope, call.actor, req.reason), req.timeout_s
             )
         assert req.percent is not None
-        percent, revert = req.percent, None
-        if req.revert_if or req.min_requests is not None or req.window_s is not None:
-            revert = functools.partial(
-                auto_revert.with_rules,
-                req.domain,
-                rules=req.revert_if,
-                min_requests=req.min_requests,
-                window_s=req.window_s,
-                allow_policy=req.allow_policy_revert,
-            )
+        percent = req.percent
+        revert = auto_revert.rules_for(
+            req.domain, req.revert_if, req.min_requests, req.window_s, req.allow_policy_revert
+        )
         return await self._flip(
             lambda r: positions.canary(
                 r, req.domain, req.scope, req.version, percent, call.actor, req.reason, revert, req.shadow

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from gatewayd.cli.common import CliError, actor, await_change, load_settings, open_registry
 from gatewayd.control import auto_revert, documents, positions
 from gatewayd.control.model import DEFAULT_SCOPE
@@ -56,16 +54,9 @@ def run_canary(args) -> int:
             raise CliError("canary --abort: takes no version (it holds the running candidate at 0%)")
         change = positions.abort(registry, args.domain, args.scope, actor(), args.reason)
     else:
-        revert = None
-        if args.revert_if or args.min_requests is not None or args.window is not None:
-            revert = functools.partial(
-                auto_revert.with_rules,
-                args.domain,
-                rules=args.revert_if,
-                min_requests=args.min_requests,
-                window_s=args.window,
-                allow_policy=args.allow_policy_revert,
-            )
+        revert = auto_revert.rules_for(
+            args.domain, args.revert_if, args.min_requests, args.window, args.allow_policy_revert
+        )
         change = positions.canary(
             registry, args.domain, args.scope, args.version, args.percent, actor(), args.reason, revert, args.shadow
         )

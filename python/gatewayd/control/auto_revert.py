@@ -99,6 +99,20 @@ def with_rules(
     return msgspec.structs.replace(candidate, revert_if=texts, min_requests=minimum, window_s=window)
 
 
+def rules_for(
+    domain: str, revert_if: list[str], min_requests: int | None, window_s: float | None, allow_policy: bool
+) -> Callable[[Candidate], Candidate] | None:
+    """What gives a candidate the operator's revert rules (`positions.canary`'s `revert`),
+    or None when the operator gave none (a running candidate keeps its own)."""
+    if not revert_if and min_requests is None and window_s is None:
+        return None
+
+    def give(candidate: Candidate) -> Candidate:
+        return with_rules(domain, candidate, revert_if, min_requests, window_s, allow_policy)
+
+    return give
+
+
 def measure(metric: str, traffic: PositionTraffic) -> float:
     if traffic.requests == 0:
         return math.nan
