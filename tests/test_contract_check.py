@@ -222,6 +222,32 @@ def test_a_probe_that_fails_is_a_difference_naming_the_error(gw):
     gw.cli("rollback", "routing", "--reason", "drop the dead candidate")
 
 
+def test_a_candidate_that_no_longer_routes_a_probe_model_is_refused_naming_it(gw):
+    messages_only = push(gw, 'routes:\n  - {match: "mock-*", provider: mock-anthropic}\n', "messages-only.yaml")
+    gw.cli("canary", "routing", str(messages_only), "--percent", "1", "--reason", "chat dropped by mistake")
+    before = state(gw)
+    _, lines = refused(gw.cli("promote", "routing", "--reason", "drop chat", check=False))
+    assert lines == [
+        f"{probe}: candidate v{messages_only} does not route model mock-gpt for the chat API, "
+        f"which {side('current', 1, 'mock')} serves"
+        for probe in ("chat", "chat-stream")
+    ]
+    assert state(gw) == before
+    gw.cli("rollback", "routing", "--reason", "drop the candidate")
+
+
+def test_a_route_scope_is_probed_with_its_api_only(gw, versions):
+    alt = versions["altered"]
+    gw.cli("activate", "routing", "1", "--scope", "route:messages", "--reason", "a scope of its own")
+    gw.cli("canary", "routing", str(alt), "--scope", "route:messages", "--percent", "5", "--reason", "messages only")
+    done = gw.cli("promote", "routing", "--scope", "route:messages", "--reason", "scoped", check=False)
+    assert done.returncode == 2 and "error: routing/route:messages: the response contract differs" in done.stderr
+    lines = [line.strip() for line in done.stderr.splitlines()[1:]]
+    assert {line.split(":")[0] for line in lines} == {"messages", "messages-stream"}, lines
+    gw.cli("rollback", "routing", "--scope", "route:messages", "--reason", "drop the candidate")
+    gw.cli("rollback", "routing", "--scope", "route:messages", "--reason", "back to the default scope")
+
+
 def test_the_admin_api_refuses_with_409_and_takes_force(gw, versions):
     alt = versions["altered"]
     gw.cli("canary", "routing", str(alt), "--percent", "10", "--reason", "through the admin API")

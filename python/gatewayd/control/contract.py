@@ -15,7 +15,8 @@ order is.
 Where a probe goes is decided by the gateway's own admission (`_core.Engine.admit`, on a
 throwaway engine with an allow-all policy): the provider, the upstream model and the exact
 bytes a replica would send. The probes are sent as the pipeline sends requests, with the
-provider's URL, headers and key (`ProviderEndpoint`, `UpstreamClient`).
+provider's URL, headers and key (`ProviderEndpoint`, `UpstreamClient`), from the process
+that makes the change (the CLI, or the admin API) with its config's provider keys.
 
 The pointer is read before the probes and flipped by compare-and-set after them
 (`FlipCheck` in `gatewayd.control.registry`), so the change made is the change checked.
@@ -487,7 +488,9 @@ async def _compare_all(
     return [line for lines in found for line in lines]
 
 
-def _differences_of(settings: Settings, before: Position, after: Position, planned: list[Planned]) -> list[str]:
+def compare(settings: Settings, before: Position, after: Position, planned: list[Planned]) -> list[str]:
+    """The difference lines of the planned probes: each sent to both positions' upstreams
+    (from this process, with the config's provider keys), and each answer's shape compared."""
     lines = [
         f"{p.probe.name}: {after.role} v{after.version} does not route model {p.model} for the {p.probe.api} API, "
         f"which {_side(before, p.before)} serves"
@@ -535,7 +538,7 @@ class ContractCheck:
                 f"and upstream model as v{before.version}{unprobed}"
             ]
             return reason
-        found = _differences_of(self.settings, before, after, planned)
+        found = compare(self.settings, before, after, planned)
         probed = ", ".join(p.probe.name for p in planned) or "none"
         if not found:
             self.report = [f"response contract: v{after.version} answers like v{before.version} ({probed}){unprobed}"]
