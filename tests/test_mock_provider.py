@@ -159,6 +159,48 @@ def test_anthropic_stream_event_lines_match_payload_types(mock_url):
     assert payloads[-2]["delta"]["stop_reason"] == "end_turn" and payloads[-2]["usage"]["output_tokens"] == 4
 
 
+def test_altered_shape_answers_chat_and_messages_in_another_contract(mock_url):
+    """x-mock-shape: altered (docs/ROLLBACK.md R11's refusal is tested with it): the same
+    echo, in other shapes."""
+    auth = {"authorization": "Bearer sk-test", "x-mock-shape": "altered", "x-mock-chunks": "2"}
+    chat_body = {"model": "gpt-4o", "messages": [{"role": "user", "content": USER_TEXT}]}
+    plain = httpx.post(f"{mock_url}/v1/chat/completions", json=chat_body, headers=auth).json()
+    assert "usage" not in plain
+    assert plain["choices"][0]["message"]["content"] == [{"type": "text", "text": ECHO}]
+    streamed = httpx.post(
+        f"{mock_url}/v1/chat/completions",
+        json={**chat_body, "stream": True, "stream_options": {"include_usage": True}},
+        headers=auth,
+    ).text
+    chunks = [json.loads(e.removeprefix("data: ")) for e in streamed.split("\n\n") if e and "[DONE]" not in e]
+    assert all("content" not in c["choices"][0]["delta"] and "usage" not in c for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("text", "") for c in chunks) == ECHO
+    assert streamed.endswith("data: [DONE]\n\n")
+
+    claude = {"x-api-key": "k", "anthropic-version": "2023-06-01", "x-mock-shape": "altered", "x-mock-chunks": "2"}
+    msg = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": USER_TEXT}]}
+    plain = httpx.post(f"{mock_url}/v1/messages", json=msg, headers=claude).json()
+    assert "usage" not in plain and plain["content"] == [{"type": "text", "text": ECHO}]
+    streamed = httpx.post(f"{mock_url}/v1/messages", json={**msg, "stream": True}, headers=claude).text
+    names = [block.split("\n")[0].removeprefix("event: ") for block in streamed.split("\n\n") if block]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "message_delta",
+        "content_block_stop",
+        "message_stop",
+    ]
+
+    standard = httpx.post(
+        f"{mock_url}/v1/chat/completions", json=chat_body, headers={**auth, "x-mock-shape": "standard"}
+    ).json()
+    assert standard["choices"][0]["message"]["content"] == ECHO and "usage" in standard
+    bad = httpx.post(f"{mock_url}/v1/chat/completions", json=chat_body, headers={**auth, "x-mock-shape": "weird"})
+    assert bad.status_code == 400 and "x-mock-shape: 'weird' is not one of altered, standard" in bad.text
+
+
 def test_anthropic_stream_helper_assembles_final_message(claude):
     with claude.messages.stream(
         model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": USER_TEXT}]

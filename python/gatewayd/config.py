@@ -98,6 +98,19 @@ class Provider(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.api_key
 
 
+# The response-contract check's probes (docs/ROLLBACK.md R11, gatewayd.control.contract).
+CONTRACT_PROBES = ("chat", "chat-stream", "messages", "messages-stream")
+
+
+class ContractSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The response-contract check before a routing promotion or a rollback to other upstreams
+    (docs/ROLLBACK.md R11): which probes are sent through both positions, and how long each
+    may take."""
+
+    probes: tuple[str, ...] = CONTRACT_PROBES  # a subset of CONTRACT_PROBES
+    timeout_s: float = 10.0
+
+
 class Bootstrap(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Documents pushed and activated as version 1 when a store is empty."""
 
@@ -114,6 +127,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     keys: list[CallerKey] = []
     admin_tokens: list[AdminToken] = []
     providers: dict[str, Provider] = {}
+    contract: ContractSection = ContractSection()
     bootstrap: Bootstrap = Bootstrap()
     base_dir: str = "."  # set by the loader: relative paths resolve against the file's folder
 
@@ -174,6 +188,7 @@ def _scalar_sections() -> dict[str, set[str]]:
         "control": set(ControlSection.__struct_fields__),
         "audit": set(AuditSection.__struct_fields__),
         "cache": set(CacheSection.__struct_fields__),
+        "contract": set(ContractSection.__struct_fields__),
     }
 
 
@@ -219,11 +234,23 @@ def _check(s: Settings, label: str) -> None:
         raise ConfigError(
             f"{label}: audit.signing_key: retention needs it (kept segments are pinned by signed checkpoints)"
         )
+    _check_contract(s.contract, label)
     for name, provider in s.providers.items():
         if provider.kind not in PROVIDER_KINDS:
             raise ConfigError(f"{label}: providers.{name}.kind: must be one of {', '.join(PROVIDER_KINDS)}")
         if not provider.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{label}: providers.{name}.base_url: must start with http:// or https://")
+
+
+def _check_contract(c: ContractSection, label: str) -> None:
+    unknown = [p for p in c.probes if p not in CONTRACT_PROBES]
+    if not c.probes or unknown or len(set(c.probes)) != len(c.probes):
+        said = f" ({', '.join(map(repr, unknown))} is not one)" if unknown else ""
+        raise ConfigError(
+            f"{label}: contract.probes: must list one or more of {', '.join(CONTRACT_PROBES)}, each once{said}"
+        )
+    if not 0 < c.timeout_s <= 300:
+        raise ConfigError(f"{label}: contract.timeout_s: must be above 0 and at most 300")
 
 
 def _check_admin_tokens(s: Settings, label: str) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "BadInputError",
     "ChainCorruptError",
     "ConflictError",
+    "ContractMismatchError",
     "DocumentError",
     "GatewaydError",
     "NotFoundError",
@@ -53,6 +54,17 @@ class ConflictError(GatewaydError):
         )
 
 
+class ContractMismatchError(GatewaydError):
+    """A routing change refused because the upstreams of its two positions answer the same
+    probes in different shapes (docs/ROLLBACK.md R11); nothing was changed. The message is
+    one line; `differences` lists them, one line each: the CLI prints them below it, the
+    admin API joins them into its message."""
+
+    def __init__(self, message: str, differences: list[str]):
+        super().__init__(message)
+        self.differences = differences
+
+
 class StoreUnavailableError(GatewaydError):
     """The control store did not answer. A write may or may not have landed: re-read first."""
 
@@ -79,6 +91,7 @@ _TABLE: tuple[tuple[type[BaseException], Meaning], ...] = (
     (NotFoundError, Meaning(2, 404, "not_found")),
     (StoreLostError, Meaning(2, 503, "store_lost")),
     (BadInputError, Meaning(2, 400, "invalid_request")),
+    (ContractMismatchError, Meaning(2, 409, "contract_mismatch")),
     (ConflictError, Meaning(1, 409, "conflict")),
     (StoreUnavailableError, Meaning(1, 503, "store_unavailable")),
     (AuditError, Meaning(1, 503, "audit_unavailable")),

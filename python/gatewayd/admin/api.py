@@ -15,10 +15,11 @@ import msgspec
 
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import auto_revert, documents, overview, positions
+from gatewayd.control import auto_revert, contract, documents, overview, positions
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
+from gatewayd.errors import ContractMismatchError
 from gatewayd.server import metrics as replica_metrics
 
 log = logging.getLogger("gatewayd.admin")
@@ -50,6 +51,11 @@ class ActivateRequest(FlipRequest, kw_only=True):
 
 class RollbackRequest(FlipRequest, kw_only=True):
     to: int | None = None  # default: the version before the current activation
+    force: bool = False  # routing: past response-contract differences, recorded in the reason (R11)
+
+
+class PromoteRequest(FlipRequest, kw_only=True):
+    force: bool = False  # routing: past response-contract differences, recorded in the reason (R11)
 
 
 class CanaryRequest(FlipRequest, kw_only=True):
@@ -138,10 +144,12 @@ class AdminApi:
 
     async def rollback(self, call: Call) -> Reply:
         req = await _flip_request(call, RollbackRequest)
-        return await self._flip(
-            lambda r: r.rollback(req.domain, call.actor, req.reason, req.scope, req.to, req.expect),
-            req.timeout_s,
-        )
+
+        def flip(r: Registry) -> Change:
+            check = contract.ContractCheck(r, self.settings, force=req.force)
+            return r.rollback(req.domain, call.actor, req.reason, req.scope, req.to, req.expect, check=check)
+
+        return await self._flip(flip, req.timeout_s)
 
     async def canary(self, call: Call) -> Reply:
         req = await _flip_request(call, CanaryRequest)
@@ -166,21 +174,29 @@ class AdminApi:
         )
 
     async def promote(self, call: Call) -> Reply:
-        req = await _flip_request(call, FlipRequest)
-        return await self._flip(
-            lambda r: positions.promote(r, req.domain, req.scope, call.actor, req.reason), req.timeout_s
-        )
+        req = await _flip_request(call, PromoteRequest)
+
+        def flip(r: Registry) -> Change:
+            check = contract.ContractCheck(r, self.settings, force=req.force)
+            return positions.promote(r, req.domain, req.scope, call.actor, req.reason, check=check)
+
+        return await self._flip(flip, req.timeout_s)
 
     async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:
         """The flip, then the barrier (R4). 200 in effect; 502 a replica refused; 504 one did
-        not answer in time. In all three the change is recorded and the body is the report."""
+        not answer in time. In all three the change is recorded and the body is the report.
+        A routing change refused by the response-contract check (R11) is 409
+        `contract_mismatch`, its differences in the message, nothing changed."""
 
         def run(registry: Registry) -> BarrierReport:
             change = flip(registry)
             log.info("%s made change %d (%s): %s", change.actor, change.id, change.kind, change.reason)
             return wait_for_acks(registry, change, timeout_s)
 
-        report = await self._run(run)
+        try:
+            report = await self._run(run)
+        except ContractMismatchError as exc:
+            raise ApiError(409, f"{exc}: {'; '.join(exc.differences)}", "contract_mismatch") from None
         status = 200 if report.ok else 502 if report.refused else 504
         return json_reply(status, report.outcome())
 

@@ -1,7 +1,8 @@
 """The `gatewayd` command: serve, run the mock provider, and operate the control plane.
 
 Every failure is one line on stderr naming the file, field or argument, and exit code 2
-(usage, bad input: nothing changed) or 1 (the operation ran and failed).
+(usage, bad input: nothing changed) or 1 (the operation ran and failed). One refusal lists
+more below its line: the response-contract differences of a routing change (R11).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 from gatewayd.cli import admin, audit, control, rollouts, serve, switches
 from gatewayd.cli.common import Parser
-from gatewayd.errors import GatewaydError, meaning
+from gatewayd.errors import ContractMismatchError, GatewaydError, meaning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except GatewaydError as exc:  # every error of ours, from Python or Rust: one line
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, ContractMismatchError):  # the one refusal whose list is the point
+            for line in exc.differences:
+                print(f"  {line}", file=sys.stderr)
         return meaning(exc).exit_code
     except KeyboardInterrupt:
         return 130

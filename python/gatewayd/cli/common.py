@@ -46,6 +46,13 @@ def actor() -> str:
     return os.environ.get("GATEWAYD_ACTOR") or os.environ.get("USER") or "operator"
 
 
+def contract_force_help(what: str) -> str:
+    return (
+        f"routing: go ahead with the {what} although the positions' upstreams answer in different "
+        "response shapes (docs/ROLLBACK.md R11); the differences are recorded in the change's reason"
+    )
+
+
 def await_change(registry, change, timeout: float) -> int:
     """Prints the change, waits at the barrier (R4) and prints every replica's answer; the
     exit code is 0 only when the change is in effect everywhere."""

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import msgspec
 
-from gatewayd.cli.common import CliError, actor, await_change, iso, load_settings, open_registry, parse_instant
+from gatewayd.cli.common import (
+    CliError,
+    actor,
+    await_change,
+    contract_force_help,
+    iso,
+    load_settings,
+    open_registry,
+    parse_instant,
+)
 from gatewayd.config import hash_key
-from gatewayd.control import documents, overview, restore
+from gatewayd.control import contract, documents, overview, restore
 from gatewayd.control.model import DEFAULT_SCOPE, StoreDump
 
 
@@ -29,6 +38,7 @@ def register(commands) -> None:
             a.add_argument("version", type=int)
         else:
             a.add_argument("--to", type=int, help="an explicit version instead of the previous one")
+            a.add_argument("--force", action="store_true", help=contract_force_help("rollback"))
         a.add_argument("--scope", default=DEFAULT_SCOPE)
         a.add_argument("--reason", required=True)
         a.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for acknowledgements")
@@ -88,7 +98,10 @@ def run_flip(args) -> int:
     if args.verb == "activate":
         change = registry.activate(args.domain, args.version, actor(), args.reason, args.scope)
     else:
-        change = registry.rollback(args.domain, actor(), args.reason, args.scope, args.to)
+        check = contract.ContractCheck(registry, settings, force=args.force)
+        change = registry.rollback(args.domain, actor(), args.reason, args.scope, args.to, check=check)
+        for line in check.report:
+            print(line)
     return await_change(registry, change, args.timeout)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gatewayd.cli.common import CliError, actor, await_change, load_settings, open_registry
-from gatewayd.control import auto_revert, documents, positions
+from gatewayd.cli.common import CliError, actor, await_change, contract_force_help, load_settings, open_registry
+from gatewayd.control import auto_revert, contract, documents, positions
 from gatewayd.control.model import DEFAULT_SCOPE
 
 
@@ -38,6 +38,7 @@ def register(commands) -> None:
     p = commands.add_parser("promote", help="the candidate becomes the current version for all traffic")
     p.add_argument("domain", choices=documents.DOMAINS)
     _options(p)
+    p.add_argument("--force", action="store_true", help=contract_force_help("promotion"))
     p.set_defaults(run=run_promote)
 
 
@@ -64,7 +65,10 @@ def run_canary(args) -> int:
 
 
 def run_promote(args) -> int:
-    registry = open_registry(load_settings(args))
-    return await_change(
-        registry, positions.promote(registry, args.domain, args.scope, actor(), args.reason), args.timeout
-    )
+    settings = load_settings(args)
+    registry = open_registry(settings)
+    check = contract.ContractCheck(registry, settings, force=args.force)
+    change = positions.promote(registry, args.domain, args.scope, actor(), args.reason, check=check)
+    for line in check.report:
+        print(line)
+    return await_change(registry, change, args.timeout)

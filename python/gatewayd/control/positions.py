@@ -14,7 +14,7 @@ import msgspec
 
 from gatewayd import _core
 from gatewayd.control.model import SHADOW_SCOPE, Candidate, Change, ChangeItem, Pointer, RegistryError
-from gatewayd.control.registry import Registry, check_scope, require_reason
+from gatewayd.control.registry import FlipCheck, Registry, check_scope, require_reason
 
 # One bucket is 0.01 % of traffic.
 PERCENT_STEP = 100 / _core.STICKY_BUCKETS
@@ -86,12 +86,18 @@ def abort(registry: Registry, domain: str, scope: str, actor: str, reason: str) 
     return _shift(registry, pointer, pointer.version, Candidate(held.version, 0), actor, reason, "canary")
 
 
-def promote(registry: Registry, domain: str, scope: str, actor: str, reason: str) -> Change:
+def promote(
+    registry: Registry, domain: str, scope: str, actor: str, reason: str, check: FlipCheck | None = None
+) -> Change:
     """The candidate becomes the current version for all traffic; the old current becomes
-    the previous position, where `rollback` returns."""
+    the previous position, where `rollback` returns. `check` sees the promotion before it
+    is made (it may refuse it, or add to its reason)."""
     pointer = _pointer(registry, domain, scope, reason)
     if pointer.candidate is None:
         raise RegistryError(f"{domain}/{scope} has no candidate to promote")
+    if check is not None:
+        item = ChangeItem(domain, scope, pointer.version, pointer.candidate.version, pointer.candidate, None)
+        reason = check(item, "promote", reason)
     return _shift(registry, pointer, pointer.candidate.version, None, actor, reason, "promote")
 
 

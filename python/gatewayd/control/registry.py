@@ -9,6 +9,7 @@ that lost its data, or holds another's, is refused before a used number is given
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from gatewayd.config import Settings
 from gatewayd.control import documents, store_identity
@@ -33,6 +34,7 @@ from gatewayd.control.store_identity import StoreMemory
 from gatewayd.control.stores import ControlStore, open_store
 
 __all__ = [
+    "FlipCheck",
     "InEffect",
     "Registry",
     "RegistryError",
@@ -42,6 +44,17 @@ __all__ = [
     "previous_version",
     "require_reason",
 ]
+
+
+class FlipCheck(Protocol):
+    """Looks at a change about to move what a pointer serves to another version (a
+    promotion, a rollback) after the pointer was read and before its compare-and-set: returns
+    the reason to record (the caller's, maybe with what the check let through), or raises to
+    refuse the change with nothing changed. A pointer that moved meanwhile loses the
+    compare-and-set, so the change made is the change checked. The response-contract check
+    (`gatewayd.control.contract`) is one."""
+
+    def __call__(self, item: ChangeItem, kind: str, reason: str) -> str: ...
 
 
 class Registry:
@@ -185,12 +198,15 @@ class Registry:
         scope: str = DEFAULT_SCOPE,
         to: int | None = None,
         expect: int | None = None,
+        check: FlipCheck | None = None,
     ) -> Change:
         """Undoes the last step: with a candidate, drops it (all traffic back on the current
         version); without one, returns the pointer to the version before the current
         activation, and a scope other than default with no version before its first one
         stops overriding (its requests go back to the next scope out). `to` names the
-        version to return to instead (dropping any candidate)."""
+        version to return to instead (dropping any candidate). `check` sees a return to
+        another version before it is made (dropping a candidate returns everyone to the
+        version already serving, and is not checked)."""
         check_scope(domain, scope)
         require_reason(reason)
         epoch = self.guard("flip pointers")
@@ -210,6 +226,8 @@ class Registry:
         if target == current and candidate is None:
             raise RegistryError(f"{domain}/{scope} is already at version {target}")
         item = ChangeItem(domain, scope, current, target, candidate, None)
+        if check is not None and target != current:
+            reason = check(item, "rollback", reason)
         return self._flip([item], actor, reason, "rollback", epoch)
 
     def _current(self, domain: str, scope: str, expect: int | None) -> Pointer | None:

@@ -9,7 +9,9 @@ Endpoints: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`
 Knobs, process-wide through ``run`` and per request through headers (headers win):
 ``x-mock-latency-ms``, ``x-mock-chunk-delay-ms``, ``x-mock-chunks``, ``x-mock-status``
 (answer with this error status, in the provider's error shape), ``x-mock-error-rate``,
-``x-mock-fault`` (answer as a broken provider would: see ``config.FAULTS``).
+``x-mock-fault`` (answer as a broken provider would: see ``config.FAULTS``),
+``x-mock-shape: altered`` (answer chat and messages in another response shape: see
+``config.SHAPES``).
 """
 
 from .server import run

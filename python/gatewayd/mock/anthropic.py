@@ -8,6 +8,7 @@ content_block_delta..., content_block_stop, message_delta, message_stop), each w
 from __future__ import annotations
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from .common import (
     ECHO_PREFIX,
@@ -62,7 +63,7 @@ class MessageResponse(msgspec.Struct, kw_only=True, tag="message", tag_field="ty
     content: list[TextBlock]
     stop_reason: str | None
     stop_sequence: None = None
-    usage: Usage
+    usage: Usage | UnsetType = UNSET  # left out only in the altered shape
 
 
 class _Event(msgspec.Struct, tag_field="type"):
@@ -170,7 +171,8 @@ def _event(event: _Event) -> bytes:
 
 
 def messages(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
-    """Reply "echo: <last user turn>" as one message or as an event stream."""
+    """Reply "echo: <last user turn>" as one message or as an event stream (in the altered
+    shape with x-mock-shape: altered, see config.SHAPES)."""
     req: MessagesRequest = decode(_messages, body)
     check_model(req.model)
     last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
@@ -180,17 +182,22 @@ def messages(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
     input_tokens = sum(count_tokens(t) for t in prompt_text)
     output_tokens = count_tokens(text)
     ident = new_id("msg_")
+    altered = knobs.shape == "altered"
     if not req.stream:
+        usage: Usage | UnsetType = UNSET if altered else Usage(input_tokens, output_tokens)
         return encode(
-            MessageResponse(
-                id=ident,
-                model=req.model,
-                content=[TextBlock(text)],
-                stop_reason="end_turn",
-                usage=Usage(input_tokens, output_tokens),
-            )
+            MessageResponse(id=ident, model=req.model, content=[TextBlock(text)], stop_reason="end_turn", usage=usage)
         )
     start = MessageResponse(id=ident, model=req.model, content=[], stop_reason=None, usage=Usage(input_tokens, 1))
+    if altered:
+        return [
+            _event(MessageStart(start)),
+            _event(ContentBlockStart(0, TextBlock(""))),
+            *(_event(ContentBlockDelta(0, TextDelta(piece))) for piece in split_chunks(text, knobs.chunks)),
+            _event(MessageDelta(StopDelta("end_turn"), OutputUsage(output_tokens))),
+            _event(ContentBlockStop(0)),
+            _event(MessageStop()),
+        ]
     return [
         _event(MessageStart(start)),
         _event(ContentBlockStart(0, TextBlock(""))),

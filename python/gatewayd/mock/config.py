@@ -42,6 +42,7 @@ class Knobs(msgspec.Struct, frozen=True):
     status: int | None  # forced error status
     error_rate: float  # probability of a random 500
     fault: str | None  # one of FAULTS: answer as a broken provider would
+    shape: str  # one of SHAPES: "altered" answers in another (still parseable) response shape
 
 
 # x-mock-fault, after auth passed: "truncate" (a stream stops after two events without its
@@ -49,6 +50,13 @@ class Knobs(msgspec.Struct, frozen=True):
 # JSON), "echo-key" (a 401 quoting the key it was sent), "empty-error" (errors with an empty
 # body: a 500 unless x-mock-status names another status).
 FAULTS = frozenset({"truncate", "invalid-json", "echo-key", "empty-error"})
+
+# x-mock-shape: "standard" (the default), or "altered": well-formed answers in another
+# shape, as a provider with another response contract would send (docs/ROLLBACK.md R11).
+# Chat: no `usage`, `message.content` a list of text parts, stream chunks carrying
+# `delta.text` instead of `delta.content` and no usage chunk. Messages: no `usage`, and
+# streams without `ping`, with `message_delta` before `content_block_stop`.
+SHAPES = frozenset({"standard", "altered"})
 
 
 class KnobError(ValueError):
@@ -79,10 +87,19 @@ def resolve_knobs(config: MockConfig, get: HeaderGetter) -> Knobs:
         status=_parse(get, "x-mock-status", int, None, 400, 599),
         error_rate=_parse(get, "x-mock-error-rate", float, config.error_rate, 0.0, 1.0),
         fault=_fault(get("x-mock-fault")),
+        shape=_shape(get("x-mock-shape")),
     )
 
 
 def _fault(raw: str | None) -> str | None:
     if raw is not None and raw not in FAULTS:
         raise KnobError(f"x-mock-fault: {raw!r} is not one of {', '.join(sorted(FAULTS))}")
+    return raw
+
+
+def _shape(raw: str | None) -> str:
+    if raw is None:
+        return "standard"
+    if raw not in SHAPES:
+        raise KnobError(f"x-mock-shape: {raw!r} is not one of {', '.join(sorted(SHAPES))}")
     return raw

@@ -78,8 +78,12 @@ class Usage(msgspec.Struct):
     total_tokens: int
 
 
+class TextPart(msgspec.Struct, tag="text", tag_field="type"):
+    text: str
+
+
 class AssistantMessage(msgspec.Struct):
-    content: str
+    content: str | list[TextPart]  # a list only in the altered shape (x-mock-shape)
     role: str = "assistant"
     refusal: None = None
 
@@ -97,13 +101,14 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     created: int
     model: str
     choices: list[ChatChoice]
-    usage: Usage
+    usage: Usage | UnsetType = UNSET  # left out only in the altered shape
     system_fingerprint: str = FINGERPRINT
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    text: str | None = None  # instead of content, in the altered shape
 
 
 class ChunkChoice(msgspec.Struct):
@@ -219,25 +224,33 @@ def _usage(prompt: int, completion: int) -> Usage:
 
 
 def chat(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
-    """Reply "echo: <last user message>" as a completion or as an SSE chunk stream."""
+    """Reply "echo: <last user message>" as a completion or as an SSE chunk stream (in the
+    altered shape with x-mock-shape: altered, see config.SHAPES)."""
     req: ChatRequest = decode(_chat, body)
     check_model(req.model)
     last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
     text = ECHO_PREFIX + (_message_text(last_user) if last_user else "")
     usage = _usage(sum(count_tokens(_message_text(m)) for m in req.messages), count_tokens(text))
     ident, created = new_id("chatcmpl-"), now()
+    altered = knobs.shape == "altered"
     if not req.stream:
+        if altered:
+            choice = ChatChoice(AssistantMessage([TextPart(text)]))
+            return encode(ChatCompletion(id=ident, created=created, model=req.model, choices=[choice]))
         choice = ChatChoice(AssistantMessage(text))
         return encode(ChatCompletion(id=ident, created=created, model=req.model, choices=[choice], usage=usage))
 
-    with_usage = bool(req.stream_options and req.stream_options.include_usage)
+    with_usage = bool(req.stream_options and req.stream_options.include_usage) and not altered
 
     def chunk(choices: list[ChunkChoice], final_usage: Usage | None = None) -> bytes:
         usage: Usage | None | UnsetType = final_usage if with_usage else UNSET  # UNSET: no usage field
         return sse_data(ChatCompletionChunk(id=ident, created=created, model=req.model, choices=choices, usage=usage))
 
-    frames = [chunk([ChunkChoice(Delta(role="assistant", content=""))])]
-    frames += [chunk([ChunkChoice(Delta(content=piece))]) for piece in split_chunks(text, knobs.chunks)]
+    def delta(piece: str, role: str | None = None) -> Delta:
+        return Delta(role=role, text=piece) if altered else Delta(role=role, content=piece)
+
+    frames = [chunk([ChunkChoice(delta("", "assistant"))])]
+    frames += [chunk([ChunkChoice(delta(piece))]) for piece in split_chunks(text, knobs.chunks)]
     frames.append(chunk([ChunkChoice(Delta(), finish_reason="stop")]))
     if with_usage:
         frames.append(chunk([], usage))
