@@ -8,6 +8,7 @@ from gatewayd.control.snapshot import Served
 Verdict = Literal["allow", "deny", "invalid", "unroutable", "rejected"]
 CacheState = Literal["hit", "miss", "bypass"]
 FsyncPolicy = Literal["never", "interval", "group", "always"]
+Inflight = Literal["finished-after-revert", "cut-on-revert"]  # Engine.record: what a revert did to a stream
 
 FSYNC_POLICIES: list[FsyncPolicy]  # the audit writer's policies, as the runtime config names them
 LATENCY_BUCKETS: list[float]  # upper bounds (seconds) of the request latency histogram; +Inf implied
@@ -185,6 +186,8 @@ class Engine:
         cache_ttl_s: float = 0.0,
         upstream: int = 0,  # who answered: 0 the provider, i its fallback i-1
         failovers: list[str] = ...,  # "<provider>: <why>" for each upstream that failed first
+        inflight: Inflight | None = None,  # what a revert did to the request in flight (R6)
+        reverted_by: int = 0,  # the change after which its version set was no longer served
     ) -> int:
         """Raises AuditError (ChainCorruptError) when the record cannot be appended."""
     def event(self, fields_json: bytes) -> int: ...

@@ -69,10 +69,15 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     audit: AuditSettings = AuditSettings()
     rate_limit: RateLimit = RateLimit()
     ejection: Ejection = Ejection()
+    # A stream whose version set leaves service (a rollback, or another version activated
+    # over it) while it is relayed: "finish" relays it to its end, "cut" ends it with an
+    # error event. The config the stream was admitted under decides (R6).
+    inflight_on_revert: str = "finish"
 
 
 CACHE_MODES = ("deterministic", "header", "off")
 FAILURE_MODES = ("closed", "open")
+INFLIGHT_ON_REVERT = ("finish", "cut")
 FSYNC_POLICIES: tuple[str, ...] = tuple(_core.FSYNC_POLICIES)  # the Rust audit writer's names
 
 
@@ -158,6 +163,8 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: ejection.after_failures: must not be negative")
     if cfg.ejection.for_s <= 0:
         raise DocumentError(f"{name}: ejection.for_s: must be positive")
+    if cfg.inflight_on_revert not in INFLIGHT_ON_REVERT:
+        raise DocumentError(f"{name}: inflight_on_revert: must be one of {', '.join(INFLIGHT_ON_REVERT)}")
     return cfg
 
 

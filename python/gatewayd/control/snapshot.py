@@ -181,6 +181,36 @@ class Snapshot:
         ]
 
 
+class InService:
+    """The version sets the replica serves (`Snapshot.active_version_sets`), and how many
+    swaps it has made: what a request in flight checks to learn that its own set has left
+    service (R6, `inflight_on_revert`).
+
+    The agent's thread writes it at each swap, the event loop reads it: the sets and their
+    change are replaced, as one tuple, before `generation` moves, so a reader that sees a
+    new generation finds sets at least as new. A stream compares `generation` with the one
+    it saw last, one int per chunk, and looks its set up only when it moved."""
+
+    __slots__ = ("generation", "_state")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._state: tuple[frozenset[_core.Versions], int] | None = None  # None: before the first swap
+
+    def swap(self, sets: Iterable[_core.Versions], change_id: int) -> None:
+        self._state = (frozenset(sets), change_id)
+        self.generation += 1
+
+    def left_service(self, versions: _core.Versions) -> tuple[int, int | None]:
+        """(the generation this answers for, and the change after which `versions` is no
+        longer served, or None while it is)."""
+        generation = self.generation  # read first: the sets are at least this new
+        state = self._state
+        if state is None or versions in state[0]:
+            return generation, None
+        return generation, state[1]
+
+
 class CompiledVersions:
     """Compiled documents by (domain, version): previous versions stay warm, so a rollback
     is a swap, not a load (R7)."""

@@ -20,7 +20,7 @@ from gatewayd.audit.runtime import AuditRuntime
 from gatewayd.audit.verify import REFUSED_CHAIN
 from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
-from gatewayd.control.snapshot import Snapshot
+from gatewayd.control.snapshot import InService, Snapshot
 from gatewayd.control.stores import open_store
 from gatewayd.server import asgi, errors, metrics
 from gatewayd.server.asgi import JSON, respond
@@ -54,6 +54,8 @@ class GatewayApp:
         self.engine: _core.Engine | None = None
         self.audit: AuditRuntime | None = None
         self.client: UpstreamClient | None = None
+        # The version sets served, for streams in flight to notice theirs leaving (R6).
+        self.in_service = InService()
         self._metrics_task: asyncio.Task | None = None
         self._client_guard_task: asyncio.Task | None = None
 
@@ -186,7 +188,14 @@ class GatewayApp:
         await self.client.start()
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
         self.pipeline = Pipeline(
-            self.engine, self.agent, Authenticator(s.keys), self.client, endpoints, s.server.max_body_bytes, self.audit
+            self.engine,
+            self.agent,
+            Authenticator(s.keys),
+            self.client,
+            endpoints,
+            s.server.max_body_bytes,
+            self.audit,
+            self.in_service,
         )
         log.info("replica %s serving (pid %d)", name, os.getpid())
 
@@ -236,10 +245,13 @@ class GatewayApp:
         )
 
     def _on_swap(self, snap: Snapshot) -> None:
-        """Fence the cache to the version sets the new snapshot serves (R5) and adopt its
-        audit durability setting (R12)."""
+        """Fence the cache to the version sets the new snapshot serves (R5), tell the
+        streams in flight which those are (R6), and adopt its audit durability setting
+        (R12)."""
         assert self.engine is not None  # the agent, which calls this, starts after the engine opened
-        self.engine.fence(snap.active_version_sets())
+        active = snap.active_version_sets()
+        self.engine.fence(active)
+        self.in_service.swap(active, snap.change_id)
         audit = snap.config.audit
         # A str to msgspec; documents.runtime_config checked it is one of the policies. (The
         # alias exists in the stubs only, hence the quotes.)

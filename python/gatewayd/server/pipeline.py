@@ -23,7 +23,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
 from gatewayd.control.documents import CacheSettings
-from gatewayd.control.snapshot import Served
+from gatewayd.control.snapshot import InService, Served
 from gatewayd.server import errors
 from gatewayd.server.asgi import (
     JSON,
@@ -68,14 +68,28 @@ LAST_EVENT = {False: "data: [DONE]", True: "event: message_stop"}
 # The stream's last bytes kept to look for it: room for the last event (52 bytes for
 # Anthropic's) and what a provider may add to it.
 STREAM_TAIL = 256
+# The status whose error type ends a stream cut on a revert: api_error, in both APIs.
+CUT_ON_REVERT_STATUS = 502
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
 
 
 class Pipeline:
-    def __init__(self, engine, agent, auth: Authenticator, client: UpstreamClient, providers, max_body: int, audit):
+    def __init__(
+        self,
+        engine,
+        agent,
+        auth: Authenticator,
+        client: UpstreamClient,
+        providers,
+        max_body: int,
+        audit,
+        in_service: InService | None = None,
+    ):
         self.engine = engine
         self.audit = audit  # gatewayd.audit.runtime.AuditRuntime
         self.agent = agent
+        # The version sets the replica serves, moved at each swap: streams watch theirs (R6).
+        self.in_service = in_service if in_service is not None else InService()
         self.auth = auth
         self.client = client
         self.providers: dict[str, ProviderEndpoint] = providers
@@ -245,21 +259,41 @@ class Pipeline:
 
     async def _stream(self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via) -> None:
         """Passes SSE through chunk by chunk; a stream that breaks off, or ends before its
-        protocol's last event, ends with an error event instead."""
+        protocol's last event, ends with an error event instead.
+
+        A stream whose version set leaves service while it is relayed (R6) goes on to its
+        end under `inflight_on_revert: finish`, and its record says it finished after the
+        revert; under `cut` (in the config it was admitted under) it is cut at its next
+        chunk: the upstream is closed, the client gets the same error event, and the
+        record says it was cut. Per chunk this costs one int comparison."""
         await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
         tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
         error = None
+        watch, versions = self.in_service, adm.served.versions
+        # The swaps seen, and the change after which this stream's versions left service.
+        seen, reverted_by = watch.left_service(versions)
+        cut = adm.served.config.inflight_on_revert == "cut"
         try:
-            async for chunk in upstream.chunks():
-                digest.update(chunk)
-                tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
-                if kept is not None:
-                    kept.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not (cut and reverted_by is not None):
+                async for chunk in upstream.chunks():
+                    if watch.generation != seen:  # a swap since the last chunk: is this set still served?
+                        seen, left = watch.left_service(versions)
+                        if reverted_by is None:
+                            reverted_by = left
+                        if cut and reverted_by is not None:
+                            break
+                    digest.update(chunk)
+                    tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
+                    if kept is not None:
+                        kept.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
+        if cut and reverted_by is not None:  # noticed between chunks: nothing failed
+            return await self._cut_on_revert(send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via)
+        inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
         if error is None and not _ends_with_last_event(tail, anthropic):
             error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
         if error is None:
@@ -267,13 +301,53 @@ class Pipeline:
             # Every event, the last one included, is with the client: one that hangs up now
             # (as SDKs do on reading the last event) got the whole answer, a 200.
             await self._record(
-                adm, 200, response=full, response_sha256=digest.hexdigest(), cache_ttl_s=ttl, via=via, delivered=True
+                adm,
+                200,
+                response=full,
+                response_sha256=digest.hexdigest(),
+                cache_ttl_s=ttl,
+                via=via,
+                inflight=inflight,
+                reverted_by=reverted_by,
+                delivered=True,
             )
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
         message = f"upstream stream broke off: {error}"
-        await self._record(adm, status, error=f"{error.kind}: {error}", response_sha256=digest.hexdigest(), via=via)
+        await self._record(
+            adm,
+            status,
+            error=f"{error.kind}: {error}",
+            response_sha256=digest.hexdigest(),
+            via=via,
+            inflight=inflight,
+            reverted_by=reverted_by,
+        )
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
+        await send({"type": "http.response.body", "body": event})
+
+    async def _cut_on_revert(self, send: Send, adm, upstream, change: int, sha256: str, anthropic: bool, via) -> None:
+        """Ends a stream whose version set left service at `change`, under `inflight_on_revert:
+        cut`: the upstream is closed (its connection discarded, so the provider stops), the
+        record keeps the 200 already sent, and the client gets an error event as for a
+        stream that broke off."""
+        await upstream.aclose()
+        v = adm.versions
+        served = f"policy v{v.policy}, routing v{v.routing}, config v{v.config}"
+        await self._record(
+            adm,
+            200,
+            error=f"cut on revert: {served} left service at change {change} (inflight_on_revert: cut)",
+            response_sha256=sha256,
+            via=via,
+            inflight="cut-on-revert",
+            reverted_by=change,
+        )
+        message = (
+            f"stream cut: the versions it was served under ({served}) left service at change {change} "
+            "(inflight_on_revert: cut); retry the request"
+        )
+        event = errors.sse_error_event(CUT_ON_REVERT_STATUS, message, "cut_on_revert", anthropic)
         await send({"type": "http.response.body", "body": event})
 
     async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via, code=None) -> None:
@@ -330,6 +404,8 @@ class Pipeline:
         response_sha256: str | None = None,
         cache_ttl_s: float = 0.0,
         via: tuple[int, list[str] | None] = (0, None),
+        inflight: _core.Inflight | None = None,
+        reverted_by: int | None = None,
         delivered: bool = False,
     ) -> None:
         """Appends the request's audit record (written before this returns) and, when the
@@ -352,6 +428,8 @@ class Pipeline:
                 cache_ttl_s=cache_ttl_s,
                 upstream=via[0],
                 failovers=via[1] or [],
+                inflight=inflight,
+                reverted_by=reverted_by or 0,
             )
         except _core.AuditError as exc:
             if audit.on_failure == "closed":

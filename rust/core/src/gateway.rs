@@ -60,6 +60,43 @@ pub struct RecordInput<'a> {
     pub upstream: usize,
     /// What failed before it, one line per upstream tried ("<provider>: <why>").
     pub failovers: &'a [String],
+    /// What a revert did to the request while it was in flight, if one took its version
+    /// set out of service (docs/ROLLBACK.md R6).
+    pub inflight: Option<Inflight>,
+}
+
+/// What became of a stream whose version set left service while it was relayed
+/// (docs/ROLLBACK.md R6): `inflight_on_revert` in the config it was admitted under decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inflight {
+    pub outcome: InflightOutcome,
+    /// The change after which the replica no longer served the request's version set.
+    pub change: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InflightOutcome {
+    /// Relayed to its end all the same (`inflight_on_revert: finish`).
+    FinishedAfterRevert,
+    /// Ended with an error event (`inflight_on_revert: cut`).
+    CutOnRevert,
+}
+
+impl InflightOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            InflightOutcome::FinishedAfterRevert => "finished-after-revert",
+            InflightOutcome::CutOnRevert => "cut-on-revert",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<InflightOutcome> {
+        match name {
+            "finished-after-revert" => Some(InflightOutcome::FinishedAfterRevert),
+            "cut-on-revert" => Some(InflightOutcome::CutOnRevert),
+            _ => None,
+        }
+    }
 }
 
 /// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
@@ -301,6 +338,10 @@ impl Gateway {
         });
         if !out.failovers.is_empty() {
             fields["failovers"] = json!(out.failovers);
+        }
+        if let Some(inflight) = out.inflight {
+            fields["inflight"] = json!(inflight.outcome.name());
+            fields["reverted_by"] = json!(inflight.change);
         }
         self.append(into_map(fields))
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
 use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
-use gatewayd_core::gateway::{AdmitInput, Gateway, RecordInput, RequestContext};
+use gatewayd_core::gateway::{
+    AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext,
+};
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
 use pyo3::exceptions::PyValueError;
@@ -148,8 +150,10 @@ impl Engine {
 
     /// Cache fill and audit append for an answered request; returns the record's seq.
     /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
-    /// failed before it, one "<provider>: <why>" each.
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new()))]
+    /// failed before it, one "<provider>: <why>" each. `inflight` says what a revert did to
+    /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
+    /// the change after which its version set was no longer served (R6).
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -161,7 +165,20 @@ impl Engine {
         cache_ttl_s: f64,
         upstream: usize,
         failovers: Vec<String>,
+        inflight: Option<&str>,
+        reverted_by: u64,
     ) -> PyResult<u64> {
+        let inflight = match inflight {
+            None => None,
+            Some(name) => Some(Inflight {
+                outcome: InflightOutcome::from_name(name).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "unknown inflight outcome {name:?} (finished-after-revert or cut-on-revert)"
+                    ))
+                })?,
+                change: reverted_by,
+            }),
+        };
         let out = RecordInput {
             status,
             error,
@@ -170,6 +187,7 @@ impl Engine {
             cache_ttl: Duration::from_secs_f64(cache_ttl_s.max(0.0)),
             upstream,
             failovers: &failovers,
+            inflight,
         };
         self.0.record(&admission.inner, &out).map_err(audit_err)
     }

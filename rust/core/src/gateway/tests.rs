@@ -85,6 +85,7 @@ fn ok(body: &[u8]) -> RecordInput<'_> {
         cache_ttl: Duration::from_secs(60),
         upstream: 0,
         failovers: &[],
+        inflight: None,
     }
 }
 
@@ -262,6 +263,7 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
                 cache_ttl: Duration::ZERO,
                 upstream: 0,
                 failovers: &[],
+                inflight: None,
             },
         )
         .unwrap();
@@ -327,4 +329,64 @@ fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
     assert_eq!(all[1]["upstream"], "oa");
     assert_eq!(all[1]["upstream_model"], "gpt-4o");
     assert!(all[1].get("failovers").is_none());
+}
+
+#[test]
+fn a_stream_a_revert_overtook_says_whether_it_finished_or_was_cut() {
+    let f = fixture();
+    let adm = admit(&f, "acme", &chat("a long story", 1.0), V1, CacheMode::Off);
+    let finished = RecordInput {
+        response: None,
+        response_sha256: Some("ab"),
+        inflight: Some(Inflight {
+            outcome: InflightOutcome::FinishedAfterRevert,
+            change: 7,
+        }),
+        ..ok(b"")
+    };
+    let cut = RecordInput {
+        error: Some("cut on revert"),
+        inflight: Some(Inflight {
+            outcome: InflightOutcome::CutOnRevert,
+            change: 8,
+        }),
+        ..finished
+    };
+    f.gateway.record(&adm, &finished).unwrap();
+    f.gateway.record(&adm, &cut).unwrap();
+    f.gateway.record(&adm, &ok(b"{}")).unwrap();
+    let all = records(f.dir.path());
+    assert_eq!(
+        (
+            &all[0]["inflight"],
+            &all[0]["reverted_by"],
+            &all[0]["error"]
+        ),
+        (
+            &Value::from("finished-after-revert"),
+            &Value::from(7),
+            &Value::Null
+        )
+    );
+    assert_eq!(
+        (
+            &all[1]["inflight"],
+            &all[1]["reverted_by"],
+            &all[1]["status"]
+        ),
+        (
+            &Value::from("cut-on-revert"),
+            &Value::from(8),
+            &Value::from(200)
+        )
+    );
+    assert_eq!(all[1]["error"], "cut on revert");
+    assert!(all[2].get("inflight").is_none() && all[2].get("reverted_by").is_none());
+    for outcome in [
+        InflightOutcome::FinishedAfterRevert,
+        InflightOutcome::CutOnRevert,
+    ] {
+        assert_eq!(InflightOutcome::from_name(outcome.name()), Some(outcome));
+    }
+    assert_eq!(InflightOutcome::from_name("finished"), None);
 }
