@@ -12,9 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
-import msgspec
-
 from gatewayd import _core
+from gatewayd.control.contract import ShapeError, shape
 from gatewayd.control.snapshot import Served
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
@@ -139,25 +138,9 @@ def _differences(answer: bytes | None, payload: bytes | None) -> list[str] | Non
     if answer is None or payload is None:
         return None
     try:
-        served, shadow = _shape(msgspec.json.decode(answer)), _shape(msgspec.json.decode(payload))
-    except msgspec.DecodeError:
-        return ["the shadow's answer is not JSON"]
+        served, shadow = shape(answer), shape(payload)
+    except ShapeError:
+        return ["the shadow's answer is not a JSON object"]
     return [f"shadow lacks {p}" for p in sorted(served - shadow)] + [
         f"shadow adds {p}" for p in sorted(shadow - served)
     ]
-
-
-def _shape(value: object, path: str = "") -> set[str]:
-    """`path: type` for every key path of a JSON value (array items as `[]`)."""
-    if isinstance(value, dict):
-        out = {f"{path or '$'}: object"}
-        for key, item in value.items():
-            out |= _shape(item, f"{path}.{key}" if path else key)
-        return out
-    if isinstance(value, list):
-        out = {f"{path or '$'}: array"}
-        for item in value:
-            out |= _shape(item, f"{path}[]")
-        return out
-    kind = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}[type(value)]
-    return {f"{path or '$'}: {kind}"}
