@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatewayd.cli import admin, audit, control, rollouts, serve, switches
+from gatewayd.cli import admin, audit, control, drill, rollouts, serve, switches
 from gatewayd.cli.common import Parser
 from gatewayd.errors import ContractMismatchError, GatewaydError, meaning
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     switches.register(commands)
     audit.register(commands)
     admin.register(commands)
+    drill.register(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Rollback drills: a cluster, locust load, the four scenarios, reports."""
