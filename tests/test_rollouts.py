@@ -6,6 +6,7 @@ nothing."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import anthropic
@@ -108,6 +109,13 @@ def test_a_canary_splits_by_sticky_bucket_and_raising_it_only_adds_callers(gw):
     assert candidates(gw, sorted(at25)[:50]) == set(sorted(at25)[:50])  # the same callers, again
     status = gw.cli("status").stdout
     assert f"routing/default=v1 + candidate v{candidate} at 25%" in status, status
+    deadline = time.monotonic() + 10  # traffic by position comes with the heartbeats (every second)
+    while not re.search(r"traffic routing/default: candidate (\d+) requests, 0.0% 5xx, current (\d+) requests", status):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+        status = gw.cli("status").stdout
+    on, off = map(int, re.search(r"candidate (\d+) requests.*current (\d+) requests", status).groups())
+    assert on >= len(at25) and off >= len(USERS) - len(at25), status
 
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         inside, outside = sorted(at25)[0], sorted(set(USERS) - at25)[0]

@@ -152,6 +152,14 @@ def run_status(args) -> int:
     else:
         active = ", ".join(f"{p.domain}/{p.scope}={overview.describe(p.version, p.candidate)}" for p in status.pointers)
         print(f"active: {active} (change {last})")
+    for key, positions in sorted(status.traffic.items()):
+        said = ", ".join(
+            f"{position} {t.requests} requests, {t.errors / t.requests:.1%} 5xx"
+            if t.requests
+            else f"{position} 0 requests"
+            for position, t in sorted(positions.items())
+        )
+        print(f"traffic {key}: {said} (live replicas, since each started)")
     for r in status.replicas:
         versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
         age = r.heartbeat_age_s

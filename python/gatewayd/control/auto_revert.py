@@ -134,10 +134,11 @@ def quantile(buckets: tuple[int, ...], q: float) -> float:
 
 def traffic_by_position(metrics_json: bytes, pointers: Iterable[Pointer]) -> dict[str, dict[str, PositionTraffic]]:
     """This replica's traffic, since it started, on each position of every pointer with a
-    serving candidate that has revert rules, from the engine's request metrics. A request
-    counts for the candidate when it was served its version from the candidate position,
-    and for current when served the current version from the current one."""
-    watched = [p for p in pointers if p.candidate is not None and p.candidate.revert_if and p.candidate.share > 0]
+    candidate serving traffic, from the engine's request metrics (for the revert rules, and
+    for `status`). A request counts for the candidate when it was served its version from
+    the candidate position, and for current when served the current version from the
+    current one."""
+    watched = [p for p in pointers if p.candidate is not None and p.candidate.serves]
     if not watched:
         return {}
     series = msgspec.json.decode(metrics_json, type=_EngineMetrics).requests

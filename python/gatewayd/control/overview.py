@@ -9,7 +9,7 @@ import time
 import msgspec
 
 from gatewayd.control.barrier import LIVE_WITHIN_S
-from gatewayd.control.model import Candidate, Change, Pointer
+from gatewayd.control.model import Candidate, Change, Pointer, PositionTraffic
 from gatewayd.control.registry import Registry
 
 
@@ -30,6 +30,9 @@ class Status(msgspec.Struct, frozen=True):
     last_change: Change | None
     replicas: list[ReplicaStatus]
     store_problem: str = ""  # what the store lost against what was seen of it (R17)
+    # Per canary ("routing/default"): requests and 5xx answers by position, summed over
+    # the live replicas since each started (R10).
+    traffic: dict[str, dict[str, PositionTraffic]] = {}
 
 
 class InEffect(msgspec.Struct, frozen=True):
@@ -49,8 +52,13 @@ def status(registry: Registry) -> Status:
     last_id = last.id if last else 0
     now = time.time()
     replicas = []
+    traffic: dict[str, dict[str, PositionTraffic]] = {}
     for r in registry.replicas():
         age = now - r.heartbeat_at
+        if age <= LIVE_WITHIN_S:
+            for key, positions in r.traffic.items():
+                for position, t in positions.items():
+                    traffic.setdefault(key, {})[position] = _add(traffic.get(key, {}).get(position), t)
         if age > LIVE_WITHIN_S:
             state = "gone"
         elif problem:
@@ -58,7 +66,14 @@ def status(registry: Registry) -> Status:
         else:
             state = "in sync" if r.applied_change >= last_id else "stale"
         replicas.append(ReplicaStatus(r.name, r.host, r.pid, state, r.applied_change, round(age, 3), r.versions))
-    return Status(registry.pointers(), last, replicas, problem)
+    return Status(registry.pointers(), last, replicas, problem, traffic)
+
+
+def _add(a: PositionTraffic | None, b: PositionTraffic) -> PositionTraffic:
+    if a is None:
+        return b
+    buckets = tuple(x + y for x, y in zip(a.buckets, b.buckets, strict=True))
+    return PositionTraffic(a.requests + b.requests, a.errors + b.errors, buckets)
 
 
 def in_effect_at(registry: Registry, at: float) -> list[InEffect]:
