@@ -4,7 +4,7 @@ to a reference measured in the same run, compared with the committed baseline.
     python bench/ci.py                    # measure, write bench/results/ci.json and ci.png, gate
     python bench/ci.py --write-baseline   # measure, write bench/baseline.json instead of gating
 
-What runs (about three minutes on the 2-core reference machine):
+What runs (about two minutes on the 2-core reference machine):
 - bench/test_core.py: the Rust core through its Python API against plain-Python references
   (policy by rule count and prompt size, cache get and put, audit append and verify);
   ratio = our fastest round / the reference's;
