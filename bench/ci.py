@@ -267,7 +267,7 @@ def plot(ratios: dict[str, dict], baseline: dict[str, dict], failed: set[str], p
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument(
         "--write-baseline", action="store_true", help=f"write {BASELINE.relative_to(REPO)} from this run, no gate"
     )
