@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench system-deps fuzz
+.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench bench-ci bench-baseline system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -66,6 +66,18 @@ bench: setup system-deps
 	$(PY) bench/rollback_drill.py --flips 30
 	$(PY) bench/audit_bench.py
 	$(PY) bench/upstream_clients.py
+
+# The benchmark gate CI runs after the tests (a few minutes): the Rust core, the pipeline
+# in-process and a short gateway run, each figure a ratio to a reference measured in the
+# same run; bench/results/ci.json and ci.png; fails when a ratio is more than 2x worse than
+# in bench/baseline.json (bench/ci.py's docstring has the details).
+bench-ci: setup system-deps
+	$(PY) bench/ci.py
+
+# Rewrites bench/baseline.json from one run, on purpose: after a change meant to move a
+# ratio, or on a new class of reference machine. Commit it with the reason in the message.
+bench-baseline: setup system-deps
+	$(PY) bench/ci.py --write-baseline
 
 # The long fuzz run (minutes): GATEWAYD_FUZZ_CASES HTTP cases against a real gateway (a
 # random seed, printed, unless GATEWAYD_FUZZ_SEED names one) and PROPTEST_CASES per Rust

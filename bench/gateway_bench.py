@@ -141,12 +141,12 @@ SCENARIOS = (  # name, target, script, connections
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated: " + ", ".join(LAYOUTS))
-    parser.add_argument("--repeat", type=int, default=3, help="rounds over all layouts; medians are reported")
-    args = parser.parse_args()
+def measure(
+    seconds: int, layouts: list[str], repeat: int, scenarios=SCENARIOS, warmup_s: int = 3
+) -> tuple[dict[str, dict[str, list[dict]]], float]:
+    """Starts the mock, a gateway worker and the bare pass-through, and runs each scenario
+    under wrk for `seconds` in each layout, `repeat` rounds round-robin; returns the runs
+    (layout -> scenario -> one dict per round) and the worker's RSS in MB after them."""
     root = Path(tempfile.mkdtemp(prefix="gwbench-"))
     mock_port = free_port()
     mock = start_process(
@@ -175,29 +175,37 @@ def main() -> None:
             "passthrough": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
             "gateway": gw.url + "/v1/chat/completions",
         }
-        wrk(urls["gateway"], scripts["plain"], 8, 3, "0,1")  # warm-up: pools, cache entry
+        wrk(urls["gateway"], scripts["plain"], 8, warmup_s, "0,1")  # warm-up: pools, cache entry
         samples: dict[str, dict[str, list[dict]]] = {}
-        for round_ in range(1, args.repeat + 1):  # round-robin, so drift hits every layout alike
-            for layout in args.layouts.split(","):
+        for round_ in range(1, repeat + 1):  # round-robin, so drift hits every layout alike
+            for layout in layouts:
                 server_cpus, mock_cpus, wrk_cpus = LAYOUTS[layout]
                 pin([gw.proc.pid, bare.pid], server_cpus)
                 pin([mock.pid], mock_cpus)
-                for name, target, script, conns in SCENARIOS:
+                for name, target, script, conns in scenarios:
                     if layout == "one-core" and conns != 1:
                         continue  # one core for everything says nothing about throughput
                     # Direct calls put wrk where the server would be: the mock keeps its CPU.
                     cpus = server_cpus if target == "direct" and layout == "dedicated" else wrk_cpus
-                    run = wrk(urls[target], scripts[script], conns, args.seconds, cpus)
+                    run = wrk(urls[target], scripts[script], conns, seconds, cpus)
                     samples.setdefault(layout, {}).setdefault(name, []).append(run)
                     print(f"round {round_} {layout:<10} {name:<24} {run}", flush=True)
-        layouts = {
-            layout: {name: _median(runs) for name, runs in by_name.items()} for layout, by_name in samples.items()
-        }
         rss = worker_rss_mb(gw.proc.pid)
     finally:
         gw.stop()
         stop_process(bare)
         stop_process(mock)
+    return samples, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated: " + ", ".join(LAYOUTS))
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over all layouts; medians are reported")
+    args = parser.parse_args()
+    samples, rss = measure(args.seconds, args.layouts.split(","), args.repeat)
+    layouts = {layout: {name: _median(runs) for name, runs in by_name.items()} for layout, by_name in samples.items()}
     summary = {
         "how": f"1 gateway worker + mock (1 worker) + wrk -t1 on {os.cpu_count()} cores; {args.seconds}s per run, "
         f"medians of {args.repeat} round-robin rounds; "

@@ -6,16 +6,15 @@ run (pytest-benchmark):
 - admission: parse the body, evaluate the 50-rule policy of bench/gateway_bench.py (10
   regexes, 40 keywords, 20 context rules), and build the cache key;
 - recording: build the canonical audit record, hash it and append it to a file.
-The reference uses the standard library (json, re, hashlib); a real Python gateway would
-add more on top. Under plain `pytest` (benchmarks disabled) each case runs once, as a test
-that both sides agree.
+The reference (bench/reference.py) uses the standard library (json, re, hashlib); a real
+Python gateway would add more on top. Under plain `pytest` (benchmarks disabled) each case
+runs once, as a test that both sides agree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -23,50 +22,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_bench import PROMPT, policy_50  # noqa: E402
+from reference import ReferencePolicy  # noqa: E402
 
 from gatewayd import _core  # noqa: E402
 
 BODY = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]}).encode()
 ROUTING = json.dumps({"routes": [{"match": "mock-*", "provider": "mock"}]}).encode()
-
-
-class ReferencePolicy:
-    """The same rules evaluated the obvious way in Python: rule by rule, regex by regex."""
-
-    def __init__(self, doc: dict):
-        self.rules = []
-        for rule in doc["rules"]:
-            when = rule.get("when", {})
-            prompt = when.get("prompt", {})
-            flags = re.IGNORECASE if prompt.get("case_insensitive") else 0
-            regexes = [re.compile(r, flags) for r in prompt.get("regex", [])]
-            keywords = [k.lower() if flags else k for k in prompt.get("keywords", [])]
-            self.rules.append((rule["id"], rule["action"], when, regexes, keywords, bool(flags)))
-
-    def admit(self, tenant: str, body: bytes) -> tuple[str, str]:
-        request = json.loads(body)
-        text = "\n".join(m["content"] for m in request["messages"] if isinstance(m.get("content"), str))
-        lowered = text.lower()
-        verdict = "allow"
-        for _rule_id, action, when, regexes, keywords, folded in self.rules:
-            if "tenants" in when and tenant not in when["tenants"]:
-                continue
-            if "models" in when and not any(
-                re.fullmatch(g.replace("*", ".*"), request["model"]) for g in when["models"]
-            ):
-                continue
-            if "headers" in when:
-                continue  # the bench sends none of the headers the rules look at
-            if regexes or keywords:
-                haystack = lowered if folded else text
-                if not (any(r.search(text) for r in regexes) or any(k in haystack for k in keywords)):
-                    continue
-            if action == "deny":
-                verdict = "deny"
-                break
-        normalized = json.dumps({k: v for k, v in request.items() if k != "stream"}, sort_keys=True).encode()
-        key = hashlib.sha256(tenant.encode() + b"chat/whole" + normalized + b"1,1,1").hexdigest()
-        return verdict, key
 
 
 @pytest.fixture(scope="module")
