@@ -295,6 +295,18 @@ def test_a_candidate_moves_with_its_pointer_and_is_compared_too(store):
     assert store.changes()[-1].items[0].prev_candidate == canary
 
 
+def test_a_candidate_given_with_an_int_window_still_compares_equal(store):
+    """A field given in another type than its own (10 for 10.0) is stored as it reads back,
+    so a later compare-and-set naming the candidate it read succeeds."""
+    activate(store, "routing", 1)
+    given = Candidate(2, 500, ("error_rate > 0.1",), 20, 10)  # type: ignore[arg-type]
+    store.flip([ChangeItem("routing", "default", 1, 1, None, given)], "alice", "canary", "canary", epoch=EPOCH)
+    [read] = store.pointers()
+    held = Candidate(2, 0, ("error_rate > 0.1",), 20, 10.0)
+    store.flip([ChangeItem("routing", "default", 1, 1, read.candidate, held)], "auto", "revert", "canary", epoch=EPOCH)
+    assert store.pointers()[0].candidate == held
+
+
 def test_seed_keeps_candidates(open_, tmp_path, request):
     store = _bare(open_, tmp_path, request)
     canary = Candidate(3, 10000)

@@ -141,3 +141,13 @@ def test_traffic_by_position_reads_the_engine_metrics():
     assert list(got) == ["routing/default"]
     assert (got["routing/default"]["candidate"].requests, got["routing/default"]["candidate"].errors) == (8, 3)
     assert got["routing/default"]["current"].requests == 10
+
+
+def test_a_new_stage_is_judged_on_its_own_traffic():
+    judge = Judge()
+    judge.verdicts([CANARY], [replica("a", 100, traffic(0), traffic(10))], 100)
+    assert judge.verdicts([CANARY], [replica("a", 105, traffic(60, 60), traffic(20))], 105)  # failing: held
+    resumed = msgspec.structs.replace(CANARY, change_id=4)  # the canary resumed by a later change
+    # The same cumulative counts, now healthy: the old failures are not in the new stage's window.
+    assert judge.verdicts([resumed], [replica("a", 106, traffic(60, 60), traffic(20))], 106) == []
+    assert judge.verdicts([resumed], [replica("a", 110, traffic(160, 60), traffic(40))], 110) == []

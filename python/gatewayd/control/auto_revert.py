@@ -96,7 +96,7 @@ def with_rules(
     window = DEFAULT_WINDOW_S if window_s is None else window_s
     if minimum < 1 or not 1 <= window <= 3600:
         raise RegistryError("--min-requests: at least 1; --window: 1 to 3600 seconds")
-    return msgspec.structs.replace(candidate, revert_if=texts, min_requests=minimum, window_s=window)
+    return msgspec.structs.replace(candidate, revert_if=texts, min_requests=int(minimum), window_s=float(window))
 
 
 def rules_for(
@@ -168,17 +168,23 @@ class Judge:
     the window's difference, summed over replicas (a restarted replica counts from 0)."""
 
     def __init__(self) -> None:
-        self._samples: dict[tuple[str, str, str], deque[tuple[float, PositionTraffic]]] = {}
+        self._samples: dict[tuple[str, str, str, int], deque[tuple[float, PositionTraffic]]] = {}
 
     def verdicts(self, pointers: Iterable[Pointer], replicas: Iterable[Replica], now: float) -> list[Verdict]:
         replicas = list(replicas)
+        pointers = list(pointers)
+        stages = {p.change_id for p in pointers}
+        for stale in [k for k in self._samples if k[3] not in stages]:  # stages gone by
+            del self._samples[stale]
         out = []
         for p in pointers:
             candidate = p.candidate
             if candidate is None or not candidate.revert_if or candidate.share == 0:
                 continue
             key = f"{p.domain}/{p.scope}"
-            window = {name: self._window(key, name, replicas, now, candidate.window_s) for name in _POSITIONS}
+            window = {
+                name: self._window(key, p.change_id, name, replicas, now, candidate.window_s) for name in _POSITIONS
+            }
             if window["candidate"].requests < candidate.min_requests:
                 continue
             for text in candidate.revert_if:
@@ -190,11 +196,16 @@ class Judge:
                     break
         return out
 
-    def _window(self, key: str, position: str, replicas: list[Replica], now: float, window_s: float) -> PositionTraffic:
+    def _window(
+        self, key: str, stage: int, position: str, replicas: list[Replica], now: float, window_s: float
+    ) -> PositionTraffic:
+        """The traffic of the window, counted from the first heartbeat seen in this stage of
+        the canary (`stage`: the change that set it), so a resumed or reshared candidate is
+        judged on its own traffic, not on what came before."""
         total = _Sum()
         for r in replicas:
             current = r.traffic.get(key, {}).get(position)
-            samples = self._samples.setdefault((r.name, key, position), deque())
+            samples = self._samples.setdefault((r.name, key, position, stage), deque())
             if current is None:
                 samples.clear()
                 continue

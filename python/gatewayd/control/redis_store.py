@@ -367,7 +367,12 @@ def _id_arg(version: int | None) -> str:
 
 
 def _candidate_arg(candidate: Candidate | None) -> str:
-    return msgspec.json.encode(candidate).decode() if candidate else ""
+    """The candidate's JSON as stored and compared; decoded once first, so a value given in
+    another type than its field's (an int window) encodes as the stored one reads back."""
+    if candidate is None:
+        return ""
+    canonical = msgspec.json.decode(msgspec.json.encode(candidate), type=Candidate)
+    return msgspec.json.encode(canonical).decode()
 
 
 def _parse_candidate(text: bytes) -> Candidate | None:
