@@ -203,3 +203,19 @@ def verify_rust_chain(root: str, chain: str) -> tuple[int, str, str]:
     for _, left in reversed(frontier[:-1]):
         tree = _node(left, tree)
     return seq, prev.hex(), base64.b64encode(tree).decode()
+
+
+# The fields of a request's audit record as the references write it (beside per-request ones).
+REQUEST_RECORD = {
+    "kind": "request",
+    "request_id": "req",
+    "tenant": "acme",
+    "api": "chat",
+    "model": "mock-gpt",
+    "decision": "allow",
+    "rules": [],
+    "policy_version": 1,
+    "routing_version": 1,
+    "config_version": 1,
+    "status": 200,
+}

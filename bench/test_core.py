@@ -32,8 +32,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from audit_bench import RECORD  # noqa: E402
 from gateway_bench import PROMPT  # noqa: E402
-from reference import ReferenceCache, ReferenceChain, ReferencePolicy, policy_doc, verify_rust_chain  # noqa: E402
+from reference import (  # noqa: E402
+    REQUEST_RECORD,
+    ReferenceCache,
+    ReferenceChain,
+    ReferencePolicy,
+    policy_doc,
+    verify_rust_chain,
+)
 
 from gatewayd import _core  # noqa: E402
 
@@ -52,24 +60,7 @@ RESPONSE = json.dumps(
         "usage": {"prompt_tokens": 120, "completion_tokens": 120, "total_tokens": 240},
     }
 ).encode()
-EVENT = json.dumps(
-    {  # bench/audit_bench.py's request record
-        "kind": "request",
-        "tenant": "acme",
-        "api": "chat",
-        "model": "gpt-4o-mini",
-        "decision": "allow",
-        "rules": ["redact-emails"],
-        "policy_version": 12,
-        "routing_version": 4,
-        "config_version": 7,
-        "upstream": "openai",
-        "status": 200,
-        "cache": "miss",
-        "prompt_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        "response_sha256": "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
-    }
-).encode()
+EVENT = json.dumps(RECORD).encode()  # bench/audit_bench.py's request record
 VERIFY_RECORDS = 20_000
 # Appends grow a file for as long as they are measured: a fixed number of them instead.
 APPEND_ROUNDS, APPEND_ITERATIONS = 15, 2000
@@ -166,17 +157,7 @@ def test_cache_put(benchmark, routing, no_rules, side, tmp_path):
     def record() -> int:
         cache.put(key, 200, RESPONSE, 3600)
         fields = {
-            "kind": "request",
-            "request_id": "req",
-            "tenant": "acme",
-            "api": "chat",
-            "model": "mock-gpt",
-            "decision": "allow",
-            "rules": [],
-            "policy_version": 1,
-            "routing_version": 1,
-            "config_version": 1,
-            "status": 200,
+            **REQUEST_RECORD,
             "cache": "miss",
             "cache_key": key,
             "prompt_sha256": prompt_sha256,

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_bench import PROMPT, policy_50  # noqa: E402
-from reference import ReferencePolicy  # noqa: E402
+from reference import REQUEST_RECORD, ReferencePolicy  # noqa: E402
 
 from gatewayd import _core  # noqa: E402
 
@@ -86,17 +86,7 @@ def test_recording_python_reference(benchmark, tmp_path):
     def record() -> int:
         state["seq"] += 1
         fields = {
-            "kind": "request",
-            "request_id": "req",
-            "tenant": "acme",
-            "api": "chat",
-            "model": "mock-gpt",
-            "decision": "allow",
-            "rules": [],
-            "policy_version": 1,
-            "routing_version": 1,
-            "config_version": 1,
-            "status": 200,
+            **REQUEST_RECORD,
             "seq": state["seq"],
             "prev": state["prev"],
             "prompt_sha256": hashlib.sha256(BODY).hexdigest(),
