@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 FIGURES = ("cpu_us_per_request", "us_per_request_median")
+BENCH = "bench/test_pipeline.py"
 
 
 def main() -> int:
@@ -33,11 +34,19 @@ def main() -> int:
     parser.add_argument("base")
     parser.add_argument("head", nargs="?", default="HEAD")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--same-bench",
+        action="store_true",
+        help="run HEAD's bench/test_pipeline.py on both trees (its cases BASE can run), so a change to the "
+        "bench itself between the revisions does not pass for a change in cost",
+    )
     args = parser.parse_args()
     revs = {name: _resolve(rev) for name, rev in (("base", args.base), ("head", args.head))}
     work = Path(tempfile.mkdtemp(prefix="gatewayd-compare-"))
     try:
         trees = {name: _prepare(sha, work / name) for name, sha in revs.items()}
+        if args.same_bench:
+            shutil.copy(trees["head"] / BENCH, trees["base"] / BENCH)
         runs: dict[str, list[dict]] = {name: [] for name in trees}
         for n in range(args.rounds):
             for name, tree in trees.items():
@@ -76,7 +85,7 @@ def _prepare(sha: str, tree: Path) -> Path:
 def _bench(tree: Path, out: Path) -> dict[str, dict[str, float]]:
     """One run of the tree's pipeline bench: case name -> its figures."""
     env = {**os.environ, "PYTHONPATH": str(tree / "python")}
-    argv = [sys.executable, "-m", "pytest", "-q", "bench/test_pipeline.py", "-p", "no:cacheprovider"]
+    argv = [sys.executable, "-m", "pytest", "-q", BENCH, "-p", "no:cacheprovider", "-k", "not canary"]
     argv += ["--benchmark-enable", "--benchmark-only", "--benchmark-min-rounds=30", f"--benchmark-json={out}"]
     subprocess.run(argv, cwd=tree, env=env, check=True, capture_output=True)
     data = json.loads(out.read_text())
