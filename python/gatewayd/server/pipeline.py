@@ -145,17 +145,12 @@ class Pipeline:
             message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
-        policy = served.policy
         adm = self.engine.admit(
             served=served,
-            policy=policy,
-            shadow=served.shadow,
-            routing=served.routing,
-            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
-            headers=_policy_headers(scope, policy),
+            headers=_policy_headers(scope, served.policy),
             body=body,
             cache=_cache_mode(seen.cache, config.cache),
             vary=seen.vary,
@@ -377,9 +372,6 @@ class Pipeline:
         request is served under."""
         adm = self.engine.reject(
             served=served,
-            policy=served.policy,
-            routing=served.routing,
-            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
