@@ -1,4 +1,4 @@
-"""The ASGI application one granian worker serves: a replica of the gateway.
+"""The application one granian worker serves, over ASGI or RSGI: a replica of the gateway.
 
 Each worker is a replica: it claims a stable name, opens its own audit chain and cache,
 starts a replica agent that follows the store's pointers, and serves the OpenAI and
@@ -22,7 +22,7 @@ from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.snapshot import InService, Snapshot
 from gatewayd.control.stores import open_store
-from gatewayd.server import asgi, errors, metrics
+from gatewayd.server import asgi, errors, metrics, rsgi
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.connections import ConnectionCapWatch, connection_cap
@@ -65,6 +65,16 @@ class GatewayApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    # granian's RSGI entry points ([server] interface = "rsgi"): the same app, adapted.
+    async def __rsgi__(self, scope, protocol) -> None:
+        await rsgi.serve(self._http, scope, protocol)
+
+    def __rsgi_init__(self, loop) -> None:
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop) -> None:
+        loop.run_until_complete(self.shutdown())
 
     async def _http(self, scope: dict, receive, send) -> None:
         """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
