@@ -11,9 +11,10 @@ per-message future. Selected with `[server] interface = "rsgi"`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from granian.rsgi import ProtocolClosed
+from granian.rsgi import HTTPProtocol, ProtocolClosed
 
 Handler = Callable[[dict, Callable, Callable], Awaitable[None]]
 _LAST = {"type": "http.request", "body": b"", "more_body": False}
@@ -43,9 +44,9 @@ class _Receive:
 
     __slots__ = ("_protocol", "_chunks", "_ended")
 
-    def __init__(self, protocol) -> None:
+    def __init__(self, protocol: HTTPProtocol) -> None:
         self._protocol = protocol
-        self._chunks = None
+        self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
 
     async def __call__(self) -> dict:
@@ -68,11 +69,11 @@ class _Send:
 
     __slots__ = ("_protocol", "_status", "_headers", "_stream")
 
-    def __init__(self, protocol) -> None:
+    def __init__(self, protocol: HTTPProtocol) -> None:
         self._protocol = protocol
         self._status = 500
         self._headers: list[tuple[str, str]] = []
-        self._stream = None
+        self._stream: Any = None  # granian's stream transport, once a stream is open
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
