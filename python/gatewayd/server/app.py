@@ -44,6 +44,8 @@ LLM_ROUTES = {
 MODELS, METRICS, HEALTHZ, READYZ = "models", "metrics", "healthz", "readyz"
 GATEWAY_ROUTES = {b"/v1/models": MODELS, b"/metrics": METRICS, b"/healthz": HEALTHZ, b"/readyz": READYZ}
 _encode = msgspec.json.encode
+# Before a replica has applied any state (an empty store, no bootstrap, no last-known-good).
+NOT_READY = "this replica has no policy, routing or config applied yet; see /readyz"
 
 
 class GatewayApp:
@@ -103,7 +105,9 @@ class GatewayApp:
             if scope["method"] != "POST":
                 message = f"{scope['path']} accepts POST only"
                 return await _error(send, 405, message, "method_not_allowed", api == "messages")
-            assert self.pipeline is not None  # startup() set it: granian sends no request before
+            assert self.pipeline is not None and self.agent is not None  # set by startup(), before any request
+            if self.agent.snapshot is None:
+                return await _error(send, 503, NOT_READY, "not_ready", api == "messages")
             return await self.pipeline.handle(scope, receive, send, api)
         route = GATEWAY_ROUTES.get(raw_path)
         if route is MODELS and scope["method"] == "GET":
@@ -136,9 +140,8 @@ class GatewayApp:
         if self.pipeline.auth.tenant(scope["headers"]) is None:
             return await _error(send, 401, "invalid or missing API key", "invalid_api_key", False)
         snap = self.agent.snapshot
-        # None until a first snapshot is applied (/readyz answers 503 then): meanwhile this
-        # is a 500, as it has always been.
-        assert snap is not None
+        if snap is None:
+            return await _error(send, 503, NOT_READY, "not_ready", False)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "gatewayd"} for m in snap.routing.models]
         await respond(send, 200, [(b"content-type", JSON)], _encode({"object": "list", "data": data}))
 
