@@ -1,4 +1,5 @@
-"""A real redis-server for tests: start one on a port, wait until it answers PING.
+"""Real redis-server processes for tests: start one on a port, wait until it answers PING;
+or a Sentinel cluster (`SentinelCluster`: master, replica, three sentinels).
 
 Stop it with `procs.stop_process` (SIGTERM), or `stop_process(proc, signal.SIGKILL)` to
 crash it; starting again with the same port (and `dir`, for `appendonly`) restarts it.
@@ -25,9 +26,11 @@ def start_redis(
     appendonly: bool = False,
     tls: Path | None = None,
     timeout: float = 10,
+    extra: list[str] = (),
 ) -> tuple[str, ServerProcess]:
     """Returns (URL with the password in it, process). `appendonly` keeps the data in `dir`
-    across a restart; otherwise nothing is written to disk. With `tls` (a directory for a
+    across a restart; otherwise nothing is written to disk. `extra` is more arguments
+    (`--replicaof host port`). With `tls` (a directory for a
     fresh CA and server certificate) it listens on TLS only and the URL is rediss://."""
     port = port or free_port()
     argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", ""]
@@ -44,6 +47,7 @@ def start_redis(
         argv += ["--dir", str(dir)]
     if password:
         argv += ["--requirepass", password]
+    argv += extra
     log = tempfile.TemporaryFile()
     proc = ServerProcess(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log = log
@@ -82,3 +86,79 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ):
         subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
     return ca, cert, key
+
+
+SENTINEL_SERVICE = "gwmaster"
+
+
+class SentinelCluster:
+    """One master, one replica and three sentinels on loopback, each on a free port with
+    its files in `root`; the sentinels fail over after the master is silent for
+    `down_after_ms`. `url` is the `redis+sentinel://` URL a gateway is given."""
+
+    def __init__(self, root: Path, down_after_ms: int = 800, failover_timeout_ms: int = 3000):
+        self.root = root
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.servers: dict[int, ServerProcess] = {}  # port -> redis-server (master or replica)
+        self.sentinels: dict[int, ServerProcess] = {}  # port -> sentinel
+        self.url = ""
+
+    def start(self) -> SentinelCluster:
+        master_port, replica_port = free_port(), free_port()
+        for port, extra in ((master_port, []), (replica_port, ["--replicaof", "127.0.0.1", str(master_port)])):
+            data = self.root / f"redis-{port}"
+            data.mkdir(parents=True)
+            _, self.servers[port] = start_redis(port=port, dir=data, appendonly=True, extra=extra)
+        for _ in range(3):
+            port = free_port()
+            conf = self.root / f"sentinel-{port}.conf"  # sentinels rewrite their config: their own file
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.root}\n"
+                f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {SENTINEL_SERVICE} {self.failover_timeout_ms}\n"
+            )
+            log = tempfile.TemporaryFile()
+            proc = ServerProcess(
+                [REDIS_SERVER, str(conf), "--sentinel"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            proc.log = log
+            self.sentinels[port] = proc
+        self.url = f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for p in self.sentinels)}/{SENTINEL_SERVICE}"
+        self.wait_until(lambda s: s["num-slaves"] == 1 and s["num-other-sentinels"] == 2, "see the replica and each other")
+        return self
+
+    def master(self) -> dict:
+        """What the first sentinel that answers says of the master (redis-py's parsed
+        SENTINEL MASTER: ip, port, flags, num-slaves, config-epoch, ...)."""
+        for port in self.sentinels:
+            client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                return client.sentinel_master(SENTINEL_SERVICE)
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue
+            finally:
+                client.close()
+        raise RuntimeError("no sentinel answers")
+
+    def master_port(self) -> int:
+        return int(self.master()["port"])
+
+    def wait_until(self, predicate, what: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.master()
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sentinels did not {what} within {timeout}s: {state}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in [*self.sentinels.values(), *self.servers.values()]:
+            stop_process(proc)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 from typing import TypeVar, cast
-from urllib.parse import urlsplit
 
 import msgspec
 import redis
@@ -56,6 +55,7 @@ from gatewayd.control.model import (
 )
 from gatewayd.control.redis_scripts import ADD_VERSION, FLIP, SEED, STAMP
 from gatewayd.control.redis_subscription import CONNECT_TIMEOUT_S, RedisSubscription
+from gatewayd.control.redis_target import RedisTarget
 
 Body = TypeVar("Body", bound=msgspec.Struct)
 
@@ -118,12 +118,11 @@ class RedisStore:
     """Redis-backed store (a `ControlStore`); thread-safe (a connection pool), one per process."""
 
     def __init__(self, url: str, namespace: str = "gatewayd"):
-        self._url = url
-        self._where = _redacted(url)
+        self._target = RedisTarget(url)
+        self._where = self._target.where
         self._ns = namespace
         self._channel = f"{namespace}:changed"
-        self._redis = redis.Redis.from_url(
-            url,
+        self._redis = self._target.client(
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_keepalive=True,
@@ -344,7 +343,7 @@ class RedisStore:
     def subscribe(self, *, check_interval_s: float | None = None) -> RedisSubscription:
         """Pings every `check_interval_s` (default 1 s) to notice a half-open connection."""
         return RedisSubscription(
-            self._url, self.where, self._channel, 1.0 if check_interval_s is None else check_interval_s
+            self._target, self._channel, 1.0 if check_interval_s is None else check_interval_s
         )
 
 
@@ -378,8 +377,3 @@ def _candidate_arg(candidate: Candidate | None) -> str:
 def _parse_candidate(text: bytes) -> Candidate | None:
     return msgspec.json.decode(text, type=Candidate) if text else None
 
-
-def _redacted(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

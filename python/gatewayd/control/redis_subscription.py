@@ -10,6 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from gatewayd.control.redis_target import RedisTarget
+
 log = logging.getLogger("gatewayd.redis")
 
 CONNECT_TIMEOUT_S = 2.0
@@ -28,17 +30,17 @@ class RedisSubscription:
     overrun its timeout by up to the connect timeout.
     """
 
-    def __init__(self, url: str, where: str, channel: str, ping_interval_s: float):
+    def __init__(self, target: RedisTarget, channel: str, ping_interval_s: float):
         # Its own client without retries: redis-py would otherwise resubscribe silently
-        # and hide the reconnect, and with it the messages lost in between.
-        self._redis = redis.Redis.from_url(
-            url,
+        # and hide the reconnect, and with it the messages lost in between. Behind
+        # sentinels, each (re)subscription asks them for the master, so it follows a failover.
+        self._redis = target.client(
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=CONNECT_TIMEOUT_S,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
-        self._where = where  # the URL without credentials
+        self._where = target.where  # the URL without credentials
         self._channel = channel
         self._ping_interval_s = ping_interval_s
         self._pubsub: redis.client.PubSub | None = None
