@@ -21,7 +21,7 @@ from gatewayd.cli.common import (
 )
 from gatewayd.config import hash_key
 from gatewayd.control import contract, documents, overview, restore
-from gatewayd.control.model import DEFAULT_SCOPE, StoreDump
+from gatewayd.control.model import DEFAULT_SCOPE, StoreDump, StoreUnavailableError
 
 
 def register(commands) -> None:
@@ -139,7 +139,13 @@ def run_at(args) -> int:
 
 def run_status(args) -> int:
     registry = open_registry(load_settings(args))
-    status = overview.status(registry)
+    try:
+        status = overview.status(registry)
+    except StoreUnavailableError as exc:
+        print(f"store UNREACHABLE: {exc}. Replicas keep serving their current versions (fail static)")
+        if topology := registry.store_topology():
+            print(f"store: {topology}")
+        return 1
     refusals, warnings = registry.durability_problems()
     for problem in refusals + warnings:
         print(f"warning: {problem}", file=sys.stderr)
@@ -164,6 +170,8 @@ def run_status(args) -> int:
         versions = ", ".join(f"{k}=v{v}" for k, v in sorted(r.versions.items()))
         age = r.heartbeat_age_s
         print(f"{r.name:<24} {r.state:<8} change {r.applied_change:<5} heartbeat {age:5.1f}s ago  {versions}")
+    if status.store_topology:
+        print(f"store: {status.store_topology}")
     return 1 if status.store_problem else 0
 
 

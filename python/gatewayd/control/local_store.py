@@ -110,6 +110,10 @@ class LocalStore:
     def close(self) -> None:
         self._db.close()
 
+    def topology(self) -> str:
+        """Nothing to say: one file on this host."""
+        return ""
+
     def durability_problems(self) -> tuple[list[str], list[str]]:
         """(refusals, warnings), as for Redis: none here, every commit is synced (synchronous=FULL)."""
         return [], []

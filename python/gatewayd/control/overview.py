@@ -33,6 +33,8 @@ class Status(msgspec.Struct, frozen=True):
     # Per canary ("routing/default"): requests and 5xx answers by position, summed over
     # the live replicas since each started (R10).
     traffic: dict[str, dict[str, PositionTraffic]] = {}
+    # Behind Redis Sentinel: the master the sentinels name, whether it failed over (one line)
+    store_topology: str = ""
 
 
 class InEffect(msgspec.Struct, frozen=True):
@@ -66,7 +68,7 @@ def status(registry: Registry) -> Status:
         else:
             state = "in sync" if r.applied_change >= last_id else "stale"
         replicas.append(ReplicaStatus(r.name, r.host, r.pid, state, r.applied_change, round(age, 3), r.versions))
-    return Status(registry.pointers(), last, replicas, problem, traffic)
+    return Status(registry.pointers(), last, replicas, problem, traffic, registry.store_topology())
 
 
 def _add(a: PositionTraffic | None, b: PositionTraffic) -> PositionTraffic:

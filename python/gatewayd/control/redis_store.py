@@ -150,7 +150,8 @@ class RedisStore:
         `allkeys-*` eviction policy may drop any of our keys under memory pressure, so it
         is refused; `volatile-*` only evicts keys with a TTL, and we set none. Without AOF,
         a Redis crash loses every change since its last RDB snapshot: a warning, since a
-        deployment may accept that (RDB on a schedule, replicas with failover).
+        deployment may accept that (RDB on a schedule, replicas with failover). Behind
+        Sentinel, a master without a connected replica is warned about too.
         """
         memory = self._redis.info("memory")
         persistence = self._redis.info("persistence")
@@ -166,7 +167,16 @@ class RedisStore:
                 f"control store {self.where}: appendonly is off, so a Redis crash loses the changes since its "
                 "last snapshot; set appendonly yes"
             )
+        if self._target.sentinel is not None and not self._redis.info("replication").get("connected_slaves"):
+            warnings.append(
+                f"control store {self.where}: the master has no connected replica, so a failover would "
+                "promote none or one that missed writes"
+            )
         return refusals, warnings
+
+    def topology(self) -> str:
+        """Behind Sentinel, what the sentinels say of the master (never raises); else empty."""
+        return self._target.topology(CONNECT_TIMEOUT_S)
 
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))

@@ -47,11 +47,41 @@ class RedisTarget:
         manager = Sentinel(s.sentinels, sentinel_kwargs=sockets)
         return manager.master_for(s.service, db=s.db, username=s.username, password=s.password, **options)
 
-    def sentinel_client(self, **options: Any) -> Sentinel | None:
-        """A client of the sentinels themselves (None for a plain Redis URL)."""
-        if self.sentinel is None:
-            return None
-        return Sentinel(self.sentinel.sentinels, sentinel_kwargs=options)
+    def topology(self, timeout_s: float) -> str:
+        """What the sentinels say of the master, in one line (empty for one server): where
+        it is, whether it is down or was failed over, its replicas and the sentinels.
+        Asks the sentinels only, so it answers while the master is unreachable."""
+        s = self.sentinel
+        if s is None:
+            return ""
+        errors = []
+        for host, port in s.sentinels:
+            client = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+            try:
+                return _describe(s.service, client.sentinel_master(s.service))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                errors.append(f"{host}:{port}: {exc}")
+            except redis.ResponseError as exc:  # this sentinel does not monitor the service
+                errors.append(f"{host}:{port}: {exc}")
+            finally:
+                client.close()
+        return f"sentinel service {s.service}: no sentinel answers ({'; '.join(errors)})"
+
+
+def _describe(service: str, master: dict[str, Any]) -> str:
+    """'sentinel service gwmaster: master 127.0.0.1:6380 up, failed over (config epoch 1), ...'"""
+    flags = set(str(master["flags"]).split(","))
+    down = sorted(flags & {"s_down", "o_down", "disconnected"})
+    state = f"DOWN ({','.join(down)})" if down else "up"
+    if "failover_in_progress" in flags:
+        state += ", failover in progress"
+    epoch = int(master["config-epoch"])
+    history = f"failed over (config epoch {epoch})" if epoch else "never failed over"
+    sentinels = int(master["num-other-sentinels"]) + 1
+    return (
+        f"sentinel service {service}: master {master['ip']}:{master['port']} {state}, {history}; "
+        f"{master['num-slaves']} replica(s), {sentinels} sentinel(s), quorum {master['quorum']}"
+    )
 
 
 def parse_sentinel_url(url: str) -> SentinelService:

@@ -80,6 +80,9 @@ class Registry:
     def durability_problems(self) -> tuple[list[str], list[str]]:
         return self._store.durability_problems()
 
+    def store_topology(self) -> str:
+        return self._store.topology()
+
     def pointers(self) -> list[Pointer]:
         return self._store.pointers()
 

@@ -55,6 +55,12 @@ class ControlStore(Protocol):
         writes. A refusal stops `gatewayd serve` before it writes anything."""
         ...
 
+    def topology(self) -> str:
+        """Who serves the store, in one line for `gatewayd status`, without raising: behind
+        Redis Sentinel, the master the sentinels name, whether it is down or was failed
+        over, its replicas and the sentinels; empty when there is one server or a file."""
+        ...
+
     # -- identity (R17) ----------------------------------------------------------------
     def head(self) -> StoreHead:
         """The identity, the last change id and the last version id of each domain, read

@@ -1,0 +1,145 @@
+"""The control store behind Redis Sentinel, with real parts: one master, one replica and
+three sentinels on loopback, two gateways ("hosts") given the `redis+sentinel://` URL,
+and the master killed under traffic."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import redis
+
+from support.gateway import KEYS, POLICY, POLICY_V2, Gateway
+from support.procs import stop_process
+from support.redis import SentinelCluster
+from support.traffic import Traffic
+
+POLICY_V3 = POLICY_V2.replace("top-secret", "after-failover")
+
+
+@pytest.fixture(scope="module")
+def sentinel_cluster(tmp_path_factory):
+    cluster = SentinelCluster(tmp_path_factory.mktemp("sentinel")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory, mock_port, fragile_port, sentinel_cluster):
+    started = []
+    try:
+        for prefix in ("gwA", "gwB"):
+            root = tmp_path_factory.mktemp(prefix)
+            gw = Gateway(root, mock_port, fragile_port, redis_url=sentinel_cluster.url, prefix=prefix)
+            started.append(gw.start())
+        yield started
+    finally:
+        for gw in started:
+            gw.stop()
+
+
+def push(gw: Gateway, text: str, name: str) -> int:
+    path = gw.root / name
+    path.write_text(text)
+    out = gw.cli("push", "policy", str(path), "--reason", f"push {name}").stdout
+    return int(out.split(" version ")[1].split()[0])
+
+
+def wait_replicated(cluster: SentinelCluster, master_port: int) -> None:
+    """Until the replica has every write the master had when this was called."""
+    master = redis.Redis(port=master_port)
+    replica = redis.Redis(port=next(p for p in cluster.servers if p != master_port))
+    try:
+        target = master.info("replication")["master_repl_offset"]
+        deadline = time.monotonic() + 10
+        while replica.info("replication")["slave_repl_offset"] < target:
+            assert time.monotonic() < deadline, "the replica never caught up"
+            time.sleep(0.02)
+    finally:
+        master.close()
+        replica.close()
+
+
+def flip_until_accepted(gw: Gateway, *args: str) -> tuple[int, float]:
+    """Runs the flip until the store takes it: (refused attempts, seconds until taken)."""
+    started = time.monotonic()
+    refused = 0
+    while True:
+        done = gw.cli(*args, "--timeout", "10", check=False)
+        if done.returncode == 0:
+            assert "in effect: 2/2 replicas acknowledged" in done.stdout, done.stdout
+            return refused, time.monotonic() - started
+        # Refused whole, in one line naming the store: never half-applied.
+        assert done.returncode == 1 and "control store redis+sentinel://" in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        refused += 1
+        assert time.monotonic() - started < 60, "flips never resumed after the failover"
+
+
+def test_killing_the_master_under_traffic_fails_over_and_flips_resume(gateways, sentinel_cluster):
+    op = gateways[0]
+    cluster = sentinel_cluster
+    old_master = cluster.master_port()
+    replica_port = next(p for p in cluster.servers if p != old_master)
+    status = op.cli("status").stdout.splitlines()
+    assert status[-1].startswith(f"store: sentinel service gwmaster: master 127.0.0.1:{old_master} up, never failed")
+    assert "2 sentinel" not in status[-1] and "3 sentinel(s)" in status[-1] and "1 replica(s)" in status[-1]
+
+    v2 = push(op, POLICY_V2, "policy-v2.yaml")
+    assert "in effect: 2/2" in op.cli("activate", "policy", str(v2), "--reason", "before").stdout
+    wait_replicated(cluster, old_master)
+
+    with Traffic([gw.url for gw in gateways], KEYS["acme"], threads=4) as traffic:
+        traffic.wait_for(20, after=0)
+        stop_process(cluster.servers[old_master], signal.SIGKILL)
+        killed = time.time()
+        refused, refused_for_s = flip_until_accepted(op, "rollback", "policy", "--reason", "after the failover")
+        resumed = time.time()
+        traffic.wait_for(20, after=resumed)
+
+    # Fail static: not one request failed because the store went away.
+    assert not traffic.errors, traffic.errors[:3]
+    assert all(s.status == 200 for s in traffic.samples)
+    during = [s for s in traffic.samples if killed <= s.started < resumed]
+    assert {s.policy_version for s in during} <= {v2, v2 - 1}
+    assert {s.policy_version for s in traffic.since(resumed)} == {v2 - 1}  # the rollback is in effect
+    # The sentinels promoted the replica; it had replicated the history, so it is whole (R17).
+    assert cluster.master_port() == replica_port
+    v3 = push(op, POLICY_V3, "policy-v3.yaml")
+    assert v3 == v2 + 1  # numbering carries on: no version number given twice
+    assert [op.cli("show", "policy", str(v)).stdout for v in (1, v2, v3)] == [POLICY, POLICY_V2, POLICY_V3]
+    history = op.cli("history", "policy").stdout
+    assert "after the failover" in history and "before" in history
+    status = op.cli("status").stdout.splitlines()
+    assert status[0].startswith("active: ") and "policy/default=v1," in status[0], status
+    assert all(" in sync " in line for line in status[1:-1]) and len(status) == 4, status
+    assert status[-1].startswith(
+        f"store: sentinel service gwmaster: master 127.0.0.1:{replica_port} up, failed over (config epoch 1)"
+    ), status
+    print(
+        f"\nsentinel failover under traffic: {len(during)} requests while failing over, "
+        f"{sum(s.status != 200 for s in during) + len(traffic.errors)} failed; "
+        f"flip refused {refused} time(s), for {refused_for_s:.2f} s after the kill"
+    )
+
+
+def test_no_master_left_status_says_so_and_replicas_keep_serving(gateways, sentinel_cluster):
+    """With the last master killed there is nothing to promote: the sentinels mark it down,
+    `status` says the store is unreachable and why, and requests are still answered."""
+    op = gateways[0]
+    cluster = sentinel_cluster
+    master = cluster.master_port()
+    stop_process(cluster.servers[master], signal.SIGKILL)
+    cluster.wait_until(lambda s: s["is_odown"], "mark the master down")
+    with Traffic([gw.url for gw in gateways], KEYS["acme"], threads=2) as traffic:
+        traffic.wait_for(10, after=time.time())
+        done = op.cli("status", check=False)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("store UNREACHABLE: control store redis+sentinel://") and "fail static" in lines[0]
+    assert lines[1].startswith(f"store: sentinel service gwmaster: master 127.0.0.1:{master} DOWN ("), lines
+    assert "o_down" in lines[1]
+    assert not traffic.errors and all(s.status == 200 for s in traffic.samples)
+    refused = op.cli("rollback", "policy", "--reason", "no master", check=False)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused
