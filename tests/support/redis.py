@@ -103,6 +103,7 @@ class SentinelCluster:
         self.servers: dict[int, ServerProcess] = {}  # port -> redis-server (master or replica)
         self.sentinels: dict[int, ServerProcess] = {}  # port -> sentinel
         self.url = ""
+        self.seen_at = 0.0
 
     def start(self) -> SentinelCluster:
         master_port, replica_port = free_port(), free_port()
@@ -154,6 +155,7 @@ class SentinelCluster:
         while True:
             state = self.master()
             if predicate(state):
+                self.seen_at = time.time()  # when wait_until saw it (for figures)
                 return state
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the sentinels did not {what} within {timeout}s: {state}")
