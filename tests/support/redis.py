@@ -131,7 +131,7 @@ class SentinelCluster:
             proc.log = log
             self.sentinels[port] = proc
         self.url = f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for p in self.sentinels)}/{SENTINEL_SERVICE}"
-        self.wait_until(lambda s: s["num-slaves"] == 1 and s["num-other-sentinels"] == 2, "see the replica and each other")
+        self.wait_until(lambda s: s["num-slaves"] == 1 and s["num-other-sentinels"] == 2, "see everything")
         return self
 
     def master(self) -> dict:

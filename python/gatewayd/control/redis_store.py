@@ -352,9 +352,7 @@ class RedisStore:
 
     def subscribe(self, *, check_interval_s: float | None = None) -> RedisSubscription:
         """Pings every `check_interval_s` (default 1 s) to notice a half-open connection."""
-        return RedisSubscription(
-            self._target, self._channel, 1.0 if check_interval_s is None else check_interval_s
-        )
+        return RedisSubscription(self._target, self._channel, 1.0 if check_interval_s is None else check_interval_s)
 
 
 def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
@@ -386,4 +384,3 @@ def _candidate_arg(candidate: Candidate | None) -> str:
 
 def _parse_candidate(text: bytes) -> Candidate | None:
     return msgspec.json.decode(text, type=Candidate) if text else None
-

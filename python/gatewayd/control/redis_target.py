@@ -8,7 +8,7 @@ The credentials in a sentinel URL are the master's; sentinels are asked without 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
@@ -58,7 +58,7 @@ class RedisTarget:
         for host, port in s.sentinels:
             client = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
             try:
-                return _describe(s.service, client.sentinel_master(s.service))
+                return _describe(s.service, cast(dict[str, Any], client.sentinel_master(s.service)))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 errors.append(f"{host}:{port}: {exc}")
             except redis.ResponseError as exc:  # this sentinel does not monitor the service
