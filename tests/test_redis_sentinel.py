@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from support.gateway import KEYS, POLICY, POLICY_V2, Gateway
-from support.procs import stop_process
+from support.procs import free_port, stop_process
 from support.redis import SentinelCluster
 from support.traffic import Traffic
 
@@ -148,3 +148,45 @@ def test_no_master_left_status_says_so_and_replicas_keep_serving(gateways, senti
     assert not traffic.errors and all(s.status == 200 for s in traffic.samples)
     refused = op.cli("rollback", "policy", "--reason", "no master", check=False)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused
+
+
+def test_a_promoted_replica_that_missed_writes_is_refused_and_numbers_are_never_reused(
+    tmp_path, mock_port, fragile_port
+):
+    """Replication is asynchronous: the replica is cut off from the master (pointed at a
+    port nobody listens on), a version is pushed to the master alone, and the master is
+    killed. The sentinels promote the replica, which lacks that version: pushing again
+    would give its number to another document, so pushes are refused, replicas hold,
+    and `status` says the store went back in time (R17)."""
+    cluster = SentinelCluster(tmp_path / "sentinel").start()
+    gw = Gateway(tmp_path, mock_port, fragile_port, workers=2, redis_url=cluster.url, prefix="gw")
+    try:
+        gw.start()
+        master = cluster.master_port()
+        replica_port = next(p for p in cluster.servers if p != master)
+        replica = redis.Redis(port=replica_port)
+        replica.replicaof("127.0.0.1", free_port())  # the sentinels put this right only after failover-timeout
+        replica.close()
+        v2 = push(gw, POLICY_V2, "policy-v2.yaml")  # on the master only
+        stop_process(cluster.servers[master], signal.SIGKILL)
+        cluster.wait_until(lambda s: s["port"] == replica_port and not s["is_sdown"], "promote the replica")
+        with Traffic([gw.url], KEYS["acme"], threads=2) as traffic:
+            traffic.wait_for(10, after=time.time())
+            refused = gw.cli("push", "policy", str(gw.root / "policy-v2.yaml"), "--reason", "again", check=False)
+        assert refused.returncode == 2, refused
+        line = refused.stderr.strip()
+        assert "\n" not in line and "has gone back in time" in line and f"policy versions up to {v2}" in line, line
+        assert "refusing to push" in line
+        done = gw.cli("status", check=False)
+        lines = done.stdout.splitlines()
+        assert done.returncode == 1 and lines[0].startswith("store LOST: ") and "gone back in time" in lines[0]
+        assert lines[-1].startswith(
+            f"store: sentinel service gwmaster: master 127.0.0.1:{replica_port} up, failed over"
+        )
+        assert not traffic.errors and all(s.status == 200 for s in traffic.samples)
+        check = redis.Redis(port=replica_port)
+        assert check.get("gatewayd:version-id:policy") == b"1"  # nothing was numbered on the promoted replica
+        check.close()
+    finally:
+        gw.stop()
+        cluster.stop()

@@ -110,7 +110,16 @@ class SentinelCluster:
         for port, extra in ((master_port, []), (replica_port, ["--replicaof", "127.0.0.1", str(master_port)])):
             data = self.root / f"redis-{port}"
             data.mkdir(parents=True)
+            # No wait before the first full sync (Redis waits 5 s for more replicas to join)
+            extra += ["--repl-diskless-sync-delay", "0"]
             _, self.servers[port] = start_redis(port=port, dir=data, appendonly=True, extra=extra)
+        replica = redis.Redis(port=replica_port)
+        deadline = time.monotonic() + 30
+        while replica.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica on port {replica_port} never synced with the master")
+            time.sleep(0.02)
+        replica.close()
         for _ in range(3):
             port = free_port()
             conf = self.root / f"sentinel-{port}.conf"  # sentinels rewrite their config: their own file
