@@ -87,7 +87,10 @@ def test_killing_the_master_under_traffic_fails_over_and_flips_resume(gateways, 
     assert status[-1].startswith(f"store: sentinel service gwmaster: master 127.0.0.1:{old_master} up, never failed")
     assert "2 sentinel" not in status[-1] and "3 sentinel(s)" in status[-1] and "1 replica(s)" in status[-1]
 
-    v2 = push(op, POLICY_V2, "policy-v2.yaml")
+    (op.root / "policy-v2.yaml").write_text(POLICY_V2)
+    pushed = op.cli("push", "policy", str(op.root / "policy-v2.yaml"), "--reason", "replicated")
+    assert "no replica confirmed" not in pushed.stderr  # the replica confirmed it before the answer
+    v2 = int(pushed.stdout.split(" version ")[1].split()[0])
     with Traffic([gw.url for gw in gateways], KEYS["acme"], threads=4) as traffic:
         traffic.wait_for(20, after=0)
         _, baseline_s = flip_until_accepted(op, "activate", "policy", str(v2), "--reason", "before")
@@ -154,10 +157,11 @@ def test_a_promoted_replica_that_missed_writes_is_refused_and_numbers_are_never_
     tmp_path, mock_port, fragile_port
 ):
     """Replication is asynchronous: the replica is cut off from the master (pointed at a
-    port nobody listens on), a version is pushed to the master alone, and the master is
-    killed. The sentinels promote the replica, which lacks that version: pushing again
-    would give its number to another document, so pushes are refused, replicas hold,
-    and `status` says the store went back in time (R17)."""
+    port nobody listens on), a version is pushed to the master alone (the push warns that
+    no replica confirmed it), and the master is killed. The sentinels promote the
+    replica, which lacks that version: pushing again would give its number to another
+    document, so pushes are refused, replicas hold, and `status` says the store went
+    back in time (R17)."""
     cluster = SentinelCluster(tmp_path / "sentinel").start()
     gw = Gateway(tmp_path, mock_port, fragile_port, workers=2, redis_url=cluster.url, prefix="gw")
     try:
@@ -167,7 +171,10 @@ def test_a_promoted_replica_that_missed_writes_is_refused_and_numbers_are_never_
         replica = redis.Redis(port=replica_port)
         replica.replicaof("127.0.0.1", free_port())  # the sentinels put this right only after failover-timeout
         replica.close()
-        v2 = push(gw, POLICY_V2, "policy-v2.yaml")  # on the master only
+        (gw.root / "policy-v2.yaml").write_text(POLICY_V2)
+        pushed = gw.cli("push", "policy", str(gw.root / "policy-v2.yaml"), "--reason", "cut off")
+        v2 = int(pushed.stdout.split(" version ")[1].split()[0])
+        assert "no replica confirmed this write within 1000 ms; a failover now would lose it" in pushed.stderr
         stop_process(cluster.servers[master], signal.SIGKILL)
         cluster.wait_until(lambda s: s["port"] == replica_port and not s["is_sdown"], "promote the replica")
         with Traffic([gw.url], KEYS["acme"], threads=2) as traffic:

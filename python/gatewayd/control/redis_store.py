@@ -28,11 +28,13 @@ between that check and the write is never given a version or change.
 from __future__ import annotations
 
 import functools
-from typing import TypeVar, cast
+import logging
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from gatewayd.control.documents import DOMAINS
@@ -58,6 +60,7 @@ from gatewayd.control.redis_subscription import CONNECT_TIMEOUT_S, RedisSubscrip
 from gatewayd.control.redis_target import RedisTarget
 
 Body = TypeVar("Body", bound=msgspec.Struct)
+log = logging.getLogger("gatewayd.redis")
 
 # A command whose answer takes longer than SOCKET_TIMEOUT_S fails: a half-open connection
 # is found by its first command, and an idle one by a PING (answer awaited) before reuse.
@@ -65,6 +68,8 @@ SOCKET_TIMEOUT_S = 3.0
 HEALTH_CHECK_INTERVAL_S = 5
 # Connection errors (refused, reset, closed) are retried briefly; timeouts are not, since
 # the command may have run. A replayed write is harmless: a flip's compare-and-set fails.
+# Behind Sentinel, how long a write of history waits for a replica to confirm it.
+REPLICA_WAIT_MS = 1000
 COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
 
 
@@ -178,6 +183,26 @@ class RedisStore:
         """Behind Sentinel, what the sentinels say of the master (never raises); else empty."""
         return self._target.topology(CONNECT_TIMEOUT_S)
 
+    def _write_history(self, script: Script, keys: list[str], args: list) -> Any:
+        """Runs a script that writes versions or changes. Behind Sentinel, it is followed on
+        the same connection by WAIT for one replica, so what the caller is told was stored
+        survives a failover; when no replica confirms in time, the write stands (on the
+        master alone) and a warning says so."""
+        if self._target.sentinel is None:
+            return script(keys=keys, args=args)
+        pipe = self._redis.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+        result, confirmed = pipe.execute()
+        if not confirmed:
+            log.warning(
+                "warning: control store %s: no replica confirmed this write within %d ms; a failover now "
+                "would lose it (the store would then be refused as behind)",
+                self.where,
+                REPLICA_WAIT_MS,
+            )
+        return result
+
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))
 
@@ -223,7 +248,7 @@ class RedisStore:
         for p in dump.pointers:
             value = f"{p.version} {p.change_id}" + (f" {_candidate_arg(p.candidate)}" if p.candidate else "")
             args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", value]
-        return bool(self._seed(keys=keys, args=args))
+        return bool(self._write_history(self._seed, keys, args))
 
     @_guarded
     def claim_identity(self, identity: StoreIdentity) -> bool:
@@ -245,7 +270,7 @@ class RedisStore:
         keys = [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
         keys.append(self._key("identity"))
         meta = msgspec.json.encode(_VersionBody(digest, name, actor, reason))
-        result = self._add_version(keys=keys, args=[meta, document, epoch])
+        result = self._write_history(self._add_version, keys, [meta, document, epoch])
         if isinstance(result, list):
             raise self._lost(epoch, result[1])
         return int(result)
@@ -289,7 +314,7 @@ class RedisStore:
             state = f"{_id_arg(item.prev)}|{_candidate_arg(item.prev_candidate)}"
             args += [f"{item.domain}/{item.scope}", state, _id_arg(item.new), _candidate_arg(item.candidate)]
         keys = [self._key("pointers"), self._key("changes"), self._key("identity")]
-        result = self._flip(keys=keys, args=args)
+        result = self._write_history(self._flip, keys, args)
         if result[0] == b"lost":
             raise self._lost(epoch, result[1])
         if result[0] == 0:
