@@ -68,9 +68,9 @@ SOCKET_TIMEOUT_S = 3.0
 HEALTH_CHECK_INTERVAL_S = 5
 # Connection errors (refused, reset, closed) are retried briefly; timeouts are not, since
 # the command may have run. A replayed write is harmless: a flip's compare-and-set fails.
+COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
 # Behind Sentinel, how long a write of history waits for a replica to confirm it.
 REPLICA_WAIT_MS = 1000
-COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
 
 
 class _VersionBody(msgspec.Struct, frozen=True):
