@@ -11,6 +11,8 @@ import time
 import pytest
 import redis
 
+from gatewayd.control.model import StoreUnavailableError
+from gatewayd.control.redis_store import RedisStore
 from support.gateway import KEYS, POLICY, POLICY_V2, Gateway
 from support.procs import free_port, stop_process
 from support.redis import SentinelCluster
@@ -62,6 +64,21 @@ def wait_replicated(cluster: SentinelCluster, master_port: int) -> None:
         replica.close()
 
 
+def unreachable_for(url: str, since: float, result: list[float]) -> None:
+    """Appends how long after `since` (time.monotonic) the store answered again."""
+    store = RedisStore(url)
+    try:
+        while True:
+            try:
+                store.last_change_id()
+                result.append(time.monotonic() - since)
+                return
+            except StoreUnavailableError:
+                time.sleep(0.01)
+    finally:
+        store.close()
+
+
 def flip_until_accepted(gw: Gateway, *args: str) -> tuple[int, float]:
     """Runs the flip until the store takes it: (refused attempts, seconds until taken)."""
     started = time.monotonic()
@@ -96,12 +113,16 @@ def test_killing_the_master_under_traffic_fails_over_and_flips_resume(gateways, 
         _, baseline_s = flip_until_accepted(op, "activate", "policy", str(v2), "--reason", "before")
         wait_replicated(cluster, old_master)
         stop_process(cluster.servers[old_master], signal.SIGKILL)
-        killed = time.time()
+        killed, killed_monotonic = time.time(), time.monotonic()
         promoted = threading.Thread(target=cluster.wait_until, args=(lambda s: s["port"] == replica_port, "promote"))
         promoted.start()
+        answered: list[float] = []
+        probe = threading.Thread(target=unreachable_for, args=(cluster.url, killed_monotonic, answered))
+        probe.start()
         refused, refused_for_s = flip_until_accepted(op, "rollback", "policy", "--reason", "after the failover")
         resumed = time.time()
         promoted.join()
+        probe.join()
         promoted_s = cluster.seen_at - killed
         traffic.wait_for(20, after=resumed)
 
@@ -125,7 +146,8 @@ def test_killing_the_master_under_traffic_fails_over_and_flips_resume(gateways, 
         f"store: sentinel service gwmaster: master 127.0.0.1:{replica_port} up, failed over (config epoch 1)"
     ), status
     print(
-        f"\nsentinel failover under traffic: replica promoted {promoted_s:.2f} s after the kill; "
+        f"\nsentinel failover under traffic: replica promoted {promoted_s:.2f} s after the kill, "
+        f"the store answering again through the sentinel URL {answered[0]:.2f} s after it; "
         f"{len(during)} requests while failing over, {sum(s.status != 200 for s in during) + len(traffic.errors)} "
         f"failed; the rollback refused {refused} time(s), in effect on 2/2 replicas {refused_for_s:.2f} s after "
         f"the kill (a flip without failover, same traffic: {baseline_s:.2f} s; ratio {refused_for_s / baseline_s:.1f})"
