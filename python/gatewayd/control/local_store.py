@@ -78,9 +78,13 @@ def _guarded(method):
 
 class LocalStore:
     """SQLite-backed store (a `ControlStore`); one connection per process (workers open
-    their own). A write waits up to `lock_timeout_s` for another process's write."""
+    their own). A write waits up to `lock_timeout_s` for another process's write; a
+    subscription looks for a new change every `change_check_s`."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, lock_timeout_s: float = 10.0):
+    def __init__(
+        self, directory: str | os.PathLike[str], *, lock_timeout_s: float = 10.0, change_check_s: float = 0.01
+    ):
+        self.change_check_s = change_check_s
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / "control.sqlite3"
@@ -330,7 +334,7 @@ class LocalStore:
         return [Ack(c, r, bool(ok), e, at) for c, r, ok, e, at in rows]
 
     def subscribe(self, *, check_interval_s: float | None = None) -> LocalSubscription:
-        return LocalSubscription(self.path, 0.01 if check_interval_s is None else check_interval_s)
+        return LocalSubscription(self.path, self.change_check_s if check_interval_s is None else check_interval_s)
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db)
