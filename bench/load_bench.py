@@ -257,7 +257,8 @@ def idle_cpu_ms_per_s(target: Target, seconds: float) -> float:
 
 
 def part_polling(run: Run, polled: Target, quiet: Target, saturation: float) -> dict:
-    idle = {t.name: [] for t in (polled, quiet)}
+    pair = (polled, quiet)
+    idle: dict[str, list[float]] = {t.name: [] for t in pair}
     for _ in range(run.args.repeat):
         for t in (polled, quiet):
             idle[t.name].append(idle_cpu_ms_per_s(t, max(3, run.args.seconds)))
@@ -270,7 +271,7 @@ def part_polling(run: Run, polled: Target, quiet: Target, saturation: float) -> 
     return {
         "idle_cpu_ms_per_s": {name: statistics.median(v) for name, v in idle.items()},
         "c32_rps_polled_over_quiet": round(runs[f"{polled.name} c32"]["rps"] / runs[f"{quiet.name} c32"]["rps"], 3),
-        f"p99.9_us_at_{rate}_rps": {t.name: round(runs[f"{t.name} @{rate}"]["p99.9_ms"] * 1000) for t in (polled, quiet)},
+        f"p99.9_us_at_{rate}_rps": {t.name: round(runs[f"{t.name} @{rate}"]["p99.9_ms"] * 1000) for t in pair},
         "runs": runs,
     }
 
