@@ -47,9 +47,6 @@ class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dir: str = "var/control"  # embedded store (used when redis_url is empty)
     redis_url: str = ""
     resync_interval_ms: int = 2000  # periodic pointer re-read: notifications are only hints
-    # Embedded store only: how often each worker looks for a new change (one indexed read);
-    # a flip reaches the workers within it. Redis pushes changes instead.
-    change_check_ms: int = 10
 
 
 class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -207,8 +204,6 @@ def _check(s: Settings, label: str) -> None:
         raise ConfigError(f"{label}: server.port: must be between 1 and 65535")
     if s.server.workers < 1:
         raise ConfigError(f"{label}: server.workers: must be at least 1")
-    if not 1 <= s.control.change_check_ms <= 60_000:
-        raise ConfigError(f"{label}: control.change_check_ms: must be between 1 and 60000")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{label}: server.max_body_bytes: must be at least 1024")
     if not 0 < s.server.header_timeout_s <= 60:  # granian's limit: 60 000 ms

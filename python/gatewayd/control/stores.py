@@ -135,7 +135,7 @@ class ControlStore(Protocol):
 def open_store(settings: Settings) -> ControlStore:
     control = settings.control
     if not control.redis_url:
-        return LocalStore(settings.path(control.dir), change_check_s=control.change_check_ms / 1000)
+        return LocalStore(settings.path(control.dir))
     # Imported here: redis-py costs ~140 ms of start-up, which an operator's rollback
     # command on the embedded store should not pay.
     from gatewayd.control.redis_store import RedisStore
