@@ -17,9 +17,8 @@ Parts (all by default):
 - ``scale`` (nothing pinned): gatewayd with 2 workers against 1 worker at 32 connections.
 - ``memory``: one worker's RSS after N1 and after N2 requests with distinct cacheable
   prompts (the cache full after its max_entries), against RSS flat within 10%.
-- ``polling``: what the embedded store's change checks cost: an idle worker's CPU, and
-  req/s and tail latency at a fixed rate, with `[control] change_check_ms` at its default
-  (10) against 1000 (the heartbeat's own pace: no extra wake-ups).
+- ``idle``: CPU per second of an idle gatewayd (one worker, the embedded store: its agent
+  sleeps until a flip wakes it) against the idle bare pass-through's.
 Every round-robin repeat runs every server in turn, so noise hits each alike; medians are
 reported. Writes bench/results/load.json and load.png (latency against offered load).
 ``--quick`` validates the harness in about two minutes; its figures are not the ones to quote.
@@ -256,27 +255,18 @@ def idle_cpu_ms_per_s(target: Target, seconds: float) -> float:
     return round((cpu() - before) / seconds * 1000, 3)
 
 
-def part_polling(run: Run, polled: Target, quiet: Target, saturation: float) -> dict:
-    pair = (polled, quiet)
-    idle: dict[str, list[float]] = {t.name: [] for t in pair}
+def part_idle(run: Run, gateway: Target, floor: Target) -> dict:
+    """CPU of an idle gatewayd (embedded store: its agent sleeps until a flip or its 1 s
+    heartbeat) against the bare pass-through's."""
+    idle: dict[str, list[float]] = {gateway.name: [], floor.name: []}
     for _ in range(run.args.repeat):
-        for t in (polled, quiet):
-            idle[t.name].append(idle_cpu_ms_per_s(t, max(3, run.args.seconds)))
-    rate = round(saturation * 0.5)
-    steps = []
-    for t in (polled, quiet):
-        steps += [(f"{t.name} c32", t, lambda t=t: run.wrk(t, PLAIN, 32))]
-        steps += [(f"{t.name} @{rate}", t, lambda t=t: run.oha(t, PLAIN, rate, run.args.seconds))]
-    runs = round_robin(run, run.args.repeat, steps)
-    return {
-        "idle_cpu_ms_per_s": {name: statistics.median(v) for name, v in idle.items()},
-        "c32_rps_polled_over_quiet": round(runs[f"{polled.name} c32"]["rps"] / runs[f"{quiet.name} c32"]["rps"], 3),
-        f"p99.9_us_at_{rate}_rps": {t.name: round(runs[f"{t.name} @{rate}"]["p99.9_ms"] * 1000) for t in pair},
-        "runs": runs,
-    }
+        for t in (gateway, floor):
+            idle[t.name].append(idle_cpu_ms_per_s(t, max(5, run.args.seconds)))
+    run.log(f"idle CPU ms/s: {idle}")
+    return {"cpu_ms_per_s": {name: statistics.median(v) for name, v in idle.items()}, "samples": idle}
 
 
-PARTS = ("targets", "rate", "scale", "memory", "polling")
+PARTS = ("targets", "rate", "scale", "memory", "idle")
 
 
 def main() -> int:
@@ -325,7 +315,7 @@ def main() -> int:
             result["targets"], runs = part_targets(run, mock, bare, noop, gateways, peers)
             saturation = runs[f"{gateways[0].name} c32"]["rps"]
             result["targets_runs"] = runs
-        if saturation == 0.0 and {"rate", "polling"} & set(parts):
+        if saturation == 0.0 and "rate" in parts:
             pin([gateways[0].pid], SERVER_CPUS)
             saturation = run.wrk(gateways[0], PLAIN, 32)["rps"]
         if "rate" in parts:
@@ -335,17 +325,15 @@ def main() -> int:
         if "memory" in parts:
             checkpoints = [int(n) for n in args.memory.split(",")]
             result["memory"] = part_memory(run, servers.gateway(policy, name="gatewayd-memory"), checkpoints)
-        if "polling" in parts:
-            quiet = servers.gateway(policy, name="gatewayd-checks-1000ms", control="change_check_ms = 1000")
-            result["polling"] = part_polling(run, gateways[0], quiet, saturation)
+        if "idle" in parts:
+            result["idle"] = part_idle(run, gateways[0], bare)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / ("load-quick.json" if args.quick else "load.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     if "rate" in result:
         plot(result, out.with_suffix(".png"))
     summary = {k: v for k, v in result.items() if not k.endswith("_runs")}
-    for part in ("rate", "polling"):
-        summary.get(part, {}).pop("runs", None)
+    summary.get("rate", {}).pop("runs", None)
     print(json.dumps(summary, indent=2))
     run.log(f"wrote {out.relative_to(HERE.parent)}" + (" and its .png" if "rate" in result else ""))
     return 0

@@ -68,20 +68,17 @@ class Servers:
         self.mock_port = port
         return Target("mock", url + "/v1/chat/completions", "provider-secret", self._started(proc))
 
-    def gateway(
-        self, policy: str, interface: str = "asgi", workers: int = 1, name: str = "", control: str = ""
-    ) -> Target:
+    def gateway(self, policy: str, interface: str = "asgi", workers: int = 1, name: str = "") -> Target:
         """gatewayd in front of the mock under the shipped runtime config and `policy` (JSON
         or YAML text). `interface` goes into `[server] interface` unless it is the default
-        (asgi), so this runs on a tree that does not know the field yet; `control` is TOML
-        added to the `[control]` table."""
+        (asgi), so this runs on a tree that does not know the field yet."""
         name = name or f"gatewayd-{interface}" + (f"-{workers}w" if workers > 1 else "")
         root = self.root / name
         root.mkdir()
         gw = Gateway(root, self.mock_port, free_port(), workers=workers)
         (root / "policy.yaml").write_text(policy)
         (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
-        text = gw.config.read_text().replace("[control]\n", f"[control]\n{control}\n", 1)
+        text = gw.config.read_text()
         if interface != "asgi":
             text = text.replace("[server]\n", f'[server]\ninterface = "{interface}"\n', 1)
         gw.config.write_text(text)
