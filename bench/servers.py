@@ -8,6 +8,7 @@ pass-through and the do-nothing app (bench/passthrough.py), and LiteLLM's proxy.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -97,9 +98,11 @@ class Servers:
 
     def litellm(self, model: str) -> Target:
         """LiteLLM's proxy, one worker, `model` routed to the mock as an OpenAI-compatible
-        provider; no master key, no database, no callbacks: its bare forwarding path."""
+        provider; a master key (it refuses to start without one, and gatewayd checks keys
+        too), no database, no callbacks: its bare forwarding path."""
         python = ensure_litellm()
         port = free_port()
+        key = "sk-" + secrets.token_hex(32)
         config = self.root / "litellm.yaml"
         config.write_text(
             json.dumps(
@@ -115,13 +118,19 @@ class Servers:
                         }
                     ],
                     "litellm_settings": {"telemetry": False, "set_verbose": False},
-                    "general_settings": {"disable_spend_logs": True},
+                    "general_settings": {"master_key": key, "disable_spend_logs": True},
                 }
             )
         )
         argv = [str(python), "-m", "litellm.proxy.proxy_cli", "--config", str(config)]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-        env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "PYTHONPATH": ""}
+        # No network at start-up (the model cost map comes from the package), no telemetry.
+        env = {
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONPATH": "",
+        }
         proc = self._started(start_process(argv, f"http://127.0.0.1:{port}/health/liveliness", env=env, timeout=180))
         version = subprocess.run(
             [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
@@ -129,7 +138,7 @@ class Servers:
             text=True,
         ).stdout.strip()
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return Target("litellm", url, "sk-unused", proc, note=f"litellm {version}")
+        return Target("litellm", url, key, proc, note=f"litellm {version}")
 
 
 def ensure_litellm() -> Path:
