@@ -52,24 +52,22 @@ SERVER_CPUS, CLIENT_CPUS = "1", "0"  # the dedicated layout: the measured server
 RATE_FRACTIONS = (0.25, 0.5, 0.8)
 PLAIN = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]})
 CACHED = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]})
-# wrk until `count` responses, each request a new temperature-0 prompt (a cache miss, then a put).
+# Each request a new temperature-0 prompt (a cache miss, then a put), numbered from `first`.
 DISTINCT_LUA = """
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer %(key)s"
 local n = %(first)d
-local answered, failed = 0, 0
 request = function()
   n = n + 1
   return wrk.format(nil, nil, nil, string.format([[%(body)s]], n))
 end
-response = function(status)
-  answered = answered + 1
-  if status ~= 200 then failed = failed + 1 end
-  if answered >= %(count)d then wrk.thread:stop() end
+done = function(summary)
+  local e = summary.errors
+  io.write(string.format("DISTINCT %%d %%d\\n", summary.requests, e.connect + e.read + e.write + e.timeout + e.status))
 end
-done = function() io.write(string.format("DISTINCT %%d %%d\\n", answered, failed)) end
 """
+CHUNK_S = 10  # the memory run reads RSS between wrk runs of this length
 
 
 class Run:
@@ -227,23 +225,27 @@ def part_scale(run: Run, one: Target, two: Target) -> dict:
 
 
 def part_memory(run: Run, target: Target, checkpoints: list[int]) -> dict:
+    """wrk runs of CHUNK_S seconds, each prompt new, until each checkpoint's count of
+    requests is passed; the worker's RSS after the run that passed it."""
     pin([target.pid], SERVER_CPUS)
     body = PLAIN.replace('"messages"', '"temperature": 0, "messages"').replace(PROMPT, PROMPT + " request %d")
-    rss, sent = {}, 0
+    rss: dict[str, dict] = {}
+    sent = 0
+    script = run.servers.root / "distinct.lua"
     for checkpoint in checkpoints:
-        script = run.servers.root / f"distinct-{checkpoint}.lua"
-        count = checkpoint - sent
-        script.write_text(DISTINCT_LUA % {"key": target.key, "first": sent, "count": count, "body": body})
-        argv = ["taskset", "-c", CLIENT_CPUS, "wrk", "-t1", "-c32", "-d3600s", "-s", str(script), target.url]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        answered, failed = (int(x) for x in out.split("DISTINCT ")[1].split()[:2])
-        if failed:
-            raise RuntimeError(f"memory run: {failed} of {answered} requests failed")
-        sent += answered
-        rss[str(checkpoint)] = round(worker_rss_mb(target.pid), 1)
-        run.log(f"memory: {sent} distinct requests, worker RSS {rss[str(checkpoint)]} MB")
-    first, last = rss[str(checkpoints[0])], rss[str(checkpoints[-1])]
-    return {"rss_mb_after": rss, "growth": verdict(last / first - 1, 0.10)}
+        while sent < checkpoint:
+            # Past the last prompt sent, and past those still in flight when wrk stopped.
+            script.write_text(DISTINCT_LUA % {"key": target.key, "first": sent + 64, "body": body})
+            argv = ["taskset", "-c", CLIENT_CPUS, "wrk", "-t1", "-c32", f"-d{CHUNK_S}s", "-s", str(script), target.url]
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            answered, failed = (int(x) for x in out.split("DISTINCT ")[1].split()[:2])
+            if failed:
+                raise RuntimeError(f"memory run: {failed} of {answered} requests failed")
+            sent += answered + 64
+        rss[str(checkpoint)] = {"requests": sent, "rss_mb": round(worker_rss_mb(target.pid), 1)}
+        run.log(f"memory: {sent} distinct requests, worker RSS {rss[str(checkpoint)]['rss_mb']} MB")
+    first, last = rss[str(checkpoints[0])]["rss_mb"], rss[str(checkpoints[-1])]["rss_mb"]
+    return {"rss_after": rss, "growth": verdict(last / first - 1, 0.10)}
 
 
 def idle_cpu_ms_per_s(target: Target, seconds: float) -> float:
