@@ -98,7 +98,7 @@ class Run:
     def oha(self, target: Target, body: str, rate: float, seconds: int) -> dict:
         """Open loop at `rate` req/s: latency counts from when each request was due."""
         cpus = "1" if target.name == "mock" else CLIENT_CPUS
-        argv = ["taskset", "-c", cpus, OHA, "--no-tui", "--output-format", "json", "--latency-correction"]
+        argv = ["taskset", "-c", cpus, OHA, "--no-tui", "--output-format", "json", "--latency-correction", "-w"]
         argv += ["-z", f"{seconds}s", "-q", f"{rate:.0f}", "-c", "32", "-m", "POST", "-d", body]
         argv += ["-H", "content-type: application/json", "-H", f"authorization: Bearer {target.key}", target.url]
         out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
@@ -196,13 +196,17 @@ def part_rate(run: Run, saturation: float, mock: Target, bare: Target, gateways:
     table: dict[str, dict] = {}
     for fraction, rate in zip(RATE_FRACTIONS, rates, strict=True):
         base = runs[f"mock @{rate}"]
-        row = {"offered_rps": rate, "mock_p50_us": round(base["p50_ms"] * 1000)}
-        for t in [bare, *gateways]:
+        row: dict = {"offered_rps": rate}
+        for t in [mock, bare, *gateways]:
             got = runs[f"{t.name} @{rate}"]
-            row[t.name] = {p: round((got[f"{p}_ms"] - base[f"{p}_ms"]) * 1000) for p in ("p50", "p99", "p99.9")}
+            row[t.name] = {f"{p}_us": round(got[f"{p}_ms"] * 1000) for p in ("p50", "p99", "p99.9")}
+            if t is not mock:
+                row[t.name]["added"] = {
+                    p: round((got[f"{p}_ms"] - base[f"{p}_ms"]) * 1000) for p in ("p50", "p99", "p99.9")
+                }
             row[t.name]["achieved_rps"] = got["rps"]
         table[f"{round(fraction * 100)}%"] = row
-    return {"saturation_rps": saturation, "added_us": table, "runs": runs}
+    return {"saturation_rps": saturation, "by_load": table, "runs": runs}
 
 
 def part_scale(run: Run, one: Target, two: Target) -> dict:
