@@ -272,6 +272,30 @@ def part_idle(run: Run, gateway: Target, floor: Target) -> dict:
     return {"cpu_ms_per_s": {name: statistics.median(v) for name, v in idle.items()}, "samples": idle}
 
 
+def verdict_lines(result: dict) -> list[str]:
+    """Every pass/fail figure of the run, one line each, with its limit."""
+    lines = []
+    checks = {name: figures for name, figures in result.get("targets", {}).items() if name != "floors"}
+    if "memory" in result:
+        checks["memory"] = {"rss_growth": result["memory"]["growth"]}
+    for name, figures in checks.items():
+        for figure, value in figures.items():
+            if isinstance(value, dict) and "pass" in value:
+                mark = "ok  " if value["pass"] else "MISS"
+                lines.append(f"{mark} {name:<16} {figure:<40} {value['value']:>10g}  limit {value['limit']:g}")
+    for name, value in result.get("targets", {}).get("floors", {}).items():
+        lines.append(f"     floor            {name:<40} {value:>10g}")
+    for name, figures in result.get("targets", {}).items():
+        if "what" in figures:  # a peer
+            lines += [f"     {name:<16} {k:<40} {v:>10g}" for k, v in figures.items() if k != "what"]
+    for key in ("two_workers_over_one_c32", "two_workers_over_one_cache_hits"):
+        if "scale" in result:
+            lines.append(f"     scale            {key:<40} {result['scale'][key]:>10g}")
+    for name, value in result.get("idle", {}).get("cpu_ms_per_s", {}).items():
+        lines.append(f"     idle CPU ms/s    {name:<40} {value:>10g}")
+    return lines
+
+
 PARTS = ("targets", "rate", "scale", "memory", "idle")
 
 
@@ -338,9 +362,7 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     if "rate" in result:
         plot(result, out.with_suffix(".png"))
-    summary = {k: v for k, v in result.items() if not k.endswith("_runs")}
-    summary.get("rate", {}).pop("runs", None)
-    print(json.dumps(summary, indent=2))
+    print("\n".join(verdict_lines(result)))
     run.log(f"wrote {out.relative_to(HERE.parent)}" + (" and its .png" if "rate" in result else ""))
     return 0
 
