@@ -333,7 +333,7 @@ def main() -> int:
         for interface in args.interfaces.split(","):
             try:
                 gateways.append(servers.gateway(policy, interface))
-            except RuntimeError as exc:  # e.g. a tree without [server] interface yet
+            except RuntimeError as exc:  # an interface this tree does not serve
                 skipped[interface] = str(exc).splitlines()[-1][:300]
                 run.log(f"gatewayd with interface {interface} did not start: {skipped[interface]}")
         result["interfaces_skipped"] = skipped

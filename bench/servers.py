@@ -71,18 +71,13 @@ class Servers:
 
     def gateway(self, policy: str, interface: str = "asgi", workers: int = 1, name: str = "") -> Target:
         """gatewayd in front of the mock under the shipped runtime config and `policy` (JSON
-        or YAML text). `interface` goes into `[server] interface` unless it is the default
-        (asgi), so this runs on a tree that does not know the field yet."""
+        or YAML text), served through granian's `interface` (`[server] interface`)."""
         name = name or f"gatewayd-{interface}" + (f"-{workers}w" if workers > 1 else "")
         root = self.root / name
         root.mkdir()
-        gw = Gateway(root, self.mock_port, free_port(), workers=workers)
+        gw = Gateway(root, self.mock_port, free_port(), workers=workers, interface=interface)
         (root / "policy.yaml").write_text(policy)
         (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
-        text = gw.config.read_text()
-        if interface != "asgi":
-            text = text.replace("[server]\n", f'[server]\ninterface = "{interface}"\n', 1)
-        gw.config.write_text(text)
         gw.proc = start_process(gw.cli_argv("serve"), gw.url + "/healthz", timeout=60)
         self._stops.append(gw.stop)
         wait_ready(gw.url + "/readyz")
