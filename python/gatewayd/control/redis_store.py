@@ -146,6 +146,7 @@ class RedisStore:
 
     def close(self) -> None:
         self._redis.close()
+        self._target.close()
 
     @_guarded
     def durability_problems(self) -> tuple[list[str], list[str]]:

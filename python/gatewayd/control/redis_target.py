@@ -37,6 +37,7 @@ class RedisTarget:
         self.url = url
         self.sentinel = parse_sentinel_url(url) if urlsplit(url).scheme == SENTINEL_SCHEME else None
         self.where = _redacted(url)
+        self._managers: list[Sentinel] = []  # one per client, each with its sentinel connections
 
     def client(self, **options: Any) -> redis.Redis:
         """A client with `options` (timeouts, retry, ...) for its connections to the master."""
@@ -45,7 +46,14 @@ class RedisTarget:
             return redis.Redis.from_url(self.url, **options)
         sockets = {k: v for k, v in options.items() if k.startswith("socket_")}
         manager = Sentinel(s.sentinels, sentinel_kwargs=sockets)
+        self._managers.append(manager)
         return manager.master_for(s.service, db=s.db, username=s.username, password=s.password, **options)
+
+    def close(self) -> None:
+        """Closes the connections to the sentinels (each client closes its own to the master)."""
+        for manager in self._managers:
+            manager.close()
+        self._managers.clear()
 
     def topology(self, timeout_s: float) -> str:
         """What the sentinels say of the master, in one line (empty for one server): where
