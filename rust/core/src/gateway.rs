@@ -63,6 +63,8 @@ pub struct RecordInput<'a> {
     /// What a revert did to the request while it was in flight, if one took its version
     /// set out of service (docs/ROLLBACK.md R6).
     pub inflight: Option<Inflight>,
+    /// The API the answering upstream spoke, when the request was translated into it.
+    pub upstream_api: Option<&'a str>,
 }
 
 /// What became of a stream whose version set left service while it was relayed
@@ -338,6 +340,9 @@ impl Gateway {
         });
         if !out.failovers.is_empty() {
             fields["failovers"] = json!(out.failovers);
+        }
+        if let Some(upstream_api) = out.upstream_api {
+            fields["upstream_api"] = json!(upstream_api);
         }
         if let Some(inflight) = out.inflight {
             fields["inflight"] = json!(inflight.outcome.name());

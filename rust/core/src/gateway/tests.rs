@@ -86,6 +86,7 @@ fn ok(body: &[u8]) -> RecordInput<'_> {
         upstream: 0,
         failovers: &[],
         inflight: None,
+        upstream_api: None,
     }
 }
 
@@ -264,6 +265,7 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
                 upstream: 0,
                 failovers: &[],
                 inflight: None,
+                upstream_api: None,
             },
         )
         .unwrap();
@@ -316,6 +318,7 @@ fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
     let answered = RecordInput {
         upstream: 2,
         failovers: &failed,
+        upstream_api: Some("messages"),
         ..ok(b"{}")
     };
     f.gateway.record(&adm, &answered).unwrap();
@@ -326,6 +329,8 @@ fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
         (&Value::from("oa"), &Value::from("gpt-mini"))
     );
     assert_eq!(all[0]["failovers"], serde_json::json!(failed));
+    assert_eq!(all[0]["upstream_api"], "messages");
+    assert!(all[1].get("upstream_api").is_none());
     assert_eq!(all[1]["upstream"], "oa");
     assert_eq!(all[1]["upstream_model"], "gpt-4o");
     assert!(all[1].get("failovers").is_none());
