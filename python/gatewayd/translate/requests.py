@@ -63,7 +63,7 @@ class OAMessage(_Strict):
 class OAFunction(_Strict):
     name: str
     description: str | None = None
-    parameters: msgspec.Raw | None = None
+    parameters: dict | None = None
     strict: Literal[False] | None = None  # strict schemas have no Anthropic equivalent
 
 
@@ -193,7 +193,10 @@ def to_anthropic(body: bytes) -> tuple[bytes, bool]:
         at = f"$.messages[{i}]"
         if m.role in ("system", "developer"):
             if messages:
-                raise Untranslatable(at, f"{at}: a {m.role} message after the first turn cannot be translated to the {ANTHROPIC} (its system prompt comes first)")
+                raise Untranslatable(
+                    at,
+                    f"{at}: a {m.role} message after the first turn cannot be translated to the {ANTHROPIC} (its system prompt comes first)",
+                )
             system += _anthropic_blocks(m.content, at)
         elif m.role == "tool":
             if m.tool_call_id is None:
@@ -204,7 +207,14 @@ def to_anthropic(body: bytes) -> tuple[bytes, bool]:
             blocks = _anthropic_blocks(m.content, at)
             if m.role == "assistant":
                 for j, call in enumerate(m.tool_calls or ()):
-                    blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": _arguments(call, f"{at}.tool_calls[{j}]")})
+                    blocks.append(
+                        {
+                            "type": "tool_use",
+                            "id": call.id,
+                            "name": call.function.name,
+                            "input": _arguments(call, f"{at}.tool_calls[{j}]"),
+                        }
+                    )
             elif m.tool_calls:
                 raise Untranslatable(f"{at}.tool_calls", f"{at}.tool_calls: only assistant messages carry tool calls")
             _append(messages, m.role, blocks)
@@ -214,7 +224,9 @@ def to_anthropic(body: bytes) -> tuple[bytes, bool]:
     out["max_tokens"] = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
     if req.temperature is not None:
         if req.temperature > 1:
-            raise Untranslatable("temperature", f"temperature: {req.temperature} is above the {ANTHROPIC}'s maximum of 1")
+            raise Untranslatable(
+                "temperature", f"temperature: {req.temperature} is above the {ANTHROPIC}'s maximum of 1"
+            )
         out["temperature"] = req.temperature
     if req.top_p is not None:
         out["top_p"] = req.top_p
@@ -275,7 +287,10 @@ def _arguments(call: OAToolCall, at: str) -> msgspec.Raw:
 
 def _anthropic_tool(tool: OATool) -> dict:
     function = tool.function
-    out: dict[str, Any] = {"name": function.name, "input_schema": function.parameters or {"type": "object", "properties": {}}}
+    out: dict[str, Any] = {
+        "name": function.name,
+        "input_schema": function.parameters or {"type": "object", "properties": {}},
+    }
     if function.description is not None:
         out["description"] = function.description
     return out
@@ -324,13 +339,23 @@ def to_openai(body: bytes) -> bytes:
             elif isinstance(block, ANToolUse):
                 if m.role != "assistant":
                     raise Untranslatable(where, f"{where}: only assistant messages carry tool_use blocks")
-                calls.append({"id": block.id, "type": "function", "function": {"name": block.name, "arguments": bytes(block.input).decode()}})
+                calls.append(
+                    {
+                        "id": block.id,
+                        "type": "function",
+                        "function": {"name": block.name, "arguments": bytes(block.input).decode()},
+                    }
+                )
             else:
                 if m.role != "user":
                     raise Untranslatable(where, f"{where}: only user messages carry tool_result blocks")
                 if parts:
-                    raise Untranslatable(where, f"{where}: tool results must come before the turn's other content in the {OPENAI}")
-                content = block.content if isinstance(block.content, str) else "\n\n".join(t.text for t in block.content)
+                    raise Untranslatable(
+                        where, f"{where}: tool results must come before the turn's other content in the {OPENAI}"
+                    )
+                content = (
+                    block.content if isinstance(block.content, str) else "\n\n".join(t.text for t in block.content)
+                )
                 messages.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": content})
         if m.role == "assistant":
             text = "".join(p["text"] for p in parts)
@@ -340,7 +365,12 @@ def to_openai(body: bytes) -> bytes:
             messages.append(turn)
         elif parts:
             only_text = all(p["type"] == "text" for p in parts)
-            messages.append({"role": "user", "content": "".join(p["text"] for p in parts) if only_text and len(parts) == 1 else parts})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "".join(p["text"] for p in parts) if only_text and len(parts) == 1 else parts,
+                }
+            )
     out: dict[str, Any] = {"model": req.model, "messages": messages, "max_completion_tokens": req.max_tokens}
     if req.temperature is not None:
         out["temperature"] = req.temperature

@@ -135,10 +135,19 @@ class AnthropicToOpenAIStream:
                 return self._chunk(b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}' % (call, arguments))
         elif kind == "message_start" and event.message is not None:
             message = event.message
-            head = {"id": message.id, "object": "chat.completion.chunk", "created": int(time.time()), "model": message.model}
+            head = {
+                "id": message.id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": message.model,
+            }
             self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":[{"index":0,'
             usage = message.usage or _Usage()
-            self._prompt = (usage.input_tokens or 0) + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+            self._prompt = (
+                (usage.input_tokens or 0)
+                + (usage.cache_creation_input_tokens or 0)
+                + (usage.cache_read_input_tokens or 0)
+            )
             return self._chunk(b'{"role":"assistant","content":""}')
         elif kind == "content_block_start" and event.content_block is not None:
             block = event.content_block
@@ -146,7 +155,14 @@ class AnthropicToOpenAIStream:
                 return self._chunk(b'{"content":' + _encode(block.text) + b"}") if block.text else b""
             if block.type == "tool_use" and event.index is not None:
                 call = self._tools[event.index] = len(self._tools)
-                named = _encode({"index": call, "id": block.id, "type": "function", "function": {"name": block.name, "arguments": ""}})
+                named = _encode(
+                    {
+                        "index": call,
+                        "id": block.id,
+                        "type": "function",
+                        "function": {"name": block.name, "arguments": ""},
+                    }
+                )
                 return self._chunk(b'{"tool_calls":[' + named + b"]}")
         elif kind in ("content_block_stop", "ping"):
             return b""
@@ -160,7 +176,11 @@ class AnthropicToOpenAIStream:
         elif kind == "message_stop":
             if not self.include_usage:
                 return DONE
-            usage = {"prompt_tokens": self._prompt, "completion_tokens": self._completion, "total_tokens": self._prompt + self._completion}
+            usage = {
+                "prompt_tokens": self._prompt,
+                "completion_tokens": self._completion,
+                "total_tokens": self._prompt + self._completion,
+            }
             closing = self._prefix.rpartition(b'"choices":')[0] + b'"choices":[],"usage":' + _encode(usage) + b"}\n\n"
             return closing + DONE
         elif kind == "error" and event.error is not None:
@@ -282,7 +302,11 @@ class OpenAIToAnthropicStream:
                 if delta.content:
                     if self._open != "text":
                         self._open_block("text", {"type": "text", "text": ""}, out)
-                    text = {"type": "content_block_delta", "index": self._block, "delta": {"type": "text_delta", "text": delta.content}}
+                    text = {
+                        "type": "content_block_delta",
+                        "index": self._block,
+                        "delta": {"type": "text_delta", "text": delta.content},
+                    }
                     out.append(_event(b"content_block_delta", _encode(text)))
                 for call in delta.tool_calls or ():
                     self._tool_call(call, out)
@@ -295,7 +319,9 @@ class OpenAIToAnthropicStream:
         if call.index not in self._calls:
             if call.id is None or function.name is None:
                 raise UpstreamError("protocol", f"tool call {call.index} began without its id and name")
-            self._open_block(f"tool:{call.index}", {"type": "tool_use", "id": call.id, "name": function.name, "input": {}}, out)
+            self._open_block(
+                f"tool:{call.index}", {"type": "tool_use", "id": call.id, "name": function.name, "input": {}}, out
+            )
             self._calls[call.index] = self._block
         elif self._open != f"tool:{call.index}":
             raise UpstreamError("protocol", f"tool call {call.index} went on after another began")
