@@ -446,3 +446,31 @@ def test_what_goes_upstream_is_the_translation_of_what_policy_judged(gateway, mo
         an(gateway).messages.create(
             model="only-gpt-1", max_tokens=5, messages=[{"role": "user", "content": "card 4111 1111 1111 1111"}]
         )
+
+
+# -- JSON mode --
+
+
+def test_structured_output_translates_both_ways(gateway, mock_port):
+    schema = {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+        "additionalProperties": False,
+    }
+    reply = oa(gateway).chat.completions.create(
+        model="only-claude-1",
+        messages=[{"role": "user", "content": "as json"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "echo", "schema": schema}},
+    )
+    assert json.loads(reply.choices[0].message.content) == {"text": "echo: as json"}
+    assert received(mock_port)["body"]["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    answer = an(gateway).messages.create(
+        model="only-gpt-1",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "as json"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert json.loads(answer.content[0].text) == {"text": "echo: as json"}
+    sent = received(mock_port)["body"]["response_format"]
+    assert sent == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}

@@ -90,6 +90,16 @@ class ToolChoice(_Strict):
     disable_parallel_tool_use: bool | None = None
 
 
+class JsonFormat(_Strict):
+    type: Literal["json_schema"]
+    schema: dict
+
+
+class OutputConfig(_Strict):
+    format: JsonFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class Metadata(_Strict):
     user_id: str | None = None
 
@@ -108,6 +118,7 @@ class MessagesRequest(_Strict):
     tool_choice: ToolChoice | None = None
     metadata: Metadata | None = None
     thinking: dict | None = None
+    output_config: OutputConfig | None = None
     service_tier: str | None = None
 
 
@@ -298,6 +309,8 @@ def messages(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
     _check(req)
     last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
     text = ECHO_PREFIX + (_text(last_user.content) if last_user else "")
+    if req.output_config is not None and req.output_config.format is not None:  # structured output
+        text = encode({"text": text}).decode()
     prompt_text = [_text(req.system)] if req.system else []
     prompt_text += [_text(m.content) for m in req.messages]
     input_tokens = sum(count_tokens(t) for t in prompt_text)

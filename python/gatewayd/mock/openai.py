@@ -413,6 +413,8 @@ def chat(body: bytes, knobs: Knobs) -> bytes | list[bytes]:
     last = req.messages[-1] if req.messages else None
     echoed = last if last is not None and last.role == "tool" else last_user
     text = ECHO_PREFIX + (_message_text(echoed) if echoed else "")
+    if req.response_format is not None and req.response_format.get("type") in ("json_schema", "json_object"):
+        text = encode({"text": text}).decode()  # JSON mode
     usage = _usage(sum(count_tokens(_message_text(m)) for m in req.messages), count_tokens(text))
     ident, created = new_id("chatcmpl-"), now()
     altered = knobs.shape == "altered"

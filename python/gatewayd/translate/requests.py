@@ -81,8 +81,21 @@ class OANamedTool(_Strict):
     type: Literal["function"] = "function"
 
 
-class OAResponseFormat(_Strict):
-    type: Literal["text"]  # JSON mode: Anthropic has none to honour it with
+class OAJsonSchema(_Strict):
+    name: str
+    schema: dict
+    description: str | None = None
+    strict: bool | None = None
+
+
+class OATextFormat(_Strict, tag="text", tag_field="type"):
+    pass
+
+
+class OAJsonSchemaFormat(_Strict, tag="json_schema", tag_field="type"):
+    """Structured output; plain JSON mode (json_object) has no Anthropic equivalent."""
+
+    json_schema: OAJsonSchema
 
 
 class OAStreamOptions(_Strict):
@@ -104,7 +117,7 @@ class ChatRequest(_Strict):
     tool_choice: Literal["none", "auto", "required"] | OANamedTool | None = None
     parallel_tool_calls: bool | None = None
     user: str | None = None
-    response_format: OAResponseFormat | None = None
+    response_format: OATextFormat | OAJsonSchemaFormat | None = None
 
 
 # -- Anthropic messages request --
@@ -157,6 +170,15 @@ class ANToolChoice(_Strict):
     disable_parallel_tool_use: bool | None = None
 
 
+class ANJsonFormat(_Strict):
+    type: Literal["json_schema"]
+    schema: dict
+
+
+class ANOutputConfig(_Strict):
+    format: ANJsonFormat | None = None  # `effort` has no OpenAI chat equivalent
+
+
 class ANMetadata(_Strict):
     user_id: str | None = None
 
@@ -173,6 +195,7 @@ class MessagesRequest(_Strict):
     tools: list[ANTool] | None = None
     tool_choice: ANToolChoice | None = None
     metadata: ANMetadata | None = None
+    output_config: ANOutputConfig | None = None
 
 
 _chat = msgspec.json.Decoder(ChatRequest)
@@ -241,6 +264,8 @@ def to_anthropic(body: bytes) -> tuple[bytes, bool]:
         out["tool_choice"] = choice
     if req.user is not None:
         out["metadata"] = {"user_id": req.user}
+    if isinstance(req.response_format, OAJsonSchemaFormat):
+        out["output_config"] = {"format": {"type": "json_schema", "schema": req.response_format.json_schema.schema}}
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return _encode(out), include_usage
 
@@ -397,6 +422,9 @@ def to_openai(body: bytes) -> bytes:
             out["parallel_tool_calls"] = False
     if req.metadata is not None and req.metadata.user_id is not None:
         out["user"] = req.metadata.user_id
+    if req.output_config is not None and req.output_config.format is not None:
+        schema = {"name": "output", "schema": req.output_config.format.schema, "strict": True}
+        out["response_format"] = {"type": "json_schema", "json_schema": schema}
     return _encode(out)
 
 
