@@ -22,29 +22,39 @@ DONE = b"data: [DONE]\n\n"
 
 
 class _Events:
-    """Splits SSE bytes into whole events' (event name, data) as they complete."""
+    """Splits SSE bytes into the data of whole events as they complete (both protocols put
+    everything in the data: an Anthropic event's name repeats its data's `type`)."""
 
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
-        buffer = self._buffer + chunk
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        *whole, self._buffer = buffer.split(b"\n\n")
-        events = []
-        for raw in whole:
-            name, data = b"", []
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:"):
-                    data.append(line[5:].lstrip(b" "))
-                elif line.startswith(b"event:"):
-                    name = line[6:].strip()
-            if data:
-                events.append((name, b"\n".join(data)))
-        return events
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 2 :]
+        found = []
+        for raw in buffer[:end].split(b"\n\n"):
+            at = raw.find(b"data:")
+            if at < 0:
+                continue  # a comment or an event without data
+            if (at and raw[at - 1] != 10) or raw.count(b"data:") > 1:
+                found.append(_data_lines(raw))
+                continue
+            stop = raw.find(b"\n", at)
+            found.append(raw[at + 5 : stop if stop >= 0 else len(raw)].lstrip(b" "))
+        return found
+
+
+def _data_lines(raw: bytes) -> bytes:
+    """An event's data lines joined, the general case (several, or after other lines)."""
+    return b"\n".join(line[5:].lstrip(b" ") for line in raw.split(b"\n") if line.startswith(b"data:"))
 
 
 # -- Anthropic events, read --
@@ -112,7 +122,7 @@ class AnthropicToOpenAIStream:
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
-        for _, data in self._events.feed(chunk):
+        for data in self._events.feed(chunk):
             try:
                 event = _anthropic_event.decode(data)
             except msgspec.DecodeError as exc:
@@ -250,7 +260,7 @@ class OpenAIToAnthropicStream:
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
-        for _, data in self._events.feed(chunk):
+        for data in self._events.feed(chunk):
             if data == b"[DONE]":
                 out.append(self._finish())
                 continue
