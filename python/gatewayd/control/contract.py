@@ -438,7 +438,7 @@ async def _answer(
                 await response.aclose()
     except TimeoutError:
         raise ProbeFailed(f"no complete answer within {timeout:g}s") from None
-    except UpstreamError as exc:
+    except (UpstreamError, _core.StreamTranslationError) as exc:
         raise ProbeFailed(str(exc)) from None
     except Untranslatable as exc:
         raise ProbeFailed(f"cannot be translated for it: {exc}") from None

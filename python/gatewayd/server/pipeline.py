@@ -334,6 +334,8 @@ class Pipeline:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
+        except _core.StreamTranslationError as exc:  # an upstream event with no translation
+            error = UpstreamError("protocol", str(exc))
         if cut and reverted_by is not None:  # noticed between chunks: nothing failed
             return await self._cut_on_revert(send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via)
         inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"

@@ -4,16 +4,17 @@ other when the route's provider speaks the other protocol (issue 14).
 Policy, the cache and the audit record see the caller's request; what goes upstream is
 the translation of exactly the body policy judged (the admission's, redactions applied).
 Nothing is dropped silently: a field the target cannot honour is an `Untranslatable`,
-answered 400 naming it. Runs in Python with msgspec: see bench/translate_bench.py for
-the measurement against a Rust candidate.
+answered 400 naming it. Requests, whole answers and errors are translated here in Python
+with msgspec, streams chunk by chunk in Rust (rust/core/src/translate): the figures of
+bench/translate_bench.py chose each.
 """
 
 from __future__ import annotations
 
+from gatewayd import _core
 from gatewayd.translate.errors import Untranslatable, error_answer
 from gatewayd.translate.requests import to_anthropic, to_openai
 from gatewayd.translate.responses import anthropic_to_openai, openai_to_anthropic
-from gatewayd.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
 # The API each provider kind speaks, for the requests that translate (chat and messages).
 KIND_API = {"openai": "chat", "anthropic": "messages"}
@@ -54,10 +55,10 @@ class Translation:
         """An upstream error in the caller's shape and status, or None if it has no shape."""
         return error_answer(status, payload, self.upstream_api == "messages")
 
-    def stream(self) -> AnthropicToOpenAIStream | OpenAIToAnthropicStream:
-        if self.upstream_api == "messages":
-            return AnthropicToOpenAIStream(self._include_usage)
-        return OpenAIToAnthropicStream()
+    def stream(self) -> _core.StreamTranslator:
+        """Per chunk, in Rust: `feed` raises _core.StreamTranslationError on an event it
+        cannot read or translate."""
+        return _core.StreamTranslator(from_anthropic=self.upstream_api == "messages", include_usage=self._include_usage)
 
 
 __all__ = ["KIND_API", "Translation", "Untranslatable", "translation_for"]

@@ -7,3 +7,4 @@ pub mod request;
 pub mod routing;
 #[cfg(test)]
 mod testing;
+pub mod translate;

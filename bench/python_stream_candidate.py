@@ -1,4 +1,8 @@
-"""Streams translated event by event as the upstream's chunks arrive: nothing is held
+"""The Python candidate for translating streams (issue 14), kept as the figure the shipped
+Rust translation (rust/core/src/translate, `_core.StreamTranslator`) was chosen against:
+bench/translate_bench.py measures both. Not used by the gateway.
+
+Streams translated event by event as the upstream's chunks arrive: nothing is held
 back but a partial event (an SSE event split across chunks).
 
 Anthropic's events (message_start, content_block_start/delta/stop, message_delta,
