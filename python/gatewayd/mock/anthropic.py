@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -246,7 +247,7 @@ def authenticate(get: HeaderGetter, require_key: str | None) -> None:
         raise ProviderError(400, "anthropic-version: header is required")
 
 
-def _text(content: str | list[Block] | list[TextIn]) -> str:
+def _text(content: str | Sequence[Block]) -> str:
     """What the mock echoes of a turn: its text, a marker per image, and tool results."""
     if isinstance(content, str):
         return content

@@ -218,7 +218,8 @@ def to_anthropic(body: bytes) -> tuple[bytes, bool]:
             if messages:
                 raise Untranslatable(
                     at,
-                    f"{at}: a {m.role} message after the first turn cannot be translated to the {ANTHROPIC} (its system prompt comes first)",
+                    f"{at}: a {m.role} message after the first turn cannot be translated to the {ANTHROPIC}"
+                    " (its system prompt comes first)",
                 )
             system += _anthropic_blocks(m.content, at)
         elif m.role == "tool":
