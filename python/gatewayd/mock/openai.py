@@ -195,11 +195,11 @@ class ToolCallOut(msgspec.Struct):
     type: str = "function"
 
 
-class AssistantMessage(msgspec.Struct, omit_defaults=True):
+class AssistantMessage(msgspec.Struct):
     content: str | list[TextPart] | None  # a list only in the altered shape (x-mock-shape)
     role: str = "assistant"
     refusal: None = None
-    tool_calls: list[ToolCallOut] | None = None
+    tool_calls: list[ToolCallOut] | UnsetType = UNSET  # only when the model calls a tool
 
 
 class ChatChoice(msgspec.Struct):

@@ -135,7 +135,12 @@ impl AnthropicToOpenAi {
                 out.push(b'"');
             }
         }
-        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+        // With usage asked for, OpenAI sends `"usage": null` in every chunk before the last.
+        out.extend_from_slice(if self.include_usage {
+            b",\"logprobs\":null}],\"usage\":null}\n\n".as_slice()
+        } else {
+            b",\"logprobs\":null}]}\n\n".as_slice()
+        });
     }
 
     fn translate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {

@@ -170,6 +170,10 @@ impl OpenAiToAnthropic {
         let start =
             json!({"type": "content_block_start", "index": self.block, "content_block": block});
         event(out, "content_block_start", &start);
+        if self.block == 0 {
+            // Where Anthropic's own streams send their ping.
+            out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        }
     }
 
     fn translate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {

@@ -75,6 +75,11 @@ fn anthropic_events_become_openai_chunks_whatever_the_chunk_boundaries() {
     assert_eq!(chunks[0]["id"], "msg_1");
     assert_eq!(chunks[0]["model"], "claude-x");
     assert_eq!(
+        chunks[0]["usage"],
+        Value::Null,
+        "null until the last, as OpenAI sends it"
+    );
+    assert_eq!(
         chunks[1]["choices"][0]["delta"]["content"],
         "he said \"hi\""
     );
@@ -112,6 +117,7 @@ fn openai_chunks_become_anthropic_events_in_order() {
         [
             "message_start",
             "content_block_start",
+            "ping",
             "content_block_delta",
             "content_block_stop",
             "content_block_start",
@@ -130,18 +136,18 @@ fn openai_chunks_become_anthropic_events_in_order() {
     }
     assert_eq!(got[0].1["message"]["id"], "chatcmpl-1");
     assert_eq!(
-        got[2].1["delta"],
+        got[3].1["delta"],
         serde_json::json!({"type": "text_delta", "text": "let me look"})
     );
     assert_eq!(
-        got[4].1["content_block"],
+        got[5].1["content_block"],
         serde_json::json!({"type": "tool_use", "id": "call_1", "name": "weather", "input": {}})
     );
-    assert_eq!(got[5].1["index"], 1);
-    assert_eq!(got[5].1["delta"]["partial_json"], "{\"city\":\"Oslo\"}");
-    assert_eq!(got[7].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(got[6].1["index"], 1);
+    assert_eq!(got[6].1["delta"]["partial_json"], "{\"city\":\"Oslo\"}");
+    assert_eq!(got[8].1["delta"]["stop_reason"], "tool_use");
     assert_eq!(
-        got[7].1["usage"],
+        got[8].1["usage"],
         serde_json::json!({"input_tokens": 9, "output_tokens": 4})
     );
 }
