@@ -8,14 +8,15 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import quote
 
 import msgspec
 
+from gatewayd.admin import inspect
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import auto_revert, contract, documents, overview, positions
+from gatewayd.control import auto_revert, contract, documents, overview, positions, switches
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
@@ -72,6 +73,10 @@ class CanaryRequest(FlipRequest, kw_only=True):
 Flip = TypeVar("Flip", bound=FlipRequest)
 
 
+class KillSwitchRequest(FlipRequest, kw_only=True):
+    state: Literal["on", "off"]
+
+
 class AtAnswer(msgspec.Struct, frozen=True):
     at: float
     in_effect: list[overview.InEffect]
@@ -81,9 +86,10 @@ class AdminApi:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._local = threading.local()  # one registry (store connection) per worker thread
+        self._verifying = asyncio.Lock()
 
     async def status(self, call: Call) -> Reply:
-        return json_reply(200, await self._run(overview.status))
+        return json_reply(200, await self.run(overview.status))
 
     async def metrics(self, call: Call) -> Reply:
         """Prometheus text for every replica on this host, from the files the workers
@@ -93,16 +99,16 @@ class AdminApi:
 
     async def history(self, call: Call) -> Reply:
         domain = call.query.get("domain") or None
-        return json_reply(200, {"changes": await self._run(lambda r: r.history(domain))})
+        return json_reply(200, {"changes": await self.run(lambda r: r.history(domain))})
 
     async def versions(self, call: Call) -> Reply:
         domain = _domain(call)
-        return json_reply(200, {"versions": await self._run(lambda r: r.versions(domain))})
+        return json_reply(200, {"versions": await self.run(lambda r: r.versions(domain))})
 
     async def version(self, call: Call) -> Reply:
         """The stored bytes exactly, as pushed (R1)."""
         domain, version_id = _domain(call), int(call.path["id"])
-        info, data = await self._run(lambda r: r.document(domain, version_id))
+        info, data = await self.run(lambda r: r.document(domain, version_id))
         suffix = info.name[info.name.rfind(".") :].lower() if "." in info.name else ""
         headers = [
             (b"x-gatewayd-digest", info.digest.encode()),
@@ -119,7 +125,7 @@ class AdminApi:
             instant = overview.parse_instant(text)
         except ValueError as exc:
             raise ApiError(400, f"t: {exc}", "invalid_request") from None
-        state = await self._run(lambda r: overview.in_effect_at(r, instant))
+        state = await self.run(lambda r: overview.in_effect_at(r, instant))
         return json_reply(200, AtAnswer(instant, state))
 
     async def push(self, call: Call) -> Reply:
@@ -130,7 +136,7 @@ class AdminApi:
             raise ApiError(400, "name: must be a file name without slashes, e.g. policy-v2.yaml", "invalid_request")
         reason = _reason(call.param("reason", b"x-gatewayd-reason"), "?reason= or the x-gatewayd-reason header")
         data = await call.body(self.settings.server.max_body_bytes)
-        info = await self._run(lambda r: r.push(domain, data, name, call.actor, reason))
+        info = await self.run(lambda r: r.push(domain, data, name, call.actor, reason))
         log.info("%s pushed %s version %d (%s): %s", call.actor, domain, info.id, info.digest, reason)
         location = f"/v1/versions/{domain}/{info.id}".encode()
         return json_reply(201, info, [(b"location", location)])
@@ -182,6 +188,28 @@ class AdminApi:
 
         return await self._flip(flip, req.timeout_s)
 
+    async def killswitch(self, call: Call) -> Reply:
+        """On: the scope's policy points at the built-in deny-all version; off: back to what it had."""
+        req = await _flip_request(call, KillSwitchRequest)
+        engage = switches.kill if req.state == "on" else switches.unkill
+        return await self._flip(lambda r: engage(r, req.scope, call.actor, req.reason), req.timeout_s)
+
+    async def diff(self, call: Call) -> Reply:
+        """A version's document beside the one numbered before it in its domain."""
+        domain, version_id = _domain(call), int(call.path["id"])
+        return json_reply(200, await self.run(lambda r: inspect.diff(r, domain, version_id)))
+
+    async def audit(self, call: Call) -> Reply:
+        """Every chain's latest signed checkpoint, and what the last verification found."""
+        return json_reply(200, await asyncio.to_thread(inspect.audit_state, self.settings))
+
+    async def audit_verify(self, call: Call) -> Reply:
+        """Verifies the whole trail now (one run at a time; callers meanwhile wait for it)."""
+        async with self._verifying:
+            answer = await asyncio.to_thread(inspect.verify_now, self.settings, self._in_thread)
+        log.info("%s verified the audit trail: %s", call.actor, "intact" if answer.intact else "NOT INTACT")
+        return json_reply(200, answer)
+
     async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:
         """The flip, then the barrier (R4). 200 in effect; 502 a replica refused; 504 one did
         not answer in time. In all three the change is recorded and the body is the report.
@@ -194,13 +222,14 @@ class AdminApi:
             return wait_for_acks(registry, change, timeout_s)
 
         try:
-            report = await self._run(run)
+            report = await self.run(run)
         except ContractMismatchError as exc:
             raise ApiError(409, f"{exc}: {'; '.join(exc.differences)}", "contract_mismatch") from None
         status = 200 if report.ok else 502 if report.refused else 504
         return json_reply(status, report.outcome())
 
-    async def _run(self, work: Callable[[Registry], T]) -> T:
+    async def run(self, work: Callable[[Registry], T]) -> T:
+        """Store work in a worker thread, with that thread's own registry."""
         return await asyncio.to_thread(self._in_thread, work)
 
     def _in_thread(self, work: Callable[[Registry], T]) -> T:

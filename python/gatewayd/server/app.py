@@ -237,6 +237,7 @@ class GatewayApp:
                 counters=dict(
                     agent.counters,
                     unrecorded_requests=pipeline.unrecorded,
+                    audit_write_failures=pipeline.audit_write_failures,
                     shadow_routing_skipped=pipeline.mirror.skipped,
                 ),
                 engine=msgspec.Raw(engine.metrics_json()),

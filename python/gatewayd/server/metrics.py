@@ -111,7 +111,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             acc[1] += hist.sum_seconds
             acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets, strict=True)]
         for (p, r, c, bits, api), (count, total, buckets) in sorted(merged.items()):
-            candidate = _candidate_label(bits)
+            candidate = candidate_label(bits)
             base = _labels(
                 replica=replica, policy_version=p, routing_version=r, config_version=c, candidate=candidate, api=api
             )
@@ -176,6 +176,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         ("resyncs", "Times this replica resynchronised after losing the store."),
         ("unrecorded_requests", "Requests served without an audit record (audit.on_failure = open)."),
         ("audit_events_lost", "Replica events that could not be written to the audit chain."),
+        ("audit_write_failures", "Request records that could not be written (refused, or served unrecorded)."),
         ("shadow_routing_skipped", "Requests not copied to a shadow routing candidate: too many copies in flight."),
     ):
         family(f"gatewayd_{counter}_total", "counter", help_text)
@@ -192,15 +193,26 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def request_counts(m: ReplicaMetrics) -> dict[tuple[int, int, int, int], tuple[int, int]]:
+    """(policy, routing, config, candidate bits) -> (requests, 5xx answers) since the
+    replica started: what the admin API samples for its per-version rate chart."""
+    out: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    for key, hist in msgspec.json.decode(m.engine, type=_EngineSnapshot).requests:
+        versions = (key.policy_version, key.routing_version, key.config_version, key.candidates)
+        requests, errors = out.get(versions, (0, 0))
+        out[versions] = (requests + hist.count, errors + (hist.count if key.status >= 500 else 0))
+    return out
+
+
 def _versions(key: _Series) -> dict[str, object]:
     """The version labels, and `candidate`: the domains served from a candidate position
     ("none", or e.g. "routing", "policy+routing"), so a canary's traffic is its own series."""
     labels: dict[str, object] = {name: getattr(key, name) for name in VERSION_LABELS}
-    labels["candidate"] = _candidate_label(key.candidates)
+    labels["candidate"] = candidate_label(key.candidates)
     return labels
 
 
-def _candidate_label(bits: int) -> str:
+def candidate_label(bits: int) -> str:
     return "+".join(domain for domain, bit in CANDIDATE_BITS.items() if bits & bit) or "none"
 
 

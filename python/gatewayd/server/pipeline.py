@@ -98,6 +98,7 @@ class Pipeline:
         self.health = ProviderHealth()
         self._scrub = _scrubber(secret for provider in providers.values() for secret in provider.secrets)
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
+        self.audit_write_failures = 0  # records that could not be written, in either mode
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
         # Copies of requests for a shadow routing candidate (R13).
         self.mirror = Mirror(engine, client, providers, lambda fields: engine.event(msgspec.json.encode(fields)))
@@ -432,6 +433,7 @@ class Pipeline:
                 reverted_by=reverted_by or 0,
             )
         except _core.AuditError as exc:
+            self.audit_write_failures += 1
             if audit.on_failure == "closed":
                 raise AuditUnavailable(str(exc)) from exc
             self.unrecorded += 1
