@@ -13,14 +13,14 @@ from urllib.parse import quote
 
 import msgspec
 
-from gatewayd.admin import inspect
+from gatewayd.admin import exposition, inspect
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
 from gatewayd.control import auto_revert, contract, documents, overview, positions, switches
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
-from gatewayd.errors import ContractMismatchError
+from gatewayd.errors import ContractMismatchError, GatewaydError
 from gatewayd.server import metrics as replica_metrics
 
 log = logging.getLogger("gatewayd.admin")
@@ -87,6 +87,7 @@ class AdminApi:
         self.settings = settings
         self._local = threading.local()  # one registry (store connection) per worker thread
         self._verifying = asyncio.Lock()
+        self.barriers = exposition.BarrierCounts()
 
     async def status(self, call: Call) -> Reply:
         return json_reply(200, await self.run(overview.status))
@@ -94,8 +95,13 @@ class AdminApi:
     async def metrics(self, call: Call) -> Reply:
         """Prometheus text for every replica on this host, from the files the workers
         write each second: the same as the data port's /metrics, behind a token."""
-        folder = replica_metrics.MetricsDir(self.settings.path(self.settings.control.dir) / "metrics")
-        return Reply(200, replica_metrics.render(folder.read_all()), b"text/plain; version=0.0.4")
+        control_dir = self.settings.path(self.settings.control.dir)
+        folder = replica_metrics.MetricsDir(control_dir / "metrics")
+        try:
+            own = await self.run(lambda r: exposition.render(r, control_dir, self.barriers))
+        except (GatewaydError, OSError):  # the store is down: say so in a series, serve the rest
+            own = exposition.render(None, control_dir, self.barriers)
+        return Reply(200, replica_metrics.render(folder.read_all()) + own, b"text/plain; version=0.0.4")
 
     async def history(self, call: Call) -> Reply:
         domain = call.query.get("domain") or None
@@ -225,6 +231,7 @@ class AdminApi:
             report = await self.run(run)
         except ContractMismatchError as exc:
             raise ApiError(409, f"{exc}: {'; '.join(exc.differences)}", "contract_mismatch") from None
+        self.barriers.note(report)
         status = 200 if report.ok else 502 if report.refused else 504
         return json_reply(status, report.outcome())
 
