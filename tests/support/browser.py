@@ -55,6 +55,11 @@ def css(driver: webdriver.Chrome, selector: str) -> list[WebElement]:
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def click(driver: webdriver.Chrome, selector: str) -> None:
+    """Clicks the first match, waiting for it (and past a re-render between find and click)."""
+    wait_for(lambda: css(driver, selector)[0].click() or True, what=selector)
+
+
 def sign_in(driver: webdriver.Chrome, url: str, token: str) -> None:
     driver.get(url + "/")
     field = wait_for(lambda: [e for e in css(driver, "#token") if e.is_displayed()], what="the sign-in form")[0]

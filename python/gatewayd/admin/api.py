@@ -74,6 +74,7 @@ Flip = TypeVar("Flip", bound=FlipRequest)
 
 
 class KillSwitchRequest(FlipRequest, kw_only=True):
+    domain: Literal["policy"] = "policy"  # the switch points a scope's policy at deny-all
     state: Literal["on", "off"]
 
 

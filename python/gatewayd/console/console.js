@@ -57,6 +57,7 @@ async function signIn(event) {
 
 function signedIn(session) {
   me = session;
+  fill($("overview"));  // drawn afresh for this role
   $("sign-in").hidden = true;
   $("tabs").hidden = false;
   fill($("whoami"), `${me.name} (${me.role})`, h("button", { id: "sign-out", onclick: signOut }, "Sign out"));
@@ -134,9 +135,11 @@ function renderOverview() {
   overviewSkeleton();
   if (!live) return;
   const cols = ["domain", "scope", "previous", "current", "candidate", ""];
-  fill($("live"), table(cols, live.pointers.map((p) => h("tr", { "data-pointer": `${p.domain}/${p.scope}` },
+  const drawn = JSON.stringify(live.pointers);  // redrawn only when it changed: a button under a finger stays put
+  if ($("live").dataset.drawn !== drawn) fill($("live"), table(cols, live.pointers.map((p) => h("tr", { "data-pointer": `${p.domain}/${p.scope}` },
     cells(cols, [p.domain, p.scope, p.previous ? `v${p.previous}` : "-", h("strong", {}, `v${p.current}`),
       describeCandidate(p.candidate), actionsFor(p)])))));
+  $("live").dataset.drawn = drawn;
   if (live.store_problem) banner(`control store: ${live.store_problem}`);
   const rcols = ["replica", "state", "last heartbeat", "applied change", "serves"];
   fill($("replicas"), table(rcols, live.replicas.map((r) => h("tr", { "data-replica": r.name },
