@@ -41,7 +41,12 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, mock_port, fragile_port, store):
     g = Gateway(
-        tmp_path_factory.mktemp("console"), mock_port, fragile_port, workers=REPLICAS, redis_url=store["url"], admin=True
+        tmp_path_factory.mktemp("console"),
+        mock_port,
+        fragile_port,
+        workers=REPLICAS,
+        redis_url=store["url"],
+        admin=True,
     ).start()
     yield g
     g.stop()
@@ -101,8 +106,12 @@ def page_errors(page) -> list[str]:
 def test_an_operator_signs_in_and_rolls_back_a_policy_both_replicas_acknowledge(page, gw):
     before = policy_pointer(gw)
     new = push_and_activate(gw, POLICY_V2, "try the stricter policy")
+    assert served_policy_versions(gw) == {str(new)}  # traffic for the chart, too
     sign_in(page, gw.admin_url, ADMIN_TOKENS["operator"])
     wait_for(lambda: all_in_sync(page), what="both replicas in sync")
+    legend = wait_for(lambda: [e.text for e in css(page, "#chart-rps .legend span")], what="the chart's series")
+    assert f"policy v{new} · routing v1 · config v1" in legend
+    assert css(page, "#chart-rps svg path")
     row = wait_for(lambda: css(page, f'tr[data-pointer="policy/default"]'), what="the policy row")[0]
     assert f"v{new}" in row.text and f"v{before}" in row.text  # current and previous
     screenshot(page, "console.png")

@@ -69,14 +69,23 @@ def sign_in(driver: webdriver.Chrome, url: str, token: str) -> None:
 
 
 def replica_states(driver: webdriver.Chrome) -> dict[str, str]:
-    return {row.get_attribute("data-replica"): row.find_element(By.CSS_SELECTOR, ".state").text
-            for row in css(driver, "#replicas tr[data-replica]")}
+    return {
+        row.get_attribute("data-replica"): row.find_element(By.CSS_SELECTOR, ".state").text
+        for row in css(driver, "#replicas tr[data-replica]")
+    }
 
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:
+    """The whole page, as tall as it is (the window grows for the shot, then goes back)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
-    driver.save_screenshot(str(path))
+    size = driver.get_window_size()
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(size["width"], max(size["height"], height + 140))
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
     if UPDATE_DOCS:
         (REPO / "docs" / name).write_bytes(path.read_bytes())
     return path

@@ -20,7 +20,7 @@ from gatewayd.admin.api import AdminApi
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply, parse_query
 from gatewayd.admin.live import Hub
 from gatewayd.errors import GatewaydError, meaning
-from gatewayd.server.asgi import JSON, ClientGone, read_body
+from gatewayd.server.asgi import JSON, BodyTooLarge, ClientGone, read_body
 from gatewayd.server.errors import error_body
 
 log = logging.getLogger("gatewayd.admin")
@@ -155,7 +155,10 @@ class AdminApp:
         secure = _secure(scope)
         if method == "POST":
             length = dict(scope["headers"]).get(b"content-length", b"")
-            raw = await read_body(receive, SIGN_IN_LIMIT, int(length) if length.isdigit() else None)
+            try:
+                raw = await read_body(receive, SIGN_IN_LIMIT, int(length) if length.isdigit() else None)
+            except BodyTooLarge:
+                raise ApiError(413, f"request body over {SIGN_IN_LIMIT} bytes", "body_too_large") from None
             try:
                 sent = msgspec.json.decode(raw, type=SignIn).token
             except msgspec.DecodeError:
