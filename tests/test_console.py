@@ -112,7 +112,7 @@ def test_an_operator_signs_in_and_rolls_back_a_policy_both_replicas_acknowledge(
     legend = wait_for(lambda: [e.text for e in css(page, "#chart-rps .legend span")], what="the chart's series")
     assert f"policy v{new} · routing v1 · config v1" in legend
     assert css(page, "#chart-rps svg path")
-    row = wait_for(lambda: css(page, f'tr[data-pointer="policy/default"]'), what="the policy row")[0]
+    row = wait_for(lambda: css(page, 'tr[data-pointer="policy/default"]'), what="the policy row")[0]
     assert f"v{new}" in row.text and f"v{before}" in row.text  # current and previous
     screenshot(page, "console.png")
 
