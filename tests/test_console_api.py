@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -203,3 +205,12 @@ def test_kill_switch_diff_and_audit_over_the_api(gw):
         last = next(line for line in metrics.splitlines() if line.startswith("gatewayd_audit_last_verified_timestamp"))
         assert abs(float(last.split()[1]) - time.time()) < 600
         assert "gatewayd_audit_write_failures_total{" in metrics
+
+
+def test_every_series_the_alert_rules_read_is_served(gw):
+    """The alert rules name series by hand: each must be a family the admin /metrics serves."""
+    rules = (Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yaml").read_text()
+    named = set(re.findall(r"\b(gatewayd_[a-z_]+)", rules))
+    with bearer(gw, "viewer") as c:
+        served = set(re.findall(r"^# TYPE (gatewayd_[a-z_]+) ", c.get("/metrics").text, re.M))
+    assert named and named <= served, named - served
