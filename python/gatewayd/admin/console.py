@@ -50,7 +50,3 @@ def load_assets() -> dict[str, Asset]:
             assets["/"] = asset
     return assets
 
-
-def page_weight(assets: dict[str, Asset]) -> int:
-    """Bytes of HTML, CSS and JavaScript the page loads (the bench reports it)."""
-    return sum(len(a.body) for path, a in assets.items() if path != "/" and not path.endswith((".png", ".svg")))
