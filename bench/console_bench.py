@@ -54,7 +54,8 @@ const check = () => {
   const change = Math.min(...applied);
   if (synced && applied.every((a) => a === change) && !(change in window.__seen)) window.__seen[change] = Date.now();
 };
-new MutationObserver(check).observe(document.getElementById('overview'), {subtree: true, childList: true, characterData: true});
+const options = {subtree: true, childList: true, characterData: true};
+new MutationObserver(check).observe(document.getElementById('overview'), options);
 """
 
 

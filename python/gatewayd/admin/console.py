@@ -49,4 +49,3 @@ def load_assets() -> dict[str, Asset]:
         if entry.name == "index.html":
             assets["/"] = asset
     return assets
-
