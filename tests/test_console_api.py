@@ -63,19 +63,49 @@ def test_sign_in_sets_an_httponly_samesite_cookie_and_never_echoes_the_token(gw)
         assert "; Secure" in https.headers["set-cookie"]
 
 
-def test_sign_in_refuses_bad_tokens_and_bodies_in_the_error_shape(gw):
+def test_sign_in_refuses_bad_tokens_bodies_and_other_origins_in_the_error_shape(gw):
+    json_type = {"content-type": "application/json"}
     with httpx.Client(base_url=gw.admin_url, timeout=10) as c:
-        for body, status, code in (
-            (json.dumps({"token": "nope"}), 401, "invalid_token"),
-            ("not json", 400, "invalid_request"),
-            (json.dumps({"token": 1}), 400, "invalid_request"),
-            ("x" * 5000, 413, "body_too_large"),
+        host = gw.admin_url.removeprefix("http://")
+        for body, headers, status, code in (
+            (json.dumps({"token": "nope"}), json_type, 401, "invalid_token"),
+            ("not json", json_type, 400, "invalid_request"),
+            (json.dumps({"token": 1}), json_type, 400, "invalid_request"),
+            ("x" * 5000, json_type, 413, "body_too_large"),
+            # What a cross-site form can send: no JSON content type, or another origin.
+            (
+                json.dumps({"token": ADMIN_TOKENS["admin"]}),
+                {"content-type": "text/plain"},
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                json.dumps({"token": ADMIN_TOKENS["admin"]}),
+                {**json_type, "origin": "https://evil.example"},
+                403,
+                "cross_origin",
+            ),
         ):
-            r = c.post("/console/session", content=body)
+            r = c.post("/console/session", content=body, headers=headers)
             assert r.status_code == status, r.text
             assert r.json()["error"]["code"] == code and "set-cookie" not in r.headers
+        same = c.post("/console/session", json={"token": ADMIN_TOKENS["viewer"]}, headers={"origin": f"http://{host}"})
+        assert same.status_code == 200
         forged = c.get("/v1/status", headers={"cookie": "gatewayd_session=forged"})
         assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_token"
+
+
+def test_signing_out_ends_the_live_stream(gw):
+    c, view = signed_in(gw, "viewer")
+    with contextlib.closing(c), c.stream("GET", "/v1/live") as stream:
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event: ")) in ("event: status", "event: rates")
+        other = httpx.Client(base_url=gw.admin_url, cookies=c.cookies, timeout=10)
+        with contextlib.closing(other):
+            assert other.delete("/console/session", headers={"x-csrf-token": view["csrf"]}).status_code == 200
+        deadline = time.monotonic() + 20
+        for _ in lines:  # ends at the next event or keepalive after the session closed
+            assert time.monotonic() < deadline
 
 
 def test_changes_from_a_session_need_its_csrf_token(gw):

@@ -58,7 +58,6 @@ class SignIn(msgspec.Struct, forbid_unknown_fields=True):
 class Caller(msgspec.Struct, frozen=True):
     token: config.AdminToken
     session_id: str  # empty for a bearer token
-    until: float  # when its session ends (a bearer call: never)
 
 
 class AdminApp:
@@ -123,7 +122,8 @@ class AdminApp:
         if path == "/v1/live":
             if method != "GET":
                 raise ApiError(405, "/v1/live accepts GET", "method_not_allowed", [(b"allow", b"GET")])
-            stream = self.hub.events(receive, caller.until)
+            session_id = caller.session_id
+            stream = self.hub.events(receive, lambda: not session_id or self.sessions.find(session_id) is not None)
             return Reply(200, b"", b"text/event-stream", [(b"x-accel-buffering", b"no")], stream)
         for pattern, methods in ROUTES:  # noqa: B007 (used after the break)
             match = pattern.fullmatch(path)
@@ -154,6 +154,7 @@ class AdminApp:
         (with the CSRF token the page sends on changes); DELETE signs out."""
         secure = _secure(scope)
         if method == "POST":
+            self._check_sign_in_origin(scope)
             length = dict(scope["headers"]).get(b"content-length", b"")
             try:
                 raw = await read_body(receive, SIGN_IN_LIMIT, int(length) if length.isdigit() else None)
@@ -191,17 +192,27 @@ class AdminApp:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 token = self.tokens.get(hashlib.sha256(value[7:].strip()).hexdigest())
                 if token is not None:
-                    return Caller(token, "", float("inf"))
+                    return Caller(token, "")
         session_id = session.session_id_from(headers)
         found = self.sessions.find(session_id) if session_id else None
         if found is not None:
-            return Caller(found.token, session_id, found.expires_at)
+            return Caller(found.token, session_id)
         raise ApiError(
             401,
             "missing or unknown admin token (Authorization: Bearer <token>), or the console session ended",
             "invalid_token",
             [(b"www-authenticate", b"Bearer")],
         )
+
+    def _check_sign_in_origin(self, scope: dict) -> None:
+        """A sign-in comes from the console's own page: JSON (which a cross-site form cannot
+        send) and, when the browser names its origin, this host."""
+        headers = dict(scope["headers"])
+        if not headers.get(b"content-type", b"").startswith(b"application/json"):
+            raise ApiError(415, "sign-in: send JSON (content-type: application/json)", "unsupported_media_type")
+        origin = headers.get(b"origin")
+        if origin is not None and origin.split(b"://", 1)[-1] != headers.get(b"host", b""):
+            raise ApiError(403, "sign-in: from another origin", "cross_origin")
 
     def _check_csrf(self, scope: dict, caller: Caller) -> None:
         found = self.sessions.find(caller.session_id)

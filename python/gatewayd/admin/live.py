@@ -179,8 +179,8 @@ class Hub:
             if task is not None:
                 task.cancel()
 
-    async def events(self, receive, until: float) -> AsyncGenerator[bytes, None]:
-        """One console's stream until it goes away or its session ends (`until`)."""
+    async def events(self, receive, allowed: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
+        """One console's stream until it goes away or its session ends (`allowed` turns false)."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
         for event in (self._status_event, self._rates_event):
             if event:
@@ -191,7 +191,7 @@ class Hub:
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             yield b"retry: 2000\n\n"
-            while time.time() < until:
+            while allowed():
                 item = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({item, gone}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
                 if gone in done:

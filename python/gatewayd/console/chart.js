@@ -12,12 +12,13 @@ function svg(tag, attrs, text) {
 
 export function colour(i) { return PALETTE[i % PALETTE.length]; }
 
-// times: epoch seconds; series: [{label, values: [number|null]}]; format: a tick's text.
-export function lineChart(times, series, windowS, format) {
+// times: epoch seconds; series: [{label, values: [number|null]}]; format: a tick's text;
+// floor: the least top of the scale (so a flat zero still reads as zero).
+export function lineChart(times, series, windowS, format, floor = 1e-9) {
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
   const end = times.length ? times[times.length - 1] : Date.now() / 1000;
   const start = end - windowS;
-  const max = Math.max(1e-9, ...series.flatMap((s) => s.values.filter((v) => v !== null)));
+  const max = Math.max(floor, ...series.flatMap((s) => s.values.filter((v) => v !== null)));
   const x = (t) => LEFT + ((t - start) / windowS) * (W - LEFT - 4);
   const y = (v) => TOP + (1 - v / max) * (H - TOP - BOTTOM);
   root.append(svg("line", { class: "axis", x1: LEFT, y1: H - BOTTOM, x2: W, y2: H - BOTTOM }));
@@ -26,7 +27,8 @@ export function lineChart(times, series, windowS, format) {
     root.append(svg("line", { class: "axis", x1: LEFT, y1: y(v), x2: W, y2: y(v), "stroke-dasharray": "2 3" }));
   }
   for (const minutes of [15, 10, 5, 0]) {
-    root.append(svg("text", { x: x(end - minutes * 60), y: H - 4, "text-anchor": "middle" }, minutes ? `-${minutes} min` : "now"));
+    const anchor = minutes === 15 ? "start" : minutes ? "middle" : "end";
+    root.append(svg("text", { x: x(end - minutes * 60), y: H - 4, "text-anchor": anchor }, minutes ? `-${minutes} min` : "now"));
   }
   series.forEach((s, i) => {
     let d = "";
@@ -37,6 +39,10 @@ export function lineChart(times, series, windowS, format) {
       pen = "L";
     });
     if (d) root.append(svg("path", { d, fill: "none", stroke: colour(i), "stroke-width": 1.8 }));
+    const last = s.values.length - 1;  // the latest sample as a dot: visible even as the only one
+    if (last >= 0 && s.values[last] !== null) {
+      root.append(svg("circle", { cx: x(times[last]).toFixed(1), cy: y(s.values[last]).toFixed(1), r: 3, fill: colour(i) }));
+    }
   });
   return root;
 }

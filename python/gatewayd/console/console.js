@@ -179,8 +179,8 @@ function renderChart() {
   }));
   const rps = rates.series.map((s) => ({ label: s.label, values: s.rps }));
   const err = rates.series.map((s) => ({ label: s.label, values: s.error_rate.map((v) => (v === null ? null : v * 100)) }));
-  fill($("chart-rps"), h("div", { class: "muted" }, "requests per second"), lineChart(times, rps, 900, (v) => v.toFixed(v < 10 ? 1 : 0)), legend);
-  fill($("chart-errors"), h("div", { class: "muted" }, "error rate (5xx), %"), lineChart(times, err, 900, (v) => v.toFixed(1)), legend.cloneNode(true));
+  fill($("chart-rps"), h("div", { class: "muted" }, "requests per second"), lineChart(times, rps, 900, (v) => v.toFixed(v < 10 ? 1 : 0), 1), legend);
+  fill($("chart-errors"), h("div", { class: "muted" }, "error rate (5xx), %"), lineChart(times, err, 900, (v) => v.toFixed(1), 1), legend.cloneNode(true));
   for (const [i, el] of [...$("chart-errors").querySelectorAll(".legend span")].entries()) el.style.setProperty("--swatch", colour(i));
 }
 
