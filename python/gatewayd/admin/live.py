@@ -118,14 +118,14 @@ class RateHistory:
     def __init__(self, folder: replica_metrics.MetricsDir):
         self.folder = folder
         self._last: dict[str, dict[tuple[int, int, int, int], tuple[int, int]]] = {}
-        self._last_at = 0.0
+        self._last_at: float | None = None  # no read yet: the first is only a baseline
         self.samples: collections.deque[tuple[float, dict[str, tuple[float, float]]]] = collections.deque(
             maxlen=int(WINDOW_S / SAMPLE_S)
         )
 
     def sample(self, now: float) -> None:
         counts = {m.replica: replica_metrics.request_counts(m) for m in self.folder.read_all()}
-        if self._last_at:
+        if self._last_at is not None:
             elapsed = max(now - self._last_at, 1e-3)
             deltas: dict[str, list[int]] = {}
             for replica, by_versions in counts.items():
