@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from gatewayd.admin import exposition, inspect
+from gatewayd.admin import exposition, views
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
 from gatewayd.control import auto_revert, contract, documents, overview, positions, switches
@@ -204,16 +204,16 @@ class AdminApi:
     async def diff(self, call: Call) -> Reply:
         """A version's document beside the one numbered before it in its domain."""
         domain, version_id = _domain(call), int(call.path["id"])
-        return json_reply(200, await self.run(lambda r: inspect.diff(r, domain, version_id)))
+        return json_reply(200, await self.run(lambda r: views.diff(r, domain, version_id)))
 
     async def audit(self, call: Call) -> Reply:
         """Every chain's latest signed checkpoint, and what the last verification found."""
-        return json_reply(200, await asyncio.to_thread(inspect.audit_state, self.settings))
+        return json_reply(200, await asyncio.to_thread(views.audit_state, self.settings))
 
     async def audit_verify(self, call: Call) -> Reply:
         """Verifies the whole trail now (one run at a time; callers meanwhile wait for it)."""
         async with self._verifying:
-            answer = await asyncio.to_thread(inspect.verify_now, self.settings, self._in_thread)
+            answer = await asyncio.to_thread(views.verify_now, self.settings, self._in_thread)
         log.info("%s verified the audit trail: %s", call.actor, "intact" if answer.intact else "NOT INTACT")
         return json_reply(200, answer)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import msgspec
 from gatewayd.control import overview
 from gatewayd.control.history import RollbackStacks
 from gatewayd.control.model import Candidate, Change
+from gatewayd.errors import GatewaydError
 from gatewayd.server import metrics as replica_metrics
 
 if TYPE_CHECKING:
@@ -223,6 +225,8 @@ class Hub:
                     self._status_event = event
                     self._broadcast(event)
             except Exception as exc:  # the store is down or restarting: say so, keep trying
+                if not isinstance(exc, GatewaydError | OSError | sqlite3.Error):
+                    log.exception("live view: reading the state failed")
                 said = f"control store unavailable: {exc}".splitlines()[0]
                 if said != problem:
                     problem = said
