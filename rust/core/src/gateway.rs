@@ -9,7 +9,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditWriter, SharedWriter};
@@ -20,10 +20,14 @@ use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
 
 mod admission;
+mod memo;
+mod record;
 pub use admission::{Admission, Alternative, Outcome, RequestContext, ShadowOutcome};
+use memo::Memo;
+use record::RequestRecord;
 
 /// Whether a request may be answered from, and fill, the cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheMode {
     Off,
     /// Only deterministic requests: temperature 0, and embeddings.
@@ -102,6 +106,8 @@ impl InflightOutcome {
 /// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
 pub struct Gateway {
     cache: ResponseCache,
+    /// Admissions of cacheable requests, for exact repeats (see [`memo`]).
+    memo: Memo,
     metrics: Metrics,
     audit: SharedWriter,
     active: RwLock<Vec<Versions>>,
@@ -109,7 +115,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cache: ResponseCache, audit: AuditWriter) -> Gateway {
+        // As many admissions as responses, in a quarter of the cache's bytes.
+        let (max_entries, max_bytes) = cache.limits();
         Gateway {
+            memo: Memo::new(max_entries, max_bytes as u64 / 4),
             cache,
             metrics: Metrics::default(),
             audit: SharedWriter::new(audit),
@@ -126,6 +135,21 @@ impl Gateway {
     }
 
     pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
+        if req.cache != CacheMode::Off {
+            if let Some(mut adm) = self.memo.recall(req) {
+                adm.cached = adm.cache_key.and_then(|key| self.cache.get(&key));
+                return adm;
+            }
+        }
+        let adm = self.judge(req);
+        if req.cache != CacheMode::Off {
+            self.memo.remember(req, &adm);
+        }
+        adm
+    }
+
+    /// Admission worked out in full: parse, policy, routing, rewrite and cache lookup.
+    fn judge(&self, req: &AdmitInput<'_>) -> Admission {
         let ctx = &req.ctx;
         let mut adm = Admission::new(ctx, req.body, Outcome::Allow, 200, "", String::new());
         let mut parsed = match ParsedRequest::parse(ctx.api, req.body) {
@@ -253,6 +277,16 @@ impl Gateway {
     /// Fills the cache (successful, cacheable, still-served versions only) and appends the
     /// request's audit record. Returns the record's sequence number.
     pub fn record(&self, adm: &Admission, out: &RecordInput<'_>) -> Result<u64, AuditError> {
+        let digest;
+        let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
+            (Some(d), _, _) => Some(d),
+            (None, Some(body), _) => {
+                digest = hex::encode(Sha256::digest(body));
+                Some(digest.as_str())
+            }
+            (None, None, Some(hit)) => Some(hit.body_sha256.as_str()),
+            _ => None,
+        };
         if let (Some(key), Some(body), None, 200) =
             (adm.cache_key, out.response, &adm.cached, out.status)
         {
@@ -264,27 +298,26 @@ impl Gateway {
                 } else {
                     "application/json"
                 };
-                self.cache.insert(
+                let body_sha256 = match response_sha256 {
+                    Some(d) => d.to_owned(),
+                    None => hex::encode(Sha256::digest(body)),
+                };
+                self.cache.insert_digested(
                     key,
                     200,
                     content_type,
                     body.to_vec(),
+                    body_sha256,
                     adm.versions,
                     out.cache_ttl,
                 );
             }
         }
-        let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
-            (Some(d), _, _) => Some(d.to_string()),
-            (None, Some(body), _) => Some(hex::encode(Sha256::digest(body))),
-            (None, None, Some(hit)) => Some(hex::encode(Sha256::digest(&hit.body))),
-            _ => None,
-        };
         let v = adm.versions;
         let latency = adm.started.elapsed();
         self.metrics
             .observe(v, adm.api.name(), out.status, adm.cache_state(), latency);
-        let shadow = adm.shadow.as_ref().map(|s| {
+        if let Some(s) = &adm.shadow {
             self.metrics.observe_shadow(ShadowKey {
                 shadow_version: s.version,
                 active_version: v.policy,
@@ -295,8 +328,7 @@ impl Gateway {
                 },
                 shadow: s.verdict,
             });
-            json!({"version": s.version, "decision": s.verdict, "rule": s.rule, "rules": s.matched})
-        });
+        }
         let upstream = match out.upstream {
             0 => adm
                 .destination
@@ -307,43 +339,13 @@ impl Gateway {
                 .get(i - 1)
                 .map(|f| (f.provider.as_str(), f.model.as_str())),
         };
-        let mut fields = json!({
-            "kind": "request",
-            "request_id": adm.request_id,
-            "tenant": adm.tenant,
-            "api": adm.api.name(),
-            "model": adm.model,
-            "decision": adm.outcome.name(),
-            "rule": adm.rule,
-            "rules": adm.matched,
-            "redacted": adm.redacted,
-            "policy_version": v.policy,
-            "routing_version": v.routing,
-            "config_version": v.config,
-            "position": v
-                .positions()
-                .into_iter()
-                .map(|(domain, position)| (domain.to_string(), Value::from(position)))
-                .collect::<Map<String, Value>>(),
-            "upstream": upstream.map(|(provider, _)| provider),
-            "upstream_model": upstream.map(|(_, model)| model),
-            "stream": adm.stream,
-            "status": out.status,
-            "error": out.error,
-            "latency_us": latency.as_micros() as u64,
-            "cache": adm.cache_state(),
-            "prompt_sha256": adm.prompt_sha256,
-            "response_sha256": response_sha256,
-            "shadow": shadow,
-        });
-        if !out.failovers.is_empty() {
-            fields["failovers"] = json!(out.failovers);
-        }
-        if let Some(inflight) = out.inflight {
-            fields["inflight"] = json!(inflight.outcome.name());
-            fields["reverted_by"] = json!(inflight.change);
-        }
-        self.append(into_map(fields))
+        self.audit.append_record(&RequestRecord {
+            adm,
+            out,
+            upstream,
+            response_sha256,
+            latency_us: latency.as_micros() as u64,
+        })
     }
 
     /// Appends a control-plane or replica event (change applied, refused, started ...).
@@ -361,15 +363,9 @@ impl Gateway {
     pub fn fence(&self, active: Vec<Versions>) -> usize {
         let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
         let purged = self.cache.retain_versions(&active);
+        self.memo.retain_versions(&active);
         *guard = active;
         purged
-    }
-}
-
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => unreachable!("json! object literal"),
     }
 }
 
