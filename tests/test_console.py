@@ -6,6 +6,8 @@ GATEWAYD_UPDATE_SCREENSHOTS=1, to the docs/ copies the README shows)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import httpx
 import pytest
@@ -207,3 +209,29 @@ def test_the_console_fits_a_phone(gw, mock_port):
         screenshot(phone, "console-phone.png")
     finally:
         phone.quit()
+
+
+def test_a_replica_that_does_not_answer_is_named_on_the_page(page, gw):
+    sign_in(page, gw.admin_url, ADMIN_TOKENS["operator"])
+    wait_for(lambda: all_in_sync(page), what="the replicas")
+    with api(gw) as c:
+        target = c.post("/v1/versions/policy", content=POLICY_V2.encode(), params={"reason": "barrier probe"}).json()
+        stuck = c.get("/v1/status").json()["replicas"][0]
+    click(page, 'button[data-action="activate"][data-target="policy/default"]')
+    wait_for(lambda: css(page, "#action-version"))[0].send_keys(str(target["id"]))
+    css(page, "#action-reason")[0].send_keys("one replica is frozen")
+    os.kill(stuck["pid"], signal.SIGSTOP)
+    try:
+        click(page, "#action-confirm")
+        summary = wait_for(lambda: css(page, "#barrier-summary")[0].text, timeout=30, what="the barrier's result")
+        assert f"NOT in effect: {REPLICAS - 1}/{REPLICAS} replicas acknowledged" in summary, summary
+        rows = {li.get_attribute("data-replica"): li.text for li in css(page, "#barrier-replicas li")}
+        assert rows.pop(stuck["name"]).startswith("no answer"), rows
+        assert all(text.startswith("in sync") for text in rows.values()), rows
+        assert "NOT in effect everywhere" in css(page, "#barrier h3")[0].text
+        screenshot(page, "console-no-answer.png")
+    finally:
+        os.kill(stuck["pid"], signal.SIGCONT)
+    click(page, "#barrier-close")
+    wait_for(lambda: all_in_sync(page), timeout=30, what="the frozen replica catching up")
+    assert served_policy_versions(gw) == {str(target["id"])}

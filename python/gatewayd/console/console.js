@@ -18,8 +18,13 @@ async function api(method, path, body) {
   const headers = {};
   if (method !== "GET") headers["x-csrf-token"] = me ? me.csrf : "";
   if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(path, { method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body) });
+  let r;
+  try {
+    r = await fetch(path, { method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {  // the admin API is unreachable: a flip may or may not have been made
+    return { status: 0, ok: false, data: { error: { message: `no answer from the admin API (${err}); re-read the state before retrying` } } };
+  }
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
