@@ -89,8 +89,6 @@ impl RecordFields for ShadowOutcome {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::{json, Map, Value};
 
     use super::*;
@@ -152,16 +150,7 @@ mod tests {
             versions: Versions::new(3, 2, 1).with_candidates(2),
         };
         let mut adm = Admission::new(&ctx, b"{}", Outcome::Allow, 200, "", String::new());
-        let ok = RecordInput {
-            status: 200,
-            error: None,
-            response: None,
-            response_sha256: None,
-            cache_ttl: Duration::ZERO,
-            upstream: 0,
-            failovers: &[],
-            inflight: None,
-        };
+        let ok = RecordInput::status(200);
         let plain = RequestRecord {
             adm: &adm,
             out: &ok,
@@ -193,17 +182,15 @@ mod tests {
         });
         let failovers = ["oa: status 503".to_string()];
         let out = RecordInput {
-            status: 502,
             error: Some("protocol: cut"),
-            response: None,
             response_sha256: Some("ab"),
-            cache_ttl: Duration::ZERO,
             upstream: 1,
             failovers: &failovers,
             inflight: Some(Inflight {
                 outcome: InflightOutcome::CutOnRevert,
                 change: 9,
             }),
+            ..RecordInput::status(502)
         };
         let full = RequestRecord {
             adm: &adm,
