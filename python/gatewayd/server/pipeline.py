@@ -42,6 +42,7 @@ from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter
+from gatewayd.translate import Translation, Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
 
@@ -71,6 +72,9 @@ STREAM_TAIL = 256
 # The status whose error type ends a stream cut on a revert: api_error, in both APIs.
 CUT_ON_REVERT_STATUS = 502
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
+# Which upstream answered (0 the provider, n its nth fallback), what failed before it, and
+# the API it was spoken to in when that is not the request's (it was translated).
+Via = tuple[int, list[str] | None, str | None]
 
 
 class Pipeline:
@@ -173,9 +177,12 @@ class Pipeline:
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
-        upstream, via = await self._first_answer(scope, adm, config)
+        upstream, via, translation = await self._first_answer(scope, adm, config)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
+        if isinstance(upstream, Untranslatable):
+            await self._untranslatable(send, adm, upstream, anthropic, via)
+            return None
         if isinstance(upstream, UpstreamError):
             await self._upstream_failed(send, adm, upstream, anthropic, via)
             return None
@@ -184,17 +191,26 @@ class Pipeline:
             content_type = _content_type(upstream.headers)
             status = upstream.status
             if status == 200 and content_type.startswith(SSE):
-                await self._stream(send, adm, upstream, passed, ttl, anthropic, via)
+                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation)
                 return None
-            payload = await upstream.read()
+            raw = payload = await upstream.read()  # raw: the provider's own answer
             if status >= 400:
-                await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via)
+                await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via, translation)
                 return None
             if status != 200 or not _is_json_object(payload):
                 what = "a body that is not a JSON object" if status == 200 else f"status {status}, not an API answer"
                 invalid = UpstreamError("protocol", f"answered {what}")
                 await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
                 return None
+            if translation is not None:
+                try:
+                    payload = translation.response(raw)
+                except msgspec.DecodeError as exc:
+                    what = f"what is not a {translation.upstream_api} answer: {exc}"
+                    invalid = UpstreamError("protocol", f"answered {what}")
+                    await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
+                    return None
+                content_type = JSON
             await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via)
             await respond(send, 200, _headers(adm, content_type, passed), payload)
             return payload
@@ -204,11 +220,17 @@ class Pipeline:
         finally:
             await upstream.aclose()
 
-    async def _relay_error(self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via) -> None:
+    async def _relay_error(
+        self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via, translation
+    ) -> None:
         """An upstream's own error keeps its status; its body reaches the client without our
-        provider keys in it, and in the API's error shape (wrapped, when it is not)."""
+        provider keys in it, and in the API's error shape (translated from the upstream's, or
+        wrapped, when it is not)."""
         payload = self._scrub(payload)
-        if not _is_error_shaped(payload, anthropic):
+        mapped = translation.error(status, payload) if translation is not None else None
+        if mapped is not None:
+            (status, payload), content_type = mapped, JSON
+        elif not _is_error_shaped(payload, anthropic):
             quoted = payload[:ERROR_EXCERPT].decode(errors="replace").strip()
             said = f": {quoted}" if quoted else " with an empty body"
             message = f"upstream {_answering(adm, via)} answered {status}{said}"
@@ -220,31 +242,43 @@ class Pipeline:
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,
-        or the last failure. Returns it (a response or an UpstreamError) and ``via``:
-        (which upstream it is, 0 the provider; what failed before it)."""
+        or the last failure. Returns it (a response, an UpstreamError, or Untranslatable when
+        the last upstream could not take the request), ``via`` (see Via) and the
+        Translation to the upstream's API, if the request needed one (issue 14)."""
         health = self.health
         route = Failover(adm)
         while True:
             name, body = route.upstream(health, time.monotonic())  # an ejected one is passed over
-            upstream = await self._call(scope, name, adm, body, config)
+            translation = translation_for(adm.api, self.providers[name].kind)
+            upstream_api = None
+            if translation is not None:
+                upstream_api = translation.upstream_api
+                try:
+                    body = translation.request(body)
+                except Untranslatable as exc:  # this upstream cannot take it; it did not fail
+                    if not route.failed(f"cannot translate: {exc}"):
+                        return exc, (*route.via, upstream_api), translation
+                    continue
+            upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
+            via = (*route.via, upstream_api)
             failure = _failure(upstream)
             if failure is None:
                 health.succeeded(name)
-                return upstream, route.via
+                return upstream, via, translation
             if health.failed(name, time.monotonic(), config.ejection):
                 log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
             if not route.failed(failure):
-                return upstream, route.via  # no fallback left: the last failure stands
+                return upstream, via, translation  # no fallback left: the last failure stands
             if not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
 
-    async def _call(self, scope, name: str, adm, body: bytes, config):
+    async def _call(self, scope, name: str, api: str, stream: bool, body: bytes, config):
         """One provider's response, or the UpstreamError it failed with."""
         provider = self.providers[name]
-        url, headers = provider.url(adm.api), provider.headers(scope["headers"])
+        url, headers = provider.url(api), provider.headers(scope["headers"])
         for attempt in range(config.retries + 1):
             try:
-                return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream)
+                return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=stream)
             except UpstreamError as exc:
                 # Only a refused connection is retried: nothing reached the provider, so a
                 # retry cannot run the same completion twice. Backing off exponentially
@@ -253,8 +287,11 @@ class Pipeline:
                     return exc
                 await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
 
-    async def _stream(self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via) -> None:
-        """Passes SSE through chunk by chunk; a stream that breaks off, or ends before its
+    async def _stream(
+        self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via, translation: Translation | None
+    ) -> None:
+        """Passes SSE through chunk by chunk (translated event by event into the caller's
+        protocol, with a translation); a stream that breaks off, or ends before its
         protocol's last event, ends with an error event instead.
 
         A stream whose version set leaves service while it is relayed (R6) goes on to its
@@ -271,6 +308,8 @@ class Pipeline:
         # The swaps seen, and the change after which this stream's versions left service.
         seen, reverted_by = watch.left_service(versions)
         cut = adm.served.config.inflight_on_revert == "cut"
+        translator = translation.stream() if translation is not None else None
+        upstream_anthropic = anthropic if translation is None else translation.upstream_api == "messages"
         try:
             if not (cut and reverted_by is not None):
                 async for chunk in upstream.chunks():
@@ -280,18 +319,25 @@ class Pipeline:
                             reverted_by = left
                         if cut and reverted_by is not None:
                             break
-                    digest.update(chunk)
                     tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
+                    if translator is not None:
+                        chunk = translator.feed(chunk)
+                        if not chunk:  # the upstream's event has no counterpart (ping, block stop)
+                            continue
+                    digest.update(chunk)
                     if kept is not None:
                         kept.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
+        except _core.StreamTranslationError as exc:  # an upstream event with no translation
+            error = UpstreamError("protocol", str(exc))
         if cut and reverted_by is not None:  # noticed between chunks: nothing failed
             return await self._cut_on_revert(send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via)
         inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
-        if error is None and not _ends_with_last_event(tail, anthropic):
-            error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
+        if error is None and not _ends_with_last_event(tail, upstream_anthropic):
+            last = LAST_EVENT[upstream_anthropic]
+            error = UpstreamError("protocol", f"the stream ended without its last event ({last})")
         if error is None:
             full = b"".join(kept) if kept is not None else None
             # Every event, the last one included, is with the client: one that hangs up now
@@ -346,10 +392,17 @@ class Pipeline:
         event = errors.sse_error_event(CUT_ON_REVERT_STATUS, message, "cut_on_revert", anthropic)
         await send({"type": "http.response.body", "body": event})
 
+    async def _untranslatable(self, send: Send, adm, exc: Untranslatable, anthropic: bool, via: Via) -> None:
+        """A field no upstream of the request could take: a 400 naming it, never dropped."""
+        message = f"{exc} (model {adm.model} is served by {_answering(adm, via)}, which speaks the {via[2]} API)"
+        await self._record(adm, 400, error=message, via=via)
+        body = errors.error_body(400, message, "untranslatable_field", anthropic, param=exc.field)
+        await respond(send, 400, _headers(adm, JSON), body)
+
     async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via, code=None) -> None:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
         what = "timed out" if exc.kind == "timeout" else "failed"
-        _, failovers = via
+        failovers = via[1]
         message = f"upstream {_answering(adm, via)} {what}: {exc}"
         if failovers:
             message += f" (after {'; '.join(failovers)})"
@@ -396,7 +449,7 @@ class Pipeline:
         response: bytes | None = None,
         response_sha256: str | None = None,
         cache_ttl_s: float = 0.0,
-        via: tuple[int, list[str] | None] = (0, None),
+        via: Via = (0, None, None),
         inflight: _core.Inflight | None = None,
         reverted_by: int | None = None,
         delivered: bool = False,
@@ -423,6 +476,7 @@ class Pipeline:
                 failovers=via[1] or [],
                 inflight=inflight,
                 reverted_by=reverted_by or 0,
+                upstream_api=via[2],
             )
         except _core.AuditError as exc:
             self.audit_write_failures += 1

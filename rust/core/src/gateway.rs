@@ -67,6 +67,8 @@ pub struct RecordInput<'a> {
     /// What a revert did to the request while it was in flight, if one took its version
     /// set out of service (docs/ROLLBACK.md R6).
     pub inflight: Option<Inflight>,
+    /// The API the answering upstream spoke, when the request was translated into it.
+    pub upstream_api: Option<&'a str>,
 }
 
 impl RecordInput<'_> {
@@ -82,6 +84,7 @@ impl RecordInput<'_> {
             upstream: 0,
             failovers: &[],
             inflight: None,
+            upstream_api: None,
         }
     }
 }

@@ -172,8 +172,10 @@ impl Engine {
     /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
     /// failed before it, one "<provider>: <why>" each. `inflight` says what a revert did to
     /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
-    /// the change after which its version set was no longer served (R6).
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0))]
+    /// the change after which its version set was no longer served (R6). `upstream_api`
+    /// names the protocol the answering upstream spoke when it is not the request's own
+    /// (the request was translated).
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -187,6 +189,7 @@ impl Engine {
         failovers: Vec<String>,
         inflight: Option<&str>,
         reverted_by: u64,
+        upstream_api: Option<&str>,
     ) -> PyResult<u64> {
         let inflight = match inflight {
             None => None,
@@ -208,6 +211,7 @@ impl Engine {
             upstream,
             failovers: &failovers,
             inflight,
+            upstream_api,
         };
         self.0.record(&admission.inner, &out).map_err(audit_err)
     }

@@ -58,6 +58,9 @@ impl RecordFields for RequestRecord<'_> {
             "upstream",
             self.upstream.map(|(provider, _)| provider).into(),
         );
+        if let Some(api) = out.upstream_api {
+            field("upstream_api", Str(api));
+        }
         field(
             "upstream_model",
             self.upstream.map(|(_, model)| model).into(),
@@ -129,6 +132,9 @@ mod tests {
             fields["inflight"] = json!(inflight.outcome.name());
             fields["reverted_by"] = json!(inflight.change);
         }
+        if let Some(api) = out.upstream_api {
+            fields["upstream_api"] = json!(api);
+        }
         match fields {
             Value::Object(map) => map,
             _ => unreachable!(),
@@ -190,6 +196,7 @@ mod tests {
                 outcome: InflightOutcome::CutOnRevert,
                 change: 9,
             }),
+            upstream_api: Some("messages"),
             ..RecordInput::status(502)
         };
         let full = RequestRecord {
