@@ -63,6 +63,28 @@ pub struct RecordInput<'a> {
     /// What a revert did to the request while it was in flight, if one took its version
     /// set out of service (docs/ROLLBACK.md R6).
     pub inflight: Option<Inflight>,
+    /// The caller's key by name (a run-time key's, or a static one's), for usage by key.
+    pub key: Option<&'a str>,
+    /// What the answer consumed, and what it cost, when the provider said (or, on a cache
+    /// hit, what the hit saved).
+    pub usage: Option<Usage<'a>>,
+}
+
+/// Token counts in neutral terms (whatever protocol the provider spoke) and their price.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage<'a> {
+    /// Input tokens, cached ones included.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Input tokens the provider read from its prompt cache (priced apart).
+    pub cached_tokens: u64,
+    /// In `currency`; None when the config version has no price for the upstream model.
+    pub cost: Option<f64>,
+    pub currency: &'a str,
+    /// The config version whose prices gave `cost`.
+    pub price_version: u64,
+    /// A cache hit: the tokens and cost are what the hit saved, not what was spent.
+    pub saved: bool,
 }
 
 /// What became of a stream whose version set left service while it was relayed
@@ -342,6 +364,26 @@ impl Gateway {
         if let Some(inflight) = out.inflight {
             fields["inflight"] = json!(inflight.outcome.name());
             fields["reverted_by"] = json!(inflight.change);
+        }
+        if let Some(key) = out.key {
+            fields["key"] = json!(key);
+        }
+        if let Some(u) = out.usage {
+            fields["prompt_tokens"] = json!(u.prompt_tokens);
+            fields["completion_tokens"] = json!(u.completion_tokens);
+            fields["cached_tokens"] = json!(u.cached_tokens);
+            // A hit spent nothing: what it would have cost is `saved_cost`.
+            let (cost, saved) = if u.saved {
+                (Some(0.0), u.cost)
+            } else {
+                (u.cost, None)
+            };
+            fields["cost"] = json!(cost);
+            fields["currency"] = json!(u.currency);
+            fields["price_version"] = json!(u.price_version);
+            if u.saved {
+                fields["saved_cost"] = json!(saved);
+            }
         }
         self.append(into_map(fields))
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
 use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
 use gatewayd_core::gateway::{
-    AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext,
+    AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext, Usage,
 };
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
@@ -152,8 +152,10 @@ impl Engine {
     /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
     /// failed before it, one "<provider>: <why>" each. `inflight` says what a revert did to
     /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
-    /// the change after which its version set was no longer served (R6).
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0))]
+    /// the change after which its version set was no longer served (R6). `key` names the
+    /// caller's key; `usage` is (prompt, completion, cached tokens, cost or None, saved: a
+    /// cache hit's) priced in `currency` by config version `price_version`.
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, key=None, usage=None, currency="USD", price_version=0))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -167,6 +169,10 @@ impl Engine {
         failovers: Vec<String>,
         inflight: Option<&str>,
         reverted_by: u64,
+        key: Option<&str>,
+        usage: Option<(u64, u64, u64, Option<f64>, bool)>,
+        currency: &str,
+        price_version: u64,
     ) -> PyResult<u64> {
         let inflight = match inflight {
             None => None,
@@ -188,6 +194,18 @@ impl Engine {
             upstream,
             failovers: &failovers,
             inflight,
+            key,
+            usage: usage.map(
+                |(prompt_tokens, completion_tokens, cached_tokens, cost, saved)| Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_tokens,
+                    cost,
+                    currency,
+                    price_version,
+                    saved,
+                },
+            ),
         };
         self.0.record(&admission.inner, &out).map_err(audit_err)
     }
