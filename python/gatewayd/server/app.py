@@ -241,6 +241,7 @@ class GatewayApp:
                 ),
                 engine=msgspec.Raw(engine.metrics_json()),
                 shadow_routing=[(v, s, shape, int(n), t) for (v, s, shape), (n, t) in pipeline.mirror.stats.items()],
+                usage=pipeline.meter.rows(),
             )
         )
 

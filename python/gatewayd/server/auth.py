@@ -1,30 +1,54 @@
-"""Caller authentication: gatewayd API keys, stored as SHA-256 digests, map to tenants."""
+"""Caller authentication: gatewayd API keys, stored as SHA-256 digests, map to callers (a
+tenant, the key's name and its limits). Keys come from the static TOML (they keep working)
+and from the control store (created and revoked at run time, gatewayd.control.keys)."""
 
 from __future__ import annotations
 
 import hashlib
+
+import msgspec
 
 from gatewayd.config import CallerKey
 
 BEARER = b"bearer "
 
 
+class Caller(msgspec.Struct, frozen=True):
+    """Who a request comes from: its tenant and key, and what the key may do."""
+
+    tenant: str
+    key: str  # the key's name: a run-time key's own, `static:<first 8 hex of its hash>` else
+    models: tuple[str, ...] = ()  # model globs the key may use; empty: any
+    rpm: int = 0  # requests per minute for this key; 0: no limit of its own
+
+
+def static_callers(keys: list[CallerKey]) -> dict[bytes, Caller]:
+    return {bytes.fromhex(k.sha256): Caller(k.tenant, k.name or f"static:{k.sha256[:8]}") for k in keys}
+
+
 class Authenticator:
     def __init__(self, keys: list[CallerKey]):
-        self._tenants = {bytes.fromhex(k.sha256): k.tenant for k in keys}
+        self._static = static_callers(keys)
+        self._callers = self._static
+
+    def use_runtime_keys(self, callers: dict[bytes, Caller]) -> None:
+        """Serves the run-time keys `callers` (by digest) beside the static ones: one
+        assignment, so a request sees the old table or the new one."""
+        self._callers = {**callers, **self._static}
 
     def tenant(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         """The caller's tenant from `Authorization: Bearer` (OpenAI SDKs) or `x-api-key`
         (Anthropic SDKs); None when the key is missing or unknown."""
         for name, value in headers:
             if name == b"authorization" or name == b"x-api-key":
-                return self.tenant_for(name, value)
+                caller = self.caller_for(name, value)
+                return caller.tenant if caller else None
         return None
 
-    def tenant_for(self, name: bytes, value: bytes) -> str | None:
-        """The tenant for one credential header, for callers that scan the headers anyway."""
+    def caller_for(self, name: bytes, value: bytes) -> Caller | None:
+        """The caller for one credential header, for callers that scan the headers anyway."""
         if name == b"authorization":
             if value[:7].lower() != BEARER:
                 return None
             value = value[7:]
-        return self._tenants.get(hashlib.sha256(value.strip()).digest())
+        return self._callers.get(hashlib.sha256(value.strip()).digest())

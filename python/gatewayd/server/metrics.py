@@ -31,6 +31,8 @@ class ReplicaMetrics(msgspec.Struct):
     engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
     # Copies sent to a shadow routing candidate: (routing version, status, shape, count, seconds)
     shadow_routing: list[tuple[int, int, str, int, float]] = []
+    # Usage by (tenant, key, model, provider, price version, currency): gatewayd.server.meter.FIELDS
+    usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
 
 
 class _Series(msgspec.Struct):
@@ -150,6 +152,8 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             labels = _labels(replica=m.replica, routing_version=version, status=status, shape=shape)
             lines.append(f"gatewayd_shadow_routing_seconds_total{{{labels}}} {seconds}")
 
+    _render_usage(replicas, family, lines)
+
     family(
         "gatewayd_replica_versions",
         "gauge",
@@ -190,6 +194,37 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         for replica, snap in engines:
             lines.append(f"{name}{{{_labels(replica=replica)}}} {snap.cache.get(stat, 0)}")
     return ("\n".join(lines) + "\n").encode()
+
+
+USAGE_FAMILIES = (
+    # (name, help, [(kind label or None, FIELDS index)])
+    ("gatewayd_usage_requests_total", "Requests whose record carries token usage.", [(None, 0)]),
+    (
+        "gatewayd_tokens_total",
+        "Tokens the providers reported, by kind (prompt includes cached).",
+        [("prompt", 1), ("completion", 2), ("cached", 3)],
+    ),
+    ("gatewayd_cost_total", "What the tokens cost, priced by the config version named.", [(None, 4)]),
+    ("gatewayd_tokens_saved_total", "Tokens cache hits saved, by kind.", [("prompt", 5), ("completion", 6)]),
+    ("gatewayd_cost_saved_total", "What cache hits saved.", [(None, 7)]),
+)
+
+
+def _render_usage(replicas: list[ReplicaMetrics], family, lines: list[str]) -> None:
+    """Tokens and cost by tenant, key, model, provider and price version (the config
+    version whose prices were used), each replica's own."""
+    for name, help_text, columns in USAGE_FAMILIES:
+        family(name, "counter", help_text)
+        for m in replicas:
+            for (tenant, key, model, provider, version, currency), row in m.usage:
+                base = dict(
+                    replica=m.replica, tenant=tenant, key=key, model=model, provider=provider, price_version=version
+                )
+                if name.startswith("gatewayd_cost"):
+                    base["currency"] = currency
+                for kind, index in columns:
+                    labels = _labels(**base, **({"kind": kind} if kind else {}))
+                    lines.append(f"{name}{{{labels}}} {row[index]}")
 
 
 def _versions(key: _Series) -> dict[str, object]:
