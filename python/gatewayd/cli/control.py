@@ -134,7 +134,23 @@ def run_at(args) -> int:
             f"(change {change.id} at {iso(change.at)} by {change.actor}); "
             f"acknowledged by {len(acked)} replica(s) by then: {', '.join(acked) or '-'}"
         )
+        if e.domain == "config":
+            _print_prices(registry, e.version)
     return 0
+
+
+def _print_prices(registry, version: int) -> None:
+    """The prices a config version set, one line per provider and model: what requests
+    were charged at then."""
+    info, data = registry.document("config", version)
+    prices = documents.runtime_config(documents.to_json(documents.parse(data, info.name), info.name), info.name).prices
+    for provider, models in sorted(prices.providers.items()):
+        for model, p in sorted(models.items()):
+            cached = p.input if p.cached is None else p.cached
+            print(
+                f"  price {provider} {model}: input {p.input:g}, output {p.output:g}, cached {cached:g} "
+                f"{prices.currency} per million tokens"
+            )
 
 
 def run_status(args) -> int:
