@@ -3,7 +3,6 @@ show, at, status, store backup and restore, and key creation."""
 
 from __future__ import annotations
 
-import secrets
 import sys
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from gatewayd.cli.common import (
     open_registry,
     parse_instant,
 )
-from gatewayd.config import hash_key
 from gatewayd.control import contract, documents, overview, restore
 from gatewayd.control.model import DEFAULT_SCOPE, StoreDump
 
@@ -74,11 +72,6 @@ def register(commands) -> None:
     b.add_argument("--reason", default="restore after the control store lost its data")
     b.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for acknowledgements")
     b.set_defaults(run=run_store)
-
-    k = commands.add_parser("keys", help="create a caller key for a tenant")
-    k.add_argument("action", choices=["create"])
-    k.add_argument("--tenant", required=True)
-    k.set_defaults(run=run_keys)
 
 
 def run_push(args) -> int:
@@ -214,14 +207,6 @@ def _read_backup(path: str) -> StoreDump:
         return msgspec.json.decode(Path(path).read_bytes(), type=StoreDump)
     except (OSError, msgspec.DecodeError) as exc:
         raise CliError(f"--backup {path}: not a backup written by `gatewayd store export` ({exc})") from None
-
-
-def run_keys(args) -> int:
-    key = "gw-" + secrets.token_urlsafe(24)
-    print(f"key (shown once, give it to the caller): {key}")
-    print("add to the config file:")
-    print(f'[[keys]]\ntenant = "{args.tenant}"\nsha256 = "{hash_key(key)}"')
-    return 0
 
 
 def _with_candidate(candidate) -> str:

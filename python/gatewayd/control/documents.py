@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from gatewayd import _core
+from gatewayd.control.keys import BUDGET_UNITS, PERIODS, Budget
 from gatewayd.errors import DocumentError
 
 DOMAINS = ("policy", "routing", "config")
@@ -104,6 +105,9 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # error event. The config the stream was admitted under decides (R6).
     inflight_on_revert: str = "finish"
     prices: Prices = Prices()
+    # Per tenant: a spending cap per UTC day or month, in the prices' currency or tokens
+    # (gatewayd.server.budgets); a key's own budget is set when it is created.
+    budgets: dict[str, Budget] = {}
 
 
 CACHE_MODES = ("deterministic", "header", "off")
@@ -197,6 +201,12 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
     if cfg.inflight_on_revert not in INFLIGHT_ON_REVERT:
         raise DocumentError(f"{name}: inflight_on_revert: must be one of {', '.join(INFLIGHT_ON_REVERT)}")
     _check_prices(cfg.prices, name)
+    for tenant, budget in cfg.budgets.items():
+        if budget.unit not in BUDGET_UNITS or budget.period not in PERIODS or not budget.amount > 0:
+            raise DocumentError(
+                f"{name}: budgets.{tenant}: amount must be above 0, unit one of {', '.join(BUDGET_UNITS)}, "
+                f"period one of {', '.join(PERIODS)}"
+            )
     return cfg
 
 

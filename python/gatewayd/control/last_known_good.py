@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.model import Pointer, StoredVersion, Watermark
 
 DIRECTORY = "last-known-good"
@@ -82,6 +83,16 @@ class LastKnownGood:
             except msgspec.DecodeError:
                 continue  # a torn write of a file written once: the state files still hold it
         return out
+
+    def save_keys(self, keys: list[RuntimeKey]) -> None:
+        """The run-time key table beside the state (`<name>.keys.json`), atomically."""
+        _write_atomically(self.path.with_suffix(".keys.json"), msgspec.json.encode(keys))
+
+    def load_keys(self) -> list[RuntimeKey]:
+        try:
+            return msgspec.json.decode(self.path.with_suffix(".keys.json").read_bytes(), type=list[RuntimeKey])
+        except FileNotFoundError:
+            return []
 
     def _write(self, state: SavedState) -> None:
         _write_atomically(self.path, msgspec.json.encode(state))

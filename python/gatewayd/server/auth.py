@@ -9,6 +9,7 @@ import hashlib
 import msgspec
 
 from gatewayd.config import CallerKey
+from gatewayd.control.keys import Budget, RuntimeKey
 
 BEARER = b"bearer "
 
@@ -20,6 +21,8 @@ class Caller(msgspec.Struct, frozen=True):
     key: str  # the key's name: a run-time key's own, `static:<first 8 hex of its hash>` else
     models: tuple[str, ...] = ()  # model globs the key may use; empty: any
     rpm: int = 0  # requests per minute for this key; 0: no limit of its own
+    budget: Budget | None = None  # the key's own spending cap
+    runtime: bool = False  # a run-time key: its spend is counted in the store (`keys list`)
 
 
 def static_callers(keys: list[CallerKey]) -> dict[bytes, Caller]:
@@ -31,9 +34,15 @@ class Authenticator:
         self._static = static_callers(keys)
         self._callers = self._static
 
-    def use_runtime_keys(self, callers: dict[bytes, Caller]) -> None:
-        """Serves the run-time keys `callers` (by digest) beside the static ones: one
-        assignment, so a request sees the old table or the new one."""
+    def use_runtime_keys(self, keys: list[RuntimeKey]) -> None:
+        """Serves the run-time keys that are not revoked beside the static ones (called by
+        the replica agent before it acknowledges a key change): one assignment, so a
+        request sees the old table or the new one."""
+        callers = {
+            bytes.fromhex(k.sha256): Caller(k.tenant, k.name, k.models, k.rpm, k.budget, True)
+            for k in keys
+            if not k.revoked
+        }
         self._callers = {**callers, **self._static}
 
     def tenant(self, headers: list[tuple[bytes, bytes]]) -> str | None:

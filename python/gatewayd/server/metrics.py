@@ -33,6 +33,7 @@ class ReplicaMetrics(msgspec.Struct):
     shadow_routing: list[tuple[int, int, str, int, float]] = []
     # Usage by (tenant, key, model, provider, price version, currency): gatewayd.server.meter.FIELDS
     usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
+    budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
 
 
 class _Series(msgspec.Struct):
@@ -153,6 +154,12 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             lines.append(f"gatewayd_shadow_routing_seconds_total{{{labels}}} {seconds}")
 
     _render_usage(replicas, family, lines)
+    family("gatewayd_budget_used_ratio", "gauge", "Share of each budget used in its period, as this replica sees it.")
+    for m in replicas:
+        for owner, period, unit, share in m.budgets:
+            kind, _, name = owner.partition(":")
+            labels = _labels(replica=m.replica, owner=kind, name=name, period=period, unit=unit)
+            lines.append(f"gatewayd_budget_used_ratio{{{labels}}} {share}")
 
     family(
         "gatewayd_replica_versions",

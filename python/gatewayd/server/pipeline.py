@@ -23,6 +23,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
 from gatewayd.control.documents import CacheSettings
+from gatewayd.control.keys import model_allowed
 from gatewayd.control.snapshot import InService, Served
 from gatewayd.server import errors, usage
 from gatewayd.server.asgi import (
@@ -38,11 +39,12 @@ from gatewayd.server.asgi import (
     transfer_coding_problem,
 )
 from gatewayd.server.auth import Authenticator, Caller
+from gatewayd.server.budgets import BudgetLedger, budgets_of, charged
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
-from gatewayd.server.ratelimit import TenantLimiter
+from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
 
@@ -87,6 +89,7 @@ class Pipeline:
         max_body: int,
         audit,
         in_service: InService | None = None,
+        budgets: BudgetLedger | None = None,
     ):
         self.engine = engine
         self.audit = audit  # gatewayd.audit.runtime.AuditRuntime
@@ -104,6 +107,7 @@ class Pipeline:
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
         self.callers: dict[object, Caller] = {}  # admission -> who sent it, until it is recorded
         self.meter = Meter()  # tokens and cost by tenant, key, model, provider, price version
+        self.budgets = budgets  # per key and tenant, shared by the cluster
         # Copies of requests for a shadow routing candidate (R13).
         self.mirror = Mirror(engine, client, providers, lambda fields: engine.event(msgspec.json.encode(fields)))
 
@@ -157,6 +161,16 @@ class Pipeline:
             return await self._reject(
                 served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
             )
+        if caller.rpm:  # a run-time key's own limit, beside its tenant's
+            wait = self.limiter.admit(
+                key_bucket(caller.key), key_limit(caller.rpm, config.rate_limit.scope), self.agent.live_replicas
+            )
+            if wait:
+                message = f"rate limit for key {caller.key} exceeded ({caller.rpm}/min); retry in {wait:.1f} s"
+                retry = [(b"retry-after", str(max(1, round(wait))).encode())]
+                return await self._reject(
+                    served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
+                )
         policy = served.policy
         adm = self.engine.admit(
             served=served,
@@ -172,12 +186,21 @@ class Pipeline:
             cache=_cache_mode(seen.cache, config.cache),
             vary=seen.vary,
         )
+        if caller.models and adm.verdict == "allow" and not model_allowed(caller.models, adm.model):
+            message = f"key {caller.key} may not use the model `{adm.model}` (it may use {', '.join(caller.models)})"
+            return await self._reject(
+                served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller
+            )
         self.callers[adm] = caller
         try:
             if adm.verdict != "allow":
                 return await self._refuse(send, adm, anthropic)
             if adm.cached_body is not None:
                 return await self._answer_from_cache(send, adm)
+            if self.budgets is not None and (caller.budget is not None or config.budgets):
+                spent = self.budgets.check(budgets_of(caller, config), time.time())
+                if spent is not None:  # would start after its budget is spent: nothing goes upstream
+                    return await self._over_budget(send, adm, spent, anthropic)
             self.clients[adm] = client = ClientWatch(receive)
             try:
                 answer = await self._forward(scope, send, adm, config, anthropic)
@@ -188,6 +211,14 @@ class Pipeline:
             del self.callers[adm]
         if served.mirror is not None:
             self.mirror.copy(served, api, tenant, request_id, body, answer)
+
+    async def _over_budget(self, send: Send, adm, spent, anthropic: bool) -> None:
+        """429 `budget_exceeded` in the API's error shape, naming the budget and its reset."""
+        message = spent.message(adm.served.config.prices.currency)
+        retry = [(b"retry-after", str(max(1, int(spent.resets_at - time.time()))).encode())]
+        await self._record(adm, 429, error=message)
+        body = errors.error_body(429, message, "budget_exceeded", anthropic)
+        await respond(send, 429, _headers(adm, JSON, retry), body)
 
     async def _answer_from_cache(self, send: Send, adm) -> None:
         """A hit records the tokens it saved; a streamed OpenAI answer stored with its usage
@@ -294,7 +325,7 @@ class Pipeline:
                 await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
 
     async def _stream(
-        self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via, protocol: bool
+        self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via, protocol: bool | None = None
     ) -> None:
         """Passes SSE through chunk by chunk; a stream that breaks off, or ends before its
         protocol's last event, ends with an error event instead.
@@ -317,6 +348,8 @@ class Pipeline:
         # The swaps seen, and the change after which this stream's versions left service.
         seen, reverted_by = watch.left_service(versions)
         cut = adm.served.config.inflight_on_revert == "cut"
+        if protocol is None:  # the provider speaks the client's API
+            protocol = anthropic
         head = b""  # the stream's first bytes, for Anthropic's message_start
         strip = None
         if not protocol and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
@@ -529,6 +562,11 @@ class Pipeline:
         if priced is not None and caller is not None:
             assert provider is not None and model is not None
             self.meter.count(caller.tenant, caller.key, model, provider, priced)
+            if self.budgets is not None and not saved:
+                owners = charged(caller, served.config)
+                if owners:
+                    used = priced.counts
+                    self.budgets.charge(owners, priced.cost or 0.0, used.prompt + used.completion, time.time())
         if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
             await self.audit.durable(seq, audit.fsync)
 
