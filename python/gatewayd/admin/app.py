@@ -35,6 +35,8 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, Handler]]]] = [
     (re.compile(r"/v1/rollback"), {"POST": ("operator", AdminApi.rollback)}),
     (re.compile(r"/v1/canary"), {"POST": ("operator", AdminApi.canary)}),
     (re.compile(r"/v1/promote"), {"POST": ("operator", AdminApi.promote)}),
+    (re.compile(r"/v1/keys"), {"GET": ("admin", AdminApi.keys), "POST": ("admin", AdminApi.create_key)}),
+    (re.compile(r"/v1/keys/(?P<name>[^/]{1,128})/revoke"), {"POST": ("admin", AdminApi.revoke_key)}),
 ]
 
 
