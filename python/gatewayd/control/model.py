@@ -81,7 +81,7 @@ class Change(msgspec.Struct, frozen=True):
     at: float
     actor: str
     reason: str
-    kind: str  # bootstrap | activate | rollback | canary | promote | shadow | restore | lost
+    kind: str  # bootstrap | activate | rollback | canary | promote | shadow | restore | lost | key
     items: list[ChangeItem]
 
 
