@@ -37,8 +37,9 @@ const MIN_ENTRIES_PER_SHARD: usize = 32;
 /// Caps the TTL so `Instant + ttl` cannot overflow on a misconfigured value.
 const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Bytes charged per entry on top of its body and content type: the key and the shared value.
-const ENTRY_OVERHEAD: usize = size_of::<CacheKey>() + size_of::<CachedResponse>() + 16;
+/// Bytes charged per entry on top of its body and content type: the key, the shared value
+/// and the body's hex digest.
+const ENTRY_OVERHEAD: usize = size_of::<CacheKey>() + size_of::<CachedResponse>() + 16 + 64;
 
 /// The versions of the three domains a response was produced under, and which of them
 /// were served from a candidate position (a canary) rather than the current one.
@@ -124,6 +125,8 @@ pub struct CachedResponse {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Hex SHA-256 of `body`, computed once at insert: every hit's audit record names it.
+    pub body_sha256: String,
     pub versions: Versions,
     pub expires_at: Instant,
 }
@@ -236,10 +239,27 @@ impl ResponseCache {
         versions: Versions,
         ttl: Duration,
     ) -> bool {
+        let body_sha256 = hex::encode(Sha256::digest(&body));
+        self.insert_digested(key, status, content_type, body, body_sha256, versions, ttl)
+    }
+
+    /// [`Self::insert`] with the body's hex SHA-256 already computed by the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_digested(
+        &self,
+        key: CacheKey,
+        status: u16,
+        content_type: &str,
+        body: Vec<u8>,
+        body_sha256: String,
+        versions: Versions,
+        ttl: Duration,
+    ) -> bool {
         let response = CachedResponse {
             status,
             content_type: content_type.to_owned(),
             body,
+            body_sha256,
             versions,
             expires_at: Instant::now() + ttl.min(MAX_TTL),
         };

@@ -9,7 +9,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditWriter, SharedWriter};
@@ -20,7 +20,9 @@ use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
 
 mod admission;
+mod record;
 pub use admission::{Admission, Alternative, Outcome, RequestContext, ShadowOutcome};
+use record::RequestRecord;
 
 /// Whether a request may be answered from, and fill, the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +277,16 @@ impl Gateway {
     /// Fills the cache (successful, cacheable, still-served versions only) and appends the
     /// request's audit record. Returns the record's sequence number.
     pub fn record(&self, adm: &Admission, out: &RecordInput<'_>) -> Result<u64, AuditError> {
+        let digest;
+        let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
+            (Some(d), _, _) => Some(d),
+            (None, Some(body), _) => {
+                digest = hex::encode(Sha256::digest(body));
+                Some(digest.as_str())
+            }
+            (None, None, Some(hit)) => Some(hit.body_sha256.as_str()),
+            _ => None,
+        };
         if let (Some(key), Some(body), None, 200) =
             (adm.cache_key, out.response, &adm.cached, out.status)
         {
@@ -286,27 +298,26 @@ impl Gateway {
                 } else {
                     "application/json"
                 };
-                self.cache.insert(
+                let body_sha256 = match response_sha256 {
+                    Some(d) => d.to_owned(),
+                    None => hex::encode(Sha256::digest(body)),
+                };
+                self.cache.insert_digested(
                     key,
                     200,
                     content_type,
                     body.to_vec(),
+                    body_sha256,
                     adm.versions,
                     out.cache_ttl,
                 );
             }
         }
-        let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
-            (Some(d), _, _) => Some(d.to_string()),
-            (None, Some(body), _) => Some(hex::encode(Sha256::digest(body))),
-            (None, None, Some(hit)) => Some(hex::encode(Sha256::digest(&hit.body))),
-            _ => None,
-        };
         let v = adm.versions;
         let latency = adm.started.elapsed();
         self.metrics
             .observe(v, adm.api.name(), out.status, adm.cache_state(), latency);
-        let shadow = adm.shadow.as_ref().map(|s| {
+        if let Some(s) = &adm.shadow {
             self.metrics.observe_shadow(ShadowKey {
                 shadow_version: s.version,
                 active_version: v.policy,
@@ -317,8 +328,7 @@ impl Gateway {
                 },
                 shadow: s.verdict,
             });
-            json!({"version": s.version, "decision": s.verdict, "rule": s.rule, "rules": s.matched})
-        });
+        }
         let upstream = match out.upstream {
             0 => adm
                 .destination
@@ -329,63 +339,13 @@ impl Gateway {
                 .get(i - 1)
                 .map(|f| (f.provider.as_str(), f.model.as_str())),
         };
-        let mut fields = json!({
-            "kind": "request",
-            "request_id": adm.request_id,
-            "tenant": adm.tenant,
-            "api": adm.api.name(),
-            "model": adm.model,
-            "decision": adm.outcome.name(),
-            "rule": adm.rule,
-            "rules": adm.matched,
-            "redacted": adm.redacted,
-            "policy_version": v.policy,
-            "routing_version": v.routing,
-            "config_version": v.config,
-            "position": v
-                .positions()
-                .into_iter()
-                .map(|(domain, position)| (domain.to_string(), Value::from(position)))
-                .collect::<Map<String, Value>>(),
-            "upstream": upstream.map(|(provider, _)| provider),
-            "upstream_model": upstream.map(|(_, model)| model),
-            "stream": adm.stream,
-            "status": out.status,
-            "error": out.error,
-            "latency_us": latency.as_micros() as u64,
-            "cache": adm.cache_state(),
-            "prompt_sha256": adm.prompt_sha256,
-            "response_sha256": response_sha256,
-            "shadow": shadow,
-        });
-        if !out.failovers.is_empty() {
-            fields["failovers"] = json!(out.failovers);
-        }
-        if let Some(inflight) = out.inflight {
-            fields["inflight"] = json!(inflight.outcome.name());
-            fields["reverted_by"] = json!(inflight.change);
-        }
-        if let Some(key) = out.key {
-            fields["key"] = json!(key);
-        }
-        if let Some(u) = out.usage {
-            fields["prompt_tokens"] = json!(u.prompt_tokens);
-            fields["completion_tokens"] = json!(u.completion_tokens);
-            fields["cached_tokens"] = json!(u.cached_tokens);
-            // A hit spent nothing: what it would have cost is `saved_cost`.
-            let (cost, saved) = if u.saved {
-                (Some(0.0), u.cost)
-            } else {
-                (u.cost, None)
-            };
-            fields["cost"] = json!(cost);
-            fields["currency"] = json!(u.currency);
-            fields["price_version"] = json!(u.price_version);
-            if u.saved {
-                fields["saved_cost"] = json!(saved);
-            }
-        }
-        self.append(into_map(fields))
+        self.audit.append_record(&RequestRecord {
+            adm,
+            out,
+            upstream,
+            response_sha256,
+            latency_us: latency.as_micros() as u64,
+        })
     }
 
     /// Appends a control-plane or replica event (change applied, refused, started ...).
@@ -405,13 +365,6 @@ impl Gateway {
         let purged = self.cache.retain_versions(&active);
         *guard = active;
         purged
-    }
-}
-
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => unreachable!("json! object literal"),
     }
 }
 

@@ -31,7 +31,7 @@ pub use checkpoint::{base64_hash, list_notes, note_name, read_note, Checkpoint, 
 pub use merkle::{
     empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Frontier, Hash,
 };
-pub use payload::{frame_record, WRITER_FIELDS};
+pub use payload::{frame_record, FieldValue, RecordFields, WRITER_FIELDS};
 pub use proof::{prove_consistency, prove_inclusion, ConsistencyProof, InclusionProof, ProofError};
 pub use reader::RecordReader;
 pub use retention::{RetentionPlan, RetentionPolicy};

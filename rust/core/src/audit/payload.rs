@@ -38,6 +38,38 @@ const OWN: [(&str, Own); 5] = [
     ("v", Own::V),
 ];
 
+/// A record's fields, as the writer encodes them: visited in ascending key order (code
+/// point), so the canonical JSON is written straight out. A typed record (the request
+/// record) visits its fields without building a JSON map: no key or value is allocated.
+pub trait RecordFields {
+    /// Calls `field` once per field, keys strictly ascending.
+    fn each_sorted(&self, field: &mut dyn FnMut(&str, FieldValue<'_>));
+}
+
+/// One field's value, borrowed.
+#[derive(Clone, Copy)]
+pub enum FieldValue<'a> {
+    Json(&'a Value),
+    Str(&'a str),
+    Uint(u64),
+    Bool(bool),
+    Null,
+    Strs(&'a [String]),
+    Object(&'a dyn RecordFields),
+}
+
+impl<'a> From<Option<&'a str>> for FieldValue<'a> {
+    fn from(value: Option<&'a str>) -> FieldValue<'a> {
+        value.map_or(FieldValue::Null, FieldValue::Str)
+    }
+}
+
+impl RecordFields for Map<String, Value> {
+    fn each_sorted(&self, field: &mut dyn FnMut(&str, FieldValue<'_>)) {
+        for_each_sorted(self, |key, value| field(key, FieldValue::Json(value)));
+    }
+}
+
 /// Appends the frame of the record that follows `prev` as `seq` in `chain` to `out`: its
 /// length, CRC-32C and canonical payload. Returns the record's leaf hash. This is all of an
 /// append but the write.
@@ -47,7 +79,7 @@ pub fn frame_record(
     seq: u64,
     prev: &Hash,
     unix_micros: u64,
-    fields: &Map<String, Value>,
+    fields: &dyn RecordFields,
 ) -> Result<Hash, AuditError> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
@@ -78,11 +110,19 @@ pub fn frame_record(
 fn encode_record(
     out: &mut Vec<u8>,
     own: &WriterFields,
-    fields: &Map<String, Value>,
+    fields: &dyn RecordFields,
 ) -> Result<(), &'static str> {
     let mut own_fields = OWN.iter().copied().peekable();
     let mut first = true;
+    let mut last = String::new(); // checked in debug builds: a typed record lists its keys in order
     let mut key = |out: &mut Vec<u8>, key: &str| {
+        if cfg!(debug_assertions) {
+            assert!(
+                first || last.as_str() <= key,
+                "record fields out of order: {key} after {last}"
+            );
+            last = key.to_owned();
+        }
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
@@ -91,10 +131,8 @@ fn encode_record(
     };
     let mut reserved = None;
     out.push(b'{');
-    for_each_sorted(fields, |name, value| {
-        while let Some((own_name, field)) =
-            own_fields.next_if(|&(own_name, _)| own_name <= name.as_str())
-        {
+    fields.each_sorted(&mut |name, value| {
+        while let Some((own_name, field)) = own_fields.next_if(|&(own_name, _)| own_name <= name) {
             if own_name == name {
                 reserved = Some(own_name);
             }
@@ -102,7 +140,7 @@ fn encode_record(
             write_own(out, own, field);
         }
         key(out, name);
-        write_canonical(out, value);
+        write_value(out, value);
     });
     if let Some(name) = reserved {
         return Err(name);
@@ -153,6 +191,47 @@ fn for_each_sorted<'a>(map: &'a Map<String, Value>, mut f: impl FnMut(&'a String
         let mut entries: Vec<(&String, &Value)> = map.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         entries.into_iter().for_each(|(key, value)| f(key, value));
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
+    match value {
+        FieldValue::Json(value) => write_canonical(out, value),
+        FieldValue::Str(text) => write_str(out, text),
+        FieldValue::Uint(n) => write_json(out, &n),
+        FieldValue::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        FieldValue::Null => out.extend_from_slice(b"null"),
+        FieldValue::Strs(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, item);
+            }
+            out.push(b']');
+        }
+        FieldValue::Object(fields) => {
+            out.push(b'{');
+            let mut first = true;
+            let mut last = String::new();
+            fields.each_sorted(&mut |key, value| {
+                if cfg!(debug_assertions) {
+                    assert!(
+                        first || last.as_str() < key,
+                        "fields out of order: {key} after {last}"
+                    );
+                    last = key.to_owned();
+                }
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_value(out, value);
+            });
+            out.push(b'}');
+        }
     }
 }
 

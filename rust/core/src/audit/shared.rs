@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::checkpoint::Checkpoint;
 use super::merkle::Hash;
+use super::payload::RecordFields;
 use super::retention::{self, RetentionPlan, RetentionPolicy};
 use super::writer::{AuditWriter, SyncPolicy};
 use super::AuditError;
@@ -37,7 +38,12 @@ impl SharedWriter {
 
     /// Appends one record; returns its seq.
     pub fn append(&self, fields: Map<String, Value>) -> Result<u64, AuditError> {
-        self.lock().append(fields).map(|(seq, _)| seq)
+        self.append_record(&fields)
+    }
+
+    /// Appends one typed record (see [`RecordFields`]); returns its seq.
+    pub fn append_record(&self, fields: &dyn RecordFields) -> Result<u64, AuditError> {
+        self.lock().append_record(fields).map(|(seq, _)| seq)
     }
 
     /// Syncs every record appended before the call, holding the lock only before and after

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::chain::ChainState;
 use super::checkpoint::Checkpoint;
 use super::merkle::Hash;
-use super::payload::frame_record;
+use super::payload::{frame_record, RecordFields};
 use super::recover;
 use super::retention::{self, RetentionPlan, RetentionPolicy};
 use super::segment::segment_name;
@@ -167,6 +167,11 @@ impl AuditWriter {
     /// Appends one record made of `fields` plus the writer's own (see [`super::WRITER_FIELDS`]),
     /// handing it to the kernel in a single write before returning its seq and hash.
     pub fn append(&mut self, fields: Map<String, Value>) -> Result<(u64, Hash), AuditError> {
+        self.append_record(&fields)
+    }
+
+    /// [`AuditWriter::append`] for any [`RecordFields`], typed records included.
+    pub fn append_record(&mut self, fields: &dyn RecordFields) -> Result<(u64, Hash), AuditError> {
         self.check_poisoned()?;
         let seq = self.state.seq + 1;
         self.frame.clear();
@@ -177,7 +182,7 @@ impl AuditWriter {
             seq,
             &state.head,
             now_micros(),
-            &fields,
+            fields,
         )?;
 
         if self.segment_len >= self.opts.segment_bytes {

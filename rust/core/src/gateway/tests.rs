@@ -434,7 +434,11 @@ fn a_record_carries_the_key_tokens_and_cost_and_a_hit_what_it_saved() {
         (&Value::from(12), &Value::from(5), &Value::from(2))
     );
     assert_eq!(
-        (&all[0]["cost"], &all[0]["currency"], &all[0]["price_version"]),
+        (
+            &all[0]["cost"],
+            &all[0]["currency"],
+            &all[0]["price_version"]
+        ),
         (&Value::from(0.25), &Value::from("EUR"), &Value::from(3))
     );
     assert!(all[0].get("saved_cost").is_none());
