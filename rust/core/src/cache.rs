@@ -161,6 +161,8 @@ pub struct ResponseCache {
     entries: Cache<CacheKey, Arc<CachedResponse>, Charge, DefaultHashBuilder, CollectEvicted>,
     charge: Charge,
     max_entry_bytes: u64,
+    /// (max_entries, max_bytes) as configured.
+    limits: (usize, usize),
     counters: Counters,
 }
 
@@ -197,8 +199,14 @@ impl ResponseCache {
             ),
             charge,
             max_entry_bytes: shard_bytes / 4,
+            limits: (max_entries, max_bytes),
             counters: Counters::default(),
         }
+    }
+
+    /// (max_entries, max_bytes) as configured.
+    pub fn limits(&self) -> (usize, usize) {
+        self.limits
     }
 
     /// Largest charge a single response may have to be cached.

@@ -20,12 +20,14 @@ use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
 
 mod admission;
+mod memo;
 mod record;
 pub use admission::{Admission, Alternative, Outcome, RequestContext, ShadowOutcome};
+use memo::Memo;
 use record::RequestRecord;
 
 /// Whether a request may be answered from, and fill, the cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheMode {
     Off,
     /// Only deterministic requests: temperature 0, and embeddings.
@@ -126,6 +128,8 @@ impl InflightOutcome {
 /// One replica's hot-path state: its cache, its audit chain, and the version sets it serves.
 pub struct Gateway {
     cache: ResponseCache,
+    /// Admissions of cacheable requests, for exact repeats (see [`memo`]).
+    memo: Memo,
     metrics: Metrics,
     audit: SharedWriter,
     active: RwLock<Vec<Versions>>,
@@ -133,7 +137,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cache: ResponseCache, audit: AuditWriter) -> Gateway {
+        // As many admissions as responses, in a quarter of the cache's bytes.
+        let (max_entries, max_bytes) = cache.limits();
         Gateway {
+            memo: Memo::new(max_entries, max_bytes as u64 / 4),
             cache,
             metrics: Metrics::default(),
             audit: SharedWriter::new(audit),
@@ -150,6 +157,21 @@ impl Gateway {
     }
 
     pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
+        if req.cache != CacheMode::Off {
+            if let Some(mut adm) = self.memo.recall(req) {
+                adm.cached = adm.cache_key.and_then(|key| self.cache.get(&key));
+                return adm;
+            }
+        }
+        let adm = self.judge(req);
+        if req.cache != CacheMode::Off {
+            self.memo.remember(req, &adm);
+        }
+        adm
+    }
+
+    /// Admission worked out in full: parse, policy, routing, rewrite and cache lookup.
+    fn judge(&self, req: &AdmitInput<'_>) -> Admission {
         let ctx = &req.ctx;
         let mut adm = Admission::new(ctx, req.body, Outcome::Allow, 200, "", String::new());
         let mut parsed = match ParsedRequest::parse(ctx.api, req.body) {
@@ -363,6 +385,7 @@ impl Gateway {
     pub fn fence(&self, active: Vec<Versions>) -> usize {
         let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
         let purged = self.cache.retain_versions(&active);
+        self.memo.retain_versions(&active);
         *guard = active;
         purged
     }

@@ -148,6 +148,8 @@ pub enum Unroutable {
 
 /// A compiled routing document; immutable, shared by every request of its version.
 pub struct Routing {
+    /// This compilation's process-unique id (see [`crate::compiled_id`]).
+    id: u64,
     routes: Vec<Route>,
     targets: BTreeMap<String, Upstream>,
     models: Vec<String>,
@@ -218,10 +220,16 @@ impl Routing {
             listed
         });
         Ok(Routing {
+            id: crate::compiled_id(),
             routes,
             targets,
             models,
         })
+    }
+
+    /// This compilation's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Resolves a request; `target` is the name a policy `route` action chose, if any.

@@ -85,7 +85,6 @@ pub struct Fallback {
 #[pyclass(frozen, module = "gatewayd._core")]
 pub struct Admission {
     pub inner: gateway::Admission,
-    pub body: Option<Py<PyBytes>>,
     pub cached_body: Option<Py<PyBytes>>,
     /// What the request is served under (its snapshot's versions for its scope and position),
     /// carried to its end (R6).
@@ -94,14 +93,12 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(py: Python<'_>, inner: gateway::Admission, served: Py<PyAny>) -> Admission {
-        let body = inner.body.as_ref().map(|b| PyBytes::new(py, b).unbind());
         let cached_body = inner
             .cached
             .as_ref()
             .map(|c| PyBytes::new(py, &c.body).unbind());
         Admission {
             inner,
-            body,
             cached_body,
             served,
         }
@@ -182,9 +179,10 @@ impl Admission {
             })
             .collect()
     }
+    /// The body to send upstream; built when asked (a cache hit never asks).
     #[getter]
-    fn body(&self, py: Python<'_>) -> Option<Py<PyBytes>> {
-        self.body.as_ref().map(|b| b.clone_ref(py))
+    fn body<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.body.as_ref().map(|b| PyBytes::new(py, b))
     }
     /// hit | miss | bypass
     #[getter]

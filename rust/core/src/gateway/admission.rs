@@ -34,7 +34,7 @@ impl Outcome {
 }
 
 /// The result of admission; the serving layer acts on it and hands it back to `record`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Admission {
     pub request_id: String,
     pub api: Api,
@@ -63,7 +63,7 @@ pub struct Admission {
 }
 
 /// A fallback upstream of an admitted request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Alternative {
     pub provider: String,
     pub model: String,
@@ -71,7 +71,7 @@ pub struct Alternative {
 }
 
 /// What the shadow policy would have decided for this request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ShadowOutcome {
     pub version: u64,
     pub verdict: &'static str,

@@ -101,6 +101,7 @@ pub(super) fn compile(doc_json: &[u8]) -> Result<Policy, PolicyError> {
         },
     };
     Ok(Policy {
+        id: crate::compiled_id(),
         default,
         rules,
         scanner: scanner.build()?,

@@ -41,6 +41,8 @@ mod scan;
 
 /// A compiled policy: immutable, cheap to share across threads.
 pub struct Policy {
+    /// This compilation's process-unique id (see [`crate::compiled_id`]).
+    id: u64,
     default: Verdict,
     /// In walk order: priority descending, then document order.
     rules: Vec<compile::Rule>,
@@ -58,6 +60,11 @@ impl Policy {
     /// those in [`RequestView::headers`].
     pub fn header_names(&self) -> &[String] {
         &self.header_names
+    }
+
+    /// This compilation's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn rule_count(&self) -> usize {
