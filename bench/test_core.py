@@ -24,6 +24,7 @@ extra_info `pair` and `side`, which is how bench/ci.py pairs them. Under plain `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -44,6 +45,8 @@ from reference import (  # noqa: E402
 )
 
 from gatewayd import _core  # noqa: E402
+from gatewayd.control.documents import RuntimeConfig  # noqa: E402
+from gatewayd.control.snapshot import Served  # noqa: E402
 
 SIDES = ("ours", "reference")
 ROUTING = json.dumps({"routes": [{"match": "mock-*", "provider": "mock"}]}).encode()
@@ -88,20 +91,24 @@ def routing():
     return _core.Routing(ROUTING, 1, [("mock", "openai")])
 
 
-def admit(engine, policy, routing, body: bytes, cache):
+@functools.cache
+def served_by(policy, routing) -> Served:
+    """What a request is served under, as a replica's snapshot hands it to admission."""
+    return Served(policy, None, routing, RuntimeConfig(), VERSIONS, 0)
+
+
+def admit(engine, policy, routing, body: bytes, cache, vary: str = ""):
+    """`Engine.admit` as the pipeline calls it. A request differing in `vary` (part of the
+    cache key) is judged in full; an exact repeat is recalled from the admission memo."""
     return engine.admit(
-        served=None,
-        policy=policy,
-        shadow=None,
-        routing=routing,
-        versions=VERSIONS,
+        served=served_by(policy, routing),
         api="chat",
         tenant="acme",
         request_id="req",
         headers=[],
         body=body,
         cache=cache,
-        vary="",
+        vary=vary,
     )
 
 

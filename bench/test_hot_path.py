@@ -14,6 +14,7 @@ runs once, as a test that both sides agree.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_bench import PROMPT, policy_50  # noqa: E402
 from reference import REQUEST_RECORD, ReferencePolicy  # noqa: E402
+from test_core import admit  # noqa: E402
 
 from gatewayd import _core  # noqa: E402
 
@@ -41,25 +43,14 @@ def compiled():
     return _core.Policy(policy_50().encode(), 1), _core.Routing(ROUTING, 1, [("mock", "openai")])
 
 
-VERSIONS = _core.Versions(1, 1, 1)
+FRESH = itertools.count()
 
 
 def rust_admit(engine, compiled):
+    """A request the engine has not seen (its `vary` differs each time), so it is parsed,
+    judged and keyed in full rather than recalled from the admission memo."""
     policy, routing = compiled
-    return engine.admit(
-        served=None,
-        policy=policy,
-        shadow=None,
-        routing=routing,
-        versions=VERSIONS,
-        api="chat",
-        tenant="acme",
-        request_id="req",
-        headers=[],
-        body=BODY,
-        cache=_core.CacheMode.DETERMINISTIC,
-        vary="",
-    )
+    return admit(engine, policy, routing, BODY, _core.CacheMode.DETERMINISTIC, vary=str(next(FRESH)))
 
 
 def test_admission_rust(benchmark, engine, compiled):

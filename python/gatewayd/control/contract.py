@@ -342,10 +342,6 @@ class Resolver:
         served = Served(self._policy, None, routing, RuntimeConfig(), versions, 0)
         adm = self._engine.admit(
             served=served,
-            policy=self._policy,
-            shadow=None,
-            routing=routing,
-            versions=versions,
             api=probe.api,
             tenant="contract-check",
             request_id=secrets.token_hex(16),

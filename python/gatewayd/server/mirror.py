@@ -12,6 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from gatewayd import _core
 from gatewayd.control.contract import ShapeError, shape
 from gatewayd.control.snapshot import Served
@@ -59,13 +61,11 @@ class Mirror:
         routing = served.mirror
         assert routing is not None
         v = served.versions
+        # The candidate's own Served: the request's policy and config, the candidate's routing.
         versions = _core.Versions(v.policy, routing.version, v.config)
+        candidate = msgspec.structs.replace(served, shadow=None, routing=routing, versions=versions, mirror=None)
         adm = self.engine.admit(
-            served=served,
-            policy=served.policy,
-            shadow=None,
-            routing=routing,
-            versions=versions,
+            served=candidate,
             api=api,
             tenant=tenant,
             request_id=request_id,

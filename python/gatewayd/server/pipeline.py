@@ -171,17 +171,12 @@ class Pipeline:
                 return await self._reject(
                     served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
                 )
-        policy = served.policy
         adm = self.engine.admit(
             served=served,
-            policy=policy,
-            shadow=served.shadow,
-            routing=served.routing,
-            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
-            headers=_policy_headers(scope, policy),
+            headers=_policy_headers(scope, served.policy),
             body=body,
             cache=_cache_mode(seen.cache, config.cache),
             vary=seen.vary,
@@ -474,9 +469,6 @@ class Pipeline:
         request is served under."""
         adm = self.engine.reject(
             served=served,
-            policy=served.policy,
-            routing=served.routing,
-            versions=served.versions,
             api=api,
             tenant=tenant,
             request_id=request_id,
@@ -617,9 +609,27 @@ class _Seen:
         return value.decode("latin-1").strip()
 
 
+# Every header _scan acts on: the rest (host, content-type, user agents...) are passed
+# over with one set lookup.
+_SCANNED = frozenset(
+    {
+        b"authorization",
+        b"x-api-key",
+        b"content-length",
+        b"x-request-id",
+        b"x-gatewayd-cache",
+        b"x-gatewayd-sticky",
+        b"transfer-encoding",
+        *ANSWER_CHANGING,
+    }
+)
+
+
 def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
     seen = _Seen()
     for name, value in headers:
+        if name not in _SCANNED:
+            continue
         if name == b"authorization" or name == b"x-api-key":
             if seen.credential is None:
                 seen.credential = (name, value)
@@ -722,16 +732,24 @@ def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 def _policy_headers(scope: dict, policy) -> list[tuple[str, str]]:
     """Only the headers some rule looks at cross into Rust."""
-    names = _header_names(policy)
+    names = _HEADER_NAMES.get(policy)
+    if names is None:
+        names = _header_names(policy)
     if not names:
         return []
     return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
 
 
-@functools.lru_cache(maxsize=16)
+_HEADER_NAMES: dict[object, frozenset[bytes]] = {}  # compiled policy -> the headers its rules read
+
+
 def _header_names(policy) -> frozenset[bytes]:
-    """Once per compiled policy (a replica holds a few), not once per request."""
-    return frozenset(name.encode() for name in policy.header_names)
+    """Once per compiled policy (a replica holds a few), not once per request; the table
+    keeps the last 16."""
+    if len(_HEADER_NAMES) >= 16:
+        _HEADER_NAMES.clear()
+    names = _HEADER_NAMES[policy] = frozenset(name.encode() for name in policy.header_names)
+    return names
 
 
 def _cache_mode(asked: bytes | None, cache: CacheSettings) -> _core.CacheMode:

@@ -11,6 +11,7 @@ use gatewayd_core::gateway::{
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -27,16 +28,40 @@ fn api_from(name: &str) -> PyResult<Api> {
     Api::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown api {name:?}")))
 }
 
-/// The versions a request is served under, which must be its policy's and routing's own.
-fn served_under(policy: &Policy, routing: &Routing, versions: &Versions) -> PyResult<CoreVersions> {
-    let v = versions.0;
-    if v.policy != policy.version || v.routing != routing.version {
-        return Err(PyValueError::new_err(format!(
-            "versions (policy {}, routing {}) do not name the policy {} and routing {} given",
-            v.policy, v.routing, policy.version, routing.version
-        )));
+/// What a `Served` names: the compiled documents and the versions, which must be the
+/// policy's and routing's own.
+struct ServedUnder<'py> {
+    policy: PyRef<'py, Policy>,
+    shadow: Option<PyRef<'py, Policy>>,
+    routing: PyRef<'py, Routing>,
+    versions: CoreVersions,
+}
+
+impl<'py> ServedUnder<'py> {
+    fn of(served: &Bound<'py, PyAny>) -> PyResult<ServedUnder<'py>> {
+        let policy: PyRef<'py, Policy> =
+            served.getattr(intern!(served.py(), "policy"))?.extract()?;
+        let shadow: Option<PyRef<'py, Policy>> =
+            served.getattr(intern!(served.py(), "shadow"))?.extract()?;
+        let routing: PyRef<'py, Routing> =
+            served.getattr(intern!(served.py(), "routing"))?.extract()?;
+        let versions = served
+            .getattr(intern!(served.py(), "versions"))?
+            .extract::<Versions>()?
+            .0;
+        if versions.policy != policy.version || versions.routing != routing.version {
+            return Err(PyValueError::new_err(format!(
+                "versions (policy {}, routing {}) do not name the policy {} and routing {} served",
+                versions.policy, versions.routing, policy.version, routing.version
+            )));
+        }
+        Ok(ServedUnder {
+            policy,
+            shadow,
+            routing,
+            versions,
+        })
     }
-    Ok(v)
 }
 
 /// The sticky bucket (0..BUCKETS) of a request: its `x-gatewayd-sticky` header, else its
@@ -75,18 +100,16 @@ impl Engine {
     }
 
     /// Parse, policy, routing, rewrite and cache lookup for one request, in one call.
-    /// `vary` holds the forwarded request headers that change the answer (API version,
-    /// betas): it is part of the cache key.
-    #[pyo3(signature = (*, served, policy, shadow, routing, versions, api, tenant, request_id, headers, body, cache, vary))]
+    /// `served` (gatewayd.control.snapshot.Served) names what the request is served under:
+    /// its policy, shadow policy, routing and versions are read from it, and it rides on
+    /// the admission to the request's end (R6). `vary` holds the forwarded request headers
+    /// that change the answer (API version, betas): it is part of the cache key.
+    #[pyo3(signature = (*, served, api, tenant, request_id, headers, body, cache, vary))]
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         py: Python<'_>,
-        served: Py<PyAny>,
-        policy: &Policy,
-        shadow: Option<PyRef<'_, Policy>>,
-        routing: &Routing,
-        versions: &Versions,
+        served: Bound<'_, PyAny>,
         api: &str,
         tenant: &str,
         request_id: &str,
@@ -95,6 +118,8 @@ impl Engine {
         cache: CacheMode,
         vary: &str,
     ) -> PyResult<Admission> {
+        let under = ServedUnder::of(&served)?;
+        let shadow = under.shadow.as_ref();
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -104,30 +129,28 @@ impl Engine {
                 api: api_from(api)?,
                 tenant,
                 request_id,
-                versions: served_under(policy, routing, versions)?,
+                versions: under.versions,
             },
-            policy: &policy.compiled,
-            shadow: shadow.as_ref().map(|p| (&p.compiled, p.version)),
-            routing: &routing.compiled,
+            policy: &under.policy.compiled,
+            shadow: shadow.map(|p| (&p.compiled, p.version)),
+            routing: &under.routing.compiled,
             headers: &headers,
             body,
             cache: cache.into(),
             vary,
         };
-        Ok(Admission::new(py, self.0.admit(&input), served))
+        let admission = self.0.admit(&input);
+        Ok(Admission::new(py, admission, served.unbind()))
     }
 
     /// An admission for a request refused before its body was judged (401, 413, 429):
-    /// still audited, under the versions in effect for it.
-    #[pyo3(signature = (*, served, policy, routing, versions, api, tenant, request_id, status, code, message))]
+    /// still audited, under the versions `served` names.
+    #[pyo3(signature = (*, served, api, tenant, request_id, status, code, message))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
         py: Python<'_>,
-        served: Py<PyAny>,
-        policy: &Policy,
-        routing: &Routing,
-        versions: &Versions,
+        served: Bound<'_, PyAny>,
         api: &str,
         tenant: &str,
         request_id: &str,
@@ -139,13 +162,10 @@ impl Engine {
             api: api_from(api)?,
             tenant,
             request_id,
-            versions: served_under(policy, routing, versions)?,
+            versions: ServedUnder::of(&served)?.versions,
         };
-        Ok(Admission::new(
-            py,
-            self.0.reject(&ctx, status, code, message),
-            served,
-        ))
+        let admission = self.0.reject(&ctx, status, code, message);
+        Ok(Admission::new(py, admission, served.unbind()))
     }
 
     /// Cache fill and audit append for an answered request; returns the record's seq.
