@@ -15,6 +15,7 @@ import pytest
 
 from gatewayd.control.keys import Budget, RuntimeKey
 from gatewayd.control.local_store import LocalStore
+from gatewayd.control.model import StoreDump, StoreIdentity
 from gatewayd.control.redis_store import RedisStore
 from support.gateway import ADMIN_TOKENS, RUNTIME, Gateway
 from support.procs import stop_process
@@ -223,13 +224,13 @@ def test_with_the_store_down_budgets_fall_back_to_per_replica_counters_and_say_s
 
 
 @pytest.mark.parametrize("kind", ["local", "redis"])
-def test_both_stores_keep_keys_and_spend(kind, tmp_path, request):
+def test_both_stores_keep_keys_and_spend_and_a_backup_carries_the_keys(kind, tmp_path, request):
     if kind == "local":
-        store = LocalStore(tmp_path)
+        store, restored = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
     else:
         url, proc = start_redis()
         request.addfinalizer(lambda: stop_process(proc))
-        store = RedisStore(url)
+        store, restored = RedisStore(url, "a"), RedisStore(url, "b")
     key = RuntimeKey("bot", "acme", "ab" * 32, 1.0, "me", ("mock-*",), 5, Budget(3.0, "usd", "day"))
     assert store.add_key(key) and not store.add_key(key)  # a name is never given twice
     store.set_key(RuntimeKey("bot", "acme", "ab" * 32, 1.0, "me", revoked_at=2.0))
@@ -240,3 +241,5 @@ def test_both_stores_keep_keys_and_spend(kind, tmp_path, request):
         "key:bot@2026-12": (1.0, 20),
         "tenant:acme@2026-12": (0.25, 4),
     }
+    dump = StoreDump(StoreIdentity("e" * 32, 1.0), [], {}, [], [], store.runtime_keys())
+    assert restored.seed(dump) and restored.runtime_keys() == store.runtime_keys()

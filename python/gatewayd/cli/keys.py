@@ -82,12 +82,14 @@ def run_list(args) -> int:
         limits = [f"models {','.join(k.models)}"] if k.models else []
         if k.rpm:
             limits.append(f"{k.rpm} rpm")
+        used = spent.get(k.name, 0.0)
         if k.budget:
-            used = spent.get(k.name, 0.0)
-            unit = "USD" if k.budget.unit == "usd" else "tokens"
+            unit = "money" if k.budget.unit == "usd" else "tokens"
             limits.append(f"budget {k.budget.amount:g} {unit}/{k.budget.period}, spent {used:g}")
+        else:
+            limits.append(f"spent {used:g} this month")
         state = f"REVOKED by {k.revoked_by}: {k.revoked_reason}" if k.revoked else "active"
-        print(f"{k.name:<20} tenant={k.tenant:<12} {'; '.join(limits) or 'no limits'}  [{state}]")
+        print(f"{k.name:<20} tenant={k.tenant:<12} {'; '.join(limits)}  [{state}]")
     if not found:
         print("no run-time keys" + (f" for tenant {args.tenant}" if args.tenant else ""))
     return 0

@@ -14,10 +14,14 @@ import hashlib
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from gatewayd.control.model import BadInputError, Change, ConflictError, NotFoundError
+from gatewayd.errors import BadInputError, ConflictError, NotFoundError
+
+if TYPE_CHECKING:  # the model's StoreDump holds keys: imported for types only
+    from gatewayd.control.model import Change
 
 KEY_CHANGE = "key"  # the kind of the change record a key's creation or revocation makes
 PERIODS = ("day", "month")

@@ -85,14 +85,16 @@ class LastKnownGood:
         return out
 
     def save_keys(self, keys: list[RuntimeKey]) -> None:
-        """The run-time key table beside the state (`<name>.keys.json`), atomically."""
-        _write_atomically(self.path.with_suffix(".keys.json"), msgspec.json.encode(keys))
+        """The run-time key table beside the state (`<name>.keys`), atomically."""
+        _write_atomically(self.path.with_suffix(".keys"), msgspec.json.encode(keys))
 
     def load_keys(self) -> list[RuntimeKey]:
-        try:
-            return msgspec.json.decode(self.path.with_suffix(".keys.json").read_bytes(), type=list[RuntimeKey])
-        except FileNotFoundError:
-            return []
+        return _read_keys(self.path.with_suffix(".keys"))
+
+    @staticmethod
+    def keys_in(state_dir: Path) -> list[RuntimeKey]:
+        """Every run-time key the replicas of a control directory last knew, for a restore."""
+        return [k for path in sorted((state_dir / DIRECTORY).glob("*.keys")) for k in _read_keys(path)]
 
     def _write(self, state: SavedState) -> None:
         _write_atomically(self.path, msgspec.json.encode(state))
@@ -106,6 +108,13 @@ def _read(path: Path) -> SavedState | None:
         return None
     except msgspec.DecodeError:
         return None  # unreadable: treated as absent; the store is the truth
+
+
+def _read_keys(path: Path) -> list[RuntimeKey]:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=list[RuntimeKey])
+    except (FileNotFoundError, msgspec.DecodeError):
+        return []
 
 
 def _archive(directory: Path, stored: StoredVersion) -> None:

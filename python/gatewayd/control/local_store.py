@@ -150,6 +150,10 @@ class LocalStore:
                 "INSERT INTO pointers VALUES (?,?,?,?,?)",
                 [(p.domain, p.scope, p.version, p.change_id, _candidate_text(p.candidate)) for p in dump.pointers],
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO runtime_keys VALUES (?,?)",
+                [(k.name, msgspec.json.encode(k)) for k in dump.keys],
+            )
             return True
 
     @_guarded

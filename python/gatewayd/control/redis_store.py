@@ -195,7 +195,7 @@ class RedisStore:
     def seed(self, dump: StoreDump) -> bool:
         """Writes a whole history into a store that has none, in one script; False (nothing
         written) when any of its keys exists. Times are the dump's own."""
-        keys = [self._key("identity"), self._key("changes"), self._key("pointers")]
+        keys = [self._key("identity"), self._key("changes"), self._key("pointers"), self._key("runtime-keys")]
         for domain in DOMAINS:
             keys += [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
         slot = {key: n for n, key in enumerate(keys, 1)}
@@ -215,6 +215,8 @@ class RedisStore:
         for p in dump.pointers:
             value = f"{p.version} {p.change_id}" + (f" {_candidate_arg(p.candidate)}" if p.candidate else "")
             args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", value]
+        for k in dump.keys:
+            args += ["HSET", slot[self._key("runtime-keys")], k.name, msgspec.json.encode(k)]
         return bool(self._seed(keys=keys, args=args))
 
     @_guarded

@@ -294,7 +294,8 @@ class Registry:
         head = self._store.head()
         if head.identity is None:
             raise RegistryError(f"control store at {self.where} has no identity: nothing to export")
-        return StoreDump(head.identity, versions, head.last_versions, changes, pointers)
+        keys = self._store.runtime_keys()
+        return StoreDump(head.identity, versions, head.last_versions, changes, pointers, keys)
 
     def restore(self, dump: StoreDump) -> None:
         """Seeds a store that lost its data with a restored history (R17), if it is still empty."""
