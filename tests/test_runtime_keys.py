@@ -21,13 +21,16 @@ from support.gateway import ADMIN_TOKENS, RUNTIME, Gateway
 from support.procs import stop_process
 from support.redis import start_redis
 
-PRICED = RUNTIME + """\
+PRICED = (
+    RUNTIME
+    + """\
 prices:
   providers:
     mock: {"mock-*": {input: 1, output: 1}}
 budgets:
   free: {amount: 30, unit: tokens, period: month}
 """
+)
 HI = [{"role": "user", "content": "hello from a run-time key"}]
 
 

@@ -7,13 +7,14 @@ The counters count exactly the records that carry usage, after each is written, 
 
 from __future__ import annotations
 
-from gatewayd.control.documents import Prices
+from gatewayd.control.documents import Price, Prices
 from gatewayd.server.usage import Counts, cost
 
 # (tenant, key, model, provider, price version, currency)
 UsageLabels = tuple[str, str, str, str, int, str]
 # requests, prompt, completion, cached tokens, cost; then a cache hit's saved prompt,
 # completion tokens and cost
+MAX_PRICES = 4096  # (config version, provider, model) prices remembered before starting over
 FIELDS = ("requests", "prompt", "completion", "cached", "cost", "saved_prompt", "saved_completion", "saved_cost")
 
 
@@ -32,10 +33,19 @@ class Priced:
 class Meter:
     def __init__(self) -> None:
         self.totals: dict[UsageLabels, list[float]] = {}
+        # A config version's prices never change: each model's is looked up (globs) once.
+        self._prices: dict[tuple[int, str, str], Price | None] = {}
 
     def price(self, prices: Prices, version: int, provider: str, model: str, counts: Counts, saved: bool) -> Priced:
         """Prices `counts` under config version `version`'s prices."""
-        return Priced(counts, cost(prices, provider, model, counts), prices.currency, version, saved)
+        memo = (version, provider, model)
+        if memo in self._prices:
+            price = self._prices[memo]
+        else:
+            if len(self._prices) >= MAX_PRICES:
+                self._prices.clear()
+            price = self._prices[memo] = prices.price(provider, model)
+        return Priced(counts, cost(price, counts), prices.currency, version, saved)
 
     def count(self, tenant: str, key: str, model: str, provider: str, priced: Priced) -> None:
         """Adds a written record's usage to the counters."""

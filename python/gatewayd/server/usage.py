@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from gatewayd.control.documents import Prices
+from gatewayd.control.documents import Price
 
 # A stream's first bytes kept for Anthropic's message_start, and its last bytes (the
 # pipeline's tail) for the usage chunk or message_delta: room for each event whole.
@@ -239,9 +239,8 @@ def strip_usage_events(data: bytes) -> bytes:
     return b"\n\n".join(kept)
 
 
-def cost(prices: Prices, provider: str, model: str, counts: Counts) -> float | None:
-    """What `counts` cost on `provider`'s `model` under `prices`; None when unpriced."""
-    price = prices.price(provider, model)
+def cost(price: Price | None, counts: Counts) -> float | None:
+    """What `counts` cost at `price` (per million tokens); None when unpriced."""
     if price is None:
         return None
     cached_price = price.input if price.cached is None else price.cached
