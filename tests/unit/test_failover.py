@@ -142,7 +142,7 @@ class Upstreams:
         self.calls: list[tuple[str, bytes]] = []
         self.made: list[object] = []
 
-    async def __call__(self, scope, name: str, adm, body: bytes, config):
+    async def __call__(self, scope, name: str, adm, body: bytes, config, asked=None):
         self.calls.append((name, body))
         outcome = self.outcomes[name]
         made = outcome if isinstance(outcome, UpstreamError) else Response(name, outcome)

@@ -28,8 +28,6 @@ class Admission:
     request_id = "req-1"
     cache = "miss"
     cache_key = None
-    api = "chat"
-    body = b'{"stream": true}'  # no usage asked for: the usage chunk would be stripped
 
     def __init__(self, served: Served) -> None:
         self.served = served

@@ -231,7 +231,10 @@ class Pipeline:
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
-        upstream, via = await self._first_answer(scope, adm, config)
+        # A streamed OpenAI request: whether the client asked for the usage chunk (if not,
+        # the gateway asks the provider for it, and strips it from the stream).
+        asked = usage.client_asked(adm.body) if adm.stream and adm.api in USAGE_CHUNK_APIS else None
+        upstream, via = await self._first_answer(scope, adm, config, asked)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
         if isinstance(upstream, UpstreamError):
@@ -243,7 +246,8 @@ class Pipeline:
             status = upstream.status
             protocol = self.providers[_answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
-                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, protocol)
+                strip = asked is False and not protocol
+                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, protocol, strip)
                 return None
             payload = await upstream.read()
             if status >= 400:
@@ -280,7 +284,7 @@ class Pipeline:
         await self._record(adm, status, response=payload, via=via, counts=counts)
         await respond(send, status, _headers(adm, content_type, passed), payload)
 
-    async def _first_answer(self, scope, adm, config):
+    async def _first_answer(self, scope, adm, config, asked: bool | None = None):
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,
@@ -290,7 +294,7 @@ class Pipeline:
         route = Failover(adm)
         while True:
             name, body = route.upstream(health, time.monotonic())  # an ejected one is passed over
-            upstream = await self._call(scope, name, adm, body, config)
+            upstream = await self._call(scope, name, adm, body, config, asked)
             failure = _failure(upstream)
             if failure is None:
                 health.succeeded(name)
@@ -302,12 +306,13 @@ class Pipeline:
             if not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
 
-    async def _call(self, scope, name: str, adm, body: bytes, config):
-        """One provider's response, or the UpstreamError it failed with."""
+    async def _call(self, scope, name: str, adm, body: bytes, config, asked: bool | None = None):
+        """One provider's response, or the UpstreamError it failed with. `asked` False: an
+        OpenAI provider is asked for the usage chunk the client did not ask for."""
         provider = self.providers[name]
         url, headers = provider.url(adm.api), provider.headers(scope["headers"])
-        if adm.stream and provider.kind == "openai" and adm.api in USAGE_CHUNK_APIS:
-            body = usage.ask_for_usage(body)[0]  # stripped again for a client that did not ask
+        if asked is False and provider.kind == "openai":
+            body = usage.ask_for_usage(body)[0]
         for attempt in range(config.retries + 1):
             try:
                 return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream)
@@ -320,7 +325,16 @@ class Pipeline:
                 await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
 
     async def _stream(
-        self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via, protocol: bool | None = None
+        self,
+        send: Send,
+        adm,
+        upstream,
+        passed,
+        ttl: float,
+        anthropic: bool,
+        via,
+        protocol: bool | None = None,
+        strip: bool = False,
     ) -> None:
         """Passes SSE through chunk by chunk; a stream that breaks off, or ends before its
         protocol's last event, ends with an error event instead.
@@ -332,8 +346,8 @@ class Pipeline:
         record says it was cut. Per chunk this costs one int comparison.
 
         Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
-        whether the provider speaks Anthropic's). The usage chunk the gateway asked an
-        OpenAI provider for is stripped for a client that did not ask for it."""
+        whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
+        asked an OpenAI provider for is stripped: the client did not ask for it."""
         await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
@@ -345,10 +359,8 @@ class Pipeline:
         cut = adm.served.config.inflight_on_revert == "cut"
         if protocol is None:  # the provider speaks the client's API
             protocol = anthropic
-        head = b""  # the stream's first bytes, for Anthropic's message_start
-        strip = None
-        if not protocol and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
-            strip = usage.UsageStripper()
+        head = b"" if protocol else None  # the stream's first bytes, for Anthropic's message_start
+        stripper = usage.UsageStripper() if strip else None
         try:
             if not (cut and reverted_by is not None):
                 async for chunk in upstream.chunks():
@@ -359,22 +371,22 @@ class Pipeline:
                         if cut and reverted_by is not None:
                             break
                     tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
-                    if len(head) < usage.STREAM_HEAD:
+                    if head is not None and len(head) < usage.STREAM_HEAD:
                         head += chunk
                     if kept is not None:
                         kept.append(chunk)
-                    if strip is not None:
-                        chunk = strip.feed(chunk)
+                    if stripper is not None:
+                        chunk = stripper.feed(chunk)
                         if not chunk:
                             continue
                     digest.update(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
-        if strip is not None and (rest := strip.rest()):  # an event the provider never finished
+        if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
             digest.update(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
-        counts = usage.read_stream(head, tail, protocol)
+        counts = usage.read_stream(head or b"", tail, protocol)
         if cut and reverted_by is not None:  # noticed between chunks: nothing failed
             return await self._cut_on_revert(
                 send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via, counts

@@ -212,14 +212,15 @@ class UsageStripper:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n\n") + 2
-        if end < 2:
-            self._pending = data
-            return b""
-        self._pending = data[end:]
-        whole = data[:end]
-        return strip_usage_events(whole) if _USAGE_OBJECT[0] in whole or _USAGE_OBJECT[1] in whole else whole
+        if self._pending:
+            chunk, self._pending = self._pending + chunk, b""
+        if not chunk.endswith(b"\n\n"):  # the usual chunk is whole events: no copy then
+            end = chunk.rfind(b"\n\n") + 2
+            if end < 2:
+                self._pending = chunk
+                return b""
+            chunk, self._pending = chunk[:end], chunk[end:]
+        return strip_usage_events(chunk) if _USAGE_OBJECT[0] in chunk or _USAGE_OBJECT[1] in chunk else chunk
 
     def rest(self) -> bytes:
         """What is held when the stream ends (an event the provider never finished)."""
