@@ -23,9 +23,7 @@ STREAM_HEAD = 2048
 STREAM_TAIL = 2048
 INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 _USAGE_KEY = b'"usage"'
-# How a usage object starts in compact JSON and in JSON with Python's default separators;
-# every other chunk of a stream that asked for usage says `"usage":null`.
-_USAGE_OBJECT = (b'"usage":{', b'"usage": {')
+_USAGE_MEMBER = b'"usage":'
 MILLION = 1_000_000
 
 
@@ -220,7 +218,7 @@ class UsageStripper:
                 self._pending = chunk
                 return b""
             chunk, self._pending = chunk[:end], chunk[end:]
-        return strip_usage_events(chunk) if _USAGE_OBJECT[0] in chunk or _USAGE_OBJECT[1] in chunk else chunk
+        return strip_usage_events(chunk) if _carries_usage(chunk) else chunk
 
     def rest(self) -> bytes:
         """What is held when the stream ends (an event the provider never finished)."""
@@ -228,11 +226,25 @@ class UsageStripper:
         return rest
 
 
+def _carries_usage(data: bytes) -> bool:
+    """Whether the last `"usage":` member in `data` holds an object: every other chunk of a
+    stream that asked for usage says `"usage":null`, and the usage chunk comes last. One
+    search per chunk, no copy."""
+    at = data.rfind(_USAGE_MEMBER)
+    if at < 0:
+        return False
+    at += len(_USAGE_MEMBER)
+    end = len(data)
+    while at < end and data[at] in b" \t\r\n":
+        at += 1
+    return at < end and data[at] == 0x7B  # {
+
+
 def strip_usage_events(data: bytes) -> bytes:
     """`data` (whole SSE events) without OpenAI usage chunks."""
     kept = []
     for event in data.split(b"\n\n"):
-        if (_USAGE_OBJECT[0] in event or _USAGE_OBJECT[1] in event) and event.startswith(b"data:"):
+        if event.startswith(b"data:") and _carries_usage(event):
             chunk = _decode(_openai_chunk, event[5:])
             if chunk is not None and chunk.usage is not None and not chunk.choices:
                 continue
