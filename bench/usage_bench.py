@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 HERE = Path(__file__).resolve().parent
+ROUNDS = 3
 sys.path.insert(0, str(HERE.parent / "python"))
 
 from gatewayd import _core  # noqa: E402
@@ -78,16 +79,18 @@ def main() -> int:
         written = time.perf_counter() - started
         total = per_chain * args.chains
 
-        started = time.perf_counter()
-        read = sum(1 for chain in _core.list_chains(root) for _ in _core.AuditReader(root, chain))
-        reading = time.perf_counter() - started
-
-        started = time.perf_counter()
-        report = usage_report(root, "tenant", None, None)
-        reporting = time.perf_counter() - started
-        by_key = time.perf_counter()
-        usage_report(root, "key", None, None)
-        by_key = time.perf_counter() - by_key
+        # Alternated, the best of each kept: the first pass over the files warms the page cache.
+        reading = reporting = by_key = float("inf")
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            read = sum(1 for chain in _core.list_chains(root) for _ in _core.AuditReader(root, chain))
+            reading = min(reading, time.perf_counter() - started)
+            started = time.perf_counter()
+            report = usage_report(root, "tenant", None, None)
+            reporting = min(reporting, time.perf_counter() - started)
+            started = time.perf_counter()
+            usage_report(root, "key", None, None)
+            by_key = min(by_key, time.perf_counter() - started)
     assert read >= total and report.totals[0]["requests"] == total
     result = {
         "records": total,
