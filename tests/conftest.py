@@ -41,3 +41,12 @@ def gateway(tmp_path_factory, mock_port, fragile_port):
     gw = Gateway(tmp_path_factory.mktemp("gw"), mock_port, fragile_port).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module", params=["asgi", "rsgi"])
+def gateway_each_interface(request, tmp_path_factory, mock_port, fragile_port):
+    """The gateway served through each of granian's interfaces in turn: the suites that
+    take it (end to end, request framing) run against both."""
+    gw = Gateway(tmp_path_factory.mktemp("gw"), mock_port, fragile_port, interface=request.param).start()
+    yield gw
+    gw.stop()

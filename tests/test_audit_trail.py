@@ -121,8 +121,10 @@ def test_a_rollback_is_recorded_and_signed_in_one_continuous_chain(gw, tmp_path)
         assert [r["change"] for r in applied] == [activated, reverted], chain
         assert applied[0]["versions"]["policy/default"] == 2 and applied[1]["versions"]["policy/default"] == 1
         for boundary in applied:  # signed right at the boundary
-            signed = [r for r in mine if r["kind"] == "checkpoint" and r["seq"] > boundary["seq"]]
-            assert signed and signed[0]["size"] >= boundary["seq"], chain
+            # A periodic checkpoint taken just before the boundary may be appended just after
+            # it: the boundary's own is among the next ones, and covers it.
+            signed = [r for r in mine if r["kind"] == "checkpoint" and r["seq"] > boundary["seq"]][:2]
+            assert any(r["size"] >= boundary["seq"] for r in signed), chain
     out = verify(gw)
     assert "resolves in the registry" in out, out
 

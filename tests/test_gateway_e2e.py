@@ -19,6 +19,12 @@ from support.gateway import KEYS
 from support.procs import stop_process
 
 
+@pytest.fixture(scope="module")
+def gateway(gateway_each_interface):
+    """This suite runs against ASGI and RSGI alike (`[server] interface`)."""
+    return gateway_each_interface
+
+
 def oa(gateway, key=KEYS["acme"], **kw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, **kw)
 

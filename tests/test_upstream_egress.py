@@ -51,8 +51,10 @@ def test_ssl_cert_file_makes_a_private_ca_trusted(private_ca):
     assert probe("tls", *private_ca, SSL_CERT_FILE=private_ca[0]) == {"whole": [OK], "stream": [OK]}
 
 
-def test_proxies_come_from_the_environment_and_no_proxy_is_honoured():
-    seen = probe("proxy")
+@pytest.mark.parametrize("spelling", ["url", "bare"])
+def test_proxies_come_from_the_environment_and_no_proxy_is_honoured(spelling):
+    """A proxy given as host:port (no scheme) is read as http://host:port, as curl reads it."""
+    seen = probe("proxy", spelling)
     assert seen["results"] == {"whole": [OK, OK], "stream": [OK, OK]}
     assert seen["proxied"] == ["POST http://provider.invalid:9/v1/chat HTTP/1.1"] * 2
     assert seen["direct"] == ["POST /v1/chat HTTP/1.1"] * 2

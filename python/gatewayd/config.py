@@ -11,6 +11,7 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -41,6 +42,9 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Open client connections per worker; more wait in the listen backlog. Lowered at start
     # to what the open-file limit leaves room for (see gatewayd.server.connections).
     max_connections: int = 1024
+    # The interface granian serves the app through: ASGI (the default, any ASGI server can
+    # run the app) or granian's own RSGI (less work per request on granian's side).
+    interface: Literal["asgi", "rsgi"] = "asgi"
 
 
 class ControlSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

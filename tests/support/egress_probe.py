@@ -3,7 +3,7 @@ environment (SSL_CERT_FILE, HTTP_PROXY, NO_PROXY) is read once per process. Send
 request through each of UpstreamClient's transports and prints the outcome as JSON:
 
     egress_probe.py tls CERT KEY     # an HTTPS provider with that certificate
-    egress_probe.py proxy            # a proxy in HTTP_PROXY, and a provider in NO_PROXY
+    egress_probe.py proxy [bare]     # a proxy in HTTP_PROXY (bare: host:port), and a provider in NO_PROXY
     egress_probe.py tunnel CERT KEY  # that HTTPS provider behind a CONNECT proxy in HTTPS_PROXY
 """
 
@@ -101,11 +101,13 @@ async def tunnel(cert: str, key: str) -> dict:
     return {"results": results, "connects": connects, "provider_port": server.sockets[0].getsockname()[1]}
 
 
-async def proxy() -> dict:
+async def proxy(spelling: str = "url") -> dict:
+    """`spelling` "bare" sets HTTP_PROXY as host:port, with no scheme."""
     proxied, direct = [], []
     relay = await asyncio.start_server(answering(proxied), "127.0.0.1", 0)
     provider = await asyncio.start_server(answering(direct), "127.0.0.1", 0)
-    os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{relay.sockets[0].getsockname()[1]}"
+    address = f"127.0.0.1:{relay.sockets[0].getsockname()[1]}"
+    os.environ["HTTP_PROXY"] = address if spelling == "bare" else f"http://{address}"
     os.environ["NO_PROXY"] = "127.0.0.1"
     urls = ["http://provider.invalid:9/v1/chat", f"http://127.0.0.1:{provider.sockets[0].getsockname()[1]}/v1/chat"]
     results = await send_each(urls)

@@ -88,10 +88,12 @@ class Gateway:
         prefix: str = "",
         extra_providers: str = "",
         admin: bool = False,
+        interface: str = "asgi",
     ):
         """`redis_url` makes it share a control store with other gateways (one per "host");
         `prefix` names its replicas; `extra_providers` is TOML appended to the config;
-        `admin` runs the admin API beside it, with one token per role named ci-<role>."""
+        `admin` runs the admin API beside it, with one token per role named ci-<role>;
+        `interface` is granian's: asgi or rsgi."""
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -121,6 +123,7 @@ class Gateway:
                 max_body_bytes = 65536
                 replica_prefix = "{prefix}"
                 admin_port = {self.admin_port}
+                interface = "{interface}"
                 [control]
                 dir = "control"
                 redis_url = "{redis_url}"

@@ -51,7 +51,7 @@ def run_serve(args) -> int:
             factory=True,
             address=server.host,
             port=server.port,
-            interface=Interfaces.ASGI,
+            interface=Interfaces.RSGI if server.interface == "rsgi" else Interfaces.ASGI,
             loop=Loops.uvloop,
             workers=server.workers,
             # HTTP/1 only: in granian's "auto" mode a connection that sends nothing never

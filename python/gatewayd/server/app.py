@@ -1,4 +1,4 @@
-"""The ASGI application one granian worker serves: a replica of the gateway.
+"""The application one granian worker serves, over ASGI or RSGI: a replica of the gateway.
 
 Each worker is a replica: it claims a stable name, opens its own audit chain and cache,
 starts a replica agent that follows the store's pointers, and serves the OpenAI and
@@ -22,7 +22,7 @@ from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.snapshot import InService, Snapshot
 from gatewayd.control.stores import open_store
-from gatewayd.server import asgi, errors, metrics
+from gatewayd.server import asgi, errors, metrics, rsgi
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.budgets import BudgetLedger
@@ -45,6 +45,8 @@ LLM_ROUTES = {
 MODELS, METRICS, HEALTHZ, READYZ = "models", "metrics", "healthz", "readyz"
 GATEWAY_ROUTES = {b"/v1/models": MODELS, b"/metrics": METRICS, b"/healthz": HEALTHZ, b"/readyz": READYZ}
 _encode = msgspec.json.encode
+# Before a replica has applied any state (an empty store, no bootstrap, no last-known-good).
+NOT_READY = "this replica has no policy, routing or config applied yet; see /readyz"
 
 
 class GatewayApp:
@@ -67,6 +69,16 @@ class GatewayApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    # granian's RSGI entry points ([server] interface = "rsgi"): the same app, adapted.
+    async def __rsgi__(self, scope, protocol) -> None:
+        await rsgi.serve(self._http, scope, protocol)
+
+    def __rsgi_init__(self, loop) -> None:
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop) -> None:
+        loop.run_until_complete(self.shutdown())
 
     async def _http(self, scope: dict, receive, send) -> None:
         """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
@@ -95,7 +107,9 @@ class GatewayApp:
             if scope["method"] != "POST":
                 message = f"{scope['path']} accepts POST only"
                 return await _error(send, 405, message, "method_not_allowed", api == "messages")
-            assert self.pipeline is not None  # startup() set it: granian sends no request before
+            assert self.pipeline is not None and self.agent is not None  # set by startup(), before any request
+            if self.agent.snapshot is None:
+                return await _error(send, 503, NOT_READY, "not_ready", api == "messages")
             return await self.pipeline.handle(scope, receive, send, api)
         route = GATEWAY_ROUTES.get(raw_path)
         if route is MODELS and scope["method"] == "GET":
@@ -130,9 +144,8 @@ class GatewayApp:
         if self.pipeline.auth.tenant(scope["headers"]) is None:
             return await _error(send, 401, "invalid or missing API key", "invalid_api_key", False)
         snap = self.agent.snapshot
-        # None until a first snapshot is applied (/readyz answers 503 then): meanwhile this
-        # is a 500, as it has always been.
-        assert snap is not None
+        if snap is None:
+            return await _error(send, 503, NOT_READY, "not_ready", False)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "gatewayd"} for m in snap.routing.models]
         await respond(send, 200, [(b"content-type", JSON)], _encode({"object": "list", "data": data}))
 

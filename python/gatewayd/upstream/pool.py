@@ -59,6 +59,8 @@ class Origin:
         # Undocumented (NO_PROXY matching on a given mapping), so typeshed leaves it out.
         if proxies and not urllib.request.proxy_bypass_environment(self.host, proxies):  # type: ignore[attr-defined]
             proxy = proxies.get(self.scheme)
+        if proxy and "://" not in proxy:  # HTTP_PROXY=host:port, read as http://host:port (as curl does)
+            proxy = "http://" + proxy
         self.proxy = urllib.parse.urlsplit(proxy) if proxy else None
         self.proxy_auth = _basic_auth(self.proxy) if self.proxy else None
         absolute = self.proxy is not None and self.scheme == "http"  # proxied plain HTTP names the whole URL
@@ -186,10 +188,10 @@ class ConnectionPool:
         proxy = origin.proxy
         if proxy is None:
             return await self._dial(origin, origin.scheme, origin.host, origin.port)
-        # KNOWN GAP, kept as it was: a proxy URL with no host (HTTP_PROXY=host:port, no scheme,
-        # parses as scheme "host") gives None here, and create_connection then dials localhost.
+        if not proxy.hostname:  # create_connection would dial localhost instead
+            raise UpstreamError("unreachable", f"{origin}: the proxy URL {proxy.geturl()!r} names no host")
         port = proxy.port or DEFAULT_PORTS.get(proxy.scheme, 80)
-        conn = await self._dial(origin, proxy.scheme, proxy.hostname, port)  # type: ignore[arg-type]
+        conn = await self._dial(origin, proxy.scheme, proxy.hostname, port)
         if origin.scheme == "http":
             return conn
         try:  # HTTPS through the proxy: a CONNECT tunnel, then TLS with the provider inside it

@@ -91,6 +91,25 @@ pub struct Usage<'a> {
     pub saved: bool,
 }
 
+impl RecordInput<'_> {
+    /// A request answered with `status` and nothing else to say: no body to cache or
+    /// digest, no error, the destination answered, nothing failed before it.
+    pub fn status(status: u16) -> RecordInput<'static> {
+        RecordInput {
+            status,
+            error: None,
+            response: None,
+            response_sha256: None,
+            cache_ttl: Duration::ZERO,
+            upstream: 0,
+            failovers: &[],
+            inflight: None,
+            key: None,
+            usage: None,
+        }
+    }
+}
+
 /// What became of a stream whose version set left service while it was relayed
 /// (docs/ROLLBACK.md R6): `inflight_on_revert` in the config it was admitted under decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -113,22 +113,8 @@ fn encode_record(
     fields: &dyn RecordFields,
 ) -> Result<(), &'static str> {
     let mut own_fields = OWN.iter().copied().peekable();
-    let mut first = true;
-    let mut last = String::new(); // checked in debug builds: a typed record lists its keys in order
-    let mut key = |out: &mut Vec<u8>, key: &str| {
-        if cfg!(debug_assertions) {
-            assert!(
-                first || last.as_str() <= key,
-                "record fields out of order: {key} after {last}"
-            );
-            last = key.to_owned();
-        }
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        write_str(out, key);
-        out.push(b':');
-    };
+    let mut members = Members::default();
+    let mut key = |out: &mut Vec<u8>, key: &str| members.key(out, key);
     let mut reserved = None;
     out.push(b'{');
     fields.each_sorted(&mut |name, value| {
@@ -201,37 +187,8 @@ fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
         FieldValue::Uint(n) => write_json(out, &n),
         FieldValue::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         FieldValue::Null => out.extend_from_slice(b"null"),
-        FieldValue::Strs(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, item);
-            }
-            out.push(b']');
-        }
-        FieldValue::Object(fields) => {
-            out.push(b'{');
-            let mut first = true;
-            let mut last = String::new();
-            fields.each_sorted(&mut |key, value| {
-                if cfg!(debug_assertions) {
-                    assert!(
-                        first || last.as_str() < key,
-                        "fields out of order: {key} after {last}"
-                    );
-                    last = key.to_owned();
-                }
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, value);
-            });
-            out.push(b'}');
-        }
+        FieldValue::Strs(items) => write_array(out, items, |out, item| write_str(out, item)),
+        FieldValue::Object(fields) => write_object(out, fields),
     }
 }
 
@@ -239,32 +196,58 @@ fn write_value(out: &mut Vec<u8>, value: FieldValue<'_>) {
 /// scalars as serde_json prints them.
 pub(crate) fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            out.push(b'{');
-            let mut first = true;
-            for_each_sorted(map, |key, value| {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_canonical(out, value);
-            });
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Object(map) => write_object(out, map),
+        Value::Array(items) => write_array(out, items, write_canonical),
         Value::String(text) => write_str(out, text),
         scalar => write_json(out, scalar),
     }
+}
+
+fn write_object(out: &mut Vec<u8>, fields: &dyn RecordFields) {
+    out.push(b'{');
+    let mut members = Members::default();
+    fields.each_sorted(&mut |key, value| {
+        members.key(out, key);
+        write_value(out, value);
+    });
+    out.push(b'}');
+}
+
+/// Writes the `"key":` of each member of an object, and the commas between them; debug
+/// builds check the keys come in order (a typed record lists its own).
+#[derive(Default)]
+struct Members {
+    written: bool,
+    last: String,
+}
+
+impl Members {
+    fn key(&mut self, out: &mut Vec<u8>, key: &str) {
+        if cfg!(debug_assertions) {
+            assert!(
+                !self.written || self.last.as_str() <= key,
+                "fields out of order: {key} after {}",
+                self.last
+            );
+            self.last = key.to_owned();
+        }
+        if std::mem::replace(&mut self.written, true) {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+    }
+}
+
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(b']');
 }
 
 fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -371,5 +354,27 @@ mod tests {
             "ab".repeat(32)
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    struct Unordered;
+
+    impl RecordFields for Unordered {
+        fn each_sorted(&self, field: &mut dyn FnMut(&str, FieldValue<'_>)) {
+            field("zeta", FieldValue::Null);
+            field("alpha", FieldValue::Null);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "fields out of order: alpha after zeta")]
+    fn a_typed_record_out_of_key_order_is_caught_in_debug_builds() {
+        let own = WriterFields {
+            chain: "r1",
+            prev: &[0; 32],
+            seq: 1,
+            unix_micros: 0,
+        };
+        let _ = encode_record(&mut Vec::new(), &own, &Unordered);
     }
 }

@@ -122,8 +122,6 @@ impl RecordFields for ShadowOutcome {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::{json, Map, Value};
 
     use super::*;
@@ -199,18 +197,7 @@ mod tests {
             versions: Versions::new(3, 2, 1).with_candidates(2),
         };
         let mut adm = Admission::new(&ctx, b"{}", Outcome::Allow, 200, "", String::new());
-        let ok = RecordInput {
-            status: 200,
-            error: None,
-            response: None,
-            response_sha256: None,
-            cache_ttl: Duration::ZERO,
-            upstream: 0,
-            failovers: &[],
-            inflight: None,
-            key: None,
-            usage: None,
-        };
+        let ok = RecordInput::status(200);
         let plain = RequestRecord {
             adm: &adm,
             out: &ok,
@@ -242,11 +229,8 @@ mod tests {
         });
         let failovers = ["oa: status 503".to_string()];
         let out = RecordInput {
-            status: 502,
             error: Some("protocol: cut"),
-            response: None,
             response_sha256: Some("ab"),
-            cache_ttl: Duration::ZERO,
             upstream: 1,
             failovers: &failovers,
             inflight: Some(Inflight {
@@ -263,6 +247,7 @@ mod tests {
                 price_version: 3,
                 saved: false,
             }),
+            ..RecordInput::status(502)
         };
         let full = RequestRecord {
             adm: &adm,

@@ -78,16 +78,9 @@ fn chat(text: &str, temperature: f64) -> String {
 
 fn ok(body: &[u8]) -> RecordInput<'_> {
     RecordInput {
-        status: 200,
-        error: None,
         response: Some(body),
-        response_sha256: None,
         cache_ttl: Duration::from_secs(60),
-        upstream: 0,
-        failovers: &[],
-        inflight: None,
-        key: None,
-        usage: None,
+        ..RecordInput::status(200)
     }
 }
 
@@ -258,16 +251,8 @@ fn every_request_leaves_one_audit_record_with_its_versions() {
         .record(
             &rejected,
             &RecordInput {
-                status: 401,
                 error: Some("no key"),
-                response: None,
-                response_sha256: None,
-                cache_ttl: Duration::ZERO,
-                upstream: 0,
-                failovers: &[],
-                inflight: None,
-                key: None,
-                usage: None,
+                ..RecordInput::status(401)
             },
         )
         .unwrap();
