@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench bench-ci bench-baseline system-deps fuzz
+.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench bench-ci bench-baseline bench-load bench-tools system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -58,14 +58,27 @@ test-python: setup system-deps
 # Lints first: seconds, where the suites take minutes.
 test: lint test-rust test-python
 
+# oha, the open-loop load generator of bench/load_bench.py (it corrects for coordinated
+# omission; wrk2 is not packaged in Debian): built from crates.io when missing, once
+# (about 10 minutes on 2 cores), into ~/.cargo/bin.
+OHA := $(or $(shell command -v oha),$(HOME)/.cargo/bin/oha)
+bench-tools:
+	@test -x $(OHA) || { echo "bench-tools: building oha from crates.io (once, minutes)"; cargo install oha --locked -q; }
+
+# Issue 15's end-to-end figures in one run, each beside its floor (bench/load_bench.py's
+# docstring): bench/results/load.json and load.png. LOAD_ARGS=--litellm adds LiteLLM's proxy.
+bench-load: setup system-deps bench-tools
+	$(PY) bench/load_bench.py $(LOAD_ARGS)
+
 # The benchmark suite (minutes; figures and pictures land in bench/results/).
-bench: setup system-deps
+bench: setup system-deps bench-tools
 	$(PY) -m pytest bench/test_hot_path.py -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-json=bench/results/hot_path.json
 	$(PY) -m pytest bench/test_pipeline.py -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-min-rounds=30 --benchmark-json=bench/results/pipeline.json
 	$(PY) bench/gateway_bench.py
 	$(PY) bench/rollback_drill.py --flips 30
 	$(PY) bench/audit_bench.py
 	$(PY) bench/upstream_clients.py
+	$(PY) bench/load_bench.py
 
 # The benchmark gate CI runs after the tests (a few minutes): the Rust core, the pipeline
 # in-process and a short gateway run, each figure a ratio to a reference measured in the

@@ -36,15 +36,15 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHIPPED_RUNTIME = HERE.parent / "examples" / "runtime.yaml"
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
-from support.gateway import KEYS, Gateway  # noqa: E402
-from support.procs import free_port, start_process, stop_process  # noqa: E402
+from servers import SHIPPED_RUNTIME as SHIPPED_RUNTIME  # noqa: E402  (bench/test_pipeline.py's import)
+from servers import Servers  # noqa: E402
+
+from support.gateway import KEYS  # noqa: E402
 
 PROMPT = (
     "Summarise the attached quarterly report for the board. Focus on revenue growth, churn, "
@@ -147,40 +147,22 @@ def measure(
     """Starts the mock, a gateway worker and the bare pass-through, and runs each scenario
     under wrk for `seconds` in each layout, `repeat` rounds round-robin; returns the runs
     (layout -> scenario -> one dict per round) and the worker's RSS in MB after them."""
-    root = Path(tempfile.mkdtemp(prefix="gwbench-"))
-    mock_port = free_port()
-    mock = start_process(
-        [sys.executable, "-m", "gatewayd.mock", "--port", str(mock_port)], f"http://127.0.0.1:{mock_port}/_mock/health"
-    )
-    gw = Gateway(root, mock_port, free_port())
-    (root / "policy.yaml").write_text(policy_50())
-    (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())  # the shipped defaults
-    gw.proc = start_process(gw.cli_argv("serve"), gw.url + "/healthz", timeout=60)
-    # The floor under the gateway: a bare granian ASGI app relaying through the same client.
-    bare_port = free_port()
-    bare = start_process(
-        [sys.executable, str(HERE / "passthrough.py"), str(bare_port)],
-        f"http://127.0.0.1:{bare_port}/",
-        env={"BENCH_CLIENT": "gatewayd", "BENCH_UPSTREAM": f"http://127.0.0.1:{mock_port}"},
-    )
-    try:
+    with Servers() as servers:
+        gw, bare, mock = servers.gateway(policy_50()), servers.passthrough(), servers.mock
+        root = servers.root
         body = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]})
         cached = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]})
         scripts = {"plain": root / "plain.lua", "hits": root / "hits.lua", "direct": root / "direct.lua"}
         scripts["plain"].write_text(WRK_LUA % (body, KEYS["acme"]))
         scripts["hits"].write_text(WRK_LUA % (cached, KEYS["acme"]))
         scripts["direct"].write_text(WRK_LUA % (body, "provider-secret"))
-        urls = {
-            "direct": f"http://127.0.0.1:{mock_port}/v1/chat/completions",
-            "passthrough": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-            "gateway": gw.url + "/v1/chat/completions",
-        }
+        urls = {"direct": mock.url, "passthrough": bare.url, "gateway": gw.url}
         wrk(urls["gateway"], scripts["plain"], 8, warmup_s, "0,1")  # warm-up: pools, cache entry
         samples: dict[str, dict[str, list[dict]]] = {}
         for round_ in range(1, repeat + 1):  # round-robin, so drift hits every layout alike
             for layout in layouts:
                 server_cpus, mock_cpus, wrk_cpus = LAYOUTS[layout]
-                pin([gw.proc.pid, bare.pid], server_cpus)
+                pin([gw.pid, bare.pid], server_cpus)
                 pin([mock.pid], mock_cpus)
                 for name, target, script, conns in scenarios:
                     if layout == "one-core" and conns != 1:
@@ -190,11 +172,7 @@ def measure(
                     run = wrk(urls[target], scripts[script], conns, seconds, cpus)
                     samples.setdefault(layout, {}).setdefault(name, []).append(run)
                     print(f"round {round_} {layout:<10} {name:<24} {run}", flush=True)
-        rss = worker_rss_mb(gw.proc.pid)
-    finally:
-        gw.stop()
-        stop_process(bare)
-        stop_process(mock)
+        rss = worker_rss_mb(gw.pid)
     return samples, rss
 
 

@@ -4,10 +4,13 @@ Run by the bench as ``passthrough.py PORT`` with ``BENCH_CLIENT`` (an ``ADAPTERS
 and ``BENCH_UPSTREAM`` (the mock's base URL) in the environment: a granian ASGI app that
 reads the body, POSTs it upstream and relays status, headers and body (``/stream``: as
 it is read). Incoming ``x-mock-*`` headers travel on, as a gateway would forward them.
+``BENCH_CLIENT=canned`` is the do-nothing app: it reads the body and answers the mock's
+completion fetched once at start-up, the floor under a gateway's cache hit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -177,6 +180,24 @@ class GatewaydAdapter:
             await resp.aclose()
 
 
+class CannedAdapter:
+    """No upstream call: the answer the mock gave once, at start-up, every time."""
+
+    async def start(self):
+        import urllib.request
+
+        request = urllib.request.Request(
+            os.environ["BENCH_UPSTREAM"] + "/v1/chat/completions",
+            json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}).encode(),
+            dict(UPSTREAM_HEADERS),
+        )
+        with urllib.request.urlopen(request) as resp:  # once, before serving: blocking is fine
+            self.answer = resp.status, [(b"content-type", b"application/json")], resp.read()
+
+    async def post(self, url, headers, body):
+        return self.answer
+
+
 ADAPTERS = {
     "pyreqwest": PyreqwestAdapter,
     "aiohttp": AiohttpAdapter,
@@ -186,6 +207,7 @@ ADAPTERS = {
     "rnet": RnetAdapter,
     "pyqwest": PyqwestAdapter,
     "gatewayd": GatewaydAdapter,
+    "canned": CannedAdapter,
 }
 
 

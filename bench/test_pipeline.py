@@ -291,3 +291,28 @@ def test_upstream_floor_bare_relay(benchmark, loop, client, mock_url):
     relay = bare_relay(client, mock_url + "/v1/chat/completions")
     assert benchmark(serve, loop, relay, scope_for(PLAIN, ""), PLAIN, CONCURRENCY) == 200
     per_request(benchmark)
+
+
+# Issue 14: what translation adds, against the same request untranslated. Both requests of
+# a pair reach the same Anthropic mock route and read the same upstream bytes; one is an
+# OpenAI chat request (translated there and back), the other the Anthropic messages request
+# it translates to (relayed as it is).
+TRANSLATED = {"model": "only-claude-bench", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 256}
+NATIVE = {**TRANSLATED, "model": "mock-claude"}  # mock-* reaches mock-anthropic natively on /v1/messages
+STREAM_EVENTS = 14  # the mock's Anthropic stream: start, block start, ping, 8 deltas, block stop, delta, stop
+
+
+def _scope(body: bytes, path: str) -> dict:
+    return {**scope_for(body, KEYS["acme"]), "path": path}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", ["translated", "native"])
+def test_upstream_translation(benchmark, loop, app, api, stream):
+    request = {**(TRANSLATED if api == "translated" else NATIVE), "stream": stream}
+    body = json.dumps(request).encode()
+    scope = _scope(body, "/v1/chat/completions" if api == "translated" else "/v1/messages")
+    assert benchmark(serve, loop, app, scope, body, CONCURRENCY) == 200
+    per_request(benchmark)
+    if benchmark.stats:
+        benchmark.extra_info["upstream_events"] = STREAM_EVENTS if stream else 0

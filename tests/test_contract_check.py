@@ -223,7 +223,10 @@ def test_a_probe_that_fails_is_a_difference_naming_the_error(gw):
 
 
 def test_a_candidate_that_no_longer_routes_a_probe_model_is_refused_naming_it(gw):
-    messages_only = push(gw, 'routes:\n  - {match: "mock-*", provider: mock-anthropic}\n', "messages-only.yaml")
+    # Pinned to its protocol: else chat requests would reach it translated (issue 14).
+    messages_only = push(
+        gw, 'routes:\n  - {match: "mock-*", provider: mock-anthropic, translate: false}\n', "messages-only.yaml"
+    )
     gw.cli("canary", "routing", str(messages_only), "--percent", "1", "--reason", "chat dropped by mistake")
     before = state(gw)
     _, lines = refused(gw.cli("promote", "routing", "--reason", "drop chat", check=False))

@@ -188,9 +188,11 @@ def test_replica_restarted_while_redis_is_down_serves_last_known_good(cluster, r
 def test_killed_replica_is_named_by_the_barrier(cluster, tmp_path):
     op = operator(cluster)
     victim = cluster[2]
+    # Pushed first: the kill must be fresh when the activation runs, within the 3 s its
+    # heartbeat stays live (a slow push in between let it age out on a loaded machine).
+    v = push(op, tmp_path, "policy", POLICY_V2.replace("top-secret", "killed"), "policy-killed.yaml")
     stop_process(victim.proc, sig=signal.SIGKILL)
     victim.proc = None
-    v = push(op, tmp_path, "policy", POLICY_V2.replace("top-secret", "killed"), "policy-killed.yaml")
     done = op.cli("activate", "policy", str(v), "--reason", "with a dead replica", "--timeout", "2", check=False)
     assert done.returncode == 1
     assert "NO ANSWER" in done.stdout and "gwC" in done.stdout

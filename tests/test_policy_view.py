@@ -2,7 +2,8 @@
 
 A seeded generator mutates chat and messages bodies with duplicate keys at every depth
 (escaped spellings too) around texts the test policy blocks (card numbers) or redacts
-(email addresses). Each body goes through a real gateway to the mock provider. Property:
+(email addresses). Each body goes through a real gateway to the mock provider, a third of
+them translated to the other protocol's provider (issue 14). Property:
 for every body the gateway accepts, the body the provider received reads the same to a
 parser keeping the first of duplicate keys and to one keeping the last, and no prompt text
 in either reading holds what the policy blocks or redacts. A refused body is a 400 naming
@@ -59,7 +60,14 @@ def _message(rng: random.Random) -> str:
 def generate(rng: random.Random) -> tuple[str, str]:
     """A (path, body) with duplicate keys somewhere about half the time."""
     messages_api = rng.random() < 0.5
-    head = ['"model":"mock-claude"', '"max_tokens":16'] if messages_api else ['"model":"mock-gpt"']
+    # A third go to a provider of the other protocol: what it reads is the translation.
+    translated = rng.random() < 0.33
+    model = (
+        ("only-gpt-fuzz" if translated else "mock-claude")
+        if messages_api
+        else ("only-claude-fuzz" if translated else "mock-gpt")
+    )
+    head = [f'"model":"{model}"', '"max_tokens":16'] if messages_api else [f'"model":"{model}"']
     fields = [*head]
     for _ in range(1 + (rng.random() < 0.1)):  # sometimes `messages` itself twice
         fields.append('"messages":[' + ",".join(_message(rng) for _ in range(rng.randint(1, 2))) + "]")

@@ -68,6 +68,17 @@ class AuditError(GatewaydError):
 class ChainCorruptError(AuditError):
     """A chain whose stored bytes are not a valid chain: leave it alone for forensics."""
 
+class StreamTranslationError(GatewaydError):
+    """An upstream stream event that cannot be read or translated into the caller's protocol."""
+
+class StreamTranslator:
+    """One stream's translation between the OpenAI and Anthropic protocols (issue 14)."""
+
+    def __init__(self, *, from_anthropic: bool, include_usage: bool = False) -> None: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """The caller's events for what `chunk` completes (empty while an event is partial
+        or has no counterpart); raises StreamTranslationError."""
+
 class Policy:
     """A compiled policy version. Raises CompileError naming the field on a bad document."""
 

@@ -63,6 +63,14 @@ routes:
   - {match: "failover-*", provider: dead, fallbacks: [{provider: ratelimited}, {provider: mock, model: mock-gpt}]}
   - {match: "exhausted-*", provider: dead, fallbacks: [{provider: ratelimited}]}
   - {match: "hanging-*", provider: slow, fallbacks: [{provider: mock, model: mock-gpt}]}
+  - {match: "only-claude-*", provider: mock-anthropic}
+  - {match: "only-gpt-*", provider: mock}
+  - {match: "pinned-claude-*", provider: mock-anthropic, translate: false}
+  - {match: "unknown-claude-*", provider: mock-anthropic}
+  - {match: "limited-gpt-*", provider: ratelimited}
+  - {match: "fragileclaude-*", provider: fragile-anthropic}
+  - {match: "fragilegpt-*", provider: fragile}
+  - {match: "crossover-*", provider: dead, fallbacks: [{provider: mock-anthropic, model: only-claude-fallback}]}
 targets:
   small: {provider: mock, model: mock-small}
 models: [mock-gpt, mock-claude]

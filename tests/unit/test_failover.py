@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import pytest
@@ -27,6 +28,9 @@ class Fallback(NamedTuple):
 class Admission:
     """The admission's routing, as a plain value; counts reads of `fallbacks`, which the
     real one builds (copying the body) each time it is read."""
+
+    api = "chat"
+    stream = False
 
     def __init__(self, provider: str, *fallbacks: str) -> None:
         self.provider = provider
@@ -142,7 +146,7 @@ class Upstreams:
         self.calls: list[tuple[str, bytes]] = []
         self.made: list[object] = []
 
-    async def __call__(self, scope, name: str, adm, body: bytes, config, asked=None):
+    async def __call__(self, scope, name: str, api: str, stream: bool, body: bytes, config):
         self.calls.append((name, body))
         outcome = self.outcomes[name]
         made = outcome if isinstance(outcome, UpstreamError) else Response(name, outcome)
@@ -151,12 +155,16 @@ class Upstreams:
 
 
 def first_answer(adm: Admission, upstreams: Upstreams, health: ProviderHealth | None = None):
-    pipeline = Pipeline(None, None, None, None, {}, 0, None)
+    # Every provider speaks the requests' API: nothing is translated (tests/test_translation.py).
+    providers = {name: SimpleNamespace(kind="openai", secrets=()) for name in upstreams.outcomes}
+    pipeline = Pipeline(None, None, None, None, providers, 0, None)
     if health is not None:
         pipeline.health = health
     pipeline._call = upstreams
     config = RuntimeConfig(ejection=EJECT_AT_ONCE)
-    return asyncio.run(pipeline._first_answer({"headers": []}, adm, config)), pipeline.health
+    answer, via, translation = asyncio.run(pipeline._first_answer({"headers": []}, adm, config))
+    assert translation is None and via[2] is None
+    return (answer, via[:2]), pipeline.health
 
 
 def test_first_answer_the_provider_answers():

@@ -40,6 +40,7 @@ from gatewayd.control.model import ChangeItem
 from gatewayd.control.registry import Registry
 from gatewayd.control.snapshot import Served
 from gatewayd.errors import ContractMismatchError
+from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
 
@@ -405,17 +406,24 @@ class ProbeFailed(Exception):
 async def _answer(
     client: UpstreamClient, endpoint: ProviderEndpoint, api: str, target: Target, timeout: float
 ) -> frozenset[str] | StreamShape:
+    """The shape of the answer as the caller gets it: translated both ways, as the pipeline
+    does, when the provider speaks the other protocol (issue 14)."""
+    translation = translation_for(api, endpoint.kind)
+    body = target.body
     try:
+        if translation is not None:
+            body, api = translation.request(body), translation.upstream_api
         async with asyncio.timeout(timeout):
             response = await client.send(
-                "POST", endpoint.url(api), endpoint.headers([]), target.body, timeout, stream=target.stream
+                "POST", endpoint.url(api), endpoint.headers([]), body, timeout, stream=target.stream
             )
             try:
                 content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
                 if target.stream and response.status == 200 and content_type.startswith(SSE):
                     parts, size = [], 0
+                    translator = translation.stream() if translation is not None else None
                     async for chunk in response.chunks():
-                        parts.append(chunk)
+                        parts.append(translator.feed(chunk) if translator is not None else chunk)
                         size += len(chunk)
                         if size > MAX_ANSWER_BYTES:
                             raise ProbeFailed(f"answered more than {MAX_ANSWER_BYTES} bytes")
@@ -426,8 +434,10 @@ async def _answer(
                 await response.aclose()
     except TimeoutError:
         raise ProbeFailed(f"no complete answer within {timeout:g}s") from None
-    except UpstreamError as exc:
+    except (UpstreamError, _core.StreamTranslationError) as exc:
         raise ProbeFailed(str(exc)) from None
+    except Untranslatable as exc:
+        raise ProbeFailed(f"cannot be translated for it: {exc}") from None
     if response.status != 200:
         raise ProbeFailed(f"answered {response.status}: {_excerpt(payload, endpoint)}")
     try:
@@ -435,8 +445,8 @@ async def _answer(
             if not content_type.startswith(SSE):
                 raise ShapeError(f"{content_type.decode(errors='replace') or 'no content-type'}, not an event stream")
             return stream_shape(payload)
-        return shape(payload)
-    except ShapeError as exc:
+        return shape(payload if translation is None else translation.response(payload))
+    except (ShapeError, msgspec.DecodeError) as exc:
         raise ProbeFailed(f"answered {exc}") from None
 
 

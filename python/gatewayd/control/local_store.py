@@ -2,7 +2,8 @@
 workers of one host. It is the default when no Redis is configured.
 
 Every write is one transaction, so a pointer compare-and-set and its change record land
-together or not at all. WAL mode lets replicas poll while the CLI writes.
+together or not at all. WAL mode lets replicas read while the CLI writes; a flip wakes
+them through a FIFO each (gatewayd.control.local_wake).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from gatewayd.control.keys import RuntimeKey
+from gatewayd.control.local_wake import LocalSubscription, wake_subscribers
 from gatewayd.control.model import (
     Ack,
     Candidate,
@@ -81,9 +83,13 @@ def _guarded(method):
 
 class LocalStore:
     """SQLite-backed store (a `ControlStore`); one connection per process (workers open
-    their own). A write waits up to `lock_timeout_s` for another process's write."""
+    their own). A write waits up to `lock_timeout_s` for another process's write; a
+    subscription looks for a new change every `change_check_s`."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, lock_timeout_s: float = 10.0):
+    def __init__(
+        self, directory: str | os.PathLike[str], *, lock_timeout_s: float = 10.0, change_check_s: float = 0.01
+    ):
+        self.change_check_s = change_check_s
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path / "control.sqlite3"
@@ -128,6 +134,12 @@ class LocalStore:
     def seed(self, dump: StoreDump) -> bool:
         """Writes a whole history into a store that has none, in one transaction; False
         (nothing written) when it already has an identity, a version or a change."""
+        seeded = self._seed(dump)
+        if seeded:
+            wake_subscribers(self.path.parent)
+        return seeded
+
+    def _seed(self, dump: StoreDump) -> bool:
         with self._write() as db:
             taken = db.execute(
                 "SELECT (SELECT count(*) FROM identity) + (SELECT count(*) FROM versions)"
@@ -223,7 +235,12 @@ class LocalStore:
     @_guarded
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
         """Moves every pointer in `items` in one transaction, if each still holds `prev` and
-        `prev_candidate` and the store is still epoch `epoch`."""
+        `prev_candidate` and the store is still epoch `epoch`; wakes every subscription."""
+        change = self._flip(items, actor, reason, kind, epoch)
+        wake_subscribers(self.path.parent)
+        return change
+
+    def _flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, epoch: str) -> Change:
         with self._write() as db:
             self._check_epoch(db, epoch)
             for item in items:
@@ -376,39 +393,10 @@ class LocalStore:
         return [Ack(c, r, bool(ok), e, at) for c, r, ok, e, at in rows]
 
     def subscribe(self, *, check_interval_s: float | None = None) -> LocalSubscription:
-        return LocalSubscription(self.path, 0.01 if check_interval_s is None else check_interval_s)
+        return LocalSubscription(self.path, self.change_check_s if check_interval_s is None else check_interval_s)
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db)
-
-
-class LocalSubscription:
-    """Change hints for one thread: `wait` is True when the last change id differs from the
-    one seen at the previous True (always True first, like a fresh Redis subscription).
-
-    Reading the largest change id is a b-tree seek on a WAL snapshot, cheap enough to do
-    every `check_interval_s`, so a flip is noticed within that instead of a poll interval.
-    """
-
-    def __init__(self, path: Path, check_interval_s: float):
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._check_interval_s = check_interval_s
-        self._seen: int | None = None
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            (last,) = self._db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()
-            if last != self._seen:
-                self._seen = last
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(self._check_interval_s, remaining))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class _Transaction:

@@ -26,12 +26,13 @@ def error_type(status: int, anthropic: bool) -> str:
     return types[1] if anthropic else types[0]
 
 
-def error_body(status: int, message: str, code: str, anthropic: bool) -> bytes:
-    """`{"error": {...}}` for OpenAI clients, `{"type": "error", "error": {...}}` for Anthropic."""
+def error_body(status: int, message: str, code: str, anthropic: bool, param: str | None = None) -> bytes:
+    """`{"error": {...}}` for OpenAI clients, `{"type": "error", "error": {...}}` for Anthropic;
+    `param` names the request field at fault (OpenAI's shape has room for it)."""
     kind = error_type(status, anthropic)
     if anthropic:
         return _encode({"type": "error", "error": {"type": kind, "message": message}})
-    return _encode({"error": {"message": message, "type": kind, "param": None, "code": code}})
+    return _encode({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 def sse_error_event(status: int, message: str, code: str, anthropic: bool) -> bytes:

@@ -17,6 +17,7 @@ import msgspec
 from gatewayd import _core
 from gatewayd.control.contract import ShapeError, shape
 from gatewayd.control.snapshot import Served
+from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
 
@@ -77,16 +78,24 @@ class Mirror:
         if adm.verdict != "allow" or adm.provider is None or adm.body is None:
             return self._count(routing.version, adm.status, "-", 0.0, request_id, adm.provider, adm.message)
         provider = self.providers[adm.provider]
+        # A candidate route of the other protocol gets the translation, as served requests do.
+        translation = translation_for(api, provider.kind)
+        try:
+            body = adm.body if translation is None else translation.request(adm.body)
+        except Untranslatable as exc:
+            return self._count(routing.version, 400, "-", 0.0, request_id, adm.provider, str(exc))
         started = time.monotonic()
         status, payload, error = 0, None, ""
         try:
             response = await self.client.send(
-                "POST", provider.url(api), provider.headers([]), adm.body, served.config.upstream_timeout_s,
-                stream=adm.stream,
+                "POST", provider.url(translation.upstream_api if translation else api), provider.headers([]), body,
+                served.config.upstream_timeout_s, stream=adm.stream,
             )  # fmt: skip
             try:
                 status = response.status
                 payload = await response.read() if not adm.stream else None
+                if translation is not None and payload is not None and status == 200:
+                    payload = translation.response(payload)
                 if adm.stream:
                     async for _ in response.chunks():
                         pass
@@ -94,6 +103,8 @@ class Mirror:
                 await response.aclose()
         except UpstreamError as exc:
             error = f"{exc.kind}: {exc}"
+        except msgspec.DecodeError as exc:  # a translated candidate's answer it could not read
+            error = f"protocol: {exc}"
         seconds = time.monotonic() - started
         differences = _differences(answer, payload) if status == 200 else None
         said = "-" if differences is None else "differs" if differences else "same"

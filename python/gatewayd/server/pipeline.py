@@ -45,6 +45,7 @@ from gatewayd.server.health import ProviderHealth
 from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
+from gatewayd.translate import Translation, Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
 
@@ -76,6 +77,9 @@ USAGE_CHUNK_APIS = frozenset({"chat", "completions"})
 # The status whose error type ends a stream cut on a revert: api_error, in both APIs.
 CUT_ON_REVERT_STATUS = 502
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
+# Which upstream answered (0 the provider, n its nth fallback), what failed before it, and
+# the API it was spoken to in when that is not the request's (it was translated).
+Via = tuple[int, list[str] | None, str | None]
 
 
 class Pipeline:
@@ -219,7 +223,7 @@ class Pipeline:
         """A hit records the tokens it saved; a streamed OpenAI answer stored with its usage
         chunk loses it for a client that did not ask for it."""
         body, status = adm.cached_body, adm.cached_status
-        protocol = self.providers[adm.provider].kind == "anthropic"
+        protocol = adm.api == "messages"  # a cached answer is in the caller's protocol (translated or not)
         if adm.stream:
             counts = usage.read_stream(body[: usage.STREAM_HEAD], body[-STREAM_TAIL:], protocol)
             if not protocol and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
@@ -232,11 +236,14 @@ class Pipeline:
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
         # A streamed OpenAI request: whether the client asked for the usage chunk (if not,
-        # the gateway asks the provider for it, and strips it from the stream).
+        # an OpenAI provider is asked for it, and it is stripped from the stream).
         asked = usage.client_asked(adm.body) if adm.stream and adm.api in USAGE_CHUNK_APIS else None
-        upstream, via = await self._first_answer(scope, adm, config, asked)
+        upstream, via, translation = await self._first_answer(scope, adm, config, asked)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
+        if isinstance(upstream, Untranslatable):
+            await self._untranslatable(send, adm, upstream, anthropic, via)
+            return None
         if isinstance(upstream, UpstreamError):
             await self._upstream_failed(send, adm, upstream, anthropic, via)
             return None
@@ -246,12 +253,14 @@ class Pipeline:
             status = upstream.status
             protocol = self.providers[_answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
-                strip = asked is False and not protocol
-                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, protocol, strip)
+                strip = asked is False and translation is None and not protocol
+                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
                 return None
-            payload = await upstream.read()
+            raw = payload = await upstream.read()  # raw: the provider's own answer
             if status >= 400:
-                await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via, protocol)
+                await self._relay_error(
+                    send, adm, status, content_type, payload, passed, anthropic, via, translation, protocol
+                )
                 return None
             is_object, counts = usage.read_answer(payload, protocol) if status == 200 else (False, None)
             if not is_object:
@@ -259,6 +268,15 @@ class Pipeline:
                 invalid = UpstreamError("protocol", f"answered {what}")
                 await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
                 return None
+            if translation is not None:
+                try:
+                    payload = translation.response(raw)
+                except msgspec.DecodeError as exc:
+                    what = f"what is not a {translation.upstream_api} answer: {exc}"
+                    invalid = UpstreamError("protocol", f"answered {what}")
+                    await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
+                    return None
+                content_type = JSON
             await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via, counts=counts)
             await respond(send, 200, _headers(adm, content_type, passed), payload)
             return payload
@@ -269,14 +287,18 @@ class Pipeline:
             await upstream.aclose()
 
     async def _relay_error(
-        self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via, protocol: bool
+        self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via, translation, protocol: bool
     ) -> None:
         """An upstream's own error keeps its status; its body reaches the client without our
-        provider keys in it, and in the API's error shape (wrapped, when it is not). What
-        the provider says it charged, if anything, is recorded."""
+        provider keys in it, and in the API's error shape (translated from the upstream's, or
+        wrapped, when it is not). What the provider says it charged, if anything, is
+        recorded."""
         counts = usage.read_error(payload, protocol)
         payload = self._scrub(payload)
-        if not _is_error_shaped(payload, anthropic):
+        mapped = translation.error(status, payload) if translation is not None else None
+        if mapped is not None:
+            (status, payload), content_type = mapped, JSON
+        elif not _is_error_shaped(payload, anthropic):
             quoted = payload[:ERROR_EXCERPT].decode(errors="replace").strip()
             said = f": {quoted}" if quoted else " with an empty body"
             message = f"upstream {_answering(adm, via)} answered {status}{said}"
@@ -288,34 +310,45 @@ class Pipeline:
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,
-        or the last failure. Returns it (a response or an UpstreamError) and ``via``:
-        (which upstream it is, 0 the provider; what failed before it)."""
+        or the last failure. Returns it (a response, an UpstreamError, or Untranslatable when
+        the last upstream could not take the request), ``via`` (see Via) and the
+        Translation to the upstream's API, if the request needed one (issue 14)."""
         health = self.health
         route = Failover(adm)
         while True:
             name, body = route.upstream(health, time.monotonic())  # an ejected one is passed over
-            upstream = await self._call(scope, name, adm, body, config, asked)
+            translation = translation_for(adm.api, self.providers[name].kind)
+            upstream_api = None
+            if translation is not None:
+                upstream_api = translation.upstream_api
+                try:
+                    body = translation.request(body)
+                except Untranslatable as exc:  # this upstream cannot take it; it did not fail
+                    if not route.failed(f"cannot translate: {exc}"):
+                        return exc, (*route.via, upstream_api), translation
+                    continue
+            elif asked is False and self.providers[name].kind == "openai":
+                body = usage.ask_for_usage(body)[0]  # stripped again: the client did not ask
+            upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
+            via = (*route.via, upstream_api)
             failure = _failure(upstream)
             if failure is None:
                 health.succeeded(name)
-                return upstream, route.via
+                return upstream, via, translation
             if health.failed(name, time.monotonic(), config.ejection):
                 log.warning("provider %s ejected for %ss after %s", name, config.ejection.for_s, failure)
             if not route.failed(failure):
-                return upstream, route.via  # no fallback left: the last failure stands
+                return upstream, via, translation  # no fallback left: the last failure stands
             if not isinstance(upstream, UpstreamError):
                 await upstream.aclose()
 
-    async def _call(self, scope, name: str, adm, body: bytes, config, asked: bool | None = None):
-        """One provider's response, or the UpstreamError it failed with. `asked` False: an
-        OpenAI provider is asked for the usage chunk the client did not ask for."""
+    async def _call(self, scope, name: str, api: str, stream: bool, body: bytes, config):
+        """One provider's response, or the UpstreamError it failed with."""
         provider = self.providers[name]
-        url, headers = provider.url(adm.api), provider.headers(scope["headers"])
-        if asked is False and provider.kind == "openai":
-            body = usage.ask_for_usage(body)[0]
+        url, headers = provider.url(api), provider.headers(scope["headers"])
         for attempt in range(config.retries + 1):
             try:
-                return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=adm.stream)
+                return await self.client.send("POST", url, headers, body, config.upstream_timeout_s, stream=stream)
             except UpstreamError as exc:
                 # Only a refused connection is retried: nothing reached the provider, so a
                 # retry cannot run the same completion twice. Backing off exponentially
@@ -333,10 +366,11 @@ class Pipeline:
         ttl: float,
         anthropic: bool,
         via,
-        protocol: bool | None = None,
+        translation: Translation | None,
         strip: bool = False,
     ) -> None:
-        """Passes SSE through chunk by chunk; a stream that breaks off, or ends before its
+        """Passes SSE through chunk by chunk (translated event by event into the caller's
+        protocol, with a translation); a stream that breaks off, or ends before its
         protocol's last event, ends with an error event instead.
 
         A stream whose version set leaves service while it is relayed (R6) goes on to its
@@ -357,9 +391,9 @@ class Pipeline:
         # The swaps seen, and the change after which this stream's versions left service.
         seen, reverted_by = watch.left_service(versions)
         cut = adm.served.config.inflight_on_revert == "cut"
-        if protocol is None:  # the provider speaks the client's API
-            protocol = anthropic
-        head = b"" if protocol else None  # the stream's first bytes, for Anthropic's message_start
+        translator = translation.stream() if translation is not None else None
+        upstream_anthropic = anthropic if translation is None else translation.upstream_api == "messages"
+        head = b"" if upstream_anthropic else None  # the stream's first bytes, for message_start
         stripper = usage.UsageStripper() if strip else None
         try:
             if not (cut and reverted_by is not None):
@@ -373,6 +407,10 @@ class Pipeline:
                     tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
                     if head is not None and len(head) < usage.STREAM_HEAD:
                         head += chunk
+                    if translator is not None:
+                        chunk = translator.feed(chunk)
+                        if not chunk:  # the upstream's event has no counterpart (ping, block stop)
+                            continue
                     if kept is not None:
                         kept.append(chunk)
                     if stripper is not None:
@@ -383,17 +421,20 @@ class Pipeline:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
+        except _core.StreamTranslationError as exc:  # an upstream event with no translation
+            error = UpstreamError("protocol", str(exc))
         if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
             digest.update(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
-        counts = usage.read_stream(head or b"", tail, protocol)
+        counts = usage.read_stream(head or b"", tail, upstream_anthropic)  # the provider's own usage
         if cut and reverted_by is not None:  # noticed between chunks: nothing failed
             return await self._cut_on_revert(
                 send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via, counts
             )
         inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
-        if error is None and not _ends_with_last_event(tail, anthropic):
-            error = UpstreamError("protocol", f"the stream ended without its last event ({LAST_EVENT[anthropic]})")
+        if error is None and not _ends_with_last_event(tail, upstream_anthropic):
+            last = LAST_EVENT[upstream_anthropic]
+            error = UpstreamError("protocol", f"the stream ended without its last event ({last})")
         if error is None:
             full = b"".join(kept) if kept is not None else None
             # Every event, the last one included, is with the client: one that hangs up now
@@ -453,10 +494,17 @@ class Pipeline:
         event = errors.sse_error_event(CUT_ON_REVERT_STATUS, message, "cut_on_revert", anthropic)
         await send({"type": "http.response.body", "body": event})
 
+    async def _untranslatable(self, send: Send, adm, exc: Untranslatable, anthropic: bool, via: Via) -> None:
+        """A field no upstream of the request could take: a 400 naming it, never dropped."""
+        message = f"{exc} (model {adm.model} is served by {_answering(adm, via)}, which speaks the {via[2]} API)"
+        await self._record(adm, 400, error=message, via=via)
+        body = errors.error_body(400, message, "untranslatable_field", anthropic, param=exc.field)
+        await respond(send, 400, _headers(adm, JSON), body)
+
     async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via, code=None) -> None:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
         what = "timed out" if exc.kind == "timeout" else "failed"
-        _, failovers = via
+        failovers = via[1]
         message = f"upstream {_answering(adm, via)} {what}: {exc}"
         if failovers:
             message += f" (after {'; '.join(failovers)})"
@@ -510,7 +558,7 @@ class Pipeline:
         response: bytes | None = None,
         response_sha256: str | None = None,
         cache_ttl_s: float = 0.0,
-        via: tuple[int, list[str] | None] = (0, None),
+        via: Via = (0, None, None),
         inflight: _core.Inflight | None = None,
         reverted_by: int | None = None,
         delivered: bool = False,
@@ -552,6 +600,7 @@ class Pipeline:
                 failovers=via[1] or [],
                 inflight=inflight,
                 reverted_by=reverted_by or 0,
+                upstream_api=via[2],
                 key=caller.key if caller is not None else None,
                 usage=priced.record_fields() if priced is not None else None,
                 currency=priced.currency if priced is not None else "USD",

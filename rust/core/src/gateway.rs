@@ -67,6 +67,8 @@ pub struct RecordInput<'a> {
     /// What a revert did to the request while it was in flight, if one took its version
     /// set out of service (docs/ROLLBACK.md R6).
     pub inflight: Option<Inflight>,
+    /// The API the answering upstream spoke, when the request was translated into it.
+    pub upstream_api: Option<&'a str>,
     /// The caller's key by name (a run-time key's, or a static one's), for usage by key.
     pub key: Option<&'a str>,
     /// What the answer consumed, and what it cost, when the provider said (or, on a cache
@@ -106,6 +108,7 @@ impl RecordInput<'_> {
             inflight: None,
             key: None,
             usage: None,
+            upstream_api: None,
         }
     }
 }

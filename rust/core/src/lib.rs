@@ -16,3 +16,4 @@ pub(crate) fn compiled_id() -> u64 {
 }
 #[cfg(test)]
 mod testing;
+pub mod translate;

@@ -5,18 +5,24 @@
 //! Named targets give policy `route` actions a destination that the routing domain
 //! owns, so a routing rollback also moves re-routed traffic.
 //!
+//! A chat (OpenAI) or messages (Anthropic) request that no route of its own protocol
+//! matches goes to the first matching route of the other protocol, translated by the
+//! serving layer; `translate: false` pins a route or target to its own protocol.
+//!
 //! Fallbacks are where a request goes next when a provider fails it before answering
-//! (unreachable, timed out, or a 429/5xx status): same protocol, in order, each with the
-//! primary's upstream model unless it names its own.
+//! (unreachable, timed out, or a 429/5xx status): in order, each with the primary's
+//! upstream model unless it names its own, of either protocol (translated) where the
+//! request's API has a translation; one that cannot serve the request's API is left out.
 //!
 //! ```yaml
 //! routes:
 //!   - match: "gpt-4o*"          # glob on the requested model
 //!     provider: openai          # a provider of the static config
 //!     model: gpt-4o-2024-08-06  # optional upstream model name (default: as requested)
-//!     fallbacks: [{provider: azure}, {provider: openai, model: gpt-4o-mini}]
+//!     fallbacks: [{provider: azure}, {provider: anthropic, model: claude-sonnet-4}]
 //!   - match: "claude-*"
 //!     provider: anthropic
+//!     translate: false          # only /v1/messages requests, never translated ones
 //! targets:
 //!   small: {provider: openai, model: gpt-4o-mini, fallbacks: [{provider: azure}]}
 //! models: [gpt-4o, claude-sonnet-4]   # optional: what GET /v1/models lists
@@ -45,11 +51,18 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the provider speaks `api` itself.
     fn serves(self, api: Api) -> bool {
         match self {
             ProviderKind::Anthropic => api == Api::Messages,
             ProviderKind::OpenAi => api != Api::Messages,
         }
+    }
+
+    /// Whether the provider serves `api`, itself or through a translation (only chat and
+    /// messages translate, into each other).
+    fn reaches(self, api: Api, translate: bool) -> bool {
+        self.serves(api) || (translate && matches!(api, Api::Chat | Api::Messages))
     }
 }
 
@@ -79,6 +92,8 @@ struct RouteDoc {
     model: Option<String>,
     #[serde(default)]
     fallbacks: Vec<FallbackDoc>,
+    #[serde(default = "translates")]
+    translate: bool,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +104,12 @@ struct TargetDoc {
     model: Option<String>,
     #[serde(default)]
     fallbacks: Vec<FallbackDoc>,
+    #[serde(default = "translates")]
+    translate: bool,
+}
+
+fn translates() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -104,16 +125,19 @@ struct Upstream {
     provider: String,
     kind: ProviderKind,
     model: Option<String>,
-    fallbacks: Vec<(String, Option<String>)>,
+    fallbacks: Vec<(String, ProviderKind, Option<String>)>,
+    /// Whether requests of the other protocol may come here translated.
+    translate: bool,
 }
 
 impl Upstream {
-    fn destination(&self, requested: &str) -> Destination {
+    fn destination(&self, api: Api, requested: &str) -> Destination {
         let model = self.model.clone().unwrap_or_else(|| requested.to_string());
         let fallbacks = self
             .fallbacks
             .iter()
-            .map(|(provider, m)| (provider.clone(), m.clone().unwrap_or_else(|| model.clone())))
+            .filter(|(_, kind, _)| kind.reaches(api, self.translate))
+            .map(|(provider, _, m)| (provider.clone(), m.clone().unwrap_or_else(|| model.clone())))
             .collect();
         Destination {
             provider: self.provider.clone(),
@@ -172,29 +196,32 @@ impl Routing {
                 .and_then(|(_, kind)| ProviderKind::from_name(kind))
                 .ok_or_else(|| RoutingError(format!("{field}: unknown provider {provider:?}")))
         };
-        // A fallback must speak the protocol of the provider it stands in for.
+        // A pinned route's fallbacks must speak its protocol: nothing of it is translated.
         let upstream = |field: String,
                         provider: String,
                         model: Option<String>,
-                        fallbacks: Vec<FallbackDoc>|
+                        fallbacks: Vec<FallbackDoc>,
+                        translate: bool|
          -> Result<Upstream, RoutingError> {
             let kind = kind_of(&format!("{field}.provider"), &provider)?;
             let mut alternatives = Vec::with_capacity(fallbacks.len());
             for (j, f) in fallbacks.into_iter().enumerate() {
                 let at = format!("{field}.fallbacks[{j}].provider");
-                if kind_of(&at, &f.provider)? != kind {
+                let fallback_kind = kind_of(&at, &f.provider)?;
+                if !translate && fallback_kind != kind {
                     return Err(RoutingError(format!(
-                        "{at}: {:?} does not speak the protocol of {provider:?}",
+                        "{at}: {:?} does not speak the protocol of {provider:?} (translate: false)",
                         f.provider
                     )));
                 }
-                alternatives.push((f.provider, f.model));
+                alternatives.push((f.provider, fallback_kind, f.model));
             }
             Ok(Upstream {
                 provider,
                 kind,
                 model,
                 fallbacks: alternatives,
+                translate,
             })
         };
         let mut routes = Vec::with_capacity(doc.routes.len());
@@ -202,12 +229,24 @@ impl Routing {
             let matcher = Glob::new(&r.pattern)
                 .map_err(|e| RoutingError(format!("routes[{i}].match: {e}")))?
                 .compile_matcher();
-            let upstream = upstream(format!("routes[{i}]"), r.provider, r.model, r.fallbacks)?;
+            let upstream = upstream(
+                format!("routes[{i}]"),
+                r.provider,
+                r.model,
+                r.fallbacks,
+                r.translate,
+            )?;
             routes.push(Route { matcher, upstream });
         }
         let mut targets = BTreeMap::new();
         for (name, t) in doc.targets {
-            let compiled = upstream(format!("targets.{name}"), t.provider, t.model, t.fallbacks)?;
+            let compiled = upstream(
+                format!("targets.{name}"),
+                t.provider,
+                t.model,
+                t.fallbacks,
+                t.translate,
+            )?;
             targets.insert(name, compiled);
         }
         let models = doc.models.unwrap_or_else(|| {
@@ -233,6 +272,7 @@ impl Routing {
     }
 
     /// Resolves a request; `target` is the name a policy `route` action chose, if any.
+    /// A route of the request's own protocol wins over one reached by translation.
     pub fn resolve(
         &self,
         api: Api,
@@ -240,15 +280,28 @@ impl Routing {
         target: Option<&str>,
     ) -> Result<Destination, Unroutable> {
         if let Some(name) = target {
-            let t = self.targets.get(name).filter(|t| t.kind.serves(api));
+            let t = self
+                .targets
+                .get(name)
+                .filter(|t| t.kind.reaches(api, t.translate));
             return t
-                .map(|t| t.destination(model))
+                .map(|t| t.destination(api, model))
                 .ok_or_else(|| Unroutable::UnknownTarget(name.to_string()));
         }
+        let matching = |r: &&Route, translated: bool| {
+            let u = &r.upstream;
+            let speaks = if translated {
+                u.kind.reaches(api, u.translate)
+            } else {
+                u.kind.serves(api)
+            };
+            speaks && r.matcher.is_match(model)
+        };
         self.routes
             .iter()
-            .find(|r| r.upstream.kind.serves(api) && r.matcher.is_match(model))
-            .map(|r| r.upstream.destination(model))
+            .find(|r| matching(r, false))
+            .or_else(|| self.routes.iter().find(|r| matching(r, true)))
+            .map(|r| r.upstream.destination(api, model))
             .ok_or(Unroutable::UnknownModel)
     }
 
@@ -308,10 +361,48 @@ mod tests {
             r.resolve(Api::Chat, "claude-x", None).unwrap().provider,
             "oa"
         );
-        // No anthropic route matches a gpt model.
+        // A messages request for a gpt model goes to the OpenAI route, translated.
         assert_eq!(
-            r.resolve(Api::Messages, "gpt-4o", None),
+            r.resolve(Api::Messages, "gpt-4o", None).unwrap().provider,
+            "oa"
+        );
+        // Completions and embeddings have no translation.
+        let only_anthropic = compile(r#"{"routes": [{"match": "c*", "provider": "an"}]}"#).unwrap();
+        assert_eq!(
+            only_anthropic
+                .resolve(Api::Chat, "claude-x", None)
+                .unwrap()
+                .provider,
+            "an"
+        );
+        assert_eq!(
+            only_anthropic.resolve(Api::Completions, "claude-x", None),
             Err(Unroutable::UnknownModel)
+        );
+    }
+
+    #[test]
+    fn a_pinned_route_serves_only_its_own_protocol() {
+        let doc = r#"{"routes": [{"match": "claude-*", "provider": "an", "translate": false}],
+                      "targets": {"t": {"provider": "an", "translate": false}}}"#;
+        let r = compile(doc).unwrap();
+        assert_eq!(
+            r.resolve(Api::Messages, "claude-x", None).unwrap().provider,
+            "an"
+        );
+        assert_eq!(
+            r.resolve(Api::Chat, "claude-x", None),
+            Err(Unroutable::UnknownModel)
+        );
+        assert_eq!(
+            r.resolve(Api::Chat, "claude-x", Some("t")),
+            Err(Unroutable::UnknownTarget("t".into()))
+        );
+        let mixed = r#"{"routes": [{"match": "*", "provider": "oa", "translate": false,
+                                    "fallbacks": [{"provider": "an"}]}]}"#;
+        assert_eq!(
+            compile(mixed).err().unwrap().to_string(),
+            "routes[0].fallbacks[0].provider: \"an\" does not speak the protocol of \"oa\" (translate: false)"
         );
     }
 
@@ -357,15 +448,14 @@ mod tests {
         let d = r.resolve(Api::Chat, "gpt-4o", Some("t")).unwrap();
         assert_eq!((d.provider.as_str(), d.model.as_str()), ("az", "gpt-4o"));
         assert_eq!(d.fallbacks, [("oa".to_string(), "gpt-4o".to_string())]);
+        // Fallbacks may cross protocols where the request's API translates.
         let mixed =
             r#"{"routes": [{"match": "*", "provider": "oa", "fallbacks": [{"provider": "an"}]}]}"#;
-        let e = Routing::compile(mixed.as_bytes(), &providers)
-            .err()
-            .unwrap();
-        assert_eq!(
-            e.to_string(),
-            "routes[0].fallbacks[0].provider: \"an\" does not speak the protocol of \"oa\""
-        );
+        let r = Routing::compile(mixed.as_bytes(), &providers).unwrap();
+        let d = r.resolve(Api::Chat, "gpt-4o", None).unwrap();
+        assert_eq!(d.fallbacks, [("an".to_string(), "gpt-4o".to_string())]);
+        let d = r.resolve(Api::Embeddings, "gpt-4o", None).unwrap();
+        assert!(d.fallbacks.is_empty());
         let unknown =
             r#"{"targets": {"t": {"provider": "oa", "fallbacks": [{"provider": "zz"}]}}}"#;
         let e = Routing::compile(unknown.as_bytes(), &providers)

@@ -172,10 +172,12 @@ impl Engine {
     /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
     /// failed before it, one "<provider>: <why>" each. `inflight` says what a revert did to
     /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
-    /// the change after which its version set was no longer served (R6). `key` names the
-    /// caller's key; `usage` is (prompt, completion, cached tokens, cost or None, saved: a
-    /// cache hit's) priced in `currency` by config version `price_version`.
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, key=None, usage=None, currency="USD", price_version=0))]
+    /// the change after which its version set was no longer served (R6). `upstream_api`
+    /// names the protocol the answering upstream spoke when it is not the request's own
+    /// (the request was translated). `key` names the caller's key; `usage` is (prompt,
+    /// completion, cached tokens, cost or None, saved: a cache hit's) priced in `currency`
+    /// by config version `price_version`.
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, usage=None, currency="USD", price_version=0))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -189,6 +191,7 @@ impl Engine {
         failovers: Vec<String>,
         inflight: Option<&str>,
         reverted_by: u64,
+        upstream_api: Option<&str>,
         key: Option<&str>,
         usage: Option<(u64, u64, u64, Option<f64>, bool)>,
         currency: &str,
@@ -214,6 +217,7 @@ impl Engine {
             upstream,
             failovers: &failovers,
             inflight,
+            upstream_api,
             key,
             usage: usage.map(
                 |(prompt_tokens, completion_tokens, cached_tokens, cost, saved)| Usage {

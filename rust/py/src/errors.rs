@@ -31,11 +31,22 @@ create_exception!(
     "A chain whose stored bytes are not a valid chain: leave it alone for forensics."
 );
 
+create_exception!(
+    _core,
+    StreamTranslationError,
+    GatewaydError,
+    "An upstream stream event that cannot be read or translated into the caller's protocol."
+);
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("GatewaydError", py.get_type::<GatewaydError>())?;
     m.add("CompileError", py.get_type::<CompileError>())?;
     m.add("AuditError", py.get_type::<AuditError>())?;
     m.add("ChainCorruptError", py.get_type::<ChainCorruptError>())?;
+    m.add(
+        "StreamTranslationError",
+        py.get_type::<StreamTranslationError>(),
+    )?;
     Ok(())
 }

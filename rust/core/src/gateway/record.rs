@@ -91,6 +91,9 @@ impl RecordFields for RequestRecord<'_> {
             "upstream",
             self.upstream.map(|(provider, _)| provider).into(),
         );
+        if let Some(api) = out.upstream_api {
+            field("upstream_api", Str(api));
+        }
         field(
             "upstream_model",
             self.upstream.map(|(_, model)| model).into(),
@@ -176,6 +179,9 @@ mod tests {
                 fields["saved_cost"] = json!(u.cost);
             }
         }
+        if let Some(api) = out.upstream_api {
+            fields["upstream_api"] = json!(api);
+        }
         match fields {
             Value::Object(map) => map,
             _ => unreachable!(),
@@ -247,6 +253,7 @@ mod tests {
                 price_version: 3,
                 saved: false,
             }),
+            upstream_api: Some("messages"),
             ..RecordInput::status(502)
         };
         let full = RequestRecord {

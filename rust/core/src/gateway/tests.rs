@@ -305,6 +305,7 @@ fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
     let answered = RecordInput {
         upstream: 2,
         failovers: &failed,
+        upstream_api: Some("messages"),
         ..ok(b"{}")
     };
     f.gateway.record(&adm, &answered).unwrap();
@@ -315,6 +316,8 @@ fn fallbacks_get_their_own_bodies_and_the_record_names_who_answered() {
         (&Value::from("oa"), &Value::from("gpt-mini"))
     );
     assert_eq!(all[0]["failovers"], serde_json::json!(failed));
+    assert_eq!(all[0]["upstream_api"], "messages");
+    assert!(all[1].get("upstream_api").is_none());
     assert_eq!(all[1]["upstream"], "oa");
     assert_eq!(all[1]["upstream_model"], "gpt-4o");
     assert!(all[1].get("failovers").is_none());
