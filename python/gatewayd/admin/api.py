@@ -16,7 +16,7 @@ import msgspec
 from gatewayd.admin import exposition, views
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import auto_revert, contract, documents, overview, positions, switches
+from gatewayd.control import auto_revert, contract, documents, keys, overview, positions, switches
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
@@ -76,6 +76,25 @@ Flip = TypeVar("Flip", bound=FlipRequest)
 class KillSwitchRequest(FlipRequest, kw_only=True):
     domain: Literal["policy"] = "policy"  # the switch points a scope's policy at deny-all
     state: Literal["on", "off"]
+
+
+class KeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`gatewayd keys create` over HTTP."""
+
+    tenant: str
+    name: str
+    models: list[str] = []
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    period: str = "month"
+    rpm: int = 0
+    reason: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = 10.0
+
+
+class RevokeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    reason: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = 10.0
 
 
 class AtAnswer(msgspec.Struct, frozen=True):
@@ -217,6 +236,57 @@ class AdminApi:
         log.info("%s verified the audit trail: %s", call.actor, "intact" if answer.intact else "NOT INTACT")
         return json_reply(200, answer)
 
+    async def keys(self, call: Call) -> Reply:
+        """Run-time keys (revoked ones too) with what each spent in its budget's period."""
+        tenant = call.query.get("tenant") or None
+
+        def listing(r: Registry) -> list[dict]:
+            found = [k for k in r.runtime_keys() if tenant is None or k.tenant == tenant]
+            spent = r.key_spend(found)
+            return [{**msgspec.to_builtins(k), "spent": spent.get(k.name)} for k in found]
+
+        return json_reply(200, {"keys": await self.run(listing)})
+
+    async def create_key(self, call: Call) -> Reply:
+        """Stores a key, then waits at the barrier; the body has the key (shown this once)
+        and the report: 201 in effect everywhere, 502 / 504 as for a flip."""
+        req = await _decode_body(call, KeyRequest)
+        budget = keys.make_budget(req.budget_usd, req.budget_tokens, req.period)
+        models = keys.parse_models(",".join(req.models))
+
+        def create(r: Registry) -> tuple[str, BarrierReport]:
+            secret, key, change = keys.create_key(
+                r,
+                tenant=req.tenant,
+                name=req.name,
+                actor=call.actor,
+                models=models,
+                rpm=req.rpm,
+                budget=budget,
+                reason=req.reason,
+            )
+            log.info("%s created key %s for tenant %s (change %d)", call.actor, key.name, key.tenant, change.id)
+            return secret, wait_for_acks(r, change, req.timeout_s)
+
+        secret, report = await self.run(create)
+        status = 201 if report.ok else 502 if report.refused else 504
+        return json_reply(status, {"key": secret, "name": req.name, "barrier": report.outcome()})
+
+    async def revoke_key(self, call: Call) -> Reply:
+        """Revokes a key; 200 once no replica accepts it any more (502 / 504 as for a flip)."""
+        req = await _decode_body(call, RevokeRequest)
+        reason = _reason(req.reason, '"reason" in the JSON body')
+        name = call.path["name"]
+
+        def revoke(r: Registry) -> BarrierReport:
+            key, change = keys.revoke_key(r, name, actor=call.actor, reason=reason)
+            log.info("%s revoked key %s (change %d): %s", call.actor, key.name, change.id, reason)
+            return wait_for_acks(r, change, req.timeout_s)
+
+        report = await self.run(revoke)
+        status = 200 if report.ok else 502 if report.refused else 504
+        return json_reply(status, report.outcome())
+
     async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:
         """The flip, then the barrier (R4). 200 in effect; 502 a replica refused; 504 one did
         not answer in time. In all three the change is recorded and the body is the report.
@@ -249,12 +319,16 @@ class AdminApi:
 
 
 async def _flip_request(call: Call, kind: type[Flip]) -> Flip:
-    try:
-        req = msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
-    except msgspec.DecodeError as exc:  # ValidationError included: its message names the field
-        raise ApiError(400, f"request body: {exc}", "invalid_request") from None
+    req = await _decode_body(call, kind)
     _reason(req.reason, '"reason" in the JSON body')
     return req
+
+
+async def _decode_body(call: Call, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
+    except msgspec.DecodeError as exc:  # ValidationError included: its message names the field
+        raise ApiError(400, f"request body: {exc}", "invalid_request") from None
 
 
 def _reason(text: str, where: str) -> str:

@@ -48,6 +48,8 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, Handler]]]] = [
     (re.compile(r"/v1/canary"), {"POST": ("operator", AdminApi.canary)}),
     (re.compile(r"/v1/promote"), {"POST": ("operator", AdminApi.promote)}),
     (re.compile(r"/v1/killswitch"), {"POST": ("operator", AdminApi.killswitch)}),
+    (re.compile(r"/v1/keys"), {"GET": ("admin", AdminApi.keys), "POST": ("admin", AdminApi.create_key)}),
+    (re.compile(r"/v1/keys/(?P<name>[^/]{1,128})/revoke"), {"POST": ("admin", AdminApi.revoke_key)}),
 ]
 
 

@@ -31,6 +31,9 @@ class ReplicaMetrics(msgspec.Struct):
     engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
     # Copies sent to a shadow routing candidate: (routing version, status, shape, count, seconds)
     shadow_routing: list[tuple[int, int, str, int, float]] = []
+    # Usage by (tenant, key, model, provider, price version, currency): gatewayd.server.meter.FIELDS
+    usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
+    budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
 
 
 class _Series(msgspec.Struct):
@@ -150,6 +153,14 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             labels = _labels(replica=m.replica, routing_version=version, status=status, shape=shape)
             lines.append(f"gatewayd_shadow_routing_seconds_total{{{labels}}} {seconds}")
 
+    _render_usage(replicas, family, lines)
+    family("gatewayd_budget_used_ratio", "gauge", "Share of each budget used in its period, as this replica sees it.")
+    for m in replicas:
+        for owner, period, unit, share in m.budgets:
+            kind, _, name = owner.partition(":")
+            labels = _labels(replica=m.replica, owner=kind, name=name, period=period, unit=unit)
+            lines.append(f"gatewayd_budget_used_ratio{{{labels}}} {share}")
+
     family(
         "gatewayd_replica_versions",
         "gauge",
@@ -202,6 +213,37 @@ def request_counts(m: ReplicaMetrics) -> dict[tuple[int, int, int, int], tuple[i
         requests, errors = out.get(versions, (0, 0))
         out[versions] = (requests + hist.count, errors + (hist.count if key.status >= 500 else 0))
     return out
+
+
+USAGE_FAMILIES = (
+    # (name, help, [(kind label or None, FIELDS index)])
+    ("gatewayd_usage_requests_total", "Requests whose record carries token usage.", [(None, 0)]),
+    (
+        "gatewayd_tokens_total",
+        "Tokens the providers reported, by kind (prompt includes cached).",
+        [("prompt", 1), ("completion", 2), ("cached", 3)],
+    ),
+    ("gatewayd_cost_total", "What the tokens cost, priced by the config version named.", [(None, 4)]),
+    ("gatewayd_tokens_saved_total", "Tokens cache hits saved, by kind.", [("prompt", 5), ("completion", 6)]),
+    ("gatewayd_cost_saved_total", "What cache hits saved.", [(None, 7)]),
+)
+
+
+def _render_usage(replicas: list[ReplicaMetrics], family, lines: list[str]) -> None:
+    """Tokens and cost by tenant, key, model, provider and price version (the config
+    version whose prices were used), each replica's own."""
+    for name, help_text, columns in USAGE_FAMILIES:
+        family(name, "counter", help_text)
+        for m in replicas:
+            for (tenant, key, model, provider, version, currency), row in m.usage:
+                base = dict(
+                    replica=m.replica, tenant=tenant, key=key, model=model, provider=provider, price_version=version
+                )
+                if name.startswith("gatewayd_cost"):
+                    base["currency"] = currency
+                for kind, index in columns:
+                    labels = _labels(**base, **({"kind": kind} if kind else {}))
+                    lines.append(f"{name}{{{labels}}} {row[index]}")
 
 
 def _versions(key: _Series) -> dict[str, object]:
