@@ -28,9 +28,13 @@ $(EXT): $(STAMP) $(RUST_INPUTS)
 
 setup: $(EXT)
 
+# The console tests drive Debian's chromium through its chromedriver; promtool (Debian's
+# prometheus package) checks and tests deploy/prometheus/alerts.yaml.
 system-deps:
-	@command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v openssl >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk openssl >/dev/null)
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v openssl >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    redis-server wrk openssl chromium chromium-driver prometheus >/dev/null)
 
 run: setup
 	@scripts/run-demo.sh

@@ -19,7 +19,7 @@ from support.redis import start_redis  # noqa: E402
 
 
 class Cluster:
-    def __init__(self, root: Path, replicas: int, extra_providers: str = ""):
+    def __init__(self, root: Path, replicas: int, extra_providers: str = "", admin: bool = False):
         self.redis_url, self._redis = start_redis(dir=root, appendonly=True)
         mock_url, self._mock = start_mock("--require-key", "provider-secret")
         (root / "gw").mkdir()
@@ -30,6 +30,7 @@ class Cluster:
             workers=replicas,
             redis_url=self.redis_url,
             extra_providers=extra_providers,
+            admin=admin,
         ).start()
         settings = config.load(self.gw.config)
         self.registry = Registry(open_store(settings), [(n, p.kind) for n, p in settings.providers.items()])

@@ -8,6 +8,11 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
   same answer;
 - upstream: GatewayApp forwarding to the bundled mock, against an app relaying the body
   through the same UpstreamClient;
+- upstream, streamed: the same request with `stream: true` and no usage asked for: the
+  gateway asks the provider for the usage chunk, strips it from the client's stream and
+  reads the usage from the stream's last bytes;
+- upstream with a budget: a run-time key whose budget is checked before the call and
+  charged after it (bench/compare_revisions.py: the cost of usage and budgets, before/after);
 - cache hit during a canary: the same cache hit while a routing candidate serves half of
   the traffic, so each request also takes its sticky bucket (a hash of the caller's key)
   and picks its position: the difference to the first case is what choosing costs.
@@ -48,6 +53,7 @@ BATCH = 320
 CONCURRENCY = 32
 CACHED = json.dumps({"model": "mock-gpt", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]}).encode()
 PLAIN = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]}).encode()
+STREAMED = json.dumps({"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}).encode()
 
 
 def scope_for(body: bytes, key: str) -> dict:
@@ -246,6 +252,37 @@ def test_cache_hit_floor_bare_asgi_answer(benchmark, loop):
 
 def test_upstream_through_gatewayd(benchmark, loop, app):
     scope = scope_for(PLAIN, KEYS["acme"])
+    assert benchmark(serve, loop, app, scope, PLAIN, CONCURRENCY) == 200
+    per_request(benchmark)
+
+
+def test_upstream_streamed_through_gatewayd(benchmark, loop, app):
+    """A stream the client asked no usage of: the gateway asks for it, strips its chunk and
+    reads the usage from the stream's last bytes."""
+    scope = scope_for(STREAMED, KEYS["acme"])
+    assert benchmark(serve, loop, app, scope, STREAMED, CONCURRENCY) == 200
+    per_request(benchmark)
+
+
+@pytest.fixture
+def budgeted_key(app, loop):
+    """A run-time key with a budget it never reaches: each request is checked against the
+    cluster's spend and charged after its answer."""
+    keys = pytest.importorskip("gatewayd.control.keys")  # not in revisions before run-time keys
+    from gatewayd import config
+    from gatewayd.control.registry import open_registry
+
+    registry = open_registry(config.load(os.environ["GATEWAYD_CONFIG"]))
+    budget = keys.make_budget(None, 10**12, "month")
+    secret, _, change = keys.create_key(registry, tenant="acme", name="bench", actor="bench", budget=budget)
+    applied(app, loop, change.id)
+    yield secret
+    keys.revoke_key(registry, "bench", actor="bench", reason="measured")
+    registry.close()
+
+
+def test_upstream_through_gatewayd_with_a_budget(benchmark, loop, app, budgeted_key):
+    scope = scope_for(PLAIN, budgeted_key)
     assert benchmark(serve, loop, app, scope, PLAIN, CONCURRENCY) == 200
     per_request(benchmark)
 

@@ -47,5 +47,8 @@ def test_fail_closed_then_open_after_a_real_write_failure(tmp_path, mock_port, f
         metrics = httpx.get(gw.url + "/metrics").text
         unrecorded = [line for line in metrics.splitlines() if line.startswith("gatewayd_unrecorded_requests_total{")]
         assert unrecorded and float(unrecorded[0].rsplit(" ", 1)[1]) >= 1
+        # Refused (closed) and unrecorded (open) alike: what the audit alert rule reads.
+        failures = [line for line in metrics.splitlines() if line.startswith("gatewayd_audit_write_failures_total{")]
+        assert failures and float(failures[0].rsplit(" ", 1)[1]) >= 3
     finally:
         gw.stop()

@@ -192,6 +192,11 @@ class Engine:
         failovers: list[str] = ...,  # "<provider>: <why>" for each upstream that failed first
         inflight: Inflight | None = None,  # what a revert did to the request in flight (R6)
         reverted_by: int = 0,  # the change after which its version set was no longer served
+        key: str | None = None,  # the caller's key by name
+        # (prompt, completion, cached tokens, cost or None when unpriced, saved: a cache hit's)
+        usage: tuple[int, int, int, float | None, bool] | None = None,
+        currency: str = "USD",
+        price_version: int = 0,  # the config version whose prices gave the cost
     ) -> int:
         """Raises AuditError (ChainCorruptError) when the record cannot be appended."""
     def event(self, fields_json: bytes) -> int: ...

@@ -77,6 +77,7 @@ class CacheSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class CallerKey(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tenant: str
     sha256: str  # hex SHA-256 of the key: keys are never stored in clear
+    name: str = ""  # what usage and metrics call it; default: static:<first 8 hex of sha256>
 
 
 class AdminToken(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

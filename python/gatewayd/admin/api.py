@@ -8,18 +8,19 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import quote
 
 import msgspec
 
+from gatewayd.admin import exposition, views
 from gatewayd.admin.http import ApiError, Call, Reply, json_reply
 from gatewayd.config import Settings
-from gatewayd.control import auto_revert, contract, documents, overview, positions
+from gatewayd.control import auto_revert, contract, documents, keys, overview, positions, switches
 from gatewayd.control.barrier import BarrierReport, wait_for_acks
 from gatewayd.control.model import DEFAULT_SCOPE, Change
 from gatewayd.control.registry import Registry, open_registry
-from gatewayd.errors import ContractMismatchError
+from gatewayd.errors import ContractMismatchError, GatewaydError
 from gatewayd.server import metrics as replica_metrics
 
 log = logging.getLogger("gatewayd.admin")
@@ -72,6 +73,30 @@ class CanaryRequest(FlipRequest, kw_only=True):
 Flip = TypeVar("Flip", bound=FlipRequest)
 
 
+class KillSwitchRequest(FlipRequest, kw_only=True):
+    domain: Literal["policy"] = "policy"  # the switch points a scope's policy at deny-all
+    state: Literal["on", "off"]
+
+
+class KeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`gatewayd keys create` over HTTP."""
+
+    tenant: str
+    name: str
+    models: list[str] = []
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    period: str = "month"
+    rpm: int = 0
+    reason: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = 10.0
+
+
+class RevokeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    reason: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] = 10.0
+
+
 class AtAnswer(msgspec.Struct, frozen=True):
     at: float
     in_effect: list[overview.InEffect]
@@ -81,28 +106,35 @@ class AdminApi:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._local = threading.local()  # one registry (store connection) per worker thread
+        self._verifying = asyncio.Lock()
+        self.barriers = exposition.BarrierCounts()
 
     async def status(self, call: Call) -> Reply:
-        return json_reply(200, await self._run(overview.status))
+        return json_reply(200, await self.run(overview.status))
 
     async def metrics(self, call: Call) -> Reply:
         """Prometheus text for every replica on this host, from the files the workers
         write each second: the same as the data port's /metrics, behind a token."""
-        folder = replica_metrics.MetricsDir(self.settings.path(self.settings.control.dir) / "metrics")
-        return Reply(200, replica_metrics.render(folder.read_all()), b"text/plain; version=0.0.4")
+        control_dir = self.settings.path(self.settings.control.dir)
+        folder = replica_metrics.MetricsDir(control_dir / "metrics")
+        try:
+            own = await self.run(lambda r: exposition.render(r, control_dir, self.barriers))
+        except (GatewaydError, OSError):  # the store is down: say so in a series, serve the rest
+            own = exposition.render(None, control_dir, self.barriers)
+        return Reply(200, replica_metrics.render(folder.read_all()) + own, b"text/plain; version=0.0.4")
 
     async def history(self, call: Call) -> Reply:
         domain = call.query.get("domain") or None
-        return json_reply(200, {"changes": await self._run(lambda r: r.history(domain))})
+        return json_reply(200, {"changes": await self.run(lambda r: r.history(domain))})
 
     async def versions(self, call: Call) -> Reply:
         domain = _domain(call)
-        return json_reply(200, {"versions": await self._run(lambda r: r.versions(domain))})
+        return json_reply(200, {"versions": await self.run(lambda r: r.versions(domain))})
 
     async def version(self, call: Call) -> Reply:
         """The stored bytes exactly, as pushed (R1)."""
         domain, version_id = _domain(call), int(call.path["id"])
-        info, data = await self._run(lambda r: r.document(domain, version_id))
+        info, data = await self.run(lambda r: r.document(domain, version_id))
         suffix = info.name[info.name.rfind(".") :].lower() if "." in info.name else ""
         headers = [
             (b"x-gatewayd-digest", info.digest.encode()),
@@ -119,7 +151,7 @@ class AdminApi:
             instant = overview.parse_instant(text)
         except ValueError as exc:
             raise ApiError(400, f"t: {exc}", "invalid_request") from None
-        state = await self._run(lambda r: overview.in_effect_at(r, instant))
+        state = await self.run(lambda r: overview.in_effect_at(r, instant))
         return json_reply(200, AtAnswer(instant, state))
 
     async def push(self, call: Call) -> Reply:
@@ -130,7 +162,7 @@ class AdminApi:
             raise ApiError(400, "name: must be a file name without slashes, e.g. policy-v2.yaml", "invalid_request")
         reason = _reason(call.param("reason", b"x-gatewayd-reason"), "?reason= or the x-gatewayd-reason header")
         data = await call.body(self.settings.server.max_body_bytes)
-        info = await self._run(lambda r: r.push(domain, data, name, call.actor, reason))
+        info = await self.run(lambda r: r.push(domain, data, name, call.actor, reason))
         log.info("%s pushed %s version %d (%s): %s", call.actor, domain, info.id, info.digest, reason)
         location = f"/v1/versions/{domain}/{info.id}".encode()
         return json_reply(201, info, [(b"location", location)])
@@ -182,6 +214,79 @@ class AdminApi:
 
         return await self._flip(flip, req.timeout_s)
 
+    async def killswitch(self, call: Call) -> Reply:
+        """On: the scope's policy points at the built-in deny-all version; off: back to what it had."""
+        req = await _flip_request(call, KillSwitchRequest)
+        engage = switches.kill if req.state == "on" else switches.unkill
+        return await self._flip(lambda r: engage(r, req.scope, call.actor, req.reason), req.timeout_s)
+
+    async def diff(self, call: Call) -> Reply:
+        """A version's document beside the one numbered before it in its domain."""
+        domain, version_id = _domain(call), int(call.path["id"])
+        return json_reply(200, await self.run(lambda r: views.diff(r, domain, version_id)))
+
+    async def audit(self, call: Call) -> Reply:
+        """Every chain's latest signed checkpoint, and what the last verification found."""
+        return json_reply(200, await asyncio.to_thread(views.audit_state, self.settings))
+
+    async def audit_verify(self, call: Call) -> Reply:
+        """Verifies the whole trail now (one run at a time; callers meanwhile wait for it)."""
+        async with self._verifying:
+            answer = await asyncio.to_thread(views.verify_now, self.settings, self._in_thread)
+        log.info("%s verified the audit trail: %s", call.actor, "intact" if answer.intact else "NOT INTACT")
+        return json_reply(200, answer)
+
+    async def keys(self, call: Call) -> Reply:
+        """Run-time keys (revoked ones too) with what each spent in its budget's period."""
+        tenant = call.query.get("tenant") or None
+
+        def listing(r: Registry) -> list[dict]:
+            found = [k for k in r.runtime_keys() if tenant is None or k.tenant == tenant]
+            spent = r.key_spend(found)
+            return [{**msgspec.to_builtins(k), "spent": spent.get(k.name)} for k in found]
+
+        return json_reply(200, {"keys": await self.run(listing)})
+
+    async def create_key(self, call: Call) -> Reply:
+        """Stores a key, then waits at the barrier; the body has the key (shown this once)
+        and the report: 201 in effect everywhere, 502 / 504 as for a flip."""
+        req = await _decode_body(call, KeyRequest)
+        budget = keys.make_budget(req.budget_usd, req.budget_tokens, req.period)
+        models = keys.parse_models(",".join(req.models))
+
+        def create(r: Registry) -> tuple[str, BarrierReport]:
+            secret, key, change = keys.create_key(
+                r,
+                tenant=req.tenant,
+                name=req.name,
+                actor=call.actor,
+                models=models,
+                rpm=req.rpm,
+                budget=budget,
+                reason=req.reason,
+            )
+            log.info("%s created key %s for tenant %s (change %d)", call.actor, key.name, key.tenant, change.id)
+            return secret, wait_for_acks(r, change, req.timeout_s)
+
+        secret, report = await self.run(create)
+        status = 201 if report.ok else 502 if report.refused else 504
+        return json_reply(status, {"key": secret, "name": req.name, "barrier": report.outcome()})
+
+    async def revoke_key(self, call: Call) -> Reply:
+        """Revokes a key; 200 once no replica accepts it any more (502 / 504 as for a flip)."""
+        req = await _decode_body(call, RevokeRequest)
+        reason = _reason(req.reason, '"reason" in the JSON body')
+        name = call.path["name"]
+
+        def revoke(r: Registry) -> BarrierReport:
+            key, change = keys.revoke_key(r, name, actor=call.actor, reason=reason)
+            log.info("%s revoked key %s (change %d): %s", call.actor, key.name, change.id, reason)
+            return wait_for_acks(r, change, req.timeout_s)
+
+        report = await self.run(revoke)
+        status = 200 if report.ok else 502 if report.refused else 504
+        return json_reply(status, report.outcome())
+
     async def _flip(self, flip: Callable[[Registry], Change], timeout_s: float) -> Reply:
         """The flip, then the barrier (R4). 200 in effect; 502 a replica refused; 504 one did
         not answer in time. In all three the change is recorded and the body is the report.
@@ -194,13 +299,15 @@ class AdminApi:
             return wait_for_acks(registry, change, timeout_s)
 
         try:
-            report = await self._run(run)
+            report = await self.run(run)
         except ContractMismatchError as exc:
             raise ApiError(409, f"{exc}: {'; '.join(exc.differences)}", "contract_mismatch") from None
+        self.barriers.note(report)
         status = 200 if report.ok else 502 if report.refused else 504
         return json_reply(status, report.outcome())
 
-    async def _run(self, work: Callable[[Registry], T]) -> T:
+    async def run(self, work: Callable[[Registry], T]) -> T:
+        """Store work in a worker thread, with that thread's own registry."""
         return await asyncio.to_thread(self._in_thread, work)
 
     def _in_thread(self, work: Callable[[Registry], T]) -> T:
@@ -212,12 +319,16 @@ class AdminApi:
 
 
 async def _flip_request(call: Call, kind: type[Flip]) -> Flip:
-    try:
-        req = msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
-    except msgspec.DecodeError as exc:  # ValidationError included: its message names the field
-        raise ApiError(400, f"request body: {exc}", "invalid_request") from None
+    req = await _decode_body(call, kind)
     _reason(req.reason, '"reason" in the JSON body')
     return req
+
+
+async def _decode_body(call: Call, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(await call.body(FLIP_BODY_LIMIT), type=kind)
+    except msgspec.DecodeError as exc:  # ValidationError included: its message names the field
+        raise ApiError(400, f"request body: {exc}", "invalid_request") from None
 
 
 def _reason(text: str, where: str) -> str:

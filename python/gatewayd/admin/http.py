@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -26,6 +27,7 @@ class Reply(msgspec.Struct, frozen=True):
     body: bytes
     content_type: bytes = JSON
     headers: list[tuple[bytes, bytes]] = []
+    stream: AsyncGenerator[bytes, None] | None = None  # instead of `body`: server-sent events
 
 
 class Call(msgspec.Struct, frozen=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatewayd.cli import admin, audit, control, drill, rollouts, serve, switches
+from gatewayd.cli import admin, audit, control, drill, keys, rollouts, serve, switches, usage
 from gatewayd.cli.common import Parser
 from gatewayd.errors import ContractMismatchError, GatewaydError, meaning
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(commands)
     admin.register(commands)
     drill.register(commands)
+    usage.register(commands)
+    keys.register(commands)
     return parser
 
 

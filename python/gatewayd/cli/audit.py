@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 from gatewayd import _core
-from gatewayd.audit import note
+from gatewayd.audit import note, trail
 from gatewayd.audit.keys import AuditKeyError, Signer, Verifier, add_to_keyring, load_keyring
-from gatewayd.audit.replicas import known_to_store, missing_chains
-from gatewayd.audit.verify import references, unresolved, verify_chain
 from gatewayd.cli import audit_records
 from gatewayd.cli.audit_records import audit_root
 from gatewayd.cli.common import CliError, Parser, load_settings, open_registry
-from gatewayd.control.model import StoreUnavailableError
 from gatewayd.errors import ChainCorruptError
 
 TLOG_PROOF = "c2sp.org/tlog-proof@v1"
@@ -69,52 +65,27 @@ def _keyring(args) -> list[Verifier] | None:
             return load_keyring(args.keyring)
         if not _has_config(args):
             return None
-        a = (settings := load_settings(args)).audit
-        if a.keyring:
-            return load_keyring(settings.path(a.keyring))
-        if a.signing_key:
-            return [Signer.load(settings.path(a.signing_key)).verifier]
-        return None
+        return trail.configured_keyring(load_settings(args))
     except AuditKeyError as exc:
         raise CliError(str(exc)) from None
 
 
 def run_verify(args) -> int:
     """Reports every problem of every chain, and every replica known to have served whose
-    chain is missing; exit 1 if there is any."""
+    chain is missing; exit 1 if there is any. A run with a config is remembered in its
+    control directory, for the alert on a trail left unverified."""
     root = audit_root(args)
-    chains = _core.list_chains(root)
-    keyring = _keyring(args)
-    reports = [verify_chain(root, chain, keyring) for chain in chains]
-    found = [references(root, chain) for chain in chains]
-    known: dict[str, str] = {}  # replica -> why it is known to have served
-    for refs in found:
-        for chain, why in refs.refused.items():
-            known.setdefault(chain, why)
-    referenced = set().union(*(refs.versions for refs in found))
-    problems = [f"BROKEN: chain {r.chain}: {problem}" for r in reports for problem in r.problems]
-    notes = [f"note: chain {chain}: {why}" for chain, why in sorted(known.items()) if chain in chains]
-    missing_versions: list[tuple[str, int]] | None = None
-    if not _has_config(args):
-        notes.append("versions and replicas not checked against the registry (no config given)")
-    else:
-        try:
-            registry = open_registry(load_settings(args))
-            for name, why in known_to_store(registry).items():
-                known.setdefault(name, why)
-            missing_versions = unresolved(referenced, registry)
-        except (StoreUnavailableError, sqlite3.Error) as exc:
-            notes.append(f"versions and replicas not checked against the registry: {exc}")
-    missing = missing_chains(chains, known)
-    problems += [f"MISSING: chain {name}: no chain directory under {root}, but {why}" for name, why in missing]
-    if missing_versions:
-        names = ", ".join(f"{domain} v{version}" for domain, version in missing_versions)
-        problems.append(f"BROKEN: records name versions the registry does not hold: {names}")
-    if not chains and not problems:
+    opener = None
+    if _has_config(args):
+        settings = load_settings(args)
+        opener = lambda: open_registry(settings)  # noqa: E731
+    result = trail.verify_trail(root, _keyring(args), opener)
+    if not result.reports and not result.problems:
         print(f"no audit chains under {root}")
         return 1
-
-    for r in reports:
+    if opener is not None:
+        trail.remember(settings.path(settings.control.dir), result)
+    for r in result.reports:
         kept = f" (seq {r.first_seq} on; earlier records removed by retention)" if r.first_seq > 1 else ""
         signed = "no checkpoints: its end is not signed"
         if r.checkpoints:
@@ -124,19 +95,18 @@ def run_verify(args) -> int:
             f"  {r.chain}: {r.records} records{kept} in {r.segments} segment(s), "
             f"head seq {r.head_seq}; {signed}{damage}"
         )
-    for line in problems + notes:
+    for line in result.problems + result.notes:
         print(line)
-    if problems:
-        bad = {r.chain for r in reports if r.problems} | {name for name, _ in missing}
-        total = len(set(chains) | known.keys())
-        print(f"NOT INTACT: {len(problems)} problem(s); {len(bad)} of {total} chain(s) affected")
+    if result.problems:
+        total = len({r.chain for r in result.reports} | result.known.keys())
+        print(f"NOT INTACT: {len(result.problems)} problem(s); {len(result.affected)} of {total} chain(s) affected")
         return 1
-    records = sum(r.records for r in reports)
-    checkpoints = sum(r.checkpoints for r in reports)
-    print(f"intact: {len(reports)} chain(s), {records} records, {checkpoints} checkpoint signature(s) verified")
-    if missing_versions is not None:
-        print(f"every version the records name ({len(referenced)}) resolves in the registry")
-        print(f"every replica the registry knows of ({len(known)}) has its chain")
+    records = sum(r.records for r in result.reports)
+    checkpoints = sum(r.checkpoints for r in result.reports)
+    print(f"intact: {len(result.reports)} chain(s), {records} records, {checkpoints} checkpoint signature(s) verified")
+    if result.registry_checked:
+        print(f"every version the records name ({result.referenced}) resolves in the registry")
+        print(f"every replica the registry knows of ({len(result.known)}) has its chain")
     return 0
 
 

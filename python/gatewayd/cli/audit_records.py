@@ -75,7 +75,7 @@ def audit_root(args) -> str:
 
 def run_query(args) -> int:
     root = audit_root(args)
-    ts_from, ts_to = _stamp(args.start), _stamp(args.end)
+    ts_from, ts_to = record_stamp(args.start), record_stamp(args.end)
     out = sys.stdout.buffer
     streams = [_matching(root, chain, args, ts_from, ts_to) for chain in _core.list_chains(root)]
     try:
@@ -106,7 +106,7 @@ def _matching(root: str, chain: str, args, ts_from: str | None, ts_to: str | Non
         yield row.ts, chain, row.seq, row, payload
 
 
-def _stamp(text: str | None) -> str | None:
+def record_stamp(text: str | None) -> str | None:
     """An instant in the records' own `ts` form, which sorts as text; exact to the
     microsecond (a float timestamp would not be)."""
     if text is None:

@@ -3,7 +3,6 @@ show, at, status, store backup and restore, and key creation."""
 
 from __future__ import annotations
 
-import secrets
 import sys
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from gatewayd.cli.common import (
     open_registry,
     parse_instant,
 )
-from gatewayd.config import hash_key
 from gatewayd.control import contract, documents, overview, restore
 from gatewayd.control.model import DEFAULT_SCOPE, StoreDump, StoreUnavailableError
 
@@ -75,11 +73,6 @@ def register(commands) -> None:
     b.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for acknowledgements")
     b.set_defaults(run=run_store)
 
-    k = commands.add_parser("keys", help="create a caller key for a tenant")
-    k.add_argument("action", choices=["create"])
-    k.add_argument("--tenant", required=True)
-    k.set_defaults(run=run_keys)
-
 
 def run_push(args) -> int:
     registry = open_registry(load_settings(args))
@@ -134,7 +127,23 @@ def run_at(args) -> int:
             f"(change {change.id} at {iso(change.at)} by {change.actor}); "
             f"acknowledged by {len(acked)} replica(s) by then: {', '.join(acked) or '-'}"
         )
+        if e.domain == "config":
+            _print_prices(registry, e.version)
     return 0
+
+
+def _print_prices(registry, version: int) -> None:
+    """The prices a config version set, one line per provider and model: what requests
+    were charged at then."""
+    info, data = registry.document("config", version)
+    prices = documents.runtime_config(documents.to_json(documents.parse(data, info.name), info.name), info.name).prices
+    for provider, models in sorted(prices.providers.items()):
+        for model, p in sorted(models.items()):
+            cached = p.input if p.cached is None else p.cached
+            print(
+                f"  price {provider} {model}: input {p.input:g}, output {p.output:g}, cached {cached:g} "
+                f"{prices.currency} per million tokens"
+            )
 
 
 def run_status(args) -> int:
@@ -206,14 +215,6 @@ def _read_backup(path: str) -> StoreDump:
         return msgspec.json.decode(Path(path).read_bytes(), type=StoreDump)
     except (OSError, msgspec.DecodeError) as exc:
         raise CliError(f"--backup {path}: not a backup written by `gatewayd store export` ({exc})") from None
-
-
-def run_keys(args) -> int:
-    key = "gw-" + secrets.token_urlsafe(24)
-    print(f"key (shown once, give it to the caller): {key}")
-    print("add to the config file:")
-    print(f'[[keys]]\ntenant = "{args.tenant}"\nsha256 = "{hash_key(key)}"')
-    return 0
 
 
 def _with_candidate(candidate) -> str:

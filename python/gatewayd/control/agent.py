@@ -32,6 +32,7 @@ from gatewayd.control import snapshot as snapshots
 from gatewayd.control.barrier import LIVE_WITHIN_S
 from gatewayd.control.documents import DocumentError
 from gatewayd.control.history import RollbackStacks
+from gatewayd.control.keys import KEY_CHANGE, RuntimeKey
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.model import (
     Ack,
@@ -64,6 +65,7 @@ class ReplicaAgent:
         after_answer: Callable[[], None] = lambda: None,
         resync_interval_s: float = 2.0,
         traffic: Callable[[], bytes] | None = None,
+        on_keys: Callable[[list[RuntimeKey]], None] | None = None,
     ):
         self.name = name
         self.store = store
@@ -82,6 +84,9 @@ class ReplicaAgent:
         # never holds up the propagation barrier.
         self.after_answer = after_answer
         self.resync_interval_s = resync_interval_s
+        # Serves a new run-time key table: at the first change applied, and at every change
+        # of kind `key` (a key created or revoked), before that change is acknowledged.
+        self.on_keys = on_keys
         self.snapshot: Snapshot | None = None
         self.applied_change = 0
         self.started_at = time.time()
@@ -204,6 +209,8 @@ class ReplicaAgent:
             self.after_answer()
             return
         self._swap(snap, compiled=self.compiled.compiles - compiles)
+        if self.on_keys is not None and (self.counters["changes_applied"] == 0 or _moves_keys(pending)):
+            self._load_keys()
         self.pointers = pointers
         self.lkg.save(snap.change_id, pointers, self._fetch, self.mark)
         self._saved_mark = self.mark
@@ -255,6 +262,14 @@ class ReplicaAgent:
             }
         )
 
+    def _load_keys(self) -> None:
+        """Reads the run-time keys from the store and serves them; kept beside the
+        last-known-good state, so a replica restarted with the store down still knows them."""
+        assert self.on_keys is not None
+        keys = self.store.runtime_keys()
+        self.on_keys(keys)
+        self.lkg.save_keys(keys)
+
     def _start_from_last_known_good(self) -> None:
         state = self.lkg.load()
         if state is None or not state.pointers:
@@ -265,6 +280,8 @@ class ReplicaAgent:
         docs = state.document_map()
         snap = snapshots.build(state.change_id, state.pointers, self.compiled, lambda d, v: docs[(d, v)])
         self._swap(snap)
+        if self.on_keys is not None:
+            self.on_keys(self.lkg.load_keys())
         log.warning("replica %s: serving last-known-good change %d until the store returns", self.name, state.change_id)
 
     def _lost(self, exc: Exception) -> None:
@@ -341,6 +358,10 @@ class ReplicaAgent:
         if documents.digest(data) != info.digest:  # never serve bytes the registry did not store
             raise DocumentError(f"{domain} version {version}: content does not match its digest {info.digest}")
         return StoredVersion(info, data)
+
+
+def _moves_keys(changes: list) -> bool:
+    return any(change.kind == KEY_CHANGE for change in changes)
 
 
 def _item_fields(item) -> list:

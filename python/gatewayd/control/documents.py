@@ -7,6 +7,7 @@ with a one-line message naming the field, and nothing is stored.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import msgspec
 import yaml
 
 from gatewayd import _core
+from gatewayd.control.keys import BUDGET_UNITS, PERIODS, Budget
 from gatewayd.errors import DocumentError
 
 DOMAINS = ("policy", "routing", "config")
@@ -59,6 +61,35 @@ class Ejection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     for_s: float = 10.0
 
 
+class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One model's price per million tokens, in the prices' currency."""
+
+    input: float
+    output: float = 0.0
+    cached: float | None = None  # input tokens read from the provider's prompt cache; default: input's
+
+
+class Prices(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What each provider's models cost (the `prices` of the config domain): versioned, so a
+    price change rolls back like any other, and every request record names the version
+    that priced it (`price_version`)."""
+
+    currency: str = "USD"
+    # provider name -> upstream model (a glob: the exact name wins, else the longest glob
+    # that matches) -> price
+    providers: dict[str, dict[str, Price]] = {}
+
+    def price(self, provider: str, model: str) -> Price | None:
+        models = self.providers.get(provider)
+        if not models:
+            return None
+        exact = models.get(model)
+        if exact is not None:
+            return exact
+        matching = [glob for glob in models if fnmatch.fnmatchcase(model, glob)]
+        return models[max(matching, key=len)] if matching else None
+
+
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The ``config`` domain: behaviour that hot-reloads and rolls back (R12)."""
 
@@ -73,6 +104,10 @@ class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # over it) while it is relayed: "finish" relays it to its end, "cut" ends it with an
     # error event. The config the stream was admitted under decides (R6).
     inflight_on_revert: str = "finish"
+    prices: Prices = Prices()
+    # Per tenant: a spending cap per UTC day or month, in the prices' currency or tokens
+    # (gatewayd.server.budgets); a key's own budget is set when it is created.
+    budgets: dict[str, Budget] = {}
 
 
 CACHE_MODES = ("deterministic", "header", "off")
@@ -165,7 +200,23 @@ def runtime_config(doc: bytes, name: str) -> RuntimeConfig:
         raise DocumentError(f"{name}: ejection.for_s: must be positive")
     if cfg.inflight_on_revert not in INFLIGHT_ON_REVERT:
         raise DocumentError(f"{name}: inflight_on_revert: must be one of {', '.join(INFLIGHT_ON_REVERT)}")
+    _check_prices(cfg.prices, name)
+    for tenant, budget in cfg.budgets.items():
+        if budget.unit not in BUDGET_UNITS or budget.period not in PERIODS or not budget.amount > 0:
+            raise DocumentError(
+                f"{name}: budgets.{tenant}: amount must be above 0, unit one of {', '.join(BUDGET_UNITS)}, "
+                f"period one of {', '.join(PERIODS)}"
+            )
     return cfg
+
+
+def _check_prices(prices: Prices, name: str) -> None:
+    if not (len(prices.currency) == 3 and prices.currency.isascii() and prices.currency.isupper()):
+        raise DocumentError(f"{name}: prices.currency: must be an ISO 4217 code such as USD")
+    for provider, models in prices.providers.items():
+        for model, price in models.items():
+            if min(price.input, price.output, price.cached or 0.0) < 0:
+                raise DocumentError(f"{name}: prices.providers.{provider}.{model}: prices must not be negative")
 
 
 def read_file(path: str | Path) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.model import Pointer, StoredVersion, Watermark
 
 DIRECTORY = "last-known-good"
@@ -83,6 +84,18 @@ class LastKnownGood:
                 continue  # a torn write of a file written once: the state files still hold it
         return out
 
+    def save_keys(self, keys: list[RuntimeKey]) -> None:
+        """The run-time key table beside the state (`<name>.keys`), atomically."""
+        _write_atomically(self.path.with_suffix(".keys"), msgspec.json.encode(keys))
+
+    def load_keys(self) -> list[RuntimeKey]:
+        return _read_keys(self.path.with_suffix(".keys"))
+
+    @staticmethod
+    def keys_in(state_dir: Path) -> list[RuntimeKey]:
+        """Every run-time key the replicas of a control directory last knew, for a restore."""
+        return [k for path in sorted((state_dir / DIRECTORY).glob("*.keys")) for k in _read_keys(path)]
+
     def _write(self, state: SavedState) -> None:
         _write_atomically(self.path, msgspec.json.encode(state))
         self._saved = state
@@ -95,6 +108,13 @@ def _read(path: Path) -> SavedState | None:
         return None
     except msgspec.DecodeError:
         return None  # unreadable: treated as absent; the store is the truth
+
+
+def _read_keys(path: Path) -> list[RuntimeKey]:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=list[RuntimeKey])
+    except (FileNotFoundError, msgspec.DecodeError):
+        return []
 
 
 def _archive(directory: Path, stored: StoredVersion) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.local_wake import LocalSubscription, wake_subscribers
 from gatewayd.control.model import (
     Ack,
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS acks (
 CREATE TABLE IF NOT EXISTS identity (
     only INTEGER PRIMARY KEY CHECK (only = 1), epoch TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS version_counters (domain TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runtime_keys (name TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS spend (counter TEXT PRIMARY KEY, cost REAL NOT NULL, tokens INTEGER NOT NULL);
 """
 
 
@@ -163,6 +166,10 @@ class LocalStore:
                 "INSERT INTO pointers VALUES (?,?,?,?,?)",
                 [(p.domain, p.scope, p.version, p.change_id, _candidate_text(p.candidate)) for p in dump.pointers],
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO runtime_keys VALUES (?,?)",
+                [(k.name, msgspec.json.encode(k)) for k in dump.keys],
+            )
             return True
 
     @_guarded
@@ -264,6 +271,45 @@ class LocalStore:
                         (item.domain, item.scope, item.new, change_id, _candidate_text(item.candidate)),
                     )
             return Change(change_id, at, actor, reason, kind, list(items))
+
+    # -- run-time caller keys (gatewayd.control.keys) -----------------------------------
+    @_guarded
+    def add_key(self, key: RuntimeKey) -> bool:
+        with self._write() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO runtime_keys VALUES (?,?)", (key.name, msgspec.json.encode(key)))
+            return cursor.rowcount == 1
+
+    @_guarded
+    def set_key(self, key: RuntimeKey) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO runtime_keys VALUES (?,?)", (key.name, msgspec.json.encode(key)))
+
+    @_guarded
+    def runtime_keys(self) -> list[RuntimeKey]:
+        rows = self._db.execute("SELECT record FROM runtime_keys ORDER BY name").fetchall()
+        return [msgspec.json.decode(row[0], type=RuntimeKey) for row in rows]
+
+    # -- spend counters (budgets, gatewayd.server.budgets) -------------------------------
+    @_guarded
+    def add_spend(self, increments: dict[str, tuple[float, int]]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO spend VALUES (?,?,?) ON CONFLICT (counter) DO UPDATE"
+                " SET cost = cost + excluded.cost, tokens = tokens + excluded.tokens",
+                [(counter, cost, tokens) for counter, (cost, tokens) in increments.items()],
+            )
+
+    @_guarded
+    def spend(self, counters: list[str]) -> dict[str, tuple[float, int]]:
+        found: dict[str, tuple[float, int]] = {}
+        for start in range(0, len(counters), 500):  # SQLite's bound on host parameters
+            batch = counters[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            for counter, cost, tokens in self._db.execute(
+                f"SELECT counter, cost, tokens FROM spend WHERE counter IN ({marks})", batch
+            ):
+                found[counter] = (cost, tokens)
+        return found
 
     @_guarded
     def changes(self, since_id: int = 0, domain: str | None = None) -> list[Change]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.errors import (  # noqa: F401 (re-exported)
     BadInputError,
     ConflictError,
@@ -81,7 +82,7 @@ class Change(msgspec.Struct, frozen=True):
     at: float
     actor: str
     reason: str
-    kind: str  # bootstrap | activate | rollback | canary | promote | shadow | restore | lost
+    kind: str  # bootstrap | activate | rollback | canary | promote | shadow | restore | lost | key
     items: list[ChangeItem]
 
 
@@ -164,7 +165,7 @@ class StoredVersion(msgspec.Struct, frozen=True):
 
 
 class StoreDump(msgspec.Struct, frozen=True):
-    """Everything a store keeps forever: identity, versions, change records, pointers.
+    """Everything a store keeps forever: identity, versions, change records, pointers, keys.
     `gatewayd store export` writes one; bootstrap and restore seed an empty store from one."""
 
     identity: StoreIdentity
@@ -172,6 +173,7 @@ class StoreDump(msgspec.Struct, frozen=True):
     last_versions: dict[str, int]  # domain -> last id given, at least the highest stored
     changes: list[Change]  # ids 1..N, no gaps
     pointers: list[Pointer]
+    keys: list[RuntimeKey] = []  # run-time caller keys, revoked ones included (none in older dumps)
 
 
 class RegistryError(BadInputError):

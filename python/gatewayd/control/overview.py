@@ -98,7 +98,10 @@ def describe(version: int | None, candidate: Candidate | None) -> str:
 
 
 def moves(change: Change) -> str:
-    """What a change moved, one `domain/scope before -> after` per item."""
+    """What a change moved, one `domain/scope before -> after` per item (a key change
+    moves no pointer: the replicas reload their caller keys)."""
+    if not change.items:
+        return "caller keys"
     return ", ".join(
         f"{i.domain}/{i.scope} {describe(i.prev, i.prev_candidate)} -> {describe(i.new, i.candidate)}"
         for i in change.items

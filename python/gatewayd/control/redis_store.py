@@ -38,6 +38,7 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from gatewayd.control.documents import DOMAINS
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.model import (
     Ack,
     Candidate,
@@ -229,7 +230,7 @@ class RedisStore:
     def seed(self, dump: StoreDump) -> bool:
         """Writes a whole history into a store that has none, in one script; False (nothing
         written) when any of its keys exists. Times are the dump's own."""
-        keys = [self._key("identity"), self._key("changes"), self._key("pointers")]
+        keys = [self._key("identity"), self._key("changes"), self._key("pointers"), self._key("runtime-keys")]
         for domain in DOMAINS:
             keys += [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
         slot = {key: n for n, key in enumerate(keys, 1)}
@@ -249,6 +250,8 @@ class RedisStore:
         for p in dump.pointers:
             value = f"{p.version} {p.change_id}" + (f" {_candidate_arg(p.candidate)}" if p.candidate else "")
             args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", value]
+        for k in dump.keys:
+            args += ["HSET", slot[self._key("runtime-keys")], k.name, msgspec.json.encode(k)]
         return bool(self._write_history(self._seed, keys, args))
 
     @_guarded
@@ -326,6 +329,39 @@ class RedisStore:
             candidate = _parse_candidate(result[3])
             raise ConflictError.candidate_moved(item.domain, item.scope, candidate, item.prev_candidate)
         return Change(int(result[0]), float(result[1]), actor, reason, kind, list(items))
+
+    # -- run-time caller keys (gatewayd.control.keys) -----------------------------------
+    @_guarded
+    def add_key(self, key: RuntimeKey) -> bool:
+        return bool(self._redis.hsetnx(self._key("runtime-keys"), key.name, msgspec.json.encode(key)))
+
+    @_guarded
+    def set_key(self, key: RuntimeKey) -> None:
+        self._redis.hset(self._key("runtime-keys"), key.name, msgspec.json.encode(key))
+
+    @_guarded
+    def runtime_keys(self) -> list[RuntimeKey]:
+        found = self._hgetall("runtime-keys")
+        return [msgspec.json.decode(found[name], type=RuntimeKey) for name in sorted(found)]
+
+    # -- spend counters (budgets, gatewayd.server.budgets) -------------------------------
+    @_guarded
+    def add_spend(self, increments: dict[str, tuple[float, int]]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for counter, (cost, tokens) in increments.items():
+            pipe.hincrbyfloat(self._key("spend-cost"), counter, cost)
+            pipe.hincrby(self._key("spend-tokens"), counter, tokens)
+        pipe.execute()
+
+    @_guarded
+    def spend(self, counters: list[str]) -> dict[str, tuple[float, int]]:
+        if not counters:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self._key("spend-cost"), counters)
+        pipe.hmget(self._key("spend-tokens"), counters)
+        costs, tokens = pipe.execute()
+        return {c: (float(v), int(t or 0)) for c, v, t in zip(counters, costs, tokens, strict=True) if v is not None}
 
     @_guarded
     def changes(self, since_id: int = 0, domain: str | None = None) -> list[Change]:

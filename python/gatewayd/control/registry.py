@@ -14,6 +14,7 @@ from typing import Protocol
 from gatewayd.config import Settings
 from gatewayd.control import documents, store_identity
 from gatewayd.control.history import InEffect, in_effect_at, previous_version
+from gatewayd.control.keys import KEY_CHANGE, RuntimeKey, spend_counter
 from gatewayd.control.model import (
     DEFAULT_SCOPE,
     Ack,
@@ -137,6 +138,34 @@ class Registry:
         change = self._store.flip(items, actor, reason, kind, epoch=epoch)
         self.memory.note(self._store.head())
         return change
+
+    # -- run-time caller keys (gatewayd.control.keys) -----------------------------------
+    def add_key(self, key: RuntimeKey) -> bool:
+        self.guard("create a key")
+        return self._store.add_key(key)
+
+    def set_key(self, key: RuntimeKey) -> None:
+        self.guard("revoke a key")
+        self._store.set_key(key)
+
+    def runtime_keys(self) -> list[RuntimeKey]:
+        return self._store.runtime_keys()
+
+    def key_spend(self, keys: list[RuntimeKey], now: float | None = None) -> dict[str, float]:
+        """What each key spent in its budget's current period (a key without a budget: this
+        month, in money), in its budget's unit."""
+        counters = {k.name: spend_counter(f"key:{k.name}", k.budget, now) for k in keys}
+        found = self._store.spend(list(counters.values()))
+        out = {}
+        for k in keys:
+            cost, tokens = found.get(counters[k.name], (0.0, 0))
+            out[k.name] = float(tokens) if k.budget is not None and k.budget.unit == "tokens" else round(cost, 9)
+        return out
+
+    def key_change(self, actor: str, reason: str) -> Change:
+        """The change every replica reloads its keys at and acknowledges (no pointer moves)."""
+        require_reason(reason)
+        return self.flip([], actor, reason, KEY_CHANGE)
 
     def document(self, domain: str, version_id: int) -> tuple[VersionInfo, bytes]:
         _check_domain(domain)
@@ -268,7 +297,8 @@ class Registry:
         head = self._store.head()
         if head.identity is None:
             raise RegistryError(f"control store at {self.where} has no identity: nothing to export")
-        return StoreDump(head.identity, versions, head.last_versions, changes, pointers)
+        keys = self._store.runtime_keys()
+        return StoreDump(head.identity, versions, head.last_versions, changes, pointers, keys)
 
     def restore(self, dump: StoreDump) -> None:
         """Seeds a store that lost its data with a restored history (R17), if it is still empty."""

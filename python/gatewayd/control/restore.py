@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from gatewayd.control import documents, store_identity
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.last_known_good import LastKnownGood, SavedState
 from gatewayd.control.model import (
     Change,
@@ -75,8 +76,19 @@ def plan(registry: Registry, backup: StoreDump | None, extra_dirs: list[Path], a
         domain: [i for i in range(1, last + 1) if (domain, i) not in versions] for domain, last in last_versions.items()
     }
     stored = sorted(versions.values(), key=lambda v: (v.info.domain, v.info.id))
-    dump = StoreDump(identity, stored, last_versions, changes, pointers)
+    keys = _keys([*(backup.keys if backup else []), *(k for d in dirs for k in LastKnownGood.keys_in(d))])
+    dump = StoreDump(identity, stored, last_versions, changes, pointers, keys)
     return RestorePlan(dump, {d: ids for d, ids in missing.items() if ids}, lost)
+
+
+def _keys(found: list[RuntimeKey]) -> list[RuntimeKey]:
+    """One record per key name from every copy found: a revocation wins over the key."""
+    by_name: dict[str, RuntimeKey] = {}
+    for key in found:
+        kept = by_name.get(key.name)
+        if kept is None or (key.revoked and not kept.revoked):
+            by_name[key.name] = key
+    return sorted(by_name.values(), key=lambda k: k.name)
 
 
 def _identity(backup: StoreDump | None, mark: Watermark | None, dirs: list[Path]) -> StoreIdentity:

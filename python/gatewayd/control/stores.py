@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gatewayd.config import ConfigError, Settings
+from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.local_store import LocalStore
 from gatewayd.control.model import (
     Ack,
@@ -129,6 +130,28 @@ class ControlStore(Protocol):
 
     def acks(self, change_id: int) -> list[Ack]:
         """The answers to a change, by replica name."""
+        ...
+
+    # -- run-time caller keys (gatewayd.control.keys) -------------------------------------
+    def add_key(self, key: RuntimeKey) -> bool:
+        """Stores a new key; False (nothing written) when its name is taken."""
+        ...
+
+    def set_key(self, key: RuntimeKey) -> None:
+        """Replaces a key's record (its revocation)."""
+        ...
+
+    def runtime_keys(self) -> list[RuntimeKey]:
+        """Every run-time key, revoked ones included, by name."""
+        ...
+
+    # -- spend counters (budgets) -----------------------------------------------------------
+    def add_spend(self, increments: dict[str, tuple[float, int]]) -> None:
+        """Adds (cost, tokens) to each named counter, all in one transaction."""
+        ...
+
+    def spend(self, counters: list[str]) -> dict[str, tuple[float, int]]:
+        """The (cost, tokens) of each named counter that has any."""
         ...
 
     def subscribe(self, *, check_interval_s: float | None = None) -> Subscription:

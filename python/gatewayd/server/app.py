@@ -25,6 +25,7 @@ from gatewayd.control.stores import open_store
 from gatewayd.server import asgi, errors, metrics, rsgi
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
+from gatewayd.server.budgets import BudgetLedger
 from gatewayd.server.connections import ConnectionCapWatch, connection_cap
 from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_replica
@@ -60,6 +61,7 @@ class GatewayApp:
         self.in_service = InService()
         self._metrics_task: asyncio.Task | None = None
         self._client_guard_task: asyncio.Task | None = None
+        self.budgets: BudgetLedger | None = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
         kind = scope["type"]
@@ -128,6 +130,8 @@ class GatewayApp:
                     "live_replicas": agent.live_replicas if agent else 0,
                     # Providers skipped for their fallbacks after failing in a row (ejection).
                     "ejected_providers": self.pipeline.health.ejected(time.monotonic()) if self.pipeline else [],
+                    # cluster, or per-replica while the control store does not answer
+                    "budgets": self.budgets.readiness() if self.budgets else None,
                 }
             )
             return await respond(send, 200 if ready else 503, [(b"content-type", JSON)], body)
@@ -178,6 +182,7 @@ class GatewayApp:
         self.audit.start()
         providers = [(n, p.kind) for n, p in s.providers.items()]
         state_dir = s.path(s.control.dir)
+        auth = Authenticator(s.keys)  # the agent gives it the run-time keys as it applies changes
         self.agent = ReplicaAgent(
             name,
             open_store(s),
@@ -188,6 +193,7 @@ class GatewayApp:
             after_answer=self.audit.boundary,
             resync_interval_s=s.control.resync_interval_ms / 1000,
             traffic=engine.metrics_json,
+            on_keys=auth.use_runtime_keys,
         )
         self.agent.start()
         self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
@@ -200,15 +206,18 @@ class GatewayApp:
         self.client = UpstreamClient(max_connections=max(limits.values()), limits=limits)
         await self.client.start()
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
+        self.budgets = BudgetLedger(open_store(s), name)  # a store handle of its own, for its thread
+        self.budgets.start()
         self.pipeline = Pipeline(
             self.engine,
             self.agent,
-            Authenticator(s.keys),
+            auth,
             self.client,
             endpoints,
             s.server.max_body_bytes,
             self.audit,
             self.in_service,
+            self.budgets,
         )
         log.info("replica %s serving (pid %d)", name, os.getpid())
 
@@ -250,10 +259,13 @@ class GatewayApp:
                 counters=dict(
                     agent.counters,
                     unrecorded_requests=pipeline.unrecorded,
+                    audit_write_failures=pipeline.audit_write_failures,
                     shadow_routing_skipped=pipeline.mirror.skipped,
                 ),
                 engine=msgspec.Raw(engine.metrics_json()),
                 shadow_routing=[(v, s, shape, int(n), t) for (v, s, shape), (n, t) in pipeline.mirror.stats.items()],
+                usage=pipeline.meter.rows(),
+                budgets=self.budgets.levels() if self.budgets else [],
             )
         )
 
@@ -279,6 +291,8 @@ class GatewayApp:
             await self.client.close()
         if self.agent:
             self.agent.stop()
+        if self.budgets:
+            self.budgets.stop()
         if self.audit:
             await self.audit.stop()  # a last fsync and checkpoint
 

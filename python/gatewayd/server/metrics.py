@@ -31,6 +31,9 @@ class ReplicaMetrics(msgspec.Struct):
     engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
     # Copies sent to a shadow routing candidate: (routing version, status, shape, count, seconds)
     shadow_routing: list[tuple[int, int, str, int, float]] = []
+    # Usage by (tenant, key, model, provider, price version, currency): gatewayd.server.meter.FIELDS
+    usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
+    budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
 
 
 class _Series(msgspec.Struct):
@@ -111,7 +114,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             acc[1] += hist.sum_seconds
             acc[2] = hist.buckets if acc[2] is None else [a + b for a, b in zip(acc[2], hist.buckets, strict=True)]
         for (p, r, c, bits, api), (count, total, buckets) in sorted(merged.items()):
-            candidate = _candidate_label(bits)
+            candidate = candidate_label(bits)
             base = _labels(
                 replica=replica, policy_version=p, routing_version=r, config_version=c, candidate=candidate, api=api
             )
@@ -150,6 +153,14 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
             labels = _labels(replica=m.replica, routing_version=version, status=status, shape=shape)
             lines.append(f"gatewayd_shadow_routing_seconds_total{{{labels}}} {seconds}")
 
+    _render_usage(replicas, family, lines)
+    family("gatewayd_budget_used_ratio", "gauge", "Share of each budget used in its period, as this replica sees it.")
+    for m in replicas:
+        for owner, period, unit, share in m.budgets:
+            kind, _, name = owner.partition(":")
+            labels = _labels(replica=m.replica, owner=kind, name=name, period=period, unit=unit)
+            lines.append(f"gatewayd_budget_used_ratio{{{labels}}} {share}")
+
     family(
         "gatewayd_replica_versions",
         "gauge",
@@ -176,6 +187,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         ("resyncs", "Times this replica resynchronised after losing the store."),
         ("unrecorded_requests", "Requests served without an audit record (audit.on_failure = open)."),
         ("audit_events_lost", "Replica events that could not be written to the audit chain."),
+        ("audit_write_failures", "Request records that could not be written (refused, or served unrecorded)."),
         ("shadow_routing_skipped", "Requests not copied to a shadow routing candidate: too many copies in flight."),
     ):
         family(f"gatewayd_{counter}_total", "counter", help_text)
@@ -192,15 +204,57 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def request_counts(m: ReplicaMetrics) -> dict[tuple[int, int, int, int], tuple[int, int]]:
+    """(policy, routing, config, candidate bits) -> (requests, 5xx answers) since the
+    replica started: what the admin API samples for its per-version rate chart."""
+    out: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    for key, hist in msgspec.json.decode(m.engine, type=_EngineSnapshot).requests:
+        versions = (key.policy_version, key.routing_version, key.config_version, key.candidates)
+        requests, errors = out.get(versions, (0, 0))
+        out[versions] = (requests + hist.count, errors + (hist.count if key.status >= 500 else 0))
+    return out
+
+
+USAGE_FAMILIES = (
+    # (name, help, [(kind label or None, FIELDS index)])
+    ("gatewayd_usage_requests_total", "Requests whose record carries token usage.", [(None, 0)]),
+    (
+        "gatewayd_tokens_total",
+        "Tokens the providers reported, by kind (prompt includes cached).",
+        [("prompt", 1), ("completion", 2), ("cached", 3)],
+    ),
+    ("gatewayd_cost_total", "What the tokens cost, priced by the config version named.", [(None, 4)]),
+    ("gatewayd_tokens_saved_total", "Tokens cache hits saved, by kind.", [("prompt", 5), ("completion", 6)]),
+    ("gatewayd_cost_saved_total", "What cache hits saved.", [(None, 7)]),
+)
+
+
+def _render_usage(replicas: list[ReplicaMetrics], family, lines: list[str]) -> None:
+    """Tokens and cost by tenant, key, model, provider and price version (the config
+    version whose prices were used), each replica's own."""
+    for name, help_text, columns in USAGE_FAMILIES:
+        family(name, "counter", help_text)
+        for m in replicas:
+            for (tenant, key, model, provider, version, currency), row in m.usage:
+                base = dict(
+                    replica=m.replica, tenant=tenant, key=key, model=model, provider=provider, price_version=version
+                )
+                if name.startswith("gatewayd_cost"):
+                    base["currency"] = currency
+                for kind, index in columns:
+                    labels = _labels(**base, **({"kind": kind} if kind else {}))
+                    lines.append(f"{name}{{{labels}}} {row[index]}")
+
+
 def _versions(key: _Series) -> dict[str, object]:
     """The version labels, and `candidate`: the domains served from a candidate position
     ("none", or e.g. "routing", "policy+routing"), so a canary's traffic is its own series."""
     labels: dict[str, object] = {name: getattr(key, name) for name in VERSION_LABELS}
-    labels["candidate"] = _candidate_label(key.candidates)
+    labels["candidate"] = candidate_label(key.candidates)
     return labels
 
 
-def _candidate_label(bits: int) -> str:
+def candidate_label(bits: int) -> str:
     return "+".join(domain for domain, bit in CANDIDATE_BITS.items() if bits & bit) or "none"
 
 

@@ -23,8 +23,9 @@ import msgspec
 from gatewayd import _core
 from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
 from gatewayd.control.documents import CacheSettings
+from gatewayd.control.keys import model_allowed
 from gatewayd.control.snapshot import InService, Served
-from gatewayd.server import errors
+from gatewayd.server import errors, usage
 from gatewayd.server.asgi import (
     JSON,
     BodyTimeout,
@@ -37,11 +38,13 @@ from gatewayd.server.asgi import (
     respond,
     transfer_coding_problem,
 )
-from gatewayd.server.auth import Authenticator
+from gatewayd.server.auth import Authenticator, Caller
+from gatewayd.server.budgets import BudgetLedger, budgets_of, charged
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
+from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
-from gatewayd.server.ratelimit import TenantLimiter
+from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
 from gatewayd.translate import Translation, Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
@@ -66,9 +69,11 @@ FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 # A stream is complete only if its protocol's last event ends it (_ends_with_last_event):
 # OpenAI's (chat, completions), or Anthropic's (messages).
 LAST_EVENT = {False: "data: [DONE]", True: "event: message_stop"}
-# The stream's last bytes kept to look for it: room for the last event (52 bytes for
-# Anthropic's) and what a provider may add to it.
-STREAM_TAIL = 256
+# The stream's last bytes kept to look for it (52 bytes for Anthropic's) and for the usage
+# the provider sends last (OpenAI's usage chunk, Anthropic's message_delta).
+STREAM_TAIL = usage.STREAM_TAIL
+# Streamed OpenAI APIs the gateway asks for a usage chunk (stream_options.include_usage).
+USAGE_CHUNK_APIS = frozenset({"chat", "completions"})
 # The status whose error type ends a stream cut on a revert: api_error, in both APIs.
 CUT_ON_REVERT_STATUS = 502
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
@@ -88,6 +93,7 @@ class Pipeline:
         max_body: int,
         audit,
         in_service: InService | None = None,
+        budgets: BudgetLedger | None = None,
     ):
         self.engine = engine
         self.audit = audit  # gatewayd.audit.runtime.AuditRuntime
@@ -102,7 +108,11 @@ class Pipeline:
         self.health = ProviderHealth()
         self._scrub = _scrubber(secret for provider in providers.values() for secret in provider.secrets)
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
+        self.audit_write_failures = 0  # records that could not be written, in either mode
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
+        self.callers: dict[object, Caller] = {}  # admission -> who sent it, until it is recorded
+        self.meter = Meter()  # tokens and cost by tenant, key, model, provider, price version
+        self.budgets = budgets  # per key and tenant, shared by the cluster
         # Copies of requests for a shadow routing candidate (R13).
         self.mirror = Mirror(engine, client, providers, lambda fields: engine.event(msgspec.json.encode(fields)))
 
@@ -117,25 +127,30 @@ class Pipeline:
                 body = errors.error_body(status, message, "invalid_transfer_encoding", anthropic)
                 return await respond(send, status, [(b"content-type", JSON)], body)
         request_id = seen.request_id or f"{getrandbits(128):032x}"
-        tenant = self.auth.tenant_for(*seen.credential) if seen.credential else None
-        if tenant is None or seen.credential is None:
+        caller = self.auth.caller_for(*seen.credential) if seen.credential else None
+        if caller is None or seen.credential is None:
             served = snap.route("", api).current()
             return await self._reject(
                 served, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key"
             )
+        tenant = caller.tenant
         route = snap.route(tenant, api)
         try:
             body = await read_body(receive, self.max_body, seen.content_length)
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
-            return await self._reject(route.current(), send, api, tenant, request_id, 413, "request_too_large", message)
+            return await self._reject(
+                route.current(), send, api, tenant, request_id, 413, "request_too_large", message, caller=caller
+            )
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
-            return await self._reject(route.current(), send, api, tenant, request_id, 408, "request_timeout", message)
+            return await self._reject(
+                route.current(), send, api, tenant, request_id, 408, "request_timeout", message, caller=caller
+            )
         except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
             message = "client closed the connection before its body was read"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message
+                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message, caller=caller
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
@@ -148,7 +163,19 @@ class Pipeline:
         if wait:
             message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
-            return await self._reject(served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry)
+            return await self._reject(
+                served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
+            )
+        if caller.rpm:  # a run-time key's own limit, beside its tenant's
+            wait = self.limiter.admit(
+                key_bucket(caller.key), key_limit(caller.rpm, config.rate_limit.scope), self.agent.live_replicas
+            )
+            if wait:
+                message = f"rate limit for key {caller.key} exceeded ({caller.rpm}/min); retry in {wait:.1f} s"
+                retry = [(b"retry-after", str(max(1, round(wait))).encode())]
+                return await self._reject(
+                    served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
+                )
         adm = self.engine.admit(
             served=served,
             api=api,
@@ -159,24 +186,60 @@ class Pipeline:
             cache=_cache_mode(seen.cache, config.cache),
             vary=seen.vary,
         )
-        if adm.verdict != "allow":
-            return await self._refuse(send, adm, anthropic)
-        if adm.cached_body is not None:
-            await self._record(adm, adm.cached_status)
-            content_type = adm.cached_content_type.encode()
-            return await respond(send, adm.cached_status, _headers(adm, content_type), adm.cached_body)
-        self.clients[adm] = client = ClientWatch(receive)
+        if caller.models and adm.verdict == "allow" and not model_allowed(caller.models, adm.model):
+            message = f"key {caller.key} may not use the model `{adm.model}` (it may use {', '.join(caller.models)})"
+            return await self._reject(
+                served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller
+            )
+        self.callers[adm] = caller
         try:
-            answer = await self._forward(scope, send, adm, config, anthropic)
+            if adm.verdict != "allow":
+                return await self._refuse(send, adm, anthropic)
+            if adm.cached_body is not None:
+                return await self._answer_from_cache(send, adm)
+            if self.budgets is not None and (caller.budget is not None or config.budgets):
+                spent = self.budgets.check(budgets_of(caller, config), time.time())
+                if spent is not None:  # would start after its budget is spent: nothing goes upstream
+                    return await self._over_budget(send, adm, spent, anthropic)
+            self.clients[adm] = client = ClientWatch(receive)
+            try:
+                answer = await self._forward(scope, send, adm, config, anthropic)
+            finally:
+                del self.clients[adm]
+                client.close()
         finally:
-            del self.clients[adm]
-            client.close()
+            del self.callers[adm]
         if served.mirror is not None:
             self.mirror.copy(served, api, tenant, request_id, body, answer)
 
+    async def _over_budget(self, send: Send, adm, spent, anthropic: bool) -> None:
+        """429 `budget_exceeded` in the API's error shape, naming the budget and its reset."""
+        message = spent.message(adm.served.config.prices.currency)
+        retry = [(b"retry-after", str(max(1, int(spent.resets_at - time.time()))).encode())]
+        await self._record(adm, 429, error=message)
+        body = errors.error_body(429, message, "budget_exceeded", anthropic)
+        await respond(send, 429, _headers(adm, JSON, retry), body)
+
+    async def _answer_from_cache(self, send: Send, adm) -> None:
+        """A hit records the tokens it saved; a streamed OpenAI answer stored with its usage
+        chunk loses it for a client that did not ask for it."""
+        body, status = adm.cached_body, adm.cached_status
+        protocol = adm.api == "messages"  # a cached answer is in the caller's protocol (translated or not)
+        if adm.stream:
+            counts = usage.read_stream(body[: usage.STREAM_HEAD], body[-STREAM_TAIL:], protocol)
+            if not protocol and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
+                body = usage.strip_usage_events(body)
+        else:
+            counts = usage.read_answer(body, protocol)[1]
+        await self._record(adm, status, counts=counts, saved=True)
+        await respond(send, status, _headers(adm, adm.cached_content_type.encode()), body)
+
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
-        upstream, via, translation = await self._first_answer(scope, adm, config)
+        # A streamed OpenAI request: whether the client asked for the usage chunk (if not,
+        # an OpenAI provider is asked for it, and it is stripped from the stream).
+        asked = usage.client_asked(adm.body) if adm.stream and adm.api in USAGE_CHUNK_APIS else None
+        upstream, via, translation = await self._first_answer(scope, adm, config, asked)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
         if isinstance(upstream, Untranslatable):
@@ -189,14 +252,19 @@ class Pipeline:
             passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
             content_type = _content_type(upstream.headers)
             status = upstream.status
+            protocol = self.providers[_answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
-                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation)
+                strip = asked is False and translation is None and not protocol
+                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
                 return None
             raw = payload = await upstream.read()  # raw: the provider's own answer
             if status >= 400:
-                await self._relay_error(send, adm, status, content_type, payload, passed, anthropic, via, translation)
+                await self._relay_error(
+                    send, adm, status, content_type, payload, passed, anthropic, via, translation, protocol
+                )
                 return None
-            if status != 200 or not _is_json_object(payload):
+            is_object, counts = usage.read_answer(payload, protocol) if status == 200 else (False, None)
+            if not is_object:
                 what = "a body that is not a JSON object" if status == 200 else f"status {status}, not an API answer"
                 invalid = UpstreamError("protocol", f"answered {what}")
                 await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
@@ -210,7 +278,7 @@ class Pipeline:
                     await self._upstream_failed(send, adm, invalid, anthropic, via, "upstream_invalid_response")
                     return None
                 content_type = JSON
-            await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via)
+            await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via, counts=counts)
             await respond(send, 200, _headers(adm, content_type, passed), payload)
             return payload
         except UpstreamError as exc:
@@ -220,11 +288,13 @@ class Pipeline:
             await upstream.aclose()
 
     async def _relay_error(
-        self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via, translation
+        self, send: Send, adm, status: int, content_type, payload, passed, anthropic, via, translation, protocol: bool
     ) -> None:
         """An upstream's own error keeps its status; its body reaches the client without our
         provider keys in it, and in the API's error shape (translated from the upstream's, or
-        wrapped, when it is not)."""
+        wrapped, when it is not). What the provider says it charged, if anything, is
+        recorded."""
+        counts = usage.read_error(payload, protocol)
         payload = self._scrub(payload)
         mapped = translation.error(status, payload) if translation is not None else None
         if mapped is not None:
@@ -234,10 +304,10 @@ class Pipeline:
             said = f": {quoted}" if quoted else " with an empty body"
             message = f"upstream {_answering(adm, via)} answered {status}{said}"
             payload, content_type = errors.error_body(status, message, "upstream_error", anthropic), JSON
-        await self._record(adm, status, response=payload, via=via)
+        await self._record(adm, status, response=payload, via=via, counts=counts)
         await respond(send, status, _headers(adm, content_type, passed), payload)
 
-    async def _first_answer(self, scope, adm, config):
+    async def _first_answer(self, scope, adm, config, asked: bool | None = None):
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,
@@ -258,6 +328,8 @@ class Pipeline:
                     if not route.failed(f"cannot translate: {exc}"):
                         return exc, (*route.via, upstream_api), translation
                     continue
+            elif asked is False and self.providers[name].kind == "openai":
+                body = usage.ask_for_usage(body)[0]  # stripped again: the client did not ask
             upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
             via = (*route.via, upstream_api)
             failure = _failure(upstream)
@@ -287,7 +359,16 @@ class Pipeline:
                 await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
 
     async def _stream(
-        self, send: Send, adm, upstream, passed, ttl: float, anthropic: bool, via, translation: Translation | None
+        self,
+        send: Send,
+        adm,
+        upstream,
+        passed,
+        ttl: float,
+        anthropic: bool,
+        via,
+        translation: Translation | None,
+        strip: bool = False,
     ) -> None:
         """Passes SSE through chunk by chunk (translated event by event into the caller's
         protocol, with a translation); a stream that breaks off, or ends before its
@@ -297,7 +378,11 @@ class Pipeline:
         end under `inflight_on_revert: finish`, and its record says it finished after the
         revert; under `cut` (in the config it was admitted under) it is cut at its next
         chunk: the upstream is closed, the client gets the same error event, and the
-        record says it was cut. Per chunk this costs one int comparison."""
+        record says it was cut. Per chunk this costs one int comparison.
+
+        Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
+        whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
+        asked an OpenAI provider for is stripped: the client did not ask for it."""
         await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
@@ -309,6 +394,8 @@ class Pipeline:
         cut = adm.served.config.inflight_on_revert == "cut"
         translator = translation.stream() if translation is not None else None
         upstream_anthropic = anthropic if translation is None else translation.upstream_api == "messages"
+        head = b"" if upstream_anthropic else None  # the stream's first bytes, for message_start
+        stripper = usage.UsageStripper() if strip else None
         try:
             if not (cut and reverted_by is not None):
                 async for chunk in upstream.chunks():
@@ -319,20 +406,32 @@ class Pipeline:
                         if cut and reverted_by is not None:
                             break
                     tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
+                    if head is not None and len(head) < usage.STREAM_HEAD:
+                        head += chunk
                     if translator is not None:
                         chunk = translator.feed(chunk)
                         if not chunk:  # the upstream's event has no counterpart (ping, block stop)
                             continue
-                    digest.update(chunk)
                     if kept is not None:
                         kept.append(chunk)
+                    if stripper is not None:
+                        chunk = stripper.feed(chunk)
+                        if not chunk:
+                            continue
+                    digest.update(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
         except _core.StreamTranslationError as exc:  # an upstream event with no translation
             error = UpstreamError("protocol", str(exc))
+        if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
+            digest.update(rest)
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        counts = usage.read_stream(head or b"", tail, upstream_anthropic)  # the provider's own usage
         if cut and reverted_by is not None:  # noticed between chunks: nothing failed
-            return await self._cut_on_revert(send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via)
+            return await self._cut_on_revert(
+                send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via, counts
+            )
         inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
         if error is None and not _ends_with_last_event(tail, upstream_anthropic):
             last = LAST_EVENT[upstream_anthropic]
@@ -351,6 +450,7 @@ class Pipeline:
                 inflight=inflight,
                 reverted_by=reverted_by,
                 delivered=True,
+                counts=counts,
             )
             return await send({"type": "http.response.body", "body": b""})
         status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
@@ -363,11 +463,14 @@ class Pipeline:
             via=via,
             inflight=inflight,
             reverted_by=reverted_by,
+            counts=counts,
         )
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
 
-    async def _cut_on_revert(self, send: Send, adm, upstream, change: int, sha256: str, anthropic: bool, via) -> None:
+    async def _cut_on_revert(
+        self, send: Send, adm, upstream, change: int, sha256: str, anthropic: bool, via, counts
+    ) -> None:
         """Ends a stream whose version set left service at `change`, under `inflight_on_revert:
         cut`: the upstream is closed (its connection discarded, so the provider stops), the
         record keeps the 200 already sent, and the client gets an error event as for a
@@ -383,6 +486,7 @@ class Pipeline:
             via=via,
             inflight="cut-on-revert",
             reverted_by=change,
+            counts=counts,
         )
         message = (
             f"stream cut: the versions it was served under ({served}) left service at change {change} "
@@ -420,6 +524,7 @@ class Pipeline:
         code: str,
         message: str,
         extra=(),
+        caller: Caller | None = None,
     ) -> None:
         """Refused before admission (no key, body too large): still audited, under what the
         request is served under."""
@@ -432,7 +537,13 @@ class Pipeline:
             code=code,
             message=message,
         )
-        await self._refuse(send, adm, api == "messages", extra)
+        if caller is None:
+            return await self._refuse(send, adm, api == "messages", extra)
+        self.callers[adm] = caller
+        try:
+            await self._refuse(send, adm, api == "messages", extra)
+        finally:
+            del self.callers[adm]
 
     async def _refuse(self, send: Send, adm, anthropic: bool, extra=()) -> None:
         await self._record(adm, adm.status, error=adm.message)
@@ -452,13 +563,28 @@ class Pipeline:
         inflight: _core.Inflight | None = None,
         reverted_by: int | None = None,
         delivered: bool = False,
+        counts: usage.Counts | None = None,
+        saved: bool = False,
     ) -> None:
         """Appends the request's audit record (written before this returns) and, when the
         request's config syncs before answering (`group`, `always`), waits until it is on
         disk: the response completes after. ``via`` is (which upstream answered, what
         failed before it); ``delivered``: the client has the whole answer already, so its
-        hanging up is no 499."""
-        audit = adm.served.config.audit
+        hanging up is no 499. ``counts``: the tokens the provider reported (on a cache hit,
+        ``saved``, what the hit saved), priced here under the request's config version."""
+        served = adm.served
+        audit = served.config.audit
+        caller = self.callers.get(adm)
+        priced = provider = model = None
+        if counts is not None:
+            tried = via[0]
+            if tried:
+                fallback = adm.fallbacks[tried - 1]
+                provider, model = fallback.provider, fallback.model
+            else:
+                provider, model = adm.provider, adm.upstream_model
+            assert provider is not None and model is not None  # an admission that reached a provider
+            priced = self.meter.price(served.config.prices, served.versions.config, provider, model, counts, saved)
         client = None if delivered else self.clients.get(adm)
         if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
             error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
@@ -476,13 +602,26 @@ class Pipeline:
                 inflight=inflight,
                 reverted_by=reverted_by or 0,
                 upstream_api=via[2],
+                key=caller.key if caller is not None else None,
+                usage=priced.record_fields() if priced is not None else None,
+                currency=priced.currency if priced is not None else "USD",
+                price_version=priced.version if priced is not None else 0,
             )
         except _core.AuditError as exc:
+            self.audit_write_failures += 1
             if audit.on_failure == "closed":
                 raise AuditUnavailable(str(exc)) from exc
             self.unrecorded += 1
             log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
             return
+        if priced is not None and caller is not None:
+            assert provider is not None and model is not None
+            self.meter.count(caller.tenant, caller.key, model, provider, priced)
+            if self.budgets is not None and not saved:
+                owners = charged(caller, served.config)
+                if owners:
+                    used = priced.counts
+                    self.budgets.charge(owners, priced.cost or 0.0, used.prompt + used.completion, time.time())
         if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
             await self.audit.durable(seq, audit.fsync)
 
@@ -600,26 +739,6 @@ def _ends_with_last_event(tail: bytes, anthropic: bool) -> bool:
 def _field(line: bytes, name: bytes) -> bytes | None:
     """An SSE line's value for field `name` (the optional space and a CR stripped)."""
     return line[len(name) :].strip() if line.startswith(name) else None
-
-
-class _AnyObject(msgspec.Struct):
-    """Decodes any JSON object without building it: its members are only checked."""
-
-
-_json_object = msgspec.json.Decoder(_AnyObject)
-
-
-def _is_json_object(payload: bytes) -> bool:
-    """Whether a whole 200 answer is a JSON object, as every API here answers: decoded
-    into a memberless Struct (0.5 us for a chat completion, a third of a full decode);
-    skipped strings are not checked for UTF-8, so a body that is not ASCII is decoded too."""
-    try:
-        _json_object.decode(payload)
-        if not payload.isascii():
-            payload.decode()
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return False
-    return True
 
 
 class _ErrorDetail(msgspec.Struct):

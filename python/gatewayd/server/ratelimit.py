@@ -9,6 +9,7 @@ request path. A share is exact when the load balancer spreads a tenant evenly.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from gatewayd.control.documents import RateLimit
@@ -33,3 +34,15 @@ class TenantLimiter:
             return 0.0
         self._buckets[tenant] = (tokens, now)
         return (1.0 - tokens) * 60.0 / rate
+
+
+@functools.lru_cache(maxsize=256)
+def key_limit(rpm: int, scope: str) -> RateLimit:
+    """A key's `--rpm` as a limit like a tenant's, shared by the live replicas as the
+    tenant limit is (`rate_limit.scope` of the request's config)."""
+    return RateLimit(requests_per_minute=rpm, scope=scope)
+
+
+def key_bucket(name: str) -> str:
+    """A key's bucket among the tenants' (a NUL cannot be in a tenant's name from the TOML)."""
+    return "key\x00" + name

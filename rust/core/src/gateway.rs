@@ -69,6 +69,28 @@ pub struct RecordInput<'a> {
     pub inflight: Option<Inflight>,
     /// The API the answering upstream spoke, when the request was translated into it.
     pub upstream_api: Option<&'a str>,
+    /// The caller's key by name (a run-time key's, or a static one's), for usage by key.
+    pub key: Option<&'a str>,
+    /// What the answer consumed, and what it cost, when the provider said (or, on a cache
+    /// hit, what the hit saved).
+    pub usage: Option<Usage<'a>>,
+}
+
+/// Token counts in neutral terms (whatever protocol the provider spoke) and their price.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage<'a> {
+    /// Input tokens, cached ones included.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Input tokens the provider read from its prompt cache (priced apart).
+    pub cached_tokens: u64,
+    /// In `currency`; None when the config version has no price for the upstream model.
+    pub cost: Option<f64>,
+    pub currency: &'a str,
+    /// The config version whose prices gave `cost`.
+    pub price_version: u64,
+    /// A cache hit: the tokens and cost are what the hit saved, not what was spent.
+    pub saved: bool,
 }
 
 impl RecordInput<'_> {
@@ -84,6 +106,8 @@ impl RecordInput<'_> {
             upstream: 0,
             failovers: &[],
             inflight: None,
+            key: None,
+            usage: None,
             upstream_api: None,
         }
     }

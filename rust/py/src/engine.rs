@@ -6,7 +6,7 @@ use std::time::Duration;
 use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
 use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
 use gatewayd_core::gateway::{
-    AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext,
+    AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext, Usage,
 };
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
@@ -174,8 +174,10 @@ impl Engine {
     /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
     /// the change after which its version set was no longer served (R6). `upstream_api`
     /// names the protocol the answering upstream spoke when it is not the request's own
-    /// (the request was translated).
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None))]
+    /// (the request was translated). `key` names the caller's key; `usage` is (prompt,
+    /// completion, cached tokens, cost or None, saved: a cache hit's) priced in `currency`
+    /// by config version `price_version`.
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, usage=None, currency="USD", price_version=0))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -190,6 +192,10 @@ impl Engine {
         inflight: Option<&str>,
         reverted_by: u64,
         upstream_api: Option<&str>,
+        key: Option<&str>,
+        usage: Option<(u64, u64, u64, Option<f64>, bool)>,
+        currency: &str,
+        price_version: u64,
     ) -> PyResult<u64> {
         let inflight = match inflight {
             None => None,
@@ -212,6 +218,18 @@ impl Engine {
             failovers: &failovers,
             inflight,
             upstream_api,
+            key,
+            usage: usage.map(
+                |(prompt_tokens, completion_tokens, cached_tokens, cost, saved)| Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_tokens,
+                    cost,
+                    currency,
+                    price_version,
+                    saved,
+                },
+            ),
         };
         self.0.record(&admission.inner, &out).map_err(audit_err)
     }

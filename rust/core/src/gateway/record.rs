@@ -1,6 +1,8 @@
 //! The request record as the audit chain stores it, written field by field in key order
 //! (see [`RecordFields`]): no JSON map is built per request.
 
+use serde_json::Value;
+
 use crate::audit::{FieldValue, RecordFields};
 use crate::cache::Versions;
 
@@ -19,11 +21,28 @@ pub(super) struct RequestRecord<'a> {
 
 impl RecordFields for RequestRecord<'_> {
     fn each_sorted(&self, field: &mut dyn FnMut(&str, FieldValue<'_>)) {
-        use FieldValue::{Bool, Null, Object, Str, Strs, Uint};
+        use FieldValue::{Bool, Json, Null, Object, Str, Strs, Uint};
         let (adm, out, v) = (self.adm, self.out, self.adm.versions);
+        // A hit spent nothing: what it would have cost is `saved_cost`.
+        let costs = out.usage.map(|u| {
+            let (cost, saved) = if u.saved {
+                (Some(0.0), u.cost)
+            } else {
+                (u.cost, None)
+            };
+            (Value::from(cost), Value::from(saved))
+        });
         field("api", Str(adm.api.name()));
         field("cache", Str(adm.cache_state()));
+        if let Some(u) = out.usage {
+            field("cached_tokens", Uint(u.cached_tokens));
+            field("completion_tokens", Uint(u.completion_tokens));
+        }
         field("config_version", Uint(v.config));
+        if let (Some(u), Some((cost, _))) = (out.usage, &costs) {
+            field("cost", Json(cost));
+            field("currency", Str(u.currency));
+        }
         field("decision", Str(adm.outcome.name()));
         field("error", out.error.into());
         if !out.failovers.is_empty() {
@@ -32,12 +51,21 @@ impl RecordFields for RequestRecord<'_> {
         if let Some(inflight) = out.inflight {
             field("inflight", Str(inflight.outcome.name()));
         }
+        if let Some(key) = out.key {
+            field("key", Str(key));
+        }
         field("kind", Str("request"));
         field("latency_us", Uint(self.latency_us));
         field("model", Str(&adm.model));
         field("policy_version", Uint(v.policy));
         field("position", Object(&Positions(v)));
+        if let Some(u) = out.usage {
+            field("price_version", Uint(u.price_version));
+        }
         field("prompt_sha256", Str(&adm.prompt_sha256));
+        if let Some(u) = out.usage {
+            field("prompt_tokens", Uint(u.prompt_tokens));
+        }
         field("redacted", Bool(adm.redacted));
         field("request_id", Str(&adm.request_id));
         field("response_sha256", self.response_sha256.into());
@@ -47,6 +75,11 @@ impl RecordFields for RequestRecord<'_> {
         field("routing_version", Uint(v.routing));
         field("rule", adm.rule.as_deref().into());
         field("rules", Strs(&adm.matched));
+        if let (Some(u), Some((_, saved))) = (out.usage, &costs) {
+            if u.saved {
+                field("saved_cost", Json(saved));
+            }
+        }
         match &adm.shadow {
             Some(shadow) => field("shadow", Object(shadow)),
             None => field("shadow", Null),
@@ -97,7 +130,7 @@ mod tests {
     use super::*;
     use crate::audit::frame_record;
     use crate::gateway::admission::{Alternative, Outcome, RequestContext};
-    use crate::gateway::{Inflight, InflightOutcome};
+    use crate::gateway::{Inflight, InflightOutcome, Usage};
     use crate::request::Api;
     use crate::routing::Destination;
 
@@ -131,6 +164,20 @@ mod tests {
         if let Some(inflight) = out.inflight {
             fields["inflight"] = json!(inflight.outcome.name());
             fields["reverted_by"] = json!(inflight.change);
+        }
+        if let Some(key) = out.key {
+            fields["key"] = json!(key);
+        }
+        if let Some(u) = out.usage {
+            fields["prompt_tokens"] = json!(u.prompt_tokens);
+            fields["completion_tokens"] = json!(u.completion_tokens);
+            fields["cached_tokens"] = json!(u.cached_tokens);
+            fields["cost"] = json!(if u.saved { Some(0.0) } else { u.cost });
+            fields["currency"] = json!(u.currency);
+            fields["price_version"] = json!(u.price_version);
+            if u.saved {
+                fields["saved_cost"] = json!(u.cost);
+            }
         }
         if let Some(api) = out.upstream_api {
             fields["upstream_api"] = json!(api);
@@ -196,6 +243,16 @@ mod tests {
                 outcome: InflightOutcome::CutOnRevert,
                 change: 9,
             }),
+            key: Some("ci-bot"),
+            usage: Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 4,
+                cached_tokens: 2,
+                cost: Some(0.125),
+                currency: "USD",
+                price_version: 3,
+                saved: false,
+            }),
             upstream_api: Some("messages"),
             ..RecordInput::status(502)
         };
@@ -207,5 +264,11 @@ mod tests {
             latency_us: 1234,
         };
         assert_eq!(frame(&full), frame(&as_map(&full)));
+        for (saved, cost) in [(true, Some(0.5)), (true, None), (false, None)] {
+            let usage = out.usage.map(|u| Usage { saved, cost, ..u });
+            let hit = RecordInput { usage, ..out };
+            let record = RequestRecord { out: &hit, ..full };
+            assert_eq!(frame(&record), frame(&as_map(&record)));
+        }
     }
 }

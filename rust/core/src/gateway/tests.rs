@@ -382,3 +382,57 @@ fn a_stream_a_revert_overtook_says_whether_it_finished_or_was_cut() {
     }
     assert_eq!(InflightOutcome::from_name("finished"), None);
 }
+
+#[test]
+fn a_record_carries_the_key_tokens_and_cost_and_a_hit_what_it_saved() {
+    let f = fixture();
+    let adm = admit(&f, "acme", &chat("count me", 1.0), V1, CacheMode::Off);
+    let usage = Usage {
+        prompt_tokens: 12,
+        completion_tokens: 5,
+        cached_tokens: 2,
+        cost: Some(0.25),
+        currency: "EUR",
+        price_version: 3,
+        saved: false,
+    };
+    let spent = RecordInput {
+        key: Some("ci-bot"),
+        usage: Some(usage),
+        ..ok(b"{}")
+    };
+    let saved = RecordInput {
+        usage: Some(Usage {
+            saved: true,
+            ..usage
+        }),
+        ..ok(b"{}")
+    };
+    f.gateway.record(&adm, &spent).unwrap();
+    f.gateway.record(&adm, &saved).unwrap();
+    f.gateway.record(&adm, &ok(b"{}")).unwrap();
+    let all = records(f.dir.path());
+    assert_eq!(all[0]["key"], "ci-bot");
+    assert_eq!(
+        (
+            &all[0]["prompt_tokens"],
+            &all[0]["completion_tokens"],
+            &all[0]["cached_tokens"]
+        ),
+        (&Value::from(12), &Value::from(5), &Value::from(2))
+    );
+    assert_eq!(
+        (
+            &all[0]["cost"],
+            &all[0]["currency"],
+            &all[0]["price_version"]
+        ),
+        (&Value::from(0.25), &Value::from("EUR"), &Value::from(3))
+    );
+    assert!(all[0].get("saved_cost").is_none());
+    assert_eq!(
+        (&all[1]["cost"], &all[1]["saved_cost"]),
+        (&Value::from(0.0), &Value::from(0.25))
+    );
+    assert!(all[2].get("prompt_tokens").is_none() && all[2].get("key").is_none());
+}
