@@ -11,9 +11,10 @@ from typing import NamedTuple
 import pytest
 
 from gatewayd.control.documents import Ejection, RuntimeConfig
+from gatewayd.server.answers import answering
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
-from gatewayd.server.pipeline import Pipeline, _answering
+from gatewayd.server.pipeline import Pipeline
 from gatewayd.upstream import UpstreamError
 
 EJECT_AT_ONCE = Ejection(after_failures=1, for_s=10.0)
@@ -183,7 +184,7 @@ def test_first_answer_fails_over_closing_what_it_leaves_behind():
     assert answer.name == "b" and not answer.closed
     assert upstreams.made[0].closed
     assert via == (2, ["p: status 503", "a: unreachable: connection refused"])
-    assert _answering(Admission("p", "a", "b"), via) == "b"
+    assert answering(Admission("p", "a", "b"), via) == "b"
 
 
 def test_first_answer_a_client_error_is_an_answer_not_a_failure():

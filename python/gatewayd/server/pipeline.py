@@ -10,22 +10,27 @@ completes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
-import re
 import time
-from collections.abc import Callable, Iterable
 from random import getrandbits
 
 import msgspec
 
 from gatewayd import _core
 from gatewayd.audit.sync import SYNCED_BEFORE_ANSWER
-from gatewayd.control.documents import CacheSettings
 from gatewayd.control.keys import model_allowed
 from gatewayd.control.snapshot import InService, Served
 from gatewayd.server import errors, usage
+from gatewayd.server.answers import (
+    answer_headers,
+    answering,
+    content_type_of,
+    ends_with_last_event,
+    failure_of,
+    is_error_shaped,
+    scrubber,
+)
 from gatewayd.server.asgi import (
     JSON,
     BodyTimeout,
@@ -45,14 +50,12 @@ from gatewayd.server.health import ProviderHealth
 from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
+from gatewayd.server.request_headers import cache_mode, policy_headers, scan
 from gatewayd.translate import Translation, Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
-from gatewayd.upstream.providers import FORWARDED, ProviderEndpoint
+from gatewayd.upstream.providers import ProviderEndpoint
 
 SSE = b"text/event-stream"
-# Request headers forwarded to providers that change what they answer (API version,
-# betas): a cached answer serves only requests that sent the same ones.
-ANSWER_CHANGING = frozenset(name.encode() for names in FORWARDED.values() for name in names)
 # Upstream response headers worth passing on; everything else stays behind the gateway.
 PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
 log = logging.getLogger("gatewayd.pipeline")
@@ -64,9 +67,7 @@ class AuditUnavailable(Exception):
 
 
 UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
-# Provider answers that send a request on to the next fallback (529: Anthropic overloaded).
-FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-# A stream is complete only if its protocol's last event ends it (_ends_with_last_event):
+# A stream is complete only if its protocol's last event ends it (ends_with_last_event):
 # OpenAI's (chat, completions), or Anthropic's (messages).
 LAST_EVENT = {False: "data: [DONE]", True: "event: message_stop"}
 # The stream's last bytes kept to look for it (52 bytes for Anthropic's) and for the usage
@@ -106,7 +107,7 @@ class Pipeline:
         self.max_body = max_body
         self.limiter = TenantLimiter()
         self.health = ProviderHealth()
-        self._scrub = _scrubber(secret for provider in providers.values() for secret in provider.secrets)
+        self._scrub = scrubber(secret for provider in providers.values() for secret in provider.secrets)
         self.unrecorded = 0  # requests served without a record under audit.on_failure = open
         self.audit_write_failures = 0  # records that could not be written, in either mode
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
@@ -118,7 +119,7 @@ class Pipeline:
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
-        seen = _scan(scope["headers"])
+        seen = scan(scope["headers"])
         anthropic = api == "messages"
         if seen.transfer_encoding is not None:
             problem = transfer_coding_problem(seen.transfer_encoding)
@@ -181,9 +182,9 @@ class Pipeline:
             api=api,
             tenant=tenant,
             request_id=request_id,
-            headers=_policy_headers(scope, served.policy),
+            headers=policy_headers(scope, served.policy),
             body=body,
-            cache=_cache_mode(seen.cache, config.cache),
+            cache=cache_mode(seen.cache, config.cache),
             vary=seen.vary,
         )
         if caller.models and adm.verdict == "allow" and not model_allowed(caller.models, adm.model):
@@ -218,7 +219,7 @@ class Pipeline:
         retry = [(b"retry-after", str(max(1, int(spent.resets_at - time.time()))).encode())]
         await self._record(adm, 429, error=message)
         body = errors.error_body(429, message, "budget_exceeded", anthropic)
-        await respond(send, 429, _headers(adm, JSON, retry), body)
+        await respond(send, 429, answer_headers(adm, JSON, retry), body)
 
     async def _answer_from_cache(self, send: Send, adm) -> None:
         """A hit records the tokens it saved; a streamed OpenAI answer stored with its usage
@@ -232,7 +233,7 @@ class Pipeline:
         else:
             counts = usage.read_answer(body, protocol)[1]
         await self._record(adm, status, counts=counts, saved=True)
-        await respond(send, status, _headers(adm, adm.cached_content_type.encode()), body)
+        await respond(send, status, answer_headers(adm, adm.cached_content_type.encode()), body)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
@@ -250,9 +251,9 @@ class Pipeline:
             return None
         try:
             passed = [(k, v) for k, v in upstream.headers if k.startswith(PASSED_HEADERS)]
-            content_type = _content_type(upstream.headers)
+            content_type = content_type_of(upstream.headers)
             status = upstream.status
-            protocol = self.providers[_answering(adm, via)].kind == "anthropic"  # of the answer's usage
+            protocol = self.providers[answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
                 strip = asked is False and translation is None and not protocol
                 await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
@@ -279,7 +280,7 @@ class Pipeline:
                     return None
                 content_type = JSON
             await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via, counts=counts)
-            await respond(send, 200, _headers(adm, content_type, passed), payload)
+            await respond(send, 200, answer_headers(adm, content_type, passed), payload)
             return payload
         except UpstreamError as exc:
             await self._upstream_failed(send, adm, exc, anthropic, via)
@@ -299,13 +300,13 @@ class Pipeline:
         mapped = translation.error(status, payload) if translation is not None else None
         if mapped is not None:
             (status, payload), content_type = mapped, JSON
-        elif not _is_error_shaped(payload, anthropic):
+        elif not is_error_shaped(payload, anthropic):
             quoted = payload[:ERROR_EXCERPT].decode(errors="replace").strip()
             said = f": {quoted}" if quoted else " with an empty body"
-            message = f"upstream {_answering(adm, via)} answered {status}{said}"
+            message = f"upstream {answering(adm, via)} answered {status}{said}"
             payload, content_type = errors.error_body(status, message, "upstream_error", anthropic), JSON
         await self._record(adm, status, response=payload, via=via, counts=counts)
-        await respond(send, status, _headers(adm, content_type, passed), payload)
+        await respond(send, status, answer_headers(adm, content_type, passed), payload)
 
     async def _first_answer(self, scope, adm, config, asked: bool | None = None):
         """The provider's response, else each fallback's in turn while they fail the request
@@ -332,7 +333,7 @@ class Pipeline:
                 body = usage.ask_for_usage(body)[0]  # stripped again: the client did not ask
             upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
             via = (*route.via, upstream_api)
-            failure = _failure(upstream)
+            failure = failure_of(upstream)
             if failure is None:
                 health.succeeded(name)
                 return upstream, via, translation
@@ -383,7 +384,7 @@ class Pipeline:
         Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
         whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
         asked an OpenAI provider for is stripped: the client did not ask for it."""
-        await send({"type": "http.response.start", "status": 200, "headers": _headers(adm, SSE, passed)})
+        await send({"type": "http.response.start", "status": 200, "headers": answer_headers(adm, SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
         tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
@@ -433,7 +434,7 @@ class Pipeline:
                 send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via, counts
             )
         inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
-        if error is None and not _ends_with_last_event(tail, upstream_anthropic):
+        if error is None and not ends_with_last_event(tail, upstream_anthropic):
             last = LAST_EVENT[upstream_anthropic]
             error = UpstreamError("protocol", f"the stream ended without its last event ({last})")
         if error is None:
@@ -497,21 +498,21 @@ class Pipeline:
 
     async def _untranslatable(self, send: Send, adm, exc: Untranslatable, anthropic: bool, via: Via) -> None:
         """A field no upstream of the request could take: a 400 naming it, never dropped."""
-        message = f"{exc} (model {adm.model} is served by {_answering(adm, via)}, which speaks the {via[2]} API)"
+        message = f"{exc} (model {adm.model} is served by {answering(adm, via)}, which speaks the {via[2]} API)"
         await self._record(adm, 400, error=message, via=via)
         body = errors.error_body(400, message, "untranslatable_field", anthropic, param=exc.field)
-        await respond(send, 400, _headers(adm, JSON), body)
+        await respond(send, 400, answer_headers(adm, JSON), body)
 
     async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via, code=None) -> None:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
         what = "timed out" if exc.kind == "timeout" else "failed"
         failovers = via[1]
-        message = f"upstream {_answering(adm, via)} {what}: {exc}"
+        message = f"upstream {answering(adm, via)} {what}: {exc}"
         if failovers:
             message += f" (after {'; '.join(failovers)})"
         await self._record(adm, status, error=f"{exc.kind}: {exc}", via=via)
         body = errors.error_body(status, message, code or "upstream_" + exc.kind, anthropic)
-        await respond(send, status, _headers(adm, JSON), body)
+        await respond(send, status, answer_headers(adm, JSON), body)
 
     async def _reject(
         self,
@@ -548,7 +549,7 @@ class Pipeline:
     async def _refuse(self, send: Send, adm, anthropic: bool, extra=()) -> None:
         await self._record(adm, adm.status, error=adm.message)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
-        await respond(send, adm.status, _headers(adm, JSON, extra), body)
+        await respond(send, adm.status, answer_headers(adm, JSON, extra), body)
 
     async def _record(
         self,
@@ -624,202 +625,3 @@ class Pipeline:
                     self.budgets.charge(owners, priced.cost or 0.0, used.prompt + used.completion, time.time())
         if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
             await self.audit.durable(seq, audit.fsync)
-
-
-def _headers(adm, content_type: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
-    """R3: every response names the versions it was served under."""
-    return [
-        (b"content-type", content_type),
-        (b"x-request-id", adm.request_id.encode()),
-        *_version_headers(adm.versions),
-        (b"x-gatewayd-cache", adm.cache.encode()),
-        *extra,
-    ]
-
-
-@functools.lru_cache(maxsize=64)
-def _version_headers(versions: _core.Versions) -> tuple[tuple[bytes, bytes], ...]:
-    """Encoded once per version set: a replica serves a few at a time."""
-    positions = ", ".join(f"{domain}={position}" for domain, position in versions.positions)
-    return (
-        (b"x-gatewayd-policy-version", str(versions.policy).encode()),
-        (b"x-gatewayd-routing-version", str(versions.routing).encode()),
-        (b"x-gatewayd-config-version", str(versions.config).encode()),
-        (b"x-gatewayd-position", positions.encode()),
-    )
-
-
-class _Seen:
-    """What the pipeline looks for in the request headers, found in one pass."""
-
-    __slots__ = ("credential", "request_id", "content_length", "cache", "vary", "transfer_encoding", "sticky")
-
-    def __init__(self) -> None:
-        self.credential: tuple[bytes, bytes] | None = None
-        self.request_id: str | None = None
-        self.content_length: int | None = None
-        self.cache: bytes | None = None
-        self.vary = ""  # the forwarded headers that change the answer: part of the cache key
-        self.transfer_encoding: list[bytes] | None = None  # its header values, when sent
-        self.sticky: str | None = None  # who the caller says it is, for canary assignment
-
-    def key(self) -> str:
-        """The caller's key as sent in either header (Bearer or x-api-key)."""
-        assert self.credential is not None
-        name, value = self.credential
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            value = value[7:]
-        return value.decode("latin-1").strip()
-
-
-# Every header _scan acts on: the rest (host, content-type, user agents...) are passed
-# over with one set lookup.
-_SCANNED = frozenset(
-    {
-        b"authorization",
-        b"x-api-key",
-        b"content-length",
-        b"x-request-id",
-        b"x-gatewayd-cache",
-        b"x-gatewayd-sticky",
-        b"transfer-encoding",
-        *ANSWER_CHANGING,
-    }
-)
-
-
-def _scan(headers: list[tuple[bytes, bytes]]) -> _Seen:
-    seen = _Seen()
-    for name, value in headers:
-        if name not in _SCANNED:
-            continue
-        if name == b"authorization" or name == b"x-api-key":
-            if seen.credential is None:
-                seen.credential = (name, value)
-        elif name == b"content-length":
-            seen.content_length = int(value) if value.isdigit() else None
-        elif name == b"x-request-id":
-            # The caller's id when it is sane (so traces join up); else a fresh one from the
-            # per-process Mersenne Twister (reseeded at fork): ids must be unique, not secret,
-            # and os.urandom is a syscall costing ~8 us here.
-            if seen.request_id is None and 0 < len(value) <= 128 and all(32 < c < 127 for c in value):
-                seen.request_id = value.decode()
-        elif name == b"x-gatewayd-cache":
-            seen.cache = value.lower()
-        elif name == b"x-gatewayd-sticky":
-            seen.sticky = value.decode("latin-1")
-        elif name == b"transfer-encoding":
-            if seen.transfer_encoding is None:
-                seen.transfer_encoding = []
-            seen.transfer_encoding.append(value)
-        elif name in ANSWER_CHANGING:
-            seen.vary += f"{name.decode()}:{value.decode('latin-1')}\n"
-    return seen
-
-
-def _answering(adm, via) -> str:
-    """The name of the upstream whose answer (or failure) the client gets."""
-    tried = via[0]
-    return adm.provider if tried == 0 else adm.fallbacks[tried - 1].provider
-
-
-def _ends_with_last_event(tail: bytes, anthropic: bool) -> bool:
-    """Whether a stream's last bytes are its protocol's last event, whole (its last line
-    ended): OpenAI's last line is `data: [DONE]`; Anthropic's last two are `event:
-    message_stop` and its data line. Looked at once, when the stream ends, so an event
-    split across chunks is seen whole and the chunks are never scanned as they pass."""
-    if not tail.endswith(b"\n"):
-        return False
-    lines = tail.rstrip().rsplit(b"\n", 2)
-    if anthropic:
-        return len(lines) == 3 and _field(lines[1], b"event:") == b"message_stop" and lines[2].startswith(b"data:")
-    return _field(lines[-1], b"data:") == b"[DONE]"
-
-
-def _field(line: bytes, name: bytes) -> bytes | None:
-    """An SSE line's value for field `name` (the optional space and a CR stripped)."""
-    return line[len(name) :].strip() if line.startswith(name) else None
-
-
-class _ErrorDetail(msgspec.Struct):
-    message: str
-
-
-class _OpenAIError(msgspec.Struct):
-    error: _ErrorDetail
-
-
-class _AnthropicError(msgspec.Struct, tag="error", tag_field="type"):
-    error: _ErrorDetail
-
-
-_error_shapes: dict[bool, msgspec.json.Decoder[_OpenAIError] | msgspec.json.Decoder[_AnthropicError]] = {
-    False: msgspec.json.Decoder(_OpenAIError),
-    True: msgspec.json.Decoder(_AnthropicError),
-}
-
-
-def _is_error_shaped(payload: bytes, anthropic: bool) -> bool:
-    """Whether an upstream error body is already what the API's SDKs read an error from."""
-    try:
-        _error_shapes[anthropic].decode(payload)
-    except msgspec.DecodeError:
-        return False
-    return True
-
-
-def _scrubber(secrets: Iterable[str]) -> Callable[[bytes], bytes]:
-    """Replaces every configured provider credential in a body with [REDACTED] (longest
-    first, so a key that contains another is replaced whole)."""
-    ordered = sorted({secret.encode() for secret in secrets}, key=len, reverse=True)
-    if not ordered:
-        return lambda body: body
-    return functools.partial(re.compile(b"|".join(map(re.escape, ordered))).sub, b"[REDACTED]")
-
-
-def _failure(upstream) -> str | None:
-    """Why a provider failed a request before answering it, or None if it answered."""
-    if isinstance(upstream, UpstreamError):
-        return str(upstream)
-    if upstream.status in FAILOVER_STATUSES:
-        return f"status {upstream.status}"
-    return None
-
-
-def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
-    for name, value in headers:
-        if name == b"content-type":
-            return value
-    return JSON
-
-
-def _policy_headers(scope: dict, policy) -> list[tuple[str, str]]:
-    """Only the headers some rule looks at cross into Rust."""
-    names = _HEADER_NAMES.get(policy)
-    if names is None:
-        names = _header_names(policy)
-    if not names:
-        return []
-    return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
-
-
-_HEADER_NAMES: dict[object, frozenset[bytes]] = {}  # compiled policy -> the headers its rules read
-
-
-def _header_names(policy) -> frozenset[bytes]:
-    """Once per compiled policy (a replica holds a few), not once per request; the table
-    keeps the last 16."""
-    if len(_HEADER_NAMES) >= 16:
-        _HEADER_NAMES.clear()
-    names = _HEADER_NAMES[policy] = frozenset(name.encode() for name in policy.header_names)
-    return names
-
-
-def _cache_mode(asked: bytes | None, cache: CacheSettings) -> _core.CacheMode:
-    """Config decides whether caching may happen; the `x-gatewayd-cache` header can ask
-    for it (`use`) or opt out (`bypass`)."""
-    if not cache.enabled or cache.mode == "off" or asked == b"bypass":
-        return _core.CacheMode.OFF
-    if asked == b"use":
-        return _core.CacheMode.FORCED
-    return _core.CacheMode.DETERMINISTIC if cache.mode == "deterministic" else _core.CacheMode.OFF
