@@ -159,17 +159,16 @@ def _decode(decoder, line: bytes | None):
 
 def _last_data_line(data: bytes, marker: bytes) -> bytes | None:
     """The JSON of the last whole `data:` line holding `marker`."""
-    at = data.rfind(marker)
-    if at < 0:
-        return None
-    start, end = data.rfind(b"data:", 0, at), data.find(b"\n", at)
-    if start < 0 or end < 0:
-        return None
-    return data[start + 5 : end]
+    return _data_line(data, data.rfind(marker))
 
 
 def _first_data_line(data: bytes, marker: bytes) -> bytes | None:
-    at = data.find(marker)
+    """The JSON of the first whole `data:` line holding `marker`."""
+    return _data_line(data, data.find(marker))
+
+
+def _data_line(data: bytes, at: int) -> bytes | None:
+    """The JSON of the whole `data:` line around offset `at` (-1: none)."""
     if at < 0:
         return None
     start, end = data.rfind(b"data:", 0, at), data.find(b"\n", at)

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::sse::Events;
+use super::sse::{ErrorDetail, Events};
 use super::{error_event, write_json, StreamError};
 
 #[derive(Deserialize, Default)]
@@ -47,14 +47,6 @@ struct Delta<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(borrow)]
     stop_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail<'a> {
-    #[serde(borrow)]
-    message: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

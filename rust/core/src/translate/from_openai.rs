@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::sse::Events;
+use super::sse::{ErrorDetail, Events};
 use super::{error_event, write_json, StreamError};
 
 #[derive(Deserialize, Default)]
@@ -48,14 +48,6 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail<'a> {
-    #[serde(borrow)]
-    message: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

@@ -79,3 +79,12 @@ fn data_of(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         }
     }
 }
+
+/// An error event's `error` object, in either protocol: its message and type.
+#[derive(serde::Deserialize)]
+pub(super) struct ErrorDetail<'a> {
+    #[serde(borrow)]
+    pub message: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
+}
