@@ -160,23 +160,18 @@ class Pipeline:
         else:
             served = route.serve(0)
         config = served.config
+        limited = f"tenant {tenant}"
         wait = self.limiter.admit(tenant, config.rate_limit, self.agent.live_replicas)
+        if not wait and caller.rpm:  # a run-time key's own limit, beside its tenant's
+            limited = f"key {caller.key} ({caller.rpm}/min)"
+            limit = key_limit(caller.rpm, config.rate_limit.scope)
+            wait = self.limiter.admit(key_bucket(caller.key), limit, self.agent.live_replicas)
         if wait:
-            message = f"rate limit for tenant {tenant} exceeded; retry in {wait:.1f} s"
+            message = f"rate limit for {limited} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(
                 served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
             )
-        if caller.rpm:  # a run-time key's own limit, beside its tenant's
-            wait = self.limiter.admit(
-                key_bucket(caller.key), key_limit(caller.rpm, config.rate_limit.scope), self.agent.live_replicas
-            )
-            if wait:
-                message = f"rate limit for key {caller.key} exceeded ({caller.rpm}/min); retry in {wait:.1f} s"
-                retry = [(b"retry-after", str(max(1, round(wait))).encode())]
-                return await self._reject(
-                    served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
-                )
         adm = self.engine.admit(
             served=served,
             api=api,
