@@ -1,4 +1,4 @@
-"""A stream relayed while the replica swaps snapshots (Pipeline._stream with
+"""A stream relayed while the replica swaps snapshots (StreamRelay.relay with
 InService, docs/ROLLBACK.md R6): the swaps happen between chunks, exactly where the
 test puts them, with the engine and the upstream replaced by fakes. No network."""
 
@@ -79,7 +79,7 @@ def relay(mode: str, swaps: dict[int, list[_core.Versions]], start: tuple = (V1,
 
     upstream = Upstream({i: swap(i, sets) for i, sets in swaps.items()})
     adm = Admission(Served(V1, mode))
-    asyncio.run(pipeline._stream(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
+    asyncio.run(pipeline.streams.relay(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert "more_body" not in sent[-1] or not sent[-1]["more_body"]  # the response ended
     [record] = pipeline.engine.records

@@ -10,7 +10,6 @@ completes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from random import getrandbits
@@ -26,7 +25,6 @@ from gatewayd.server.answers import (
     answer_headers,
     answering,
     content_type_of,
-    ends_with_last_event,
     failure_of,
     is_error_shaped,
     scrubber,
@@ -51,11 +49,11 @@ from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
 from gatewayd.server.request_headers import cache_mode, policy_headers, scan
-from gatewayd.translate import Translation, Untranslatable, translation_for
+from gatewayd.server.stream_relay import SSE, STREAM_TAIL, UPSTREAM_ERROR_STATUS, StreamRelay
+from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
 
-SSE = b"text/event-stream"
 # Upstream response headers worth passing on; everything else stays behind the gateway.
 PASSED_HEADERS = (b"openai-processing-ms", b"anthropic-ratelimit-", b"x-ratelimit-", b"retry-after")
 log = logging.getLogger("gatewayd.pipeline")
@@ -66,17 +64,8 @@ class AuditUnavailable(Exception):
     served unrecorded."""
 
 
-UPSTREAM_ERROR_STATUS = {"timeout": 504, "unreachable": 502, "protocol": 502}
-# A stream is complete only if its protocol's last event ends it (ends_with_last_event):
-# OpenAI's (chat, completions), or Anthropic's (messages).
-LAST_EVENT = {False: "data: [DONE]", True: "event: message_stop"}
-# The stream's last bytes kept to look for it (52 bytes for Anthropic's) and for the usage
-# the provider sends last (OpenAI's usage chunk, Anthropic's message_delta).
-STREAM_TAIL = usage.STREAM_TAIL
 # Streamed OpenAI APIs the gateway asks for a usage chunk (stream_options.include_usage).
 USAGE_CHUNK_APIS = frozenset({"chat", "completions"})
-# The status whose error type ends a stream cut on a revert: api_error, in both APIs.
-CUT_ON_REVERT_STATUS = 502
 ERROR_EXCERPT = 200  # bytes of an upstream's unshaped error body quoted in the wrapped one
 # Which upstream answered (0 the provider, n its nth fallback), what failed before it, and
 # the API it was spoken to in when that is not the request's (it was translated).
@@ -115,6 +104,7 @@ class Pipeline:
         self.meter = Meter()  # tokens and cost by tenant, key, model, provider, price version
         self.budgets = budgets  # per key and tenant, shared by the cluster
         # Copies of requests for a shadow routing candidate (R13).
+        self.streams = StreamRelay(self._record, self.in_service)
         self.mirror = Mirror(engine, client, providers, lambda fields: engine.event(msgspec.json.encode(fields)))
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
@@ -251,7 +241,7 @@ class Pipeline:
             protocol = self.providers[answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
                 strip = asked is False and translation is None and not protocol
-                await self._stream(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
+                await self.streams.relay(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
                 return None
             raw = payload = await upstream.read()  # raw: the provider's own answer
             if status >= 400:
@@ -353,143 +343,6 @@ class Pipeline:
                 if exc.kind != "unreachable" or attempt == config.retries:
                     return exc
                 await asyncio.sleep(config.retry_backoff_ms / 1000 * 2**attempt)
-
-    async def _stream(
-        self,
-        send: Send,
-        adm,
-        upstream,
-        passed,
-        ttl: float,
-        anthropic: bool,
-        via,
-        translation: Translation | None,
-        strip: bool = False,
-    ) -> None:
-        """Passes SSE through chunk by chunk (translated event by event into the caller's
-        protocol, with a translation); a stream that breaks off, or ends before its
-        protocol's last event, ends with an error event instead.
-
-        A stream whose version set leaves service while it is relayed (R6) goes on to its
-        end under `inflight_on_revert: finish`, and its record says it finished after the
-        revert; under `cut` (in the config it was admitted under) it is cut at its next
-        chunk: the upstream is closed, the client gets the same error event, and the
-        record says it was cut. Per chunk this costs one int comparison.
-
-        Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
-        whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
-        asked an OpenAI provider for is stripped: the client did not ask for it."""
-        await send({"type": "http.response.start", "status": 200, "headers": answer_headers(adm, SSE, passed)})
-        digest = hashlib.sha256()
-        kept: list[bytes] | None = [] if adm.cache_key else None
-        tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
-        error = None
-        watch, versions = self.in_service, adm.served.versions
-        # The swaps seen, and the change after which this stream's versions left service.
-        seen, reverted_by = watch.left_service(versions)
-        cut = adm.served.config.inflight_on_revert == "cut"
-        translator = translation.stream() if translation is not None else None
-        upstream_anthropic = anthropic if translation is None else translation.upstream_api == "messages"
-        head = b"" if upstream_anthropic else None  # the stream's first bytes, for message_start
-        stripper = usage.UsageStripper() if strip else None
-        try:
-            if not (cut and reverted_by is not None):
-                async for chunk in upstream.chunks():
-                    if watch.generation != seen:  # a swap since the last chunk: is this set still served?
-                        seen, left = watch.left_service(versions)
-                        if reverted_by is None:
-                            reverted_by = left
-                        if cut and reverted_by is not None:
-                            break
-                    tail = chunk[-STREAM_TAIL:] if len(chunk) >= STREAM_TAIL else (tail + chunk)[-STREAM_TAIL:]
-                    if head is not None and len(head) < usage.STREAM_HEAD:
-                        head += chunk
-                    if translator is not None:
-                        chunk = translator.feed(chunk)
-                        if not chunk:  # the upstream's event has no counterpart (ping, block stop)
-                            continue
-                    if kept is not None:
-                        kept.append(chunk)
-                    if stripper is not None:
-                        chunk = stripper.feed(chunk)
-                        if not chunk:
-                            continue
-                    digest.update(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamError as exc:
-            error = exc
-        except _core.StreamTranslationError as exc:  # an upstream event with no translation
-            error = UpstreamError("protocol", str(exc))
-        if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
-            digest.update(rest)
-            await send({"type": "http.response.body", "body": rest, "more_body": True})
-        counts = usage.read_stream(head or b"", tail, upstream_anthropic)  # the provider's own usage
-        if cut and reverted_by is not None:  # noticed between chunks: nothing failed
-            return await self._cut_on_revert(
-                send, adm, upstream, reverted_by, digest.hexdigest(), anthropic, via, counts
-            )
-        inflight: _core.Inflight | None = None if reverted_by is None else "finished-after-revert"
-        if error is None and not ends_with_last_event(tail, upstream_anthropic):
-            last = LAST_EVENT[upstream_anthropic]
-            error = UpstreamError("protocol", f"the stream ended without its last event ({last})")
-        if error is None:
-            full = b"".join(kept) if kept is not None else None
-            # Every event, the last one included, is with the client: one that hangs up now
-            # (as SDKs do on reading the last event) got the whole answer, a 200.
-            await self._record(
-                adm,
-                200,
-                response=full,
-                response_sha256=digest.hexdigest(),
-                cache_ttl_s=ttl,
-                via=via,
-                inflight=inflight,
-                reverted_by=reverted_by,
-                delivered=True,
-                counts=counts,
-            )
-            return await send({"type": "http.response.body", "body": b""})
-        status = UPSTREAM_ERROR_STATUS.get(error.kind, 502)
-        message = f"upstream stream broke off: {error}"
-        await self._record(
-            adm,
-            status,
-            error=f"{error.kind}: {error}",
-            response_sha256=digest.hexdigest(),
-            via=via,
-            inflight=inflight,
-            reverted_by=reverted_by,
-            counts=counts,
-        )
-        event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
-        await send({"type": "http.response.body", "body": event})
-
-    async def _cut_on_revert(
-        self, send: Send, adm, upstream, change: int, sha256: str, anthropic: bool, via, counts
-    ) -> None:
-        """Ends a stream whose version set left service at `change`, under `inflight_on_revert:
-        cut`: the upstream is closed (its connection discarded, so the provider stops), the
-        record keeps the 200 already sent, and the client gets an error event as for a
-        stream that broke off."""
-        await upstream.aclose()
-        v = adm.versions
-        served = f"policy v{v.policy}, routing v{v.routing}, config v{v.config}"
-        await self._record(
-            adm,
-            200,
-            error=f"cut on revert: {served} left service at change {change} (inflight_on_revert: cut)",
-            response_sha256=sha256,
-            via=via,
-            inflight="cut-on-revert",
-            reverted_by=change,
-            counts=counts,
-        )
-        message = (
-            f"stream cut: the versions it was served under ({served}) left service at change {change} "
-            "(inflight_on_revert: cut); retry the request"
-        )
-        event = errors.sse_error_event(CUT_ON_REVERT_STATUS, message, "cut_on_revert", anthropic)
-        await send({"type": "http.response.body", "body": event})
 
     async def _untranslatable(self, send: Send, adm, exc: Untranslatable, anthropic: bool, via: Via) -> None:
         """A field no upstream of the request could take: a 400 naming it, never dropped."""
