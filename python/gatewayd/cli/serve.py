@@ -20,6 +20,10 @@ def register(commands) -> None:
     p.add_argument("--workers", type=int, help="worker processes; each one is a replica")
     p.set_defaults(run=run_serve)
 
+    h = commands.add_parser("healthcheck", help="exit 0 when this host's gateway answers /healthz (container probes)")
+    h.add_argument("--timeout", type=float, default=3.0)
+    h.set_defaults(run=run_healthcheck)
+
     from gatewayd.mock.__main__ import DESCRIPTION, add_arguments
 
     m = commands.add_parser("mock-upstream", help="run the bundled mock LLM provider", description=DESCRIPTION)
@@ -68,6 +72,22 @@ def run_serve(args) -> int:
         if admin is not None:
             _stop(admin)
     return 0
+
+
+def run_healthcheck(args) -> int:
+    """The image's HEALTHCHECK: slim images have no curl, and the port may come from the
+    TOML or a GATEWAYD_SERVER_PORT override, which only the loaded settings know."""
+    import urllib.request
+
+    server = load_settings(args).server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as r:
+            return 0 if r.status == 200 else 1
+    except OSError as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _fit_connection_cap(configured: int) -> int:
