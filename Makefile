@@ -10,7 +10,7 @@ RUST_INPUTS := Cargo.toml Cargo.lock pyproject.toml $(shell find rust -name '*.r
 # Runs a setup step with its output held back: printed (on stderr) only if the step fails.
 QUIET := sh -c 'out=$$("$$@" 2>&1) || { s=$$?; printf "%s\n" "$$out" >&2; exit $$s; }' quiet
 
-.PHONY: setup run test test-rust test-python lint lint-rust lint-python bench bench-ci bench-baseline bench-load bench-tools system-deps fuzz
+.PHONY: setup run test test-rust test-python test-containers lint lint-rust lint-python bench bench-ci bench-baseline bench-load bench-tools system-deps fuzz
 
 $(STAMP): pyproject.toml
 	@echo "setup: installing the Python packages into $(VENV)"
@@ -29,12 +29,15 @@ $(EXT): $(STAMP) $(RUST_INPUTS)
 setup: $(EXT)
 
 # The console tests drive Debian's chromium through its chromedriver; promtool (Debian's
-# prometheus package) checks and tests deploy/prometheus/alerts.yaml.
+# prometheus package) checks and tests deploy/prometheus/alerts.yaml. The container tests run
+# Debian's podman on runc and build their base images with debootstrap (under eatmydata).
 system-deps:
 	@command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v openssl >/dev/null && \
-	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null || \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null && \
+	  command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null && \
+	  command -v eatmydata >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    redis-server wrk openssl chromium chromium-driver prometheus >/dev/null)
+	    redis-server wrk openssl chromium chromium-driver prometheus podman runc debootstrap eatmydata >/dev/null)
 
 run: setup
 	@scripts/run-demo.sh
@@ -57,7 +60,12 @@ lint-python: setup
 lint: lint-rust lint-python
 
 test-python: setup system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not containers"
+
+# The container image and the compose cluster with real podman (tests/test_container_*.py):
+# minutes on a machine's first run (Debian base images, the release wheel), then cached.
+test-containers: setup system-deps
+	$(PY) -m pytest -q -m containers tests/test_container_image.py tests/test_container_cluster.py
 
 # Lints first: seconds, where the suites take minutes.
 test: lint test-rust test-python

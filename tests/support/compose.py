@@ -1,0 +1,154 @@
+"""deploy/compose.yaml brought up with podman-compose on this machine.
+
+The compose file is used as shipped; an override file (written here) adds only what this
+machine needs: host networking, hence a port of its own per service and 127.0.0.1 for the
+addresses compose would resolve by service name. nginx gets deploy/nginx.conf with the same
+substitution; the gateways get a config dir pointing at the bundled mock provider on the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from support.containers import PODMAN, REPO, environment, podman
+from support.gateway import ADMIN_TOKENS, KEYS, wait_ready
+from support.procs import free_port
+
+REPLICAS = ("gateway-1", "gateway-2", "gateway-3")
+ROUTING = """\
+routes:
+  - {match: "mock-*", provider: mock}
+  - {match: "mock-*", provider: mock-anthropic}
+models: [mock-gpt, mock-claude]
+"""
+
+
+class ComposeCluster:
+    """Redis, three replicas, the admin API and nginx, as deploy/compose.yaml defines them."""
+
+    def __init__(self, root: Path, gateway_image: str, services_image: str, mock_url: str):
+        self.root = root
+        self.project = f"gwcluster{os.getpid()}"
+        self.redis_port, self.admin_port, self.lb_port = free_port(), free_port(), free_port()
+        self.ports = {name: free_port() for name in REPLICAS}
+        self.lb_url = f"http://127.0.0.1:{self.lb_port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.env = {
+            **environment(),
+            "GATEWAYD_IMAGE": gateway_image,
+            "REDIS_IMAGE": services_image,
+            "NGINX_IMAGE": services_image,
+            "GATEWAYD_CONFIG_DIR": str(self._config(mock_url)),
+            "GATEWAYD_NGINX_CONF": str(self._nginx()),
+        }
+        self.override = root / "compose.override.yaml"
+        self.override.write_text(yaml.safe_dump(self._override()))
+
+    def url(self, replica: str) -> str:
+        return f"http://127.0.0.1:{self.ports[replica]}"
+
+    def compose(self, *args: str, timeout: float = 300) -> str:
+        argv = [str(Path(sys.executable).parent / "podman-compose"), "--podman-args", " ".join(PODMAN[1:]), "-p", self.project]
+        argv += ["-f", str(REPO / "deploy" / "compose.yaml"), "-f", str(self.override), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
+        if done.returncode != 0:
+            raise RuntimeError(f"podman-compose {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def up(self) -> None:
+        self.compose("up", "-d")
+        for replica in REPLICAS:
+            wait_ready(self.url(replica) + "/readyz", timeout=90)
+        wait_ready(self.admin_url + "/healthz", timeout=60)
+        wait_ready(self.lb_url + "/readyz", timeout=30)
+
+    def down(self) -> None:
+        """Everything of the project, volumes too, whatever state the test left it in."""
+        try:
+            self.compose("down", "-v", "-t", "1")
+        finally:  # belt and braces: containers and volumes by the project's label
+            label = f"label=io.podman.compose.project={self.project}"
+            names = podman("ps", "-aq", "--filter", label, check=False).split()
+            if names:
+                podman("rm", "-f", "-t", "0", *names, check=False)
+            vols = podman("volume", "ls", "-q", "--filter", label, check=False).split()
+            if vols:
+                podman("volume", "rm", "-f", *vols, check=False)
+
+    def container(self, service: str) -> str:
+        """The container podman-compose made for `service`."""
+        out = podman("ps", "-a", "--format", "json", "--filter", f"label=io.podman.compose.project={self.project}")
+        for c in json.loads(out or "[]"):
+            if c["Labels"].get("com.docker.compose.service") == service:
+                return c["Names"][0]
+        raise LookupError(f"no container for service {service}")
+
+    def _config(self, mock: str) -> Path:
+        conf = self.root / "etc"
+        conf.mkdir()
+        (conf / "policy.yaml").write_text("default: allow\nrules: []\n")
+        (conf / "routing.yaml").write_text(ROUTING)
+        (conf / "runtime.yaml").write_text("upstream_timeout_s: 10\n")
+        keys = "\n".join(
+            f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in KEYS.items()
+        )
+        tokens = "\n".join(
+            f'[[admin_tokens]]\nname = "ci-{r}"\nrole = "{r}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"'
+            for r, t in ADMIN_TOKENS.items()
+        )
+        providers = textwrap.dedent(
+            f"""\
+            [control]
+            resync_interval_ms = 1000
+            [providers.mock]
+            kind = "openai"
+            base_url = "{mock}/v1"
+            api_key = "mock-key"
+            [providers.mock-anthropic]
+            kind = "anthropic"
+            base_url = "{mock}"
+            api_key = "mock-key"
+            [bootstrap]
+            policy = "policy.yaml"
+            routing = "routing.yaml"
+            config = "runtime.yaml"
+            """
+        )
+        (conf / "gatewayd.toml").write_text(f"{keys}\n{tokens}\n{providers}")
+        return conf
+
+    def _nginx(self) -> Path:
+        text = (REPO / "deploy" / "nginx.conf").read_text()
+        for replica, port in self.ports.items():
+            text = text.replace(f"server {replica}:8080", f"server 127.0.0.1:{port}")
+        text = text.replace("listen 8080;", f"listen 127.0.0.1:{self.lb_port};")
+        path = self.root / "nginx.conf"
+        path.write_text(text)
+        return path
+
+    def _override(self) -> dict:
+        redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        shipped = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"]
+        services: dict = {name: {"network_mode": "host"} for name in shipped}
+        redis_command = shipped["redis"]["command"]
+        services["redis"]["command"] = [*redis_command, "--bind", "127.0.0.1", "--port", str(self.redis_port)]
+        for replica, port in self.ports.items():
+            services[replica]["environment"] = {
+                "GATEWAYD_SERVER_PORT": str(port),
+                "GATEWAYD_SERVER_HOST": "127.0.0.1",
+                "GATEWAYD_CONTROL_REDIS_URL": redis_url,
+            }
+        services["admin"]["environment"] = {
+            "GATEWAYD_SERVER_ADMIN_PORT": str(self.admin_port),
+            "GATEWAYD_SERVER_HOST": "127.0.0.1",
+            "GATEWAYD_CONTROL_REDIS_URL": redis_url,
+        }
+        return {"services": services}
