@@ -94,6 +94,7 @@ class ComposeCluster:
     def _config(self, mock: str) -> Path:
         conf = self.root / "etc"
         conf.mkdir()
+        conf.chmod(0o755)  # pytest's temp dirs are private; the containers' user is not root
         (conf / "policy.yaml").write_text("default: allow\nrules: []\n")
         (conf / "routing.yaml").write_text(ROUTING)
         (conf / "runtime.yaml").write_text("upstream_timeout_s: 10\n")

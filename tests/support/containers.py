@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from support import gateway
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("GATEWAYD_IMAGE_CACHE") or Path.home() / ".cache" / "gatewayd-images")
 MIRROR = "http://deb.debian.org/debian"
@@ -160,6 +162,14 @@ def record(**figures) -> None:
     path.parent.mkdir(exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps({**data, **figures}, indent=2) + "\n")
+
+
+def wait_ready(name: str, url: str, timeout: float = 60) -> None:
+    """Until `url` answers 200; on timeout the error quotes the container's log."""
+    try:
+        gateway.wait_ready(url, timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; podman logs {name}:\n{podman('logs', name, check=False)[-3000:]}") from None
 
 
 def remove_containers(*names: str) -> None:
