@@ -54,7 +54,8 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
         [*PODMAN, *args], capture_output=True, timeout=timeout, env=environment()
     )
     if check and done.returncode != 0:
-        raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}:\n{done.stderr.decode()[-3000:]}")
+        out = (done.stdout + done.stderr).decode()
+        raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}:\n{out[-3000:]}")
     return done.stdout.decode()
 
 
