@@ -40,7 +40,8 @@ models: [mock-gpt, mock-claude]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     mock, mock_proc = start_mock()
-    c = ComposeCluster(tmp_path_factory.mktemp("cluster"), containers.gateway_image(), containers.services_image(), mock)
+    root = tmp_path_factory.mktemp("cluster")
+    c = ComposeCluster(root, containers.gateway_image(), containers.services_image(), mock)
     try:
         started = time.monotonic()
         c.up()

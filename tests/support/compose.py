@@ -56,8 +56,8 @@ class ComposeCluster:
         return f"http://127.0.0.1:{self.ports[replica]}"
 
     def compose(self, *args: str, timeout: float = 300) -> str:
-        argv = [str(Path(sys.executable).parent / "podman-compose"), "--podman-args", " ".join(PODMAN[1:]), "-p", self.project]
-        argv += ["-f", str(REPO / "deploy" / "compose.yaml"), "-f", str(self.override), *args]
+        argv = [str(Path(sys.executable).parent / "podman-compose"), "--podman-args", " ".join(PODMAN[1:])]
+        argv += ["-p", self.project, "-f", str(REPO / "deploy" / "compose.yaml"), "-f", str(self.override), *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env)
         if done.returncode != 0:
             raise RuntimeError(f"podman-compose {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")

@@ -50,9 +50,7 @@ def environment() -> dict[str, str]:
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
     """Runs podman with this machine's flags; returns stdout, raises with stderr quoted."""
-    done = subprocess.run(
-        [*PODMAN, *args], capture_output=True, timeout=timeout, env=environment()
-    )
+    done = subprocess.run([*PODMAN, *args], capture_output=True, timeout=timeout, env=environment())
     if check and done.returncode != 0:
         out = (done.stdout + done.stderr).decode()
         raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}:\n{out[-3000:]}")
@@ -87,8 +85,14 @@ def python_base() -> str:
         if not archive.exists():
             _debootstrap(archive)
         with open(archive, "rb") as tar:
-            subprocess.run([*PODMAN, "import", "-q", "-", tag], stdin=tar, check=True, env=environment(),
-                           capture_output=True, timeout=300)
+            subprocess.run(
+                [*PODMAN, "import", "-q", "-", tag],
+                stdin=tar,
+                check=True,
+                env=environment(),
+                capture_output=True,
+                timeout=300,
+            )
     return tag
 
 
@@ -135,9 +139,12 @@ def _build_mounts() -> list[str]:
     home = Path.home()
     rustup = Path(os.environ.get("RUSTUP_HOME") or home / ".rustup")
     cargo_bin = Path(os.environ.get("CARGO_HOME") or home / ".cargo") / "bin"
-    mounts = [(rustup, "/root/.rustup"), (cargo_bin, "/root/.cargo/bin"),
-              (Path("/etc/ssl/certs/ca-certificates.crt"), "/etc/ssl/certs/ca-certificates.crt"),
-              (Path("/etc/pip.conf"), "/etc/pip.conf")]
+    mounts = [
+        (rustup, "/root/.rustup"),
+        (cargo_bin, "/root/.cargo/bin"),
+        (Path("/etc/ssl/certs/ca-certificates.crt"), "/etc/ssl/certs/ca-certificates.crt"),
+        (Path("/etc/pip.conf"), "/etc/pip.conf"),
+    ]
     return [f"--volume={host}:{inside}:ro" for host, inside in mounts if host.exists()]
 
 
@@ -146,9 +153,22 @@ def gateway_image() -> str:
     are cached by podman, so an unchanged tree builds in seconds)."""
     runtime, build = python_base(), derived_base("build", BUILD_PACKAGES)
     with _locked():
-        podman("build", "--format", "docker", "--network", "host", "--build-arg", f"BASE={runtime}",
-               "--build-arg", f"BUILD_BASE={build}", *_build_mounts(), "-t", GATEWAY_IMAGE, str(REPO),
-               timeout=1200)
+        podman(
+            "build",
+            "--format",
+            "docker",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE={runtime}",
+            "--build-arg",
+            f"BUILD_BASE={build}",
+            *_build_mounts(),
+            "-t",
+            GATEWAY_IMAGE,
+            str(REPO),
+            timeout=1200,
+        )
     return GATEWAY_IMAGE
 
 
