@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.k8s_checks import problems
-from support.k8s_render import Objects, RenderError, render
 
 from gatewayd.audit.keys import Signer, add_to_keyring
+from support.k8s_checks import problems
+from support.k8s_render import Objects, RenderError, render
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 PRODUCTION_FILES = ("secrets.env", "audit.key", "audit.keyring")  # the operator's own, git-ignored
@@ -44,7 +44,11 @@ def checked(overlay: Path, scratch: Path) -> tuple[Objects, list[str]]:
 def test_the_trial_overlay_is_sound_with_its_own_redis_and_mock(k8s, tmp_path):
     objects, found = checked(k8s / "overlays" / "trial", tmp_path / "pods")
     assert found == []
-    for kind, name in [("Deployment", "gatewayd-redis"), ("Service", "gatewayd-redis"), ("Deployment", "gatewayd-mock")]:
+    for kind, name in [
+        ("Deployment", "gatewayd-redis"),
+        ("Service", "gatewayd-redis"),
+        ("Deployment", "gatewayd-mock"),
+    ]:
         assert objects.get(kind, name) is not None, (kind, name)
     redis = objects.get("Deployment", "gatewayd-redis")["spec"]["template"]["spec"]["containers"][0]
     assert redis["args"][1:3] == ["--appendonly", "yes"]  # gatewayd warns about a Redis without AOF
@@ -69,22 +73,82 @@ def test_production_without_its_secret_files_does_not_render(k8s):
 BASE, TRIAL = "base", "overlays/trial"
 # (file, text, its replacement, what the checker must say): one mistake each.
 BREAKAGES = [
-    (f"{TRIAL}/gatewayd.toml", "port = 8080", "port = 9000", "readinessProbe port http is not the port the server listens on (9000)"),
+    (
+        f"{TRIAL}/gatewayd.toml",
+        "port = 8080",
+        "port = 9000",
+        "readinessProbe port http is not the port the server listens on (9000)",
+    ),
     (f"{BASE}/statefulset.yaml", "path: /readyz", "path: /healthz", "readinessProbe asks /healthz, not /readyz"),
-    (f"{BASE}/statefulset.yaml", "{name: config, mountPath: /etc/gatewayd,", "{name: config, mountPath: /etc/gw,", "the config file /etc/gatewayd/gatewayd.toml is on no volume mount"),
-    (f"{TRIAL}/gatewayd.toml", 'routing = "/etc/gatewayd/routing.yaml"', 'routing = "/etc/gatewayd/routes.yaml"', "bootstrap.routing /etc/gatewayd/routes.yaml: no such file"),
-    (f"{TRIAL}/routing.yaml", "provider: mock-anthropic", "provider: anthropic", "bootstrap.routing: routing.yaml"),
-    (f"{TRIAL}/gatewayd.toml", 'signing_key = "/run/gatewayd/keys/audit.key"', 'signing_key = "/etc/gatewayd-secrets/audit.key"', "cannot open the signing key"),
-    (f"{BASE}/statefulset.yaml", '"-m", "0600"', '"-m", "0640"', "the signing key is open to group or others (mode 0640)"),
-    (f"{TRIAL}/gatewayd.toml", 'dir = "/var/lib/gatewayd/audit"', 'dir = "/tmp/audit"', "audit.dir /tmp/audit is not on the pod's persistent volume"),
+    (
+        f"{BASE}/statefulset.yaml",
+        "{name: config, mountPath: /etc/gatewayd,",
+        "{name: config, mountPath: /etc/gw,",
+        "the config file /etc/gatewayd/gatewayd.toml is on no volume mount",
+    ),
+    (
+        f"{TRIAL}/gatewayd.toml",
+        'routing = "/etc/gatewayd/routing.yaml"',
+        'routing = "/etc/gatewayd/routes.yaml"',
+        "bootstrap.routing /etc/gatewayd/routes.yaml: no such file",
+    ),
+    (f"{TRIAL}/routing.yaml", "provider: mock-anthropic", "provider: anthropic", 'unknown provider "anthropic"'),
+    (
+        f"{TRIAL}/gatewayd.toml",
+        'signing_key = "/run/gatewayd/keys/audit.key"',
+        'signing_key = "/etc/gatewayd-secrets/audit.key"',
+        "cannot open the signing key",
+    ),
+    (
+        f"{BASE}/statefulset.yaml",
+        '"-m", "0600"',
+        '"-m", "0640"',
+        "the signing key is open to group or others (mode 0640)",
+    ),
+    (
+        f"{TRIAL}/gatewayd.toml",
+        'dir = "/var/lib/gatewayd/audit"',
+        'dir = "/tmp/audit"',
+        "audit.dir /tmp/audit is not on the pod's persistent volume",
+    ),
     (f"{TRIAL}/gatewayd.toml", 'host = "0.0.0.0"', 'host = "127.0.0.1"', "server.host 127.0.0.1: the kubelet's probes"),
-    (f"{TRIAL}/gatewayd.toml", '"http://gatewayd-mock:9100/v1"', '"http://gatewayd-mock:9200/v1"', "Service gatewayd-mock has no port 9200"),
-    (f"{TRIAL}/kustomization.yaml", "redis-url=redis://gatewayd-redis:6379/0", "redis_url=redis://gatewayd-redis:6379/0", "Secret gatewayd-secrets"),
-    (f"{BASE}/admin.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "container admin: readOnlyRootFilesystem is not true"),
-    (f"{BASE}/statefulset.yaml", 'command: ["sleep", "10"]', 'command: ["sleep", "40"]', "terminationGracePeriodSeconds 45 leaves no time to drain"),
-    (f"{BASE}/disruption.yaml", "    name: gatewayd\n  minReplicas", "    name: gatewayd-admin\n  minReplicas", "targets StatefulSet/gatewayd-admin"),
+    (
+        f"{TRIAL}/gatewayd.toml",
+        '"http://gatewayd-mock:9100/v1"',
+        '"http://gatewayd-mock:9200/v1"',
+        "Service gatewayd-mock has no port 9200",
+    ),
+    (
+        f"{TRIAL}/kustomization.yaml",
+        "redis-url=redis://gatewayd-redis:6379/0",
+        "redis_url=redis://gatewayd-redis:6379/0",
+        "Secret gatewayd-secrets",
+    ),
+    (
+        f"{BASE}/admin.yaml",
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesystem: false",
+        "container admin: readOnlyRootFilesystem is not true",
+    ),
+    (
+        f"{BASE}/statefulset.yaml",
+        'command: ["sleep", "10"]',
+        'command: ["sleep", "40"]',
+        "terminationGracePeriodSeconds 45 leaves no time to drain",
+    ),
+    (
+        f"{BASE}/disruption.yaml",
+        "    name: gatewayd\n  minReplicas",
+        "    name: gatewayd-admin\n  minReplicas",
+        "targets StatefulSet/gatewayd-admin",
+    ),
     (f"{BASE}/disruption.yaml", "maxUnavailable: 1", "maxUnavailable: 0", "allows no eviction"),
-    (f"{BASE}/admin.yaml", '"--port", "8081"', '"--port", "8082"', "readinessProbe port admin is not the port the server listens on (8082)"),
+    (
+        f"{BASE}/admin.yaml",
+        '"--port", "8081"',
+        '"--port", "8082"',
+        "readinessProbe port admin is not the port the server listens on (8082)",
+    ),
 ]
 
 
@@ -108,6 +172,8 @@ def test_the_kustomizations_keep_to_what_debians_kubectl_knows():
         doc = yaml.safe_load(file.read_text())
         assert not NEWER_FIELDS & set(doc), f"{file}: {sorted(NEWER_FIELDS & set(doc))}"
         for generator in doc.get("configMapGenerator", []) + doc.get("secretGenerator", []):
-            assert not NEWER_FIELDS & set(generator), f"{file}: {generator['name']}: {sorted(NEWER_FIELDS & set(generator))}"
+            assert not NEWER_FIELDS & set(generator), (
+                f"{file}: {generator['name']}: {sorted(NEWER_FIELDS & set(generator))}"
+            )
         dirs = [r for r in doc.get("resources", []) if (file.parent / r).is_dir()]
         assert not dirs, f"{file}: directories under resources (kustomize 2.0 wants them under bases): {dirs}"

@@ -14,12 +14,11 @@ import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from support.k8s_render import Mount, Objects, PodFiles, host_path, label, mount_of, pod_spec
-
 from gatewayd import config
 from gatewayd.audit.keys import Signer, load_keyring
 from gatewayd.control import documents
 from gatewayd.errors import GatewaydError
+from support.k8s_render import Mount, Objects, PodFiles, host_path, label, mount_of, pod_spec
 
 GATEWAY, ADMIN = ("StatefulSet", "gatewayd"), ("Deployment", "gatewayd-admin")
 REQUIRED = [GATEWAY, ADMIN, ("Service", "gatewayd"), ("Service", "gatewayd-admin")]
@@ -88,7 +87,9 @@ def _reference_problems(objects: Objects, workload: dict) -> list[str]:
             for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
                 ref = source.get(key)
                 if ref and not ref.get("optional") and objects.get(kind, ref["name"]) is None:
-                    out.append(f"{label(workload)}: container {c['name']}: envFrom {kind} {ref['name']} is not in the render")
+                    out.append(
+                        f"{label(workload)}: container {c['name']}: envFrom {kind} {ref['name']} is not in the render"
+                    )
     return out
 
 
@@ -135,7 +136,9 @@ def _scaling_problems(objects: Objects, gateway: dict) -> list[str]:
     if hpa is not None:
         target = hpa["spec"]["scaleTargetRef"]
         if hpa["apiVersion"] != "autoscaling/v2" or (target["kind"], target["name"]) != GATEWAY:
-            out.append(f"HorizontalPodAutoscaler/gatewayd: targets {target['kind']}/{target['name']}, not {label(gateway)}")
+            out.append(
+                f"HorizontalPodAutoscaler/gatewayd: targets {target['kind']}/{target['name']}, not {label(gateway)}"
+            )
         cpu = [m for m in hpa["spec"].get("metrics", []) if m.get("resource", {}).get("name") == "cpu"]
         if not cpu:
             out.append("HorizontalPodAutoscaler/gatewayd: does not scale on cpu")
@@ -145,7 +148,9 @@ def _scaling_problems(objects: Objects, gateway: dict) -> list[str]:
             out.append(f"PodDisruptionBudget/gatewayd: its selector does not match {label(gateway)}'s pods")
         least = hpa["spec"].get("minReplicas", 1) if hpa else 1
         if pdb["spec"].get("maxUnavailable", 0) in (0, "0%") and pdb["spec"].get("minAvailable", least) >= least:
-            out.append("PodDisruptionBudget/gatewayd: allows no eviction at the autoscaler's minimum: drains would hang")
+            out.append(
+                "PodDisruptionBudget/gatewayd: allows no eviction at the autoscaler's minimum: drains would hang"
+            )
     return out
 
 
@@ -216,8 +221,9 @@ def _audit_key_problems(files: PodFiles, mounts: list[Mount], at: str, s: config
         verifiers = load_keyring(ring) if ring else []
         if key is not None and Signer.load(key).verifier not in verifiers:
             return [f"{at}: audit.keyring does not hold the signing key's verifier key"]
-    except GatewaydError as exc:
-        return [f"{at}: {exc}".replace(str(files.root), "")]
+    except GatewaydError as exc:  # named by the container's path, not the emulation's
+        said = str(exc).replace(str(key), s.audit.signing_key).replace(str(ring), s.audit.keyring)
+        return [f"{at}: {said}"]
     return []
 
 

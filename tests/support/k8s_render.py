@@ -99,6 +99,7 @@ class PodFiles:
     def __init__(self, objects: Objects, workload: dict, root: Path):
         self.objects, self.workload, self.root = objects, workload, root
         self.problems: list[str] = []
+        self._env: dict[str, dict[str, str]] = {}
         self.volumes: dict[str, dict] = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
         for template in workload["spec"].get("volumeClaimTemplates", []):
             self.volumes[template["metadata"]["name"]] = {"name": template["metadata"]["name"], "claimTemplate": True}
@@ -149,6 +150,11 @@ class PodFiles:
 
     def env(self, container: dict) -> dict[str, str]:
         """The container's environment, every reference resolved (an unresolvable one is a problem)."""
+        if container["name"] not in self._env:
+            self._env[container["name"]] = self._resolve_env(container)
+        return self._env[container["name"]]
+
+    def _resolve_env(self, container: dict) -> dict[str, str]:
         out: dict[str, str] = {}
         where = f"{label(self.workload)}: container {container['name']}: env"
         for var in container.get("env", []):
@@ -168,7 +174,9 @@ class PodFiles:
                 if data is not None and ref["key"] in data:
                     out[var["name"]] = data[ref["key"]].decode()
                 elif not ref.get("optional"):
-                    self.problems.append(f"{where} {var['name']}: {kind} {ref['name']} key {ref['key']} is not in the render")
+                    self.problems.append(
+                        f"{where} {var['name']}: {kind} {ref['name']} key {ref['key']} is not in the render"
+                    )
         return out
 
     def run_init(self, container: dict) -> None:
