@@ -15,9 +15,12 @@ import yaml
 
 from gatewayd.audit.keys import Signer, add_to_keyring
 from support.k8s_checks import problems
-from support.k8s_render import Objects, RenderError, render
+from support.k8s_render import Objects, RenderError, image_env, render
 
-K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+# The pods run the image the Containerfile builds: its ENV is under theirs.
+IMAGE_ENV = image_env(ROOT / "Containerfile")
 PRODUCTION_FILES = ("secrets.env", "audit.key", "audit.keyring")  # the operator's own, git-ignored
 
 
@@ -35,10 +38,10 @@ def k8s(tmp_path: Path) -> Path:
     return root
 
 
-def checked(overlay: Path, scratch: Path) -> tuple[Objects, list[str]]:
+def checked(overlay: Path, scratch: Path, env: dict[str, str] = IMAGE_ENV) -> tuple[Objects, list[str]]:
     docs = render(overlay)
     scratch.mkdir()
-    return Objects(docs), problems(docs, scratch)
+    return Objects(docs), problems(docs, scratch, env)
 
 
 def test_the_trial_overlay_is_sound_with_its_own_redis_and_mock(k8s, tmp_path):
@@ -159,6 +162,18 @@ def test_the_checker_names_each_mistake(k8s, tmp_path, path, text, replacement, 
     target.write_text(target.read_text().replace(text, replacement))
     _, found = checked(k8s / TRIAL, tmp_path / "pods")
     assert any(expected in line for line in found), found
+
+
+def test_the_image_env_is_read_under_the_pods_env(k8s, tmp_path):
+    """An image whose ENV moved a path would override the TOML: the check sees it (and a
+    pod's own env wins over the image's: the replica prefix stays the pod's name)."""
+    env = {**IMAGE_ENV, "GATEWAYD_AUDIT_DIR": "/tmp/audit", "GATEWAYD_SERVER_REPLICA_PREFIX": "image"}
+    _, found = checked(k8s / TRIAL, tmp_path / "pods", env)
+    assert [line for line in found if "gatewayd:" in line and "audit.dir" in line] == [
+        "StatefulSet/gatewayd: container gatewayd: audit.dir /tmp/audit is not on the pod's persistent volume: "
+        "it would not survive a restart"
+    ]
+    assert not [line for line in found if "REPLICA_PREFIX" in line]
 
 
 # What kustomize 2.0 (in Debian's kubectl 1.20) does not know; newer kubectls know both spellings.

@@ -27,8 +27,9 @@ REQUIRED += [("PodDisruptionBudget", "gatewayd"), ("HorizontalPodAutoscaler", "g
 DRAIN_S = 10
 
 
-def problems(docs: list[dict], scratch: Path) -> list[str]:
-    """Every problem of the render; `scratch` is an empty directory for the pods' files."""
+def problems(docs: list[dict], scratch: Path, image_env: dict[str, str]) -> list[str]:
+    """Every problem of the render; `scratch` is an empty directory for the pods' files,
+    `image_env` the ENV of the image the pods run."""
     objects = Objects(docs)
     out = [f"{kind} {name}: missing" for kind, name in REQUIRED if objects.get(kind, name) is None]
     for workload in objects.workloads():
@@ -38,9 +39,9 @@ def problems(docs: list[dict], scratch: Path) -> list[str]:
     gateway, admin = objects.get(*GATEWAY), objects.get(*ADMIN)
     if gateway is not None:
         out += _scaling_problems(objects, gateway)
-        out += _gateway_problems(objects, gateway, scratch / "gateway")
+        out += _gateway_problems(PodFiles(objects, gateway, scratch / "gateway", image_env))
     if admin is not None:
-        out += _admin_problems(objects, admin, scratch / "admin")
+        out += _admin_problems(PodFiles(objects, admin, scratch / "admin", image_env))
     return out
 
 
@@ -253,8 +254,8 @@ def _common_problems(
     return out
 
 
-def _gateway_problems(objects: Objects, gateway: dict, scratch: Path) -> list[str]:
-    files = PodFiles(objects, gateway, scratch)
+def _gateway_problems(files: PodFiles) -> list[str]:
+    objects, gateway = files.objects, files.workload
     for init in pod_spec(gateway).get("initContainers", []):
         files.run_init(init)
     container = next((c for c in pod_spec(gateway)["containers"] if c["name"] == "gatewayd"), None)
@@ -304,8 +305,8 @@ def _drain_problems(gateway: dict, container: dict) -> list[str]:
     return []
 
 
-def _admin_problems(objects: Objects, admin: dict, scratch: Path) -> list[str]:
-    files = PodFiles(objects, admin, scratch)
+def _admin_problems(files: PodFiles) -> list[str]:
+    objects, admin = files.objects, files.workload
     container = pod_spec(admin)["containers"][0]
     mounts = files.mounts(container)
     settings = _load_settings(files, container, mounts)

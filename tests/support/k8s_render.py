@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +26,25 @@ WORKLOADS = ("StatefulSet", "Deployment")
 # Programs an init container may run for the emulation to repeat it here (with its paths
 # moved into the pod's directory): copying a file is all the manifests' init containers do.
 EMULATED_PROGRAMS = ("install", "cp")
+
+
+def image_env(containerfile: Path) -> dict[str, str]:
+    """The ENV of the image's last stage: a pod's processes inherit it, under the pod's own
+    env (an image that set GATEWAYD_AUDIT_DIR would move the chains whatever the TOML says).
+    Without a Containerfile, none."""
+    if not containerfile.exists():
+        return {}
+    lines = containerfile.read_text().replace("\\\n", " ").splitlines()
+    last = max(i for i, line in enumerate(lines) if line.lstrip().upper().startswith("FROM "))
+    env: dict[str, str] = {}
+    for line in lines[last:]:
+        if line.lstrip().upper().startswith("ENV "):
+            words = shlex.split(line.strip()[4:])
+            if "=" in words[0]:
+                env.update(word.split("=", 1) for word in words)
+            else:  # the old `ENV KEY value` form
+                env[words[0]] = " ".join(words[1:])
+    return env
 
 
 class RenderError(Exception):
@@ -94,10 +114,11 @@ class Mount:
 
 
 class PodFiles:
-    """One pod's volumes, laid out under `root`; `mounts(container)` maps a container's paths."""
+    """One pod's volumes, laid out under `root`; `mounts(container)` maps a container's paths,
+    `env(container)` is its environment over the image's."""
 
-    def __init__(self, objects: Objects, workload: dict, root: Path):
-        self.objects, self.workload, self.root = objects, workload, root
+    def __init__(self, objects: Objects, workload: dict, root: Path, image_env: dict[str, str]):
+        self.objects, self.workload, self.root, self.image_env = objects, workload, root, image_env
         self.problems: list[str] = []
         self._env: dict[str, dict[str, str]] = {}
         self.volumes: dict[str, dict] = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
@@ -155,7 +176,7 @@ class PodFiles:
         return self._env[container["name"]]
 
     def _resolve_env(self, container: dict) -> dict[str, str]:
-        out: dict[str, str] = {}
+        out = dict(self.image_env)
         where = f"{label(self.workload)}: container {container['name']}: env"
         for var in container.get("env", []):
             if "value" in var:
