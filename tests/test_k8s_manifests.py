@@ -74,6 +74,7 @@ def test_production_without_its_secret_files_does_not_render(k8s):
 
 
 BASE, TRIAL = "base", "overlays/trial"
+ENV_ANCHOR = "            - name: GATEWAYD_SERVER_REPLICA_PREFIX"
 # (file, text, its replacement, what the checker must say): one mistake each.
 BREAKAGES = [
     (
@@ -108,13 +109,18 @@ BREAKAGES = [
         '"-m", "0640"',
         "the signing key is open to group or others (mode 0640)",
     ),
-    (
-        f"{TRIAL}/gatewayd.toml",
-        'dir = "/var/lib/gatewayd/audit"',
-        'dir = "/tmp/audit"',
+    (  # the pod's env, which wins over the image's and the TOML's
+        f"{BASE}/statefulset.yaml",
+        ENV_ANCHOR,
+        "            - {name: GATEWAYD_AUDIT_DIR, value: /tmp/audit}\n" + ENV_ANCHOR,
         "audit.dir /tmp/audit is not on the pod's persistent volume",
     ),
-    (f"{TRIAL}/gatewayd.toml", 'host = "0.0.0.0"', 'host = "127.0.0.1"', "server.host 127.0.0.1: the kubelet's probes"),
+    (
+        f"{BASE}/statefulset.yaml",
+        ENV_ANCHOR,
+        "            - {name: GATEWAYD_SERVER_HOST, value: 127.0.0.1}\n" + ENV_ANCHOR,
+        "server.host 127.0.0.1: the kubelet's probes",
+    ),
     (
         f"{TRIAL}/gatewayd.toml",
         '"http://gatewayd-mock:9100/v1"',
