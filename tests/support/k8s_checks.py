@@ -58,7 +58,7 @@ def _pod_problems(workload: dict) -> list[str]:
     for c in _containers(workload):
         sc, at = c.get("securityContext", {}), f"{where}: container {c['name']}"
         if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and sc.get("runAsUser", pod_sc.get("runAsUser", 1))):
-            out.append(f"{at}: runAsNonRoot is not set")
+            out.append(f"{at}: runAsNonRoot is not set (or runAsUser is 0)")
         seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
         if seccomp.get("type") != "RuntimeDefault":
             out.append(f"{at}: seccompProfile is not RuntimeDefault")
@@ -77,20 +77,12 @@ def _pod_problems(workload: dict) -> list[str]:
 
 
 def _reference_problems(objects: Objects, workload: dict) -> list[str]:
-    """Every ConfigMap, Secret and claim the pod names is in the render (PodFiles checks keys)."""
+    """Every claim the pod names is in the render (PodFiles checks ConfigMaps and Secrets)."""
     out = []
     for volume in pod_spec(workload).get("volumes", []):
         claim = volume.get("persistentVolumeClaim")
         if claim and objects.get("PersistentVolumeClaim", claim["claimName"]) is None:
             out.append(f"{label(workload)}: volume {volume['name']}: claim {claim['claimName']} is not in the render")
-    for c in _containers(workload):
-        for source in c.get("envFrom", []):
-            for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-                ref = source.get(key)
-                if ref and not ref.get("optional") and objects.get(kind, ref["name"]) is None:
-                    out.append(
-                        f"{label(workload)}: container {c['name']}: envFrom {kind} {ref['name']} is not in the render"
-                    )
     return out
 
 
@@ -266,6 +258,9 @@ def _gateway_problems(files: PodFiles) -> list[str]:
     if settings is None:
         return files.problems
     at = f"{label(gateway)}: container gatewayd"
+    argv = [*container.get("command", []), *container.get("args", [])]
+    if argv[:1] != ["gatewayd"] or argv[-1:] != ["serve"]:
+        files.problems.append(f"{at}: does not run `gatewayd serve`: {shlex.join(argv)}")
     s = settings.server
     out = _probe_problems(gateway, container, s.port, {"readinessProbe": "/readyz", "livenessProbe": "/healthz"})
     if "startupProbe" in container:
