@@ -177,7 +177,10 @@ def test_a_cache_hit_has_no_upstream_span(traced, rec, receiver):
 def test_a_streamed_answers_upstream_span_lasts_until_the_stream_ends(traced, rec, receiver):
     header, trace_id, _ = traceparent()
     stream = openai_client(traced).chat.completions.create(
-        model="rec-gpt", messages=[{"role": "user", "content": "stream"}], stream=True, extra_headers={"traceparent": header}
+        model="rec-gpt",
+        messages=[{"role": "user", "content": "stream"}],
+        stream=True,
+        extra_headers={"traceparent": header},
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "hi"
     named = by_name(receiver.trace(trace_id, 4))

@@ -32,7 +32,9 @@ def test_tracing_is_off_unless_an_endpoint_is_configured(tmp_path):
 
 
 def test_the_endpoint_can_come_from_gatewayd_variables(tmp_path):
-    settings = load(tmp_path, environ={"GATEWAYD_TRACING_ENDPOINT": "http://c:4318", "GATEWAYD_TRACING_SAMPLE_RATIO": "0.5"})
+    settings = load(
+        tmp_path, environ={"GATEWAYD_TRACING_ENDPOINT": "http://c:4318", "GATEWAYD_TRACING_SAMPLE_RATIO": "0.5"}
+    )
     assert settings.tracing.endpoint == "http://c:4318" and settings.tracing.sample_ratio == 0.5
 
 

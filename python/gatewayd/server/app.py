@@ -12,7 +12,8 @@ import functools
 import logging
 import os
 import time
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -32,6 +33,9 @@ from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_replica
 from gatewayd.upstream import UpstreamClient
 from gatewayd.upstream.providers import ProviderEndpoint
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("gatewayd")
 
@@ -63,7 +67,7 @@ class GatewayApp:
         self._metrics_task: asyncio.Task | None = None
         self._client_guard_task: asyncio.Task | None = None
         self.budgets: BudgetLedger | None = None
-        self.tracer_provider = None  # when tracing is on: the pipeline is a TracedPipeline
+        self.tracer_provider: TracerProvider | None = None  # when tracing is on: the pipeline is a TracedPipeline
 
     async def __call__(self, scope: dict, receive, send) -> None:
         kind = scope["type"]
@@ -210,7 +214,7 @@ class GatewayApp:
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
         self.budgets = BudgetLedger(open_store(s), name)  # a store handle of its own, for its thread
         self.budgets.start()
-        make = Pipeline
+        make: Callable[..., Pipeline] = Pipeline
         self.tracer_provider = tracing.start(s, name)
         if self.tracer_provider is not None:  # the SDK is imported only then
             from gatewayd.server.traced import TracedPipeline

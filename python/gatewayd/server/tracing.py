@@ -60,12 +60,11 @@ def start(settings: Settings, replica: str) -> TracerProvider | None:
     if configured_by(settings) is None:
         return None
     check(settings)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     t = settings.tracing
     # Without an endpoint the exporter reads the OTEL_EXPORTER_OTLP_* variables itself.
