@@ -1,7 +1,8 @@
 """An OTLP/HTTP trace receiver on loopback, as a collector would be: it decodes each
 `ExportTraceServiceRequest` (protobuf, gzip or not) with opentelemetry-proto and keeps the
-spans. Run as a script (`otlp.py PORT`) it only counts them: the pipeline bench's receiver,
-in a process of its own so its work stays out of the bench's CPU figures.
+spans. Run as a script (`otlp.py PORT`) it only counts them (GET / answers the count): the
+pipeline bench's receiver, in a process of its own so its work stays out of the bench's CPU
+figures.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class OtlpReceiver:
     def __init__(self, keep: bool = True, port: int = 0) -> None:
         self.spans: list[Span] = []
         self.exports = 0
+        self.received = 0  # spans
         self.lock = threading.Lock()
         receiver = self
 
@@ -84,6 +86,7 @@ class OtlpReceiver:
                     spans = decode(body)
                     with receiver.lock:
                         receiver.exports += 1
+                        receiver.received += len(spans)
                         if keep:
                             receiver.spans.extend(spans)
                 answer = ExportTraceServiceResponse().SerializeToString()
@@ -92,6 +95,13 @@ class OtlpReceiver:
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            def do_GET(self) -> None:
+                count = str(receiver.received).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(count)))
+                self.end_headers()
+                self.wfile.write(count)
 
             def log_message(self, *args) -> None:
                 pass

@@ -8,9 +8,10 @@ Spans carry what was decided, never what was said: no prompt, answer or key.
 
 from __future__ import annotations
 
+import time
 from contextvars import ContextVar
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -33,13 +34,14 @@ OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "e
 
 
 class RequestSpans:
-    """The spans of the request being handled (in the task's context): its server span and
-    the upstream call still open, if any."""
+    """The spans of the request being handled (in the task's context): its server span, the
+    context its children start in, and the upstream call still open, if any."""
 
-    __slots__ = ("server", "upstream", "admission", "attempts")
+    __slots__ = ("server", "context", "upstream", "admission", "attempts")
 
     def __init__(self, server: Span) -> None:
         self.server = server
+        self.context = trace.set_span_in_context(server)
         self.upstream: Span | None = None
         self.admission: _core.Admission | None = None
         self.attempts = 0  # upstream calls made so far: each one before the last failed
@@ -54,7 +56,9 @@ _current: ContextVar[RequestSpans | None] = ContextVar("gatewayd_request_spans",
 
 
 class TracedPipeline(Pipeline):
-    """Pipeline, with its admission, upstream calls and audit appends in spans."""
+    """Pipeline, with its admission, upstream calls and audit appends in spans. Each child
+    span is made once, with its attributes, and is not made current: the pipeline is the
+    only code that starts spans, so no context is attached per request."""
 
     def __init__(self, *args, provider: TracerProvider, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -70,10 +74,9 @@ class TracedPipeline(Pipeline):
             f"POST {path}",
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "url.path": path, "http.route": path},
+            attributes={"http.request.method": "POST", "http.route": path},
         )
         spans = RequestSpans(span)
-        attached = context.attach(trace.set_span_in_context(span, parent))
         token = _current.set(spans)
 
         async def traced_send(message: dict) -> None:
@@ -93,25 +96,25 @@ class TracedPipeline(Pipeline):
         finally:
             spans.end_upstream()
             _current.reset(token)
-            context.detach(attached)
             span.end()
 
     async def _call(self, scope, name: str, api: str, stream: bool, body: bytes, config):
         """One upstream call in a client span, which the upstream gets as its parent in
-        `traceparent`; it stays open until the answer is recorded (a stream: its end) or
-        the next upstream is tried."""
+        `traceparent` (with the client's `tracestate`); it stays open until the answer is
+        recorded (a stream: its end) or the next upstream is tried."""
         spans = _current.get()
         if spans is None:  # a call outside a traced request (none today)
             return await super()._call(scope, name, api, stream, body, config)
         spans.end_upstream()
-        kind = self.providers[name].kind
         model = _model_for(spans.admission, name)
+        operation = OPERATIONS[api]
         span = self.tracer.start_span(
-            f"{OPERATIONS[api]} {model}",
+            f"{operation} {model}",
+            context=spans.context,
             kind=SpanKind.CLIENT,
             attributes={
-                "gen_ai.system": kind,
-                "gen_ai.operation.name": OPERATIONS[api],
+                "gen_ai.system": self.providers[name].kind,
+                "gen_ai.operation.name": operation,
                 "gen_ai.request.model": model,
                 "gatewayd.provider": name,
                 "gatewayd.failovers": spans.attempts,
@@ -119,10 +122,11 @@ class TracedPipeline(Pipeline):
             },
         )
         spans.attempts += 1
-        carrier: dict[str, str] = {}
-        PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        ctx = span.get_span_context()
         headers = [(k, v) for k, v in scope["headers"] if k not in TRACE_HEADERS]
-        headers += [(k.encode(), v.encode()) for k, v in carrier.items()]
+        headers.append((b"traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)))
+        if ctx.trace_state:
+            headers.append((b"tracestate", ctx.trace_state.to_header().encode()))
         answer = await super()._call({**scope, "headers": headers}, name, api, stream, body, config)
         if isinstance(answer, UpstreamError):
             span.set_attribute("error.type", answer.kind)
@@ -147,7 +151,8 @@ def _model_for(adm: _core.Admission | None, provider: str) -> str:
 
 
 class TracedEngine:
-    """The engine, with admission and the audit append in spans (children of the request's)."""
+    """The engine, with admission and the audit append in spans (children of the request's,
+    made after the call, with its start time: one span object, its attributes set once)."""
 
     def __init__(self, engine: _core.Engine, tracer: trace.Tracer) -> None:
         self._engine = engine
@@ -157,35 +162,47 @@ class TracedEngine:
         return getattr(self._engine, name)
 
     def admit(self, **kwargs) -> _core.Admission:
-        with self._tracer.start_as_current_span("gatewayd.admit") as span:
-            adm = self._engine.admit(**kwargs)
-            v = adm.versions
-            attributes = {
-                "gatewayd.policy.version": v.policy,
-                "gatewayd.routing.version": v.routing,
-                "gatewayd.config.version": v.config,
-                "gatewayd.tenant": kwargs["tenant"],
-                "gatewayd.verdict": adm.verdict,
-                "gatewayd.cache": adm.cache,
-                "gen_ai.request.model": adm.model,
-            }
-            if adm.rule:
-                attributes["gatewayd.rule"] = adm.rule
-            span.set_attributes(attributes)
+        started = time.time_ns()
+        adm = self._engine.admit(**kwargs)
         spans = _current.get()
-        if spans is not None:
-            spans.admission = adm
-            attributes["gatewayd.request_id"] = adm.request_id
-            spans.server.set_attributes(attributes)
+        if spans is None:
+            return adm
+        spans.admission = adm
+        v = adm.versions
+        attributes = {
+            "gatewayd.policy.version": v.policy,
+            "gatewayd.routing.version": v.routing,
+            "gatewayd.config.version": v.config,
+            "gatewayd.tenant": kwargs["tenant"],
+            "gatewayd.request_id": adm.request_id,
+            "gatewayd.verdict": adm.verdict,
+            "gatewayd.cache": adm.cache,
+            "gen_ai.request.model": adm.model,
+        }
+        if adm.rule:
+            attributes["gatewayd.rule"] = adm.rule
+        self._tracer.start_span(
+            "gatewayd.admit", context=spans.context, attributes=attributes, start_time=started
+        ).end()
         return adm
 
     def record(self, adm: _core.Admission, **kwargs) -> int:
         spans = _current.get()
-        if spans is not None:
-            spans.end_upstream()  # recorded: its answer was read, its stream ended
-            if kwargs.get("failovers"):
-                spans.server.set_attribute("gatewayd.failovers", len(kwargs["failovers"]))
-        with self._tracer.start_as_current_span("gatewayd.audit.append") as span:
+        if spans is None:
+            return self._engine.record(adm, **kwargs)
+        spans.end_upstream()  # recorded: its answer was read, its stream ended
+        if kwargs.get("failovers"):
+            spans.server.set_attribute("gatewayd.failovers", len(kwargs["failovers"]))
+        started = time.time_ns()
+        try:
             seq = self._engine.record(adm, **kwargs)
-            span.set_attribute("gatewayd.audit.seq", seq)
+        except _core.AuditError as exc:
+            span = self._tracer.start_span("gatewayd.audit.append", context=spans.context, start_time=started)
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            span.end()
+            raise
+        self._tracer.start_span(
+            "gatewayd.audit.append", context=spans.context, attributes={"gatewayd.audit.seq": seq}, start_time=started
+        ).end()
         return seq
