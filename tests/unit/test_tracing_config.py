@@ -3,6 +3,9 @@ variables), the collector URL the exporter gets, and one-line errors naming the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from gatewayd import config
@@ -29,6 +32,24 @@ def test_tracing_is_off_unless_an_endpoint_is_configured(tmp_path):
     assert tracing.configured_by(on, {}) == "tracing.endpoint"
     assert on.tracing.sample_ratio == 0.25
     assert tracing.configured_by(on, {"OTEL_SDK_DISABLED": "true"}) is None  # the SDK's own off switch
+
+
+OFF = """
+import sys
+from gatewayd import config
+from gatewayd.server import app, tracing
+assert tracing.start(config.load(sys.argv[1], {}), "r1") is None
+loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+assert not loaded, loaded
+"""
+
+
+def test_off_the_sdk_is_not_even_imported(tmp_path):
+    """The app module and an untraced start leave OpenTelemetry out of the process."""
+    path = tmp_path / "gatewayd.toml"
+    path.write_text(BASE)
+    done = subprocess.run([sys.executable, "-c", OFF, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_endpoint_can_come_from_gatewayd_variables(tmp_path):
