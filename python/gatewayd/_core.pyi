@@ -148,6 +148,7 @@ class Admission:
     cached_body: bytes | None
     cached_status: int
     cached_content_type: str
+    cached_usage: tuple[int, int, int] | None
     versions: Versions
 
 class Engine:

@@ -19,7 +19,8 @@ FIELDS = ("requests", "prompt", "completion", "cached", "cost", "saved_prompt", 
 
 
 class Priced:
-    """One record's usage as the audit record takes it."""
+    """One record's usage as the audit record takes it; never changed once made (a hit's
+    is shared by every hit on the same answer)."""
 
     __slots__ = ("counts", "cost", "currency", "version", "saved")
 
@@ -35,9 +36,22 @@ class Meter:
         self.totals: dict[UsageLabels, list[float]] = {}
         # A config version's prices never change: each model's is looked up (globs) once.
         self._prices: dict[tuple[int, str, str], Price | None] = {}
+        # And every hit on one cached answer saves the same: its price is worked out once.
+        self._savings: dict[tuple[int, str, str, Counts], Priced] = {}
 
     def price(self, prices: Prices, version: int, provider: str, model: str, counts: Counts, saved: bool) -> Priced:
         """Prices `counts` under config version `version`'s prices."""
+        if saved:
+            hit = (version, provider, model, counts)
+            priced = self._savings.get(hit)
+            if priced is None:
+                if len(self._savings) >= MAX_PRICES:
+                    self._savings.clear()
+                priced = self._savings[hit] = self._price(prices, version, provider, model, counts, saved)
+            return priced
+        return self._price(prices, version, provider, model, counts, saved)
+
+    def _price(self, prices: Prices, version: int, provider: str, model: str, counts: Counts, saved: bool) -> Priced:
         memo = (version, provider, model)
         if memo in self._prices:
             price = self._prices[memo]

@@ -49,7 +49,7 @@ from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
 from gatewayd.server.request_headers import cache_mode, policy_headers, scan
-from gatewayd.server.stream_relay import SSE, STREAM_TAIL, UPSTREAM_ERROR_STATUS, StreamRelay
+from gatewayd.server.stream_relay import SSE, UPSTREAM_ERROR_STATUS, StreamRelay
 from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
 from gatewayd.upstream.providers import ProviderEndpoint
@@ -207,17 +207,14 @@ class Pipeline:
         await respond(send, 429, answer_headers(adm, JSON, retry), body)
 
     async def _answer_from_cache(self, send: Send, adm) -> None:
-        """A hit records the tokens it saved; a streamed OpenAI answer stored with its usage
-        chunk loses it for a client that did not ask for it."""
+        """A hit records the tokens it saved (kept with the answer when it was cached); a
+        streamed OpenAI answer stored with its usage chunk loses it for a client that did
+        not ask for it."""
         body, status = adm.cached_body, adm.cached_status
-        protocol = adm.api == "messages"  # a cached answer is in the caller's protocol (translated or not)
-        if adm.stream:
-            counts = usage.read_stream(body[: usage.STREAM_HEAD], body[-STREAM_TAIL:], protocol)
-            if not protocol and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
-                body = usage.strip_usage_events(body)
-        else:
-            counts = usage.read_answer(body, protocol)[1]
-        await self._record(adm, status, counts=counts, saved=True)
+        if adm.stream and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
+            body = usage.strip_usage_events(body)
+        kept = adm.cached_usage
+        await self._record(adm, status, counts=usage.Counts(*kept) if kept else None, saved=True)
         await respond(send, status, answer_headers(adm, adm.cached_content_type.encode()), body)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:

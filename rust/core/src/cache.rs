@@ -129,6 +129,19 @@ pub struct CachedResponse {
     pub body_sha256: String,
     pub versions: Versions,
     pub expires_at: Instant,
+    /// The tokens the provider reported for this answer: what each hit saves, recorded
+    /// without reading the body again.
+    pub usage: Option<TokenCounts>,
+}
+
+/// Token counts in neutral terms, whatever protocol the provider spoke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Input tokens, cached ones included.
+    pub prompt: u64,
+    pub completion: u64,
+    /// Input tokens the provider read from its prompt cache.
+    pub cached: u64,
 }
 
 impl CachedResponse {
@@ -248,10 +261,20 @@ impl ResponseCache {
         ttl: Duration,
     ) -> bool {
         let body_sha256 = hex::encode(Sha256::digest(&body));
-        self.insert_digested(key, status, content_type, body, body_sha256, versions, ttl)
+        self.insert_digested(
+            key,
+            status,
+            content_type,
+            body,
+            body_sha256,
+            versions,
+            ttl,
+            None,
+        )
     }
 
-    /// [`Self::insert`] with the body's hex SHA-256 already computed by the caller.
+    /// [`Self::insert`] with the body's hex SHA-256 already computed by the caller, and
+    /// the answer's token usage when the provider reported it.
     #[allow(clippy::too_many_arguments)]
     pub fn insert_digested(
         &self,
@@ -262,6 +285,7 @@ impl ResponseCache {
         body_sha256: String,
         versions: Versions,
         ttl: Duration,
+        usage: Option<TokenCounts>,
     ) -> bool {
         let response = CachedResponse {
             status,
@@ -270,6 +294,7 @@ impl ResponseCache {
             body_sha256,
             versions,
             expires_at: Instant::now() + ttl.min(MAX_TTL),
+            usage,
         };
         if ttl.is_zero() || self.charge.of(&response) > self.max_entry_bytes {
             self.counters.refused.fetch_add(1, Relaxed);

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditWriter, SharedWriter};
-use crate::cache::{CacheKey, ResponseCache, Versions};
+use crate::cache::{CacheKey, ResponseCache, TokenCounts, Versions};
 use crate::metrics::{Metrics, ShadowKey};
 use crate::policy::{Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
@@ -354,6 +354,11 @@ impl Gateway {
                     body_sha256,
                     adm.versions,
                     out.cache_ttl,
+                    out.usage.filter(|u| !u.saved).map(|u| TokenCounts {
+                        prompt: u.prompt_tokens,
+                        completion: u.completion_tokens,
+                        cached: u.cached_tokens,
+                    }),
                 );
             }
         }

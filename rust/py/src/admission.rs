@@ -201,6 +201,13 @@ impl Admission {
     fn cached_status(&self) -> u16 {
         self.inner.cached.as_ref().map_or(0, |c| c.status)
     }
+    /// The tokens the cached answer's provider reported, (prompt, completion, cached):
+    /// what this hit saved. None on a miss, or when the provider reported none.
+    #[getter]
+    fn cached_usage(&self) -> Option<(u64, u64, u64)> {
+        let usage = self.inner.cached.as_ref()?.usage?;
+        Some((usage.prompt, usage.completion, usage.cached))
+    }
     #[getter]
     fn cached_content_type(&self) -> &str {
         self.inner

@@ -436,3 +436,49 @@ fn a_record_carries_the_key_tokens_and_cost_and_a_hit_what_it_saved() {
     );
     assert!(all[2].get("prompt_tokens").is_none() && all[2].get("key").is_none());
 }
+
+#[test]
+fn a_cached_answer_keeps_the_tokens_it_was_filled_with_for_its_hits() {
+    let f = fixture();
+    let body = chat("how many tokens", 0.0);
+    let usage = Usage {
+        prompt_tokens: 40,
+        completion_tokens: 9,
+        cached_tokens: 8,
+        cost: Some(0.5),
+        currency: "USD",
+        price_version: 1,
+        saved: false,
+    };
+    let counted = RecordInput {
+        usage: Some(usage),
+        ..ok(b"{\"answer\":2}")
+    };
+    let first = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
+    f.gateway.record(&first, &counted).unwrap();
+    let hit = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
+    let kept = hit.cached.as_ref().unwrap().usage;
+    let expected = TokenCounts {
+        prompt: 40,
+        completion: 9,
+        cached: 8,
+    };
+    assert_eq!(kept, Some(expected));
+    // A hit's own record (what it saved) fills nothing: the entry stays as it was.
+    let saved = RecordInput {
+        usage: Some(Usage {
+            saved: true,
+            ..usage
+        }),
+        ..ok(b"{}")
+    };
+    f.gateway.record(&hit, &saved).unwrap();
+    let again = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
+    assert_eq!(again.cached.as_ref().unwrap().usage, Some(expected));
+    // An answer whose provider reported nothing has nothing to save.
+    let other = chat("no usage reported", 0.0);
+    let quiet = admit(&f, "acme", &other, V1, CacheMode::Deterministic);
+    f.gateway.record(&quiet, &ok(b"{\"answer\":3}")).unwrap();
+    let hit = admit(&f, "acme", &other, V1, CacheMode::Deterministic);
+    assert_eq!(hit.cached.as_ref().unwrap().usage, None);
+}
