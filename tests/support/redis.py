@@ -135,12 +135,17 @@ class SentinelCluster:
 
     def server(self, port: int) -> redis.Redis:
         """A client of the master or replica on `port`."""
-        return redis.Redis(port=port, password=self.password, **self._tls_options())  # type: ignore[arg-type]
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, **self._tls_options())  # type: ignore[arg-type]
 
     def sentinel(self, port: int) -> redis.Redis:
         options = self._tls_options()
         return redis.Redis(
-            port=port, password=self.sentinel_password, socket_timeout=1, socket_connect_timeout=1, **options
+            host="127.0.0.1",
+            port=port,
+            password=self.sentinel_password,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            **options,
         )  # type: ignore[arg-type]
 
     def start(self) -> SentinelCluster:

@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -25,6 +27,8 @@ DEFAULT_SENTINEL_PORT = 26379
 # The TLS options of redis-py's rediss:// URLs; given to sentinel and master connections.
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 CERT_REQS = ("none", "optional", "required")
+# A sentinel that does not answer (or refuses us) is not retried: the next one is asked.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 class SentinelService(msgspec.Struct, frozen=True):
@@ -68,7 +72,7 @@ class RedisTarget:
         if s is None:
             return redis.Redis.from_url(self.url, **options)
         sockets = {k: v for k, v in options.items() if k.startswith("socket_")}
-        manager = Sentinel(s.sentinels, sentinel_kwargs={**sockets, **s.sentinel_options()})
+        manager = Sentinel(s.sentinels, sentinel_kwargs={**sockets, **s.sentinel_options(), "retry": NO_RETRY})
         self._managers.append(manager)
         master = {"db": s.db, "username": s.username, "password": s.password, **s.tls_options()}
         return manager.master_for(s.service, **master, **options)
@@ -85,7 +89,7 @@ class RedisTarget:
         Asks the sentinels only, so it answers while the master is unreachable."""
         if self.sentinel is None:
             return ""
-        master, errors = self._ask_sentinels(timeout_s)
+        master, errors = self._ask_sentinels(self.sentinel, timeout_s)
         if master is None:
             return f"sentinel service {self.sentinel.service}: no sentinel answers ({errors})"
         return _describe(self.sentinel.service, master)
@@ -95,21 +99,29 @@ class RedisTarget:
         refused, none reachable), in one line; empty when one does (or there are none)."""
         if self.sentinel is None:
             return ""
-        master, errors = self._ask_sentinels(timeout_s)
-        return "" if master is not None else f"no master found for {self.sentinel.service!r}: no sentinel answers ({errors})"
+        master, errors = self._ask_sentinels(self.sentinel, timeout_s)
+        return (
+            ""
+            if master is not None
+            else f"no master found for {self.sentinel.service!r}: no sentinel answers ({errors})"
+        )
 
-    def _ask_sentinels(self, timeout_s: float) -> tuple[dict[str, Any] | None, str]:
+    @staticmethod
+    def _ask_sentinels(s: SentinelService, timeout_s: float) -> tuple[dict[str, Any] | None, str]:
         """(SENTINEL MASTER of the first sentinel that answers, or None; what the others said)."""
-        s = self.sentinel
-        assert s is not None
         errors: dict[str, list[str]] = {}  # what went wrong -> the sentinels it went wrong with
         for host, port in s.sentinels:
-            timeouts = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            client = redis.Redis(host=host, port=port, **timeouts, **s.sentinel_options())
+            options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, **s.sentinel_options()}
+            client = redis.Redis(host=host, port=port, retry=NO_RETRY, **options)
             try:
                 return cast(dict[str, Any], client.sentinel_master(s.service)), ""
             except redis.AuthenticationError as exc:  # a ConnectionError: caught first to say so
-                errors.setdefault(f"authentication failed ({exc}); check sentinel_password", []).append(f"{host}:{port}")
+                error = (
+                    "the sentinel requires a password: give sentinel_password"
+                    if s.sentinel_password is None
+                    else f"authentication failed ({exc}); check sentinel_password"
+                )
+                errors.setdefault(error, []).append(f"{host}:{port}")
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 errors.setdefault(str(exc), []).append(f"{host}:{port}")
             except redis.ResponseError as exc:  # this sentinel does not monitor the service
@@ -150,7 +162,9 @@ def parse_sentinel_url(url: str) -> SentinelService:
     service = unquote(parts.path.strip("/"))
     if not service or "/" in service:
         raise ValueError(f"{scheme} URL needs the master's service name as its path (…/mymaster)")
-    found = SentinelService(sentinels, service, 0, username, password, tls={} if scheme == TLS_SENTINEL_SCHEME else None)
+    found = SentinelService(
+        sentinels, service, 0, username, password, tls={} if scheme == TLS_SENTINEL_SCHEME else None
+    )
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         found = _with_option(found, scheme, name, value)
     return found
