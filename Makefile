@@ -29,12 +29,15 @@ $(EXT): $(STAMP) $(RUST_INPUTS)
 setup: $(EXT)
 
 # The console tests drive Debian's chromium through its chromedriver; promtool (Debian's
-# prometheus package) checks and tests deploy/prometheus/alerts.yaml.
+# prometheus package) checks and tests deploy/prometheus/alerts.yaml; kubectl (Debian's
+# kubernetes-client) renders deploy/k8s for tests/test_k8s_manifests.py.
 system-deps:
 	@command -v redis-server >/dev/null && command -v wrk >/dev/null && command -v openssl >/dev/null && \
-	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null || \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null && \
+	  command -v kubectl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    redis-server wrk openssl chromium chromium-driver prometheus >/dev/null)
+	    redis-server wrk openssl chromium chromium-driver prometheus >/dev/null && \
+	    { command -v kubectl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; })
 
 run: setup
 	@scripts/run-demo.sh
