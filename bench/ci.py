@@ -52,7 +52,8 @@ PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ben
 # not the other, and it rarely lasts through every pass.
 PASSES = 3
 CORE_ARGS = ["bench/test_core.py", "--benchmark-disable-gc", "--benchmark-max-time=0.5", "--benchmark-min-rounds=5"]
-PIPELINE_ARGS = ["bench/test_pipeline.py", "--benchmark-max-time=0.5", "--benchmark-min-rounds=15"]
+# The traced cases (issue 17) are measured by `make bench`, not gated: CI skips them.
+PIPELINE_ARGS = ["bench/test_pipeline.py", "-k", "not traced", "--benchmark-max-time=0.5", "--benchmark-min-rounds=15"]
 PIPELINE_BATCH = 320  # test_pipeline.BATCH: requests per round
 
 

@@ -15,7 +15,11 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
   charged after it (bench/compare_revisions.py: the cost of usage and budgets, before/after);
 - cache hit during a canary: the same cache hit while a routing candidate serves half of
   the traffic, so each request also takes its sticky bucket (a hash of the caller's key)
-  and picks its position: the difference to the first case is what choosing costs.
+  and picks its position: the difference to the first case is what choosing costs;
+- traced (issue 17): the cache hit and the upstream request through a second GatewayApp with
+  `[tracing]` on, every request sampled, its spans batched and exported over OTLP/HTTP (from
+  the SDK's thread, whose CPU counts) to a receiver in a process of its own on the mock's
+  CPU; `spans_exported` says how many of the spans made reached it.
 The bench runs on CPU 1 and the mock on CPU 0 (when there are two), so the mock's work and
 the scheduler's moves stay out of the figures. Each round serves BATCH requests on one
 uvloop loop (32 at a time for the upstream pair),
@@ -35,6 +39,7 @@ import math
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,7 +52,7 @@ from gateway_bench import PROMPT, SHIPPED_RUNTIME, pin, policy_50  # noqa: E402
 
 from support.gateway import KEYS, PROVIDER_KEY, Gateway  # noqa: E402
 from support.mock import start_mock  # noqa: E402
-from support.procs import free_port, stop_process  # noqa: E402
+from support.procs import free_port, start_process, stop_process  # noqa: E402
 
 BATCH = 320
 CONCURRENCY = 32
@@ -316,3 +321,67 @@ def test_upstream_translation(benchmark, loop, app, api, stream):
     per_request(benchmark)
     if benchmark.stats:
         benchmark.extra_info["upstream_events"] = STREAM_EVENTS if stream else 0
+
+
+@pytest.fixture(scope="module")
+def traced_app(loop, mock_url, tmp_path_factory):
+    """A second GatewayApp like `app`, with tracing on, and the URL of its OTLP receiver."""
+    pytest.importorskip("gatewayd.server.traced")  # not in revisions before tracing
+    port = free_port()
+    receiver = f"http://127.0.0.1:{port}"
+    otlp = start_process([sys.executable, str(HERE.parent / "tests" / "support" / "otlp.py"), str(port)], receiver)
+    if PINNED:
+        pin([otlp.pid], "0")
+    root = tmp_path_factory.mktemp("traced")
+    tracing = f'[tracing]\nendpoint = "{receiver}"\n'
+    gw = Gateway(root, int(mock_url.rsplit(":", 1)[1]), free_port(), extra_providers=tracing)
+    (root / "policy.yaml").write_text(policy_50())
+    (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
+    from gatewayd import config
+    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.server.app import GatewayApp
+
+    settings = config.load(str(gw.config))
+    _bootstrap(settings)
+    gateway = GatewayApp(settings)
+    loop.run_until_complete(gateway.startup())
+    assert gateway.tracer_provider is not None
+    yield gateway, receiver
+    loop.run_until_complete(gateway.shutdown())
+    stop_process(otlp)
+
+
+def received(receiver: str) -> int:
+    with urllib.request.urlopen(receiver) as answer:
+        return int(answer.read())
+
+
+def exported(benchmark, app, receiver: str, before: tuple[int, int], spans_per_request: int) -> None:
+    """How many of the spans the measured requests made reached the receiver (the SDK drops
+    what its queue cannot hold while its thread exports); `before`: the receiver's count and
+    CPU["requests"] before them."""
+    app.tracer_provider.force_flush()
+    if benchmark.stats:
+        benchmark.extra_info["spans_exported"] = received(receiver) - before[0]
+        benchmark.extra_info["spans_made"] = (CPU["requests"] - before[1]) * spans_per_request
+
+
+def test_cache_hit_through_gatewayd_traced(benchmark, loop, traced_app):
+    app, receiver = traced_app
+    scope = scope_for(CACHED, KEYS["acme"])
+    serve(loop, app, scope, CACHED)  # the first answer fills the cache
+    app.tracer_provider.force_flush()
+    before = received(receiver), CPU["requests"]
+    assert benchmark(serve, loop, app, scope, CACHED) == 200
+    per_request(benchmark)
+    exported(benchmark, app, receiver, before, 3)  # server, admission, audit append
+
+
+def test_upstream_through_gatewayd_traced(benchmark, loop, traced_app):
+    app, receiver = traced_app
+    app.tracer_provider.force_flush()
+    before = received(receiver), CPU["requests"]
+    scope = scope_for(PLAIN, KEYS["acme"])
+    assert benchmark(serve, loop, app, scope, PLAIN, CONCURRENCY) == 200
+    per_request(benchmark)
+    exported(benchmark, app, receiver, before, 4)  # server, admission, upstream call, audit append

@@ -116,6 +116,18 @@ class ContractSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timeout_s: float = 10.0
 
 
+class TracingSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """OpenTelemetry traces over OTLP/HTTP (gatewayd.server.tracing; needs `gatewayd[otel]`).
+    Off unless `endpoint` or the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set: off,
+    the request path creates no span and no context."""
+
+    # The collector's OTLP/HTTP URL: a bare base URL gets /v1/traces appended.
+    endpoint: str = ""
+    service_name: str = "gatewayd"
+    sample_ratio: float = 1.0  # of new traces; a client's sampled flag is followed (parent-based)
+    headers: dict[str, str] = {}  # sent with each export (a collector's auth token)
+
+
 class Bootstrap(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Documents pushed and activated as version 1 when a store is empty."""
 
@@ -133,6 +145,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     admin_tokens: list[AdminToken] = []
     providers: dict[str, Provider] = {}
     contract: ContractSection = ContractSection()
+    tracing: TracingSection = TracingSection()
     bootstrap: Bootstrap = Bootstrap()
     base_dir: str = "."  # set by the loader: relative paths resolve against the file's folder
 
@@ -194,6 +207,7 @@ def _scalar_sections() -> dict[str, set[str]]:
         "audit": set(AuditSection.__struct_fields__),
         "cache": set(CacheSection.__struct_fields__),
         "contract": set(ContractSection.__struct_fields__),
+        "tracing": set(TracingSection.__struct_fields__) - {"headers"},
     }
 
 
@@ -240,6 +254,7 @@ def _check(s: Settings, label: str) -> None:
             f"{label}: audit.signing_key: retention needs it (kept segments are pinned by signed checkpoints)"
         )
     _check_contract(s.contract, label)
+    _check_tracing(s.tracing, label)
     for name, provider in s.providers.items():
         if provider.kind not in PROVIDER_KINDS:
             raise ConfigError(f"{label}: providers.{name}.kind: must be one of {', '.join(PROVIDER_KINDS)}")
@@ -256,6 +271,15 @@ def _check_contract(c: ContractSection, label: str) -> None:
         )
     if not 0 < c.timeout_s <= 300:
         raise ConfigError(f"{label}: contract.timeout_s: must be above 0 and at most 300")
+
+
+def _check_tracing(t: TracingSection, label: str) -> None:
+    if t.endpoint and not t.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{label}: tracing.endpoint: must start with http:// or https:// (OTLP/HTTP)")
+    if not t.service_name:
+        raise ConfigError(f"{label}: tracing.service_name: must not be empty")
+    if not 0 <= t.sample_ratio <= 1:
+        raise ConfigError(f"{label}: tracing.sample_ratio: must be between 0 and 1")
 
 
 def _check_admin_tokens(s: Settings, label: str) -> None:

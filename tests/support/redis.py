@@ -31,7 +31,8 @@ def start_redis(
     """Returns (URL with the password in it, process). `appendonly` keeps the data in `dir`
     across a restart; otherwise nothing is written to disk. `extra` is more arguments
     (`--replicaof host port`). With `tls` (a directory for a
-    fresh CA and server certificate) it listens on TLS only and the URL is rediss://."""
+    fresh CA and server certificate, or one made already) it listens on TLS only and the
+    URL is rediss://, with the server's certificate as the client's too."""
     port = port or free_port()
     argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", ""]
     argv += ["--appendonly", "yes" if appendonly else "no", "--appendfsync", "always"]
@@ -42,7 +43,7 @@ def start_redis(
         ca, cert, key = make_certificates(tls)
         argv += ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
         argv += ["--tls-ca-cert-file", str(ca), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-        query = f"?ssl_ca_certs={ca}"
+        query = f"?ssl_ca_certs={ca}&ssl_certfile={cert}&ssl_keyfile={key}"
     if dir is not None:
         argv += ["--dir", str(dir)]
     if password:
@@ -71,10 +72,13 @@ def start_redis(
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key);
+    the ones in `directory` if it has them already (servers of one cluster share them)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
     cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    if cert.exists():
+        return ca, cert, key
     san = directory / "san.ext"
     san.write_text("subjectAltName=IP:127.0.0.1\n")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -94,26 +98,74 @@ SENTINEL_SERVICE = "gwmaster"
 class SentinelCluster:
     """One master, one replica and three sentinels on loopback, each on a free port with
     its files in `root`; the sentinels fail over after the master is silent for
-    `down_after_ms`. `url` is the `redis+sentinel://` URL a gateway is given."""
+    `down_after_ms`. `url` is the `redis+sentinel://` URL a gateway is given.
 
-    def __init__(self, root: Path, down_after_ms: int = 800, failover_timeout_ms: int = 3000):
+    With `password`, master and replica require it (`requirepass`, `masterauth`) and the
+    sentinels know it (`auth-pass`); with `sentinel_password`, the sentinels require one
+    of their own (`requirepass`, `sentinel-pass` among themselves); with `tls`, everything
+    speaks TLS only, clients included (certificates required), and `url` is
+    `rediss+sentinel://` with the CA and client certificate as options."""
+
+    def __init__(
+        self,
+        root: Path,
+        down_after_ms: int = 800,
+        failover_timeout_ms: int = 3000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
+    ):
         self.root = root
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.certificates = make_certificates(root / "tls") if tls else None
         self.servers: dict[int, ServerProcess] = {}  # port -> redis-server (master or replica)
         self.sentinels: dict[int, ServerProcess] = {}  # port -> sentinel
         self.url = ""
         self.seen_at = 0.0
 
+    def _tls_options(self) -> dict[str, str | bool]:
+        """redis-py's TLS options for any of the cluster's processes (empty without TLS)."""
+        if self.certificates is None:
+            return {}
+        ca, cert, key = map(str, self.certificates)
+        return {"ssl": True, "ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key}
+
+    def server(self, port: int) -> redis.Redis:
+        """A client of the master or replica on `port`."""
+        return redis.Redis(host="127.0.0.1", port=port, password=self.password, **self._tls_options())  # type: ignore[arg-type]
+
+    def sentinel(self, port: int) -> redis.Redis:
+        options = self._tls_options()
+        return redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            password=self.sentinel_password,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            **options,
+        )  # type: ignore[arg-type]
+
     def start(self) -> SentinelCluster:
         master_port, replica_port = free_port(), free_port()
+        tls = ["--tls-replication", "yes", "--tls-auth-clients", "yes"] if self.certificates else []
+        auth = ["--masterauth", self.password] if self.password else []
         for port, extra in ((master_port, []), (replica_port, ["--replicaof", "127.0.0.1", str(master_port)])):
             data = self.root / f"redis-{port}"
             data.mkdir(parents=True)
             # No wait before the first full sync (Redis waits 5 s for more replicas to join)
-            extra += ["--repl-diskless-sync-delay", "0"]
-            _, self.servers[port] = start_redis(port=port, dir=data, appendonly=True, extra=extra)
-        replica = redis.Redis(port=replica_port)
+            extra += ["--repl-diskless-sync-delay", "0", *tls, *auth]
+            _, self.servers[port] = start_redis(
+                port=port,
+                dir=data,
+                appendonly=True,
+                password=self.password,
+                tls=self.root / "tls" if self.certificates else None,
+                extra=extra,
+            )
+        replica = self.server(replica_port)
         deadline = time.monotonic() + 30
         while replica.info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
@@ -123,12 +175,7 @@ class SentinelCluster:
         for _ in range(3):
             port = free_port()
             conf = self.root / f"sentinel-{port}.conf"  # sentinels rewrite their config: their own file
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.root}\n"
-                f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n"
-                f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}\n"
-                f"sentinel failover-timeout {SENTINEL_SERVICE} {self.failover_timeout_ms}\n"
-            )
+            conf.write_text(self._sentinel_conf(port, master_port))
             log = tempfile.TemporaryFile()
             proc = ServerProcess(
                 [REDIS_SERVER, str(conf), "--sentinel"],
@@ -139,15 +186,47 @@ class SentinelCluster:
             )
             proc.log = log
             self.sentinels[port] = proc
-        self.url = f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for p in self.sentinels)}/{SENTINEL_SERVICE}"
+        self.url = self._url()
         self.wait_until(lambda s: s["num-slaves"] == 1 and s["num-other-sentinels"] == 2, "see everything")
         return self
+
+    def _sentinel_conf(self, port: int, master_port: int) -> str:
+        lines = [f"bind 127.0.0.1\ndir {self.root}"]
+        if self.certificates:
+            ca, cert, key = self.certificates
+            lines += [f"port 0\ntls-port {port}\ntls-replication yes\ntls-auth-clients yes"]
+            lines += [f"tls-ca-cert-file {ca}\ntls-cert-file {cert}\ntls-key-file {key}"]
+        else:
+            lines += [f"port {port}"]
+        if self.sentinel_password:
+            lines += [f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}"]
+        lines += [
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2",
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}",
+            f"sentinel failover-timeout {SENTINEL_SERVICE} {self.failover_timeout_ms}",
+        ]
+        if self.password:
+            lines += [f"sentinel auth-pass {SENTINEL_SERVICE} {self.password}"]
+        return "\n".join(lines) + "\n"
+
+    def _url(self) -> str:
+        """The URL a gateway is given: the master's password before `@`, the sentinels'
+        and the TLS files as options."""
+        scheme = "rediss+sentinel" if self.certificates else "redis+sentinel"
+        auth = f":{self.password}@" if self.password else ""
+        options = {"sentinel_password": self.sentinel_password} if self.sentinel_password else {}
+        if self.certificates:
+            ca, cert, key = self.certificates
+            options |= {"ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        query = "?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else ""
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinels)
+        return f"{scheme}://{auth}{hosts}/{SENTINEL_SERVICE}{query}"
 
     def master(self) -> dict:
         """What the first sentinel that answers says of the master (redis-py's parsed
         SENTINEL MASTER: ip, port, flags, num-slaves, config-epoch, ...)."""
         for port in self.sentinels:
-            client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+            client = self.sentinel(port)
             try:
                 return client.sentinel_master(SENTINEL_SERVICE)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -162,7 +241,13 @@ class SentinelCluster:
     def wait_until(self, predicate, what: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            state = self.master()
+            try:
+                state = self.master()
+            except RuntimeError:  # no sentinel listening yet (or any more)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
             if predicate(state):
                 self.seen_at = time.time()  # when wait_until saw it (for figures)
                 return state

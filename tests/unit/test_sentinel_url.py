@@ -24,6 +24,26 @@ from gatewayd.control.stores import open_store
             SentinelService([("::1", 5000)], "svc", password="p@ss"),
         ),
         ("redis+sentinel://u:pw@h:1/svc", SentinelService([("h", 1)], "svc", username="u", password="pw")),
+        (
+            "redis+sentinel://:pw@h:1/svc?sentinel_username=watch&sentinel_password=s%26cret",
+            SentinelService([("h", 1)], "svc", password="pw", sentinel_username="watch", sentinel_password="s&cret"),
+        ),
+        ("rediss+sentinel://h:1/svc", SentinelService([("h", 1)], "svc", tls={})),
+        (
+            "rediss+sentinel://h:1/svc?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem"
+            "&ssl_cert_reqs=optional&db=2",
+            SentinelService(
+                [("h", 1)],
+                "svc",
+                db=2,
+                tls={
+                    "ssl_ca_certs": "/ca.pem",
+                    "ssl_certfile": "/c.pem",
+                    "ssl_keyfile": "/k.pem",
+                    "ssl_cert_reqs": "optional",
+                },
+            ),
+        ),
     ],
 )
 def test_a_sentinel_url_names_sentinels_service_db_and_credentials(url, expected):
@@ -42,6 +62,10 @@ def test_a_sentinel_url_names_sentinels_service_db_and_credentials(url, expected
         ("redis+sentinel://h:70000/svc", "no valid port"),
         ("redis+sentinel://h:1/svc?db=x", "db must be a number"),
         ("redis+sentinel://h:1/svc?timeout=1", "unknown option 'timeout'"),
+        ("redis+sentinel://h:1/svc?sentinel_pasword=x", "unknown option 'sentinel_pasword'"),
+        ("redis+sentinel://h:1/svc?ssl_ca_certs=/ca.pem", "option 'ssl_ca_certs' needs TLS: use rediss+sentinel://"),
+        ("rediss+sentinel://h:1/svc?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of none, optional, required"),
+        ("rediss+sentinel://h:1/svc?ssl=true", "unknown option 'ssl'"),
     ],
 )
 def test_a_malformed_sentinel_url_is_one_config_error_naming_the_field(tmp_path, url, says):
@@ -51,7 +75,7 @@ def test_a_malformed_sentinel_url_is_one_config_error_naming_the_field(tmp_path,
     with pytest.raises(config.ConfigError) as raised:
         open_store(settings)
     message = str(raised.value)
-    assert message.startswith("control.redis_url: redis+sentinel URL") and says in message
+    assert message.startswith(f"control.redis_url: {url.partition(':')[0]} URL") and says in message
     assert "\n" not in message
 
 
@@ -59,5 +83,14 @@ def test_the_sentinel_url_is_shown_without_its_password():
     store = RedisStore("redis+sentinel://user:hunter2@127.0.0.1:1,127.0.0.1:2/svc?db=1")
     try:
         assert store.where == "redis+sentinel://127.0.0.1:1,127.0.0.1:2/svc"
+    finally:
+        store.close()
+
+
+def test_the_sentinel_password_and_tls_files_are_not_shown_either():
+    url = "rediss+sentinel://:pw@127.0.0.1:1/svc?sentinel_password=hunter2&ssl_keyfile=/k.pem"
+    store = RedisStore(url)
+    try:
+        assert store.where == "rediss+sentinel://127.0.0.1:1/svc"
     finally:
         store.close()

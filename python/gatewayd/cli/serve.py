@@ -10,6 +10,7 @@ from gatewayd import config
 from gatewayd.cli.common import load_settings, open_registry
 from gatewayd.control import documents
 from gatewayd.control.model import StoreLostError, StoreUnavailableError
+from gatewayd.server import tracing
 from gatewayd.server.connections import FILES_RESERVE, connection_cap, raise_open_file_limit
 
 
@@ -39,6 +40,8 @@ def run_serve(args) -> int:
     }
     os.environ.update(overrides)
     settings = load_settings(args)
+    # Before any worker starts: tracing configured without the SDK is one line, not a traceback per worker.
+    tracing.check(settings, args.config or os.environ.get("GATEWAYD_CONFIG") or "defaults")
     if args.config:  # workers are separate processes: they find the file through the environment
         os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
     _bootstrap(settings)

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import msgspec
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from gatewayd.control.documents import DOMAINS
 from gatewayd.control.keys import RuntimeKey
@@ -114,6 +117,9 @@ def _guarded(method):
             raise StoreUnavailableError(
                 f"control store {self.where}: authentication failed; check the user and password in the URL"
             ) from None
+        except MasterNotFoundError as exc:  # when the sentinels refuse us, say why in our words
+            said = self._target.silence(CONNECT_TIMEOUT_S) or str(exc)
+            raise StoreUnavailableError(f"control store {self.where}: {said}") from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"control store {self.where}: {exc}") from exc
 
@@ -139,6 +145,7 @@ class RedisStore:
         self._flip = self._redis.register_script(FLIP)
         self._seed = self._redis.register_script(SEED)
         self._stamp = self._redis.register_script(STAMP)
+        self._unconfirmed = False  # the last write behind Sentinel had no replica confirm it
 
     @property
     def where(self) -> str:
@@ -185,25 +192,33 @@ class RedisStore:
         """Behind Sentinel, what the sentinels say of the master (never raises); else empty."""
         return self._target.topology(CONNECT_TIMEOUT_S)
 
-    def _write_history(self, script: Script, keys: list[str], args: list) -> Any:
-        """Runs a script that writes versions or changes. Behind Sentinel, it is followed on
-        the same connection by WAIT for one replica, so what the caller is told was stored
-        survives a failover; when no replica confirms in time, the write stands (on the
-        master alone) and a warning says so."""
-        if self._target.sentinel is None:
-            return script(keys=keys, args=args)
+    def _confirmed(self, queue: Callable[[Pipeline], object]) -> Any:
+        """Runs the write that `queue` puts in a pipeline and returns its answer. Behind
+        Sentinel, WAIT for one replica follows on the same connection, so what the caller
+        is told was stored survives a failover; when no replica confirms in time, the
+        write stands (on the master alone) and a warning says so, once until a replica
+        confirms a write again (a key's creation is two writes, an agent acks often)."""
         pipe = self._redis.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
+        queue(pipe)
+        if self._target.sentinel is None:
+            return pipe.execute()[0]
         pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
         result, confirmed = pipe.execute()
-        if not confirmed:
+        if not confirmed and not self._unconfirmed:
             log.warning(
                 "warning: control store %s: no replica confirmed this write within %d ms; a failover now "
                 "would lose it (the store would then be refused as behind)",
                 self.where,
                 REPLICA_WAIT_MS,
             )
+        elif confirmed and self._unconfirmed:
+            log.warning("control store %s: a replica confirms writes again", self.where)
+        self._unconfirmed = not confirmed
         return result
+
+    def _write_history(self, script: Script, keys: list[str], args: list) -> Any:
+        """Runs a script that writes versions or changes, confirmed on a replica."""
+        return self._confirmed(lambda pipe: script(keys=keys, args=args, client=pipe))
 
     def _key(self, *parts: object) -> str:
         return ":".join((self._ns, *map(str, parts)))
@@ -257,7 +272,8 @@ class RedisStore:
     @_guarded
     def claim_identity(self, identity: StoreIdentity) -> bool:
         """Gives a store from before identities its epoch; False if it has one already."""
-        return bool(self._redis.set(self._key("identity"), msgspec.json.encode(identity), nx=True))
+        identity_json = msgspec.json.encode(identity)
+        return bool(self._confirmed(lambda pipe: pipe.set(self._key("identity"), identity_json, nx=True)))
 
     def _lost(self, expected: str, found: bytes) -> StoreLostError:
         what = f"epoch {found.decode()}" if found else "no identity"
@@ -333,11 +349,13 @@ class RedisStore:
     # -- run-time caller keys (gatewayd.control.keys) -----------------------------------
     @_guarded
     def add_key(self, key: RuntimeKey) -> bool:
-        return bool(self._redis.hsetnx(self._key("runtime-keys"), key.name, msgspec.json.encode(key)))
+        record = msgspec.json.encode(key)
+        return bool(self._confirmed(lambda pipe: pipe.hsetnx(self._key("runtime-keys"), key.name, record)))
 
     @_guarded
     def set_key(self, key: RuntimeKey) -> None:
-        self._redis.hset(self._key("runtime-keys"), key.name, msgspec.json.encode(key))
+        record = msgspec.json.encode(key)
+        self._confirmed(lambda pipe: pipe.hset(self._key("runtime-keys"), key.name, record))
 
     @_guarded
     def runtime_keys(self) -> list[RuntimeKey]:
@@ -347,6 +365,10 @@ class RedisStore:
     # -- spend counters (budgets, gatewayd.server.budgets) -------------------------------
     @_guarded
     def add_spend(self, increments: dict[str, tuple[float, int]]) -> None:
+        """Adds to the counters. Not confirmed on a replica: every gateway sends these each
+        budget exchange, an increment cannot be replayed without counting it twice, and a
+        failover loses only the replication lag's worth (a budget counts a few answers
+        short); a WAIT would stall the exchange up to a second whenever no replica answers."""
         pipe = self._redis.pipeline(transaction=True)
         for counter, (cost, tokens) in increments.items():
             pipe.hincrbyfloat(self._key("spend-cost"), counter, cost)
@@ -379,7 +401,8 @@ class RedisStore:
     # -- replicas and acknowledgements ------------------------------------------------
     @_guarded
     def heartbeat(self, replica: Replica) -> None:
-        """Records the replica; `heartbeat_at` becomes the Redis time of this call."""
+        """Records the replica; `heartbeat_at` becomes the Redis time of this call. Not
+        confirmed on a replica: the next heartbeat, a second later, says it all again."""
         r = replica
         body = _ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark, r.traffic)
         self._stamp(keys=[self._key("replicas")], args=[replica.name, msgspec.json.encode(body)])
@@ -400,9 +423,11 @@ class RedisStore:
 
     @_guarded
     def ack(self, ack: Ack) -> None:
-        """Records the answer; `at` becomes the Redis time of this call, the clock of the change."""
+        """Records the answer; `at` becomes the Redis time of this call, the clock of the change.
+        Confirmed on a replica: a flip's barrier and its history count these answers."""
         body = msgspec.json.encode(_AckBody(ack.ok, ack.error))
-        self._stamp(keys=[self._key("acks", ack.change_id)], args=[ack.replica, body])
+        keys = [self._key("acks", ack.change_id)]
+        self._confirmed(lambda pipe: self._stamp(keys=keys, args=[ack.replica, body], client=pipe))
 
     @_guarded
     def acks(self, change_id: int) -> list[Ack]:

@@ -8,10 +8,12 @@ Anthropic endpoints through the pipeline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -22,7 +24,7 @@ from gatewayd.control.agent import ReplicaAgent
 from gatewayd.control.last_known_good import LastKnownGood
 from gatewayd.control.snapshot import InService, Snapshot
 from gatewayd.control.stores import open_store
-from gatewayd.server import asgi, errors, metrics, rsgi
+from gatewayd.server import asgi, errors, metrics, rsgi, tracing
 from gatewayd.server.asgi import JSON, respond
 from gatewayd.server.auth import Authenticator
 from gatewayd.server.budgets import BudgetLedger
@@ -31,6 +33,9 @@ from gatewayd.server.pipeline import AuditUnavailable, Pipeline
 from gatewayd.server.replica import claim_replica
 from gatewayd.upstream import UpstreamClient
 from gatewayd.upstream.providers import ProviderEndpoint
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("gatewayd")
 
@@ -62,6 +67,7 @@ class GatewayApp:
         self._metrics_task: asyncio.Task | None = None
         self._client_guard_task: asyncio.Task | None = None
         self.budgets: BudgetLedger | None = None
+        self.tracer_provider: TracerProvider | None = None  # when tracing is on: the pipeline is a TracedPipeline
 
     async def __call__(self, scope: dict, receive, send) -> None:
         kind = scope["type"]
@@ -208,7 +214,13 @@ class GatewayApp:
         endpoints = {n: ProviderEndpoint(n, p) for n, p in s.providers.items()}
         self.budgets = BudgetLedger(open_store(s), name)  # a store handle of its own, for its thread
         self.budgets.start()
-        self.pipeline = Pipeline(
+        make: Callable[..., Pipeline] = Pipeline
+        self.tracer_provider = tracing.start(s, name)
+        if self.tracer_provider is not None:  # the SDK is imported only then
+            from gatewayd.server.traced import TracedPipeline
+
+            make = functools.partial(TracedPipeline, provider=self.tracer_provider)
+        self.pipeline = make(
             self.engine,
             self.agent,
             auth,
@@ -295,6 +307,8 @@ class GatewayApp:
             self.budgets.stop()
         if self.audit:
             await self.audit.stop()  # a last fsync and checkpoint
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # exports the spans still batched
 
 
 async def _error(send, status: int, message: str, code: str, anthropic: bool) -> None:

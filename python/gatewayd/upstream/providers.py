@@ -20,6 +20,8 @@ FORWARDED = {
     "openai": ("openai-beta",),
     "anthropic": ("anthropic-version", "anthropic-beta"),
 }
+# W3C trace context: passed on as the client sent it (a traced gateway puts its own span in).
+TRACE_CONTEXT = ("traceparent", "tracestate")
 # Configured provider headers whose value is a credential (Azure's api-key, a custom bearer).
 CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
@@ -39,7 +41,7 @@ class ProviderEndpoint:
         # What an error body echoing our credentials would show, to scrub before relaying it.
         credentials = [v.rpartition(" ")[2] for n, v in provider.headers.items() if n.lower() in CREDENTIAL_HEADERS]
         self.secrets = tuple(secret for secret in (key, *credentials) if secret)
-        self._forwarded = tuple(n.encode() for n in FORWARDED[self.kind])
+        self._forwarded = frozenset(n.encode() for n in (*FORWARDED[self.kind], *TRACE_CONTEXT))
 
     def url(self, api: str) -> str:
         return self.base_url + API_PATHS[api]
