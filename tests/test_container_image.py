@@ -117,6 +117,8 @@ def test_image_is_slim_and_runs_as_a_non_root_user(image, deployment):
     assert podman("exec", name, "id", "-u").strip() == "10001"
     # Nothing of the build toolchain made it in: no compiler, no cargo, no maturin.
     assert podman("exec", name, "sh", "-c", "command -v cc gcc cargo rustc maturin || true").strip() == ""
+    # The default extras: tracing can be turned on in the container's config.
+    podman("exec", name, "python3", "-c", "import opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
 
 def test_root_filesystem_is_read_only_and_the_volume_is_written(deployment):
