@@ -71,17 +71,21 @@ class ComposeCluster:
         wait_ready(self.lb_url + "/readyz", timeout=30)
 
     def down(self) -> None:
-        """Everything of the project, volumes too, whatever state the test left it in."""
+        """Everything of the project, whatever state the test left it in: its containers
+        with their anonymous volumes (`rm -v`: the admin's, which compose's `down -v` leaves),
+        then compose's own teardown, then any named volume left by the project's label."""
+        label = f"label=io.podman.compose.project={self.project}"
         try:
-            self.compose("down", "-v", "-t", "1")
-        finally:  # belt and braces: containers and volumes by the project's label
-            label = f"label=io.podman.compose.project={self.project}"
             names = podman("ps", "-aq", "--filter", label, check=False).split()
             if names:
-                podman("rm", "-f", "-t", "0", *names, check=False)
-            vols = podman("volume", "ls", "-q", "--filter", label, check=False).split()
-            if vols:
-                podman("volume", "rm", "-f", *vols, check=False)
+                podman("rm", "-f", "-v", "-t", "1", *names, check=False)
+        finally:
+            try:
+                self.compose("down", "-v", "-t", "1")
+            finally:
+                vols = podman("volume", "ls", "-q", "--filter", label, check=False).split()
+                if vols:
+                    podman("volume", "rm", "-f", *vols, check=False)
 
     def verify_audit(self) -> subprocess.CompletedProcess:
         """What an auditor runs: every replica's chain, copied out of its container's volume

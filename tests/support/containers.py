@@ -195,7 +195,7 @@ def wait_ready(name: str, url: str, timeout: float = 60) -> None:
 
 def remove_containers(*names: str) -> None:
     if names:
-        podman("rm", "-f", "-t", "0", *names, check=False)
+        podman("rm", "-f", "-v", "-t", "0", *names, check=False)
 
 
 def remove_volumes(*names: str) -> None:
