@@ -69,8 +69,9 @@ test-python: setup system-deps
 test-containers: setup system-deps
 	$(PY) -m pytest -q -m containers tests/test_container_image.py tests/test_container_cluster.py
 
-# Lints first: seconds, where the suites take minutes.
-test: lint test-rust test-python
+# Lints first: seconds, where the suites take minutes; the containers last (their first
+# run on a machine builds the base images).
+test: lint test-rust test-python test-containers
 
 # oha, the open-loop load generator of bench/load_bench.py (it corrects for coordinated
 # omission; wrk2 is not packaged in Debian): built from crates.io when missing, once
