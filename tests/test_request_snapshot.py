@@ -3,12 +3,15 @@ flight changes nothing for it. The request below starts under config v1, whose r
 lets it through; while its body is still being sent, config v2 (a rate limit of one
 request a minute, already spent, and audit fsync `always`) is activated on every replica.
 The request is still served whole under v1: its response headers and its audit record
-name config v1, and the next request is judged under v2."""
+name config v1 (and date it from before the flip), and the next request is judged
+under v2."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
+import time
 
 from conftest import start_provider_mock
 
@@ -42,6 +45,7 @@ def test_a_config_flip_mid_request_leaves_the_request_on_its_snapshot(tmp_path, 
         sock.sendall(_head(gw.port) + BODY[:10])  # admitted past auth and the rate limit
         (tmp_path / "strict.yaml").write_text(STRICT.replace("fsync: interval", "fsync: always"))
         pushed = gw.cli("push", "config", str(tmp_path / "strict.yaml"), "--reason", "tighten").stdout
+        activating = time.time()
         gw.cli("activate", "config", pushed.split(" version ")[1].split()[0], "--reason", "mid-request")
         sock.sendall(BODY[10:])
         status, headers = _answer(sock)
@@ -50,6 +54,10 @@ def test_a_config_flip_mid_request_leaves_the_request_on_its_snapshot(tmp_path, 
         assert headers["x-gatewayd-config-version"] == "1"
         record = next(r for r in gw.audit_records() if r.get("request_id") == headers["x-request-id"])
         assert record["config_version"] == 1 and record["status"] == 200
+        # Its record dates it from when it took its snapshot, before the flip: a drill
+        # judging "started after its replica acknowledged" from the chain sees it right.
+        ended = dt.datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+        assert ended - record["latency_us"] / 1e6 < activating
         # The next request is judged under v2: its one request a minute is spent by now.
         later = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
         later.sendall(_head(gw.port) + BODY)

@@ -168,6 +168,7 @@ class Engine:
         body: bytes,
         cache: CacheMode,
         vary: str,
+        waited_s: float = 0.0,
     ) -> Admission: ...
     def reject(
         self,
@@ -179,6 +180,7 @@ class Engine:
         status: int,
         code: str,
         message: str,
+        waited_s: float = 0.0,
     ) -> Admission: ...
     def record(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from time import perf_counter
 from random import getrandbits
 
 import msgspec
@@ -109,6 +110,7 @@ class Pipeline:
 
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
+        arrived = perf_counter()  # its record dates the request from here (ROLLBACK.md R6)
         seen = scan(scope["headers"])
         anthropic = api == "messages"
         if seen.transfer_encoding is not None:
@@ -122,7 +124,7 @@ class Pipeline:
         if caller is None or seen.credential is None:
             served = snap.route("", api).current()
             return await self._reject(
-                served, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key"
+                served, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key", arrived=arrived
             )
         tenant = caller.tenant
         route = snap.route(tenant, api)
@@ -131,17 +133,17 @@ class Pipeline:
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 413, "request_too_large", message, caller=caller
+                route.current(), send, api, tenant, request_id, 413, "request_too_large", message, caller=caller, arrived=arrived
             )
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 408, "request_timeout", message, caller=caller
+                route.current(), send, api, tenant, request_id, 408, "request_timeout", message, caller=caller, arrived=arrived
             )
         except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
             message = "client closed the connection before its body was read"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message, caller=caller
+                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message, caller=caller, arrived=arrived
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
@@ -160,7 +162,7 @@ class Pipeline:
             message = f"rate limit for {limited} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(
-                served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller
+                served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller, arrived=arrived
             )
         adm = self.engine.admit(
             served=served,
@@ -171,11 +173,12 @@ class Pipeline:
             body=body,
             cache=cache_mode(seen.cache, config.cache),
             vary=seen.vary,
+            waited_s=perf_counter() - arrived,
         )
         if caller.models and adm.verdict == "allow" and not model_allowed(caller.models, adm.model):
             message = f"key {caller.key} may not use the model `{adm.model}` (it may use {', '.join(caller.models)})"
             return await self._reject(
-                served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller
+                served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller, arrived=arrived
             )
         self.callers[adm] = caller
         try:
@@ -371,9 +374,10 @@ class Pipeline:
         message: str,
         extra=(),
         caller: Caller | None = None,
+        arrived: float | None = None,
     ) -> None:
         """Refused before admission (no key, body too large): still audited, under what the
-        request is served under."""
+        request is served under, and dated from when it `arrived` (perf_counter)."""
         adm = self.engine.reject(
             served=served,
             api=api,
@@ -382,6 +386,7 @@ class Pipeline:
             status=status,
             code=code,
             message=message,
+            waited_s=0.0 if arrived is None else perf_counter() - arrived,
         )
         if caller is None:
             return await self._refuse(send, adm, api == "messages", extra)

@@ -104,7 +104,9 @@ impl Engine {
     /// its policy, shadow policy, routing and versions are read from it, and it rides on
     /// the admission to the request's end (R6). `vary` holds the forwarded request headers
     /// that change the answer (API version, betas): it is part of the cache key.
-    #[pyo3(signature = (*, served, api, tenant, request_id, headers, body, cache, vary))]
+    /// `waited_s`: how long ago the request started (took its snapshot), so its record's
+    /// latency, and the start a drill derives from it, count from then.
+    #[pyo3(signature = (*, served, api, tenant, request_id, headers, body, cache, vary, waited_s=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
@@ -117,6 +119,7 @@ impl Engine {
         body: &[u8],
         cache: CacheMode,
         vary: &str,
+        waited_s: f64,
     ) -> PyResult<Admission> {
         let under = ServedUnder::of(&served)?;
         let shadow = under.shadow.as_ref();
@@ -139,13 +142,14 @@ impl Engine {
             cache: cache.into(),
             vary,
         };
-        let admission = self.0.admit(&input);
+        let mut admission = self.0.admit(&input);
+        admission.started_earlier(waited_s);
         Ok(Admission::new(py, admission, served.unbind()))
     }
 
     /// An admission for a request refused before its body was judged (401, 413, 429):
-    /// still audited, under the versions `served` names.
-    #[pyo3(signature = (*, served, api, tenant, request_id, status, code, message))]
+    /// still audited, under the versions `served` names (`waited_s` as for `admit`).
+    #[pyo3(signature = (*, served, api, tenant, request_id, status, code, message, waited_s=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &self,
@@ -157,6 +161,7 @@ impl Engine {
         status: u16,
         code: &str,
         message: String,
+        waited_s: f64,
     ) -> PyResult<Admission> {
         let ctx = RequestContext {
             api: api_from(api)?,
@@ -164,7 +169,8 @@ impl Engine {
             request_id,
             versions: ServedUnder::of(&served)?.versions,
         };
-        let admission = self.0.reject(&ctx, status, code, message);
+        let mut admission = self.0.reject(&ctx, status, code, message);
+        admission.started_earlier(waited_s);
         Ok(Admission::new(py, admission, served.unbind()))
     }
 

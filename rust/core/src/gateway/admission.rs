@@ -1,7 +1,7 @@
 //! What admission decides about one request, and the context it decides in.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -142,6 +142,15 @@ impl Admission {
         self.status = status;
         self.code = code.to_string();
         self.message = message;
+    }
+
+    /// Dates the request's start `waited_s` seconds back, to when it took its snapshot
+    /// (before its body was read): its latency, and the start a drill derives from its
+    /// record (ROLLBACK.md R6), count from then. A negative or absurd value changes nothing.
+    pub fn started_earlier(&mut self, waited_s: f64) {
+        if let Ok(waited) = Duration::try_from_secs_f64(waited_s) {
+            self.started = self.started.checked_sub(waited).unwrap_or(self.started);
+        }
     }
 
     /// "hit", "miss" (cacheable, not found) or "bypass" (not cacheable).

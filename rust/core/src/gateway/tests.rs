@@ -482,3 +482,24 @@ fn a_cached_answer_keeps_the_tokens_it_was_filled_with_for_its_hits() {
     let hit = admit(&f, "acme", &other, V1, CacheMode::Deterministic);
     assert_eq!(hit.cached.as_ref().unwrap().usage, None);
 }
+
+#[test]
+fn a_request_dated_back_to_its_snapshot_records_the_latency_from_then() {
+    let f = fixture();
+    let mut adm = admit(
+        &f,
+        "acme",
+        &chat("when did I start", 1.0),
+        V1,
+        CacheMode::Off,
+    );
+    adm.started_earlier(0.25);
+    let mut unchanged = admit(&f, "acme", &chat("and I", 1.0), V1, CacheMode::Off);
+    unchanged.started_earlier(-1.0);
+    unchanged.started_earlier(f64::NAN);
+    f.gateway.record(&adm, &ok(b"{}")).unwrap();
+    f.gateway.record(&unchanged, &ok(b"{}")).unwrap();
+    let all = records(f.dir.path());
+    assert!(all[0]["latency_us"].as_u64().unwrap() >= 250_000);
+    assert!(all[1]["latency_us"].as_u64().unwrap() < 250_000);
+}
