@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from time import perf_counter
 from random import getrandbits
+from time import perf_counter
 
 import msgspec
 
@@ -133,17 +133,44 @@ class Pipeline:
         except BodyTooLarge:
             message = f"request body exceeds the limit of {self.max_body} bytes"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 413, "request_too_large", message, caller=caller, arrived=arrived
+                route.current(),
+                send,
+                api,
+                tenant,
+                request_id,
+                413,
+                "request_too_large",
+                message,
+                caller=caller,
+                arrived=arrived,
             )
         except BodyTimeout:
             message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 408, "request_timeout", message, caller=caller, arrived=arrived
+                route.current(),
+                send,
+                api,
+                tenant,
+                request_id,
+                408,
+                "request_timeout",
+                message,
+                caller=caller,
+                arrived=arrived,
             )
         except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
             message = "client closed the connection before its body was read"
             return await self._reject(
-                route.current(), send, api, tenant, request_id, 499, "client_closed_request", message, caller=caller, arrived=arrived
+                route.current(),
+                send,
+                api,
+                tenant,
+                request_id,
+                499,
+                "client_closed_request",
+                message,
+                caller=caller,
+                arrived=arrived,
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
@@ -162,7 +189,17 @@ class Pipeline:
             message = f"rate limit for {limited} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(
-                served, send, api, tenant, request_id, 429, "rate_limit_exceeded", message, retry, caller=caller, arrived=arrived
+                served,
+                send,
+                api,
+                tenant,
+                request_id,
+                429,
+                "rate_limit_exceeded",
+                message,
+                retry,
+                caller=caller,
+                arrived=arrived,
             )
         adm = self.engine.admit(
             served=served,
