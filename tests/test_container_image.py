@@ -9,7 +9,6 @@ and the cluster's (CI too); `make test` leaves them out (marker `containers`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import textwrap
@@ -22,6 +21,7 @@ from openai import OpenAI
 
 from support import containers
 from support.containers import podman, record
+from support.gateway import keys_toml, mock_providers_toml
 from support.mock import start_mock
 from support.procs import free_port, stop_process
 
@@ -44,35 +44,22 @@ def config_dir(root: Path, port: int, mock: str) -> Path:
     (root / "policy.yaml").write_text("default: allow\nrules: []\n")
     (root / "routing.yaml").write_text(ROUTING)
     (root / "runtime.yaml").write_text("upstream_timeout_s: 10\n")
-    (root / "gatewayd.toml").write_text(
-        textwrap.dedent(
-            f"""\
-            [server]
-            port = {port}
-            workers = 2
-            [[keys]]
-            tenant = "acme"
-            sha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"
-            [providers.mock]
-            kind = "openai"
-            base_url = "{mock}/v1"
-            api_key = "mock-key"
-            [providers.mock-anthropic]
-            kind = "anthropic"
-            base_url = "{mock}"
-            api_key = "mock-key"
-            [providers.slow]
-            kind = "openai"
-            base_url = "{mock}/v1"
-            api_key = "mock-key"
-            headers = {{x-mock-chunk-delay-ms = "250", x-mock-chunks = "16"}}
-            [bootstrap]
-            policy = "policy.yaml"
-            routing = "routing.yaml"
-            config = "runtime.yaml"
-            """
-        )
+    slow = textwrap.dedent(
+        f"""\
+        [providers.slow]
+        kind = "openai"
+        base_url = "{mock}/v1"
+        api_key = "mock-key"
+        headers = {{x-mock-chunk-delay-ms = "250", x-mock-chunks = "16"}}
+        [bootstrap]
+        policy = "policy.yaml"
+        routing = "routing.yaml"
+        config = "runtime.yaml"
+        """
     )
+    server = f"[server]\nport = {port}\nworkers = 2"
+    toml = "\n".join((server, keys_toml({"acme": KEY}), mock_providers_toml(mock, "mock-key"), slow))
+    (root / "gatewayd.toml").write_text(toml)
     return root
 
 

@@ -8,7 +8,6 @@ substitution; the gateways get a config dir pointing at the bundled mock provide
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from support.containers import PODMAN, REPO, environment, podman
-from support.gateway import ADMIN_TOKENS, KEYS, wait_ready
+from support.gateway import ADMIN_TOKENS, KEYS, admin_tokens_toml, keys_toml, mock_providers_toml, wait_ready
 from support.procs import free_port
 
 REPLICAS = ("gateway-1", "gateway-2", "gateway-3")
@@ -119,32 +118,19 @@ class ComposeCluster:
         (conf / "policy.yaml").write_text("default: allow\nrules: []\n")
         (conf / "routing.yaml").write_text(ROUTING)
         (conf / "runtime.yaml").write_text("upstream_timeout_s: 10\n")
-        keys = "\n".join(
-            f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in KEYS.items()
-        )
-        tokens = "\n".join(
-            f'[[admin_tokens]]\nname = "ci-{r}"\nrole = "{r}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"'
-            for r, t in ADMIN_TOKENS.items()
-        )
-        providers = textwrap.dedent(
-            f"""\
+        keys, tokens = keys_toml(KEYS), admin_tokens_toml(ADMIN_TOKENS)
+        providers = mock_providers_toml(mock, "mock-key")
+        rest = textwrap.dedent(
+            """\
             [control]
             resync_interval_ms = 1000
-            [providers.mock]
-            kind = "openai"
-            base_url = "{mock}/v1"
-            api_key = "mock-key"
-            [providers.mock-anthropic]
-            kind = "anthropic"
-            base_url = "{mock}"
-            api_key = "mock-key"
             [bootstrap]
             policy = "policy.yaml"
             routing = "routing.yaml"
             config = "runtime.yaml"
             """
         )
-        (conf / "gatewayd.toml").write_text(f"{keys}\n{tokens}\n{providers}")
+        (conf / "gatewayd.toml").write_text(f"{keys}\n{tokens}\n{providers}\n{rest}")
         return conf
 
     def _nginx(self) -> Path:

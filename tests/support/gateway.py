@@ -17,6 +17,31 @@ from support.procs import free_port, start_process, stop_process
 
 KEYS = {"acme": "key-acme", "free": "key-free"}
 ADMIN_TOKENS = {"viewer": "tok-viewer", "operator": "tok-operator", "admin": "tok-admin"}  # role -> token
+
+
+def keys_toml(keys: dict[str, str]) -> str:
+    """`[[keys]]` tables for tenant -> key (stored as the key's SHA-256, as an operator would)."""
+    return "\n".join(
+        f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in keys.items()
+    )
+
+
+def admin_tokens_toml(tokens: dict[str, str]) -> str:
+    """`[[admin_tokens]]` tables for role -> token, each named ci-<role>."""
+    return "\n".join(
+        f'[[admin_tokens]]\nname = "ci-{r}"\nrole = "{r}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"'
+        for r, t in tokens.items()
+    )
+
+
+def mock_providers_toml(mock: str, api_key: str) -> str:
+    """The bundled mock as two providers: `mock` (OpenAI's API) and `mock-anthropic`."""
+    return (
+        f'[providers.mock]\nkind = "openai"\nbase_url = "{mock}/v1"\napi_key = "{api_key}"\n'
+        f'[providers.mock-anthropic]\nkind = "anthropic"\nbase_url = "{mock}"\napi_key = "{api_key}"'
+    )
+
+
 PROVIDER_KEY = "provider-secret"  # the mock refuses any other key
 
 POLICY = """\
@@ -112,15 +137,10 @@ class Gateway:
         (root / "policy.yaml").write_text(POLICY)
         (root / "routing.yaml").write_text(ROUTING)
         (root / "runtime.yaml").write_text(RUNTIME)
-        keys = "\n".join(
-            f'[[keys]]\ntenant = "{t}"\nsha256 = "{hashlib.sha256(k.encode()).hexdigest()}"' for t, k in KEYS.items()
-        )
-        tokens = "\n".join(
-            f'[[admin_tokens]]\nname = "ci-{r}"\nrole = "{r}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"'
-            for r, t in ADMIN_TOKENS.items()
-            if admin
-        )
+        keys = keys_toml(KEYS)
+        tokens = admin_tokens_toml(ADMIN_TOKENS if admin else {})
         mock = f"http://127.0.0.1:{mock_port}"
+        providers = mock_providers_toml(mock, "provider-secret")
         fragile = f"http://127.0.0.1:{fragile_port}"
         self.config.write_text(
             textwrap.dedent(
@@ -140,14 +160,7 @@ class Gateway:
                 dir = "audit"
                 {keys}
                 {tokens}
-                [providers.mock]
-                kind = "openai"
-                base_url = "{mock}/v1"
-                api_key = "provider-secret"
-                [providers.mock-anthropic]
-                kind = "anthropic"
-                base_url = "{mock}"
-                api_key = "provider-secret"
+                {providers}
                 [providers.dead]
                 kind = "openai"
                 base_url = "http://127.0.0.1:{free_port()}/v1"
