@@ -190,6 +190,7 @@ def test_another_stores_data_is_refused_and_never_acknowledged(gateway, redis_se
 
     other = f"holds another store's data: epoch {identity.epoch}"
     assert_refused(gateway, other)
+    wait_for_heartbeats(client)  # status lists the replicas that heartbeat since the flush
     assert_status_reports(gateway, other)
     assert served_policies(gateway) == {"2"}
     assert foreign.acks(change.id) == []  # a replica never acknowledges a change it does not apply
