@@ -34,6 +34,7 @@ Under plain `pytest` (benchmarks disabled) each case runs once, as a test that i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -93,20 +94,34 @@ def loop(mock_url):
 PINNED = (os.cpu_count() or 1) >= 2
 
 
-@pytest.fixture(scope="module")
-def mock_url():
+@contextlib.contextmanager
+def pinned_mock():
+    """The mock on CPU 0 and this process on CPU 1 (when there are two); yields its URL."""
     url, proc = start_mock("--require-key", PROVIDER_KEY)
     if PINNED:
         pin([proc.pid], "0")
         os.sched_setaffinity(0, {1})  # this process, and the threads it starts from now on
-    yield url
-    stop_process(proc)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def mock_url():
+    with pinned_mock() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def app(loop, mock_url, tmp_path_factory):
+    with gateway_app(loop, mock_url, tmp_path_factory.mktemp("pipeline")) as gateway:
+        yield gateway
+
+
+@contextlib.contextmanager
+def gateway_app(loop, mock_url: str, root: Path):
     """A real GatewayApp on the Gateway helper's config, with the bench's 50-rule policy."""
-    root = tmp_path_factory.mktemp("pipeline")
     gw = Gateway(root, int(mock_url.rsplit(":", 1)[1]), free_port())
     (root / "policy.yaml").write_text(policy_50())
     (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())  # the shipped defaults
@@ -118,18 +133,28 @@ def app(loop, mock_url, tmp_path_factory):
     _bootstrap(config.load(str(gw.config)))
     gateway = create_app()
     loop.run_until_complete(gateway.startup())
-    yield gateway
-    loop.run_until_complete(gateway.shutdown())
+    try:
+        yield gateway
+    finally:
+        loop.run_until_complete(gateway.shutdown())
 
 
 @pytest.fixture(scope="module")
 def client(loop):
+    with upstream_client(loop) as upstream:
+        yield upstream
+
+
+@contextlib.contextmanager
+def upstream_client(loop):
     from gatewayd.upstream import UpstreamClient
 
     upstream = UpstreamClient()
     loop.run_until_complete(upstream.start())
-    yield upstream
-    loop.run_until_complete(upstream.close())
+    try:
+        yield upstream
+    finally:
+        loop.run_until_complete(upstream.close())
 
 
 CPU = {"seconds": 0.0, "requests": 0, "least": math.inf}  # this process's CPU time over the current test's batches

@@ -1,0 +1,189 @@
+"""Instructions per request of the in-process pipeline (bench/test_pipeline.py's cases),
+counted by valgrind's callgrind: the same for the same code whatever else the machine is
+doing, where CPU time on a shared 2-core VM swings by 2x from one minute to the next.
+
+    python bench/instructions.py [--rounds 4] [--cases hit,bare-answer,upstream,bare-relay]
+
+Each case runs in a process of its own under callgrind: warm-up rounds first, then
+callgrind's counters are dumped and zeroed (callgrind_control), then `--rounds` rounds of
+BATCH requests, then a second dump, which holds the measured requests and nothing else
+(the mock runs in its own process, outside valgrind). Beside the total it gives what the
+two calls into the Rust core cost inclusively (`Engine.admit`: parse, policy, routing,
+cache lookup; `Engine.record`: cache fill and audit append, its write(2) included), so the
+rest is the Python around them, the event loop and the upstream client.
+
+Instructions are not time: valgrind's CPU has no SHA extensions, so the Rust core's SHA-256
+runs its portable code here (several times the instructions of the SHA-NI path it takes on
+a real x86 CPU), and a syscall counts only its user-space side. Compare cases and revisions
+with it; quote times from bench/test_pipeline.py.
+
+Writes bench/results/instructions.json and instructions.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CASES = ("hit", "bare-answer", "upstream", "bare-relay")
+# The Rust calls whose inclusive cost is reported apart (callgrind's names for them).
+RUST_CALLS = {"admit": "Engine::__pymethod_admit__", "record": "Engine::__pymethod_record__"}
+
+
+def inner(case: str, rounds: int, marks: Path) -> None:
+    """Runs in the valgrind'ed process: warm up, dump, measure, dump."""
+    sys.path.insert(0, str(HERE))
+    import test_pipeline as tp
+    import uvloop
+
+    from support.gateway import KEYS
+
+    def dump() -> None:
+        subprocess.run(["callgrind_control", "--dump", str(os.getpid())], check=True, capture_output=True)
+        marks.write_text(str(int(marks.read_text() or "0") + 1))
+
+    loop = uvloop.new_event_loop()
+    with tp.pinned_mock() as url, tempfile.TemporaryDirectory() as root:
+        with tp.gateway_app(loop, url, Path(root)) as app, tp.upstream_client(loop) as client:
+            body, concurrency = (tp.CACHED, 1) if case in ("hit", "bare-answer") else (tp.PLAIN, tp.CONCURRENCY)
+            handler = {
+                "hit": app,
+                "upstream": app,
+                "bare-answer": tp.bare_answer(b'{"id":"chatcmpl-mock","object":"chat.completion","choices":[]}' * 6),
+                "bare-relay": tp.bare_relay(client, url + "/v1/chat/completions"),
+            }[case]
+            scope = tp.scope_for(body, KEYS["acme"])
+            for _ in range(3):  # the first fills the cache; pools, memos and imports settle
+                assert tp.serve(loop, handler, scope, body, concurrency) == 200
+            dump()
+            for _ in range(rounds):
+                tp.serve(loop, handler, scope, body, concurrency)
+            dump()
+    loop.close()
+
+
+def count(case: str, rounds: int) -> dict:
+    """Runs `case` under callgrind; the measured dump's total and Rust calls, per request."""
+    sys.path.insert(0, str(HERE))
+    from test_pipeline import BATCH
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out, marks = Path(tmp) / "callgrind.out", Path(tmp) / "marks"
+        marks.write_text("0")
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--inner",
+            case,
+            "--rounds",
+            str(rounds),
+            "--marks",
+            str(marks),
+        ]
+        started = time.monotonic()
+        subprocess.run(argv, check=True, capture_output=True)
+        dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+        if marks.read_text() != "2" or len(dumps) < 2:
+            raise SystemExit(f"{case}: callgrind did not dump twice ({[p.name for p in dumps]})")
+        measured = dumps[1]  # dumps[0] holds start-up and warm-up
+        requests = rounds * BATCH
+        total = _total(measured)
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(measured)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        figures = {"instructions_per_request": round(total / requests)}
+        for name, symbol in RUST_CALLS.items():
+            figures[f"rust_{name}_per_request"] = round(_inclusive(annotated, symbol) / requests)
+        figures["wall_s"] = round(time.monotonic() - started, 1)
+        return figures
+
+
+def _total(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"{path}: no totals line")
+
+
+def _inclusive(annotated: str, symbol: str) -> int:
+    """The inclusive count of the function named `symbol` (its first line in the listing)."""
+    for line in annotated.splitlines():
+        match = re.match(r"\s*([\d,]+) ", line)
+        if match and f":{symbol} [" in line:
+            return int(match.group(1).replace(",", ""))
+    return 0
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    admit = [results[n].get("rust_admit_per_request", 0) / 1000 for n in names]
+    record = [results[n].get("rust_record_per_request", 0) / 1000 for n in names]
+    rest = [results[n]["instructions_per_request"] / 1000 - a - r for n, a, r in zip(names, admit, record, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(names, rest, label="Python, event loop, upstream client", color="#9db4d3")
+    ax.barh(names, admit, left=rest, label="Rust: Engine.admit", color="#e07b39")
+    lefts = [r + a for r, a in zip(rest, admit, strict=True)]
+    ax.barh(names, record, left=lefts, label="Rust: Engine.record", color="#7a5195")
+    for y, n in enumerate(names):
+        ax.text(lefts[y] + record[y] + 3, y, f"{results[n]['instructions_per_request'] / 1000:.0f}k", va="center")
+    ax.set_xlabel("thousand instructions per request (callgrind)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("The in-process pipeline, instructions per request\n(under valgrind, SHA-256 runs without SHA-NI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--inner", help=argparse.SUPPRESS)
+    parser.add_argument("--marks", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        inner(args.inner, args.rounds, Path(args.marks))
+        return 0
+    results: dict[str, dict] = {}
+    for case in args.cases.split(","):
+        if case not in CASES:
+            parser.error(f"--cases: unknown case {case!r} (one of {', '.join(CASES)})")
+        print(f"[instructions] {case}: {args.rounds} rounds under callgrind ...", flush=True)
+        results[case] = count(case, args.rounds)
+        print(f"[instructions] {case}: {results[case]}", flush=True)
+    if "hit" in results and "bare-answer" in results:
+        ratio = results["hit"]["instructions_per_request"] / results["bare-answer"]["instructions_per_request"]
+        print(f"cache hit / bare answer: x{ratio:.1f}")
+    if "upstream" in results and "bare-relay" in results:
+        ratio = results["upstream"]["instructions_per_request"] / results["bare-relay"]["instructions_per_request"]
+        print(f"upstream / bare relay: x{ratio:.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    what = {"how": __doc__, "rounds": args.rounds, "cases": results}
+    (RESULTS / "instructions.json").write_text(json.dumps(what, indent=1) + "\n")
+    plot(results, RESULTS / "instructions.png")
+    print(f"wrote {RESULTS / 'instructions.json'} and instructions.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
