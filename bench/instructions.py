@@ -149,7 +149,8 @@ def plot(results: dict[str, dict], path: Path) -> None:
     ax.set_xlabel("thousand instructions per request (callgrind)")
     ax.invert_yaxis()
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("The in-process pipeline, instructions per request\n(under valgrind, SHA-256 runs without SHA-NI)", fontsize=10)
+    title = "The in-process pipeline, instructions per request\n(under valgrind, SHA-256 runs without SHA-NI)"
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
