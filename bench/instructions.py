@@ -39,7 +39,7 @@ CASES = ("hit", "bare-answer", "upstream", "bare-relay")
 RUST_CALLS = {"admit": "Engine::__pymethod_admit__", "record": "Engine::__pymethod_record__"}
 
 
-def inner(case: str, rounds: int, marks: Path) -> None:
+def inner(case: str, rounds: int) -> None:
     """Runs in the valgrind'ed process: warm up, dump, measure, dump."""
     sys.path.insert(0, str(HERE))
     import test_pipeline as tp
@@ -49,7 +49,6 @@ def inner(case: str, rounds: int, marks: Path) -> None:
 
     def dump() -> None:
         subprocess.run(["callgrind_control", "--dump", str(os.getpid())], check=True, capture_output=True)
-        marks.write_text(str(int(marks.read_text() or "0") + 1))
 
     loop = uvloop.new_event_loop()
     with tp.pinned_mock() as url, tempfile.TemporaryDirectory() as root:
@@ -58,7 +57,7 @@ def inner(case: str, rounds: int, marks: Path) -> None:
             handler = {
                 "hit": app,
                 "upstream": app,
-                "bare-answer": tp.bare_answer(b'{"id":"chatcmpl-mock","object":"chat.completion","choices":[]}' * 6),
+                "bare-answer": tp.bare_answer(tp.BARE_ANSWER),
                 "bare-relay": tp.bare_relay(client, url + "/v1/chat/completions"),
             }[case]
             scope = tp.scope_for(body, KEYS["acme"])
@@ -77,8 +76,7 @@ def count(case: str, rounds: int) -> dict:
     from test_pipeline import BATCH
 
     with tempfile.TemporaryDirectory() as tmp:
-        out, marks = Path(tmp) / "callgrind.out", Path(tmp) / "marks"
-        marks.write_text("0")
+        out = Path(tmp) / "callgrind.out"
         argv = [
             "valgrind",
             "--tool=callgrind",
@@ -89,13 +87,11 @@ def count(case: str, rounds: int) -> dict:
             case,
             "--rounds",
             str(rounds),
-            "--marks",
-            str(marks),
         ]
         started = time.monotonic()
         subprocess.run(argv, check=True, capture_output=True)
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
-        if marks.read_text() != "2" or len(dumps) < 2:
+        if len(dumps) != 2:
             raise SystemExit(f"{case}: callgrind did not dump twice ({[p.name for p in dumps]})")
         measured = dumps[1]  # dumps[0] holds start-up and warm-up
         requests = rounds * BATCH
@@ -160,10 +156,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--inner", help=argparse.SUPPRESS)
-    parser.add_argument("--marks", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.inner, args.rounds, Path(args.marks))
+        inner(args.inner, args.rounds)
         return 0
     results: dict[str, dict] = {}
     for case in args.cases.split(","):
