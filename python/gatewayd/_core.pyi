@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension (rust/py): the gateway's hot path."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, TypedDict
 
 from gatewayd.control.snapshot import Served
@@ -150,6 +150,11 @@ class Admission:
     cached_content_type: str
     cached_usage: tuple[int, int, int] | None
     versions: Versions
+    def answer_headers(
+        self, content_type: bytes, extra: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """`content_type`, then every answer's headers (R3: request id, versions,
+        positions, cache), then `extra`."""
 
 class Engine:
     """One replica's response cache and audit chain."""
@@ -164,7 +169,7 @@ class Engine:
         api: str,
         tenant: str,
         request_id: str,
-        headers: list[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
         cache: CacheMode,
         vary: str,

@@ -1,6 +1,6 @@
-"""What the pipeline answers with: the headers every response carries (R3), the upstream's
-answer checked (a stream's last event, an error's shape, a failure that sends the request
-to a fallback) and scrubbed of provider keys."""
+"""What the pipeline answers with: the upstream's answer checked (a stream's last event,
+an error's shape, a failure that sends the request to a fallback) and scrubbed of
+provider keys. (The headers every answer carries are the admission's, built in Rust.)"""
 
 from __future__ import annotations
 
@@ -10,35 +10,11 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from gatewayd import _core
 from gatewayd.server.asgi import JSON
 from gatewayd.upstream import UpstreamError
 
 # Provider answers that send a request on to the next fallback (529: Anthropic overloaded).
 FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-
-
-def answer_headers(adm, content_type: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> list[tuple[bytes, bytes]]:
-    """R3: every response names the versions it was served under."""
-    return [
-        (b"content-type", content_type),
-        (b"x-request-id", adm.request_id.encode()),
-        *version_headers(adm.versions),
-        (b"x-gatewayd-cache", adm.cache.encode()),
-        *extra,
-    ]
-
-
-@functools.lru_cache(maxsize=64)
-def version_headers(versions: _core.Versions) -> tuple[tuple[bytes, bytes], ...]:
-    """Encoded once per version set: a replica serves a few at a time."""
-    positions = ", ".join(f"{domain}={position}" for domain, position in versions.positions)
-    return (
-        (b"x-gatewayd-policy-version", str(versions.policy).encode()),
-        (b"x-gatewayd-routing-version", str(versions.routing).encode()),
-        (b"x-gatewayd-config-version", str(versions.config).encode()),
-        (b"x-gatewayd-position", positions.encode()),
-    )
 
 
 def answering(adm, via) -> str:

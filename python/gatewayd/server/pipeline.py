@@ -23,7 +23,6 @@ from gatewayd.control.keys import model_allowed
 from gatewayd.control.snapshot import InService, Served
 from gatewayd.server import errors, usage
 from gatewayd.server.answers import (
-    answer_headers,
     answering,
     content_type_of,
     failure_of,
@@ -49,7 +48,7 @@ from gatewayd.server.health import ProviderHealth
 from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
-from gatewayd.server.request_headers import cache_mode, policy_headers, scan
+from gatewayd.server.request_headers import cache_mode, scan
 from gatewayd.server.stream_relay import SSE, UPSTREAM_ERROR_STATUS, StreamRelay
 from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
@@ -207,7 +206,7 @@ class Pipeline:
             api=api,
             tenant=tenant,
             request_id=request_id,
-            headers=policy_headers(scope, served.policy),
+            headers=scope["headers"],
             body=body,
             cache=cache_mode(seen.cache, config.cache),
             vary=seen.vary,
@@ -245,7 +244,7 @@ class Pipeline:
         retry = [(b"retry-after", str(max(1, int(spent.resets_at - time.time()))).encode())]
         await self._record(adm, 429, error=message)
         body = errors.error_body(429, message, "budget_exceeded", anthropic)
-        await respond(send, 429, answer_headers(adm, JSON, retry), body)
+        await respond(send, 429, adm.answer_headers(JSON, retry), body)
 
     async def _answer_from_cache(self, send: Send, adm) -> None:
         """A hit records the tokens it saved (kept with the answer when it was cached); a
@@ -256,7 +255,7 @@ class Pipeline:
             body = usage.strip_usage_events(body)
         kept = adm.cached_usage
         await self._record(adm, status, counts=usage.Counts(*kept) if kept else None, saved=True)
-        await respond(send, status, answer_headers(adm, adm.cached_content_type.encode()), body)
+        await respond(send, status, adm.answer_headers(adm.cached_content_type.encode()), body)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one."""
@@ -303,7 +302,7 @@ class Pipeline:
                     return None
                 content_type = JSON
             await self._record(adm, 200, response=payload, cache_ttl_s=ttl, via=via, counts=counts)
-            await respond(send, 200, answer_headers(adm, content_type, passed), payload)
+            await respond(send, 200, adm.answer_headers(content_type, passed), payload)
             return payload
         except UpstreamError as exc:
             await self._upstream_failed(send, adm, exc, anthropic, via)
@@ -329,7 +328,7 @@ class Pipeline:
             message = f"upstream {answering(adm, via)} answered {status}{said}"
             payload, content_type = errors.error_body(status, message, "upstream_error", anthropic), JSON
         await self._record(adm, status, response=payload, via=via, counts=counts)
-        await respond(send, status, answer_headers(adm, content_type, passed), payload)
+        await respond(send, status, adm.answer_headers(content_type, passed), payload)
 
     async def _first_answer(self, scope, adm, config, asked: bool | None = None):
         """The provider's response, else each fallback's in turn while they fail the request
@@ -387,7 +386,7 @@ class Pipeline:
         message = f"{exc} (model {adm.model} is served by {answering(adm, via)}, which speaks the {via[2]} API)"
         await self._record(adm, 400, error=message, via=via)
         body = errors.error_body(400, message, "untranslatable_field", anthropic, param=exc.field)
-        await respond(send, 400, answer_headers(adm, JSON), body)
+        await respond(send, 400, adm.answer_headers(JSON), body)
 
     async def _upstream_failed(self, send: Send, adm, exc: UpstreamError, anthropic: bool, via, code=None) -> None:
         status = UPSTREAM_ERROR_STATUS.get(exc.kind, 502)
@@ -398,7 +397,7 @@ class Pipeline:
             message += f" (after {'; '.join(failovers)})"
         await self._record(adm, status, error=f"{exc.kind}: {exc}", via=via)
         body = errors.error_body(status, message, code or "upstream_" + exc.kind, anthropic)
-        await respond(send, status, answer_headers(adm, JSON), body)
+        await respond(send, status, adm.answer_headers(JSON), body)
 
     async def _reject(
         self,
@@ -437,7 +436,7 @@ class Pipeline:
     async def _refuse(self, send: Send, adm, anthropic: bool, extra=()) -> None:
         await self._record(adm, adm.status, error=adm.message)
         body = errors.error_body(adm.status, adm.message, adm.code, anthropic)
-        await respond(send, adm.status, answer_headers(adm, JSON, extra), body)
+        await respond(send, adm.status, adm.answer_headers(JSON, extra), body)
 
     async def _record(
         self,

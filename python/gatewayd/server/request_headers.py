@@ -1,5 +1,5 @@
-"""What the pipeline reads from a request's headers, in one pass, and what crosses into
-Rust from them: the headers policy rules look at, and the cache mode asked for."""
+"""What the pipeline reads from a request's headers, in one pass, and the cache mode asked
+for. (The headers policy rules read are picked out in Rust, at admission.)"""
 
 from __future__ import annotations
 
@@ -78,28 +78,6 @@ def scan(headers: list[tuple[bytes, bytes]]) -> Seen:
         elif name in ANSWER_CHANGING:
             seen.vary += f"{name.decode()}:{value.decode('latin-1')}\n"
     return seen
-
-
-def policy_headers(scope: dict, policy) -> list[tuple[str, str]]:
-    """Only the headers some rule looks at cross into Rust."""
-    names = _HEADER_NAMES.get(policy)
-    if names is None:
-        names = _header_names(policy)
-    if not names:
-        return []
-    return [(k.decode(), v.decode("latin-1")) for k, v in scope["headers"] if k in names]
-
-
-_HEADER_NAMES: dict[object, frozenset[bytes]] = {}  # compiled policy -> the headers its rules read
-
-
-def _header_names(policy) -> frozenset[bytes]:
-    """Once per compiled policy (a replica holds a few), not once per request; the table
-    keeps the last 16."""
-    if len(_HEADER_NAMES) >= 16:
-        _HEADER_NAMES.clear()
-    names = _HEADER_NAMES[policy] = frozenset(name.encode() for name in policy.header_names)
-    return names
 
 
 def cache_mode(asked: bytes | None, cache: CacheSettings) -> _core.CacheMode:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from gatewayd import _core
 from gatewayd.control.snapshot import InService
 from gatewayd.server import errors, usage
-from gatewayd.server.answers import answer_headers, ends_with_last_event
+from gatewayd.server.answers import ends_with_last_event
 from gatewayd.server.asgi import Send
 from gatewayd.translate import Translation
 from gatewayd.upstream import UpstreamError
@@ -60,7 +60,7 @@ class StreamRelay:
         Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
         whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
         asked an OpenAI provider for is stripped: the client did not ask for it."""
-        await send({"type": "http.response.start", "status": 200, "headers": answer_headers(adm, SSE, passed)})
+        await send({"type": "http.response.start", "status": 200, "headers": adm.answer_headers(SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
         tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)

@@ -3,7 +3,8 @@
 use gatewayd_core::cache::Versions as CoreVersions;
 use gatewayd_core::gateway::{self, CacheMode as CoreCacheMode};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 /// How one request may use the response cache, decided from the config and the caller's
 /// `x-gatewayd-cache` header.
@@ -219,4 +220,39 @@ impl Admission {
     fn versions(&self) -> Versions {
         Versions(self.inner.versions)
     }
+    /// The answer's ASGI headers: `content_type`, then the ones every answer carries (R3:
+    /// request id, versions, positions, cache), then `extra` ((name, value) bytes pairs).
+    #[pyo3(signature = (content_type, extra=None))]
+    fn answer_headers<'py>(
+        &self,
+        py: Python<'py>,
+        content_type: Bound<'py, PyBytes>,
+        extra: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        static NAMES: PyOnceLock<Vec<Py<PyBytes>>> = PyOnceLock::new();
+        let names = NAMES.get_or_init(py, || {
+            let own = self.inner.answer_headers().map(|(name, _)| name);
+            std::iter::once(CONTENT_TYPE)
+                .chain(own)
+                .map(|name| PyBytes::new(py, name.as_bytes()).unbind())
+                .collect()
+        });
+        let headers = PyList::empty(py);
+        headers.append(PyTuple::new(
+            py,
+            [names[0].bind(py).as_any(), content_type.as_any()],
+        )?)?;
+        for (name, (_, value)) in names[1..].iter().zip(self.inner.answer_headers()) {
+            let value = PyBytes::new(py, value.as_bytes());
+            headers.append(PyTuple::new(py, [name.bind(py).as_any(), value.as_any()])?)?;
+        }
+        if let Some(extra) = extra {
+            for pair in extra.try_iter()? {
+                headers.append(pair?)?;
+            }
+        }
+        Ok(headers)
+    }
 }
+
+const CONTENT_TYPE: &str = "content-type";

@@ -72,6 +72,20 @@ pub fn sticky_bucket(api: &str, sticky: Option<&str>, body: &[u8], key: &str) ->
     Ok(sticky::request_bucket(api_from(api)?, sticky, body, key))
 }
 
+/// The headers of `headers` (ASGI (name, value) bytes pairs) that `policy`'s rules read;
+/// nothing is looked at when no rule reads a header.
+fn policy_headers(policy: &Policy, headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    if policy.compiled.header_names().is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)> = headers.extract()?;
+    Ok(policy.compiled.select_headers(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
+    ))
+}
+
 /// `LATENCY_BUCKETS`: the histogram's upper bounds in seconds, for rendering `/metrics`.
 pub fn latency_buckets() -> Vec<f64> {
     LATENCY_BUCKETS.to_vec()
@@ -100,6 +114,8 @@ impl Engine {
     }
 
     /// Parse, policy, routing, rewrite and cache lookup for one request, in one call.
+    /// `headers` are the request's, as the ASGI scope has them ((name, value) bytes): the
+    /// ones the policy's rules read are picked out here.
     /// `served` (gatewayd.control.snapshot.Served) names what the request is served under:
     /// its policy, shadow policy, routing and versions are read from it, and it rides on
     /// the admission to the request's end (R6). `vary` holds the forwarded request headers
@@ -115,7 +131,7 @@ impl Engine {
         api: &str,
         tenant: &str,
         request_id: &str,
-        headers: Vec<(String, String)>,
+        headers: Bound<'_, PyAny>,
         body: &[u8],
         cache: CacheMode,
         vary: &str,
@@ -123,6 +139,7 @@ impl Engine {
     ) -> PyResult<Admission> {
         let under = ServedUnder::of(&served)?;
         let shadow = under.shadow.as_ref();
+        let headers = policy_headers(&under.policy, &headers)?;
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

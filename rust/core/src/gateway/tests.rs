@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::audit::{AuditOptions, RecordReader};
+use crate::cache::CANDIDATE_ROUTING;
 
 const POLICY: &str = r#"{"rules": [
     {"id": "no-cards", "when": {"prompt": {"regex": ["\\b(?:\\d[ -]?){13,16}\\b"]}}, "action": "deny"},
@@ -142,6 +143,35 @@ fn redaction_and_route_targets_rewrite_the_upstream_body() {
         adm.matched,
         vec!["mask-mail".to_string(), "cheap".to_string()]
     );
+}
+
+#[test]
+fn answers_name_the_request_its_versions_positions_and_cache_use() {
+    let f = fixture();
+    let body = chat("headers", 0.0);
+    let canary = Versions::new(7, 3, 2).with_candidates(CANDIDATE_ROUTING);
+    f.gateway.fence(vec![canary]);
+    let first = admit(&f, "acme", &body, canary, CacheMode::Deterministic);
+    let expected = |cache: &str| {
+        [
+            ("x-request-id", "req-1"),
+            ("x-gatewayd-policy-version", "7"),
+            ("x-gatewayd-routing-version", "3"),
+            ("x-gatewayd-config-version", "2"),
+            (
+                "x-gatewayd-position",
+                "policy=current, routing=candidate, config=current",
+            ),
+            ("x-gatewayd-cache", cache),
+        ]
+        .map(|(name, value)| (name, value.to_string()))
+    };
+    assert_eq!(first.answer_headers(), expected("miss"));
+    f.gateway.record(&first, &ok(b"{}")).unwrap();
+    let hit = admit(&f, "acme", &body, canary, CacheMode::Deterministic);
+    assert_eq!(hit.answer_headers(), expected("hit"));
+    let bypass = admit(&f, "acme", &body, canary, CacheMode::Off);
+    assert_eq!(bypass.answer_headers(), expected("bypass"));
 }
 
 #[test]

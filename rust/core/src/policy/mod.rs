@@ -62,6 +62,28 @@ impl Policy {
         &self.header_names
     }
 
+    /// The request headers some rule reads, picked from all of a request's (names in
+    /// lowercase, as HTTP/2 and the ASGI spec give them), values decoded as Latin-1 as
+    /// HTTP defines header bytes: what [`RequestView::headers`] takes.
+    pub fn select_headers<'h>(
+        &self,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Vec<(String, String)> {
+        if self.header_names.is_empty() {
+            return Vec::new();
+        }
+        headers
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let named = self.header_names.iter().find(|n| n.as_bytes() == name)?;
+                Some((
+                    named.clone(),
+                    value.iter().map(|&b| char::from(b)).collect(),
+                ))
+            })
+            .collect()
+    }
+
     /// This compilation's process-unique id.
     pub fn id(&self) -> u64 {
         self.id

@@ -55,6 +55,28 @@ fn reports_rule_count_and_referenced_header_names() {
 }
 
 #[test]
+fn only_the_headers_rules_read_are_selected_with_latin1_values() {
+    let policy = compile(json!({"rules": [
+        {"id": "a", "when": {"headers": {"X-Team": ["ml"]}}, "action": "allow"},
+    ]}));
+    let sent: [(&[u8], &[u8]); 4] = [
+        (b"authorization", b"Bearer sk"),
+        (b"x-team", b"ml"),
+        (b"x-teams", b"no"),
+        (b"x-team", b"caf\xe9"),
+    ];
+    assert_eq!(
+        policy.select_headers(sent),
+        [
+            ("x-team".into(), "ml".into()),
+            ("x-team".into(), "caf\u{e9}".into())
+        ]
+    );
+    let none = compile(json!({"rules": [{"id": "c", "action": "allow"}]}));
+    assert!(none.select_headers(sent).is_empty());
+}
+
+#[test]
 fn empty_document_allows_everything() {
     let policy = compile(json!({}));
     assert_eq!(policy.rule_count(), 0);
