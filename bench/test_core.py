@@ -154,7 +154,7 @@ def test_cache_put(benchmark, routing, no_rules, side, tmp_path):
         engine.fence([VERSIONS])
         miss = admit(engine, no_rules, routing, CACHED, _core.CacheMode.FORCED)
         assert miss.cache == "miss" and miss.cache_key
-        assert benchmark(engine.record, miss, status=200, response=RESPONSE, cache_ttl_s=3600) > 0
+        assert benchmark(engine.record, miss, status=200, response=RESPONSE, cache_ttl_s=3600)[0] > 0
         assert admit(engine, no_rules, routing, CACHED, _core.CacheMode.FORCED).cache == "hit"
         return
     cache, chain = ReferenceCache(), ReferenceChain(tmp_path / "put.chain")

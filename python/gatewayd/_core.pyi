@@ -200,13 +200,19 @@ class Engine:
         failovers: list[str] = ...,  # "<provider>: <why>" for each upstream that failed first
         inflight: Inflight | None = None,  # what a revert did to the request in flight (R6)
         reverted_by: int = 0,  # the change after which its version set was no longer served
+        upstream_api: str | None = None,  # the answering upstream's API, when translated into it
         key: str | None = None,  # the caller's key by name
-        # (prompt, completion, cached tokens, cost or None when unpriced, saved: a cache hit's)
-        usage: tuple[int, int, int, float | None, bool] | None = None,
-        currency: str = "USD",
-        price_version: int = 0,  # the config version whose prices gave the cost
-    ) -> int:
-        """Raises AuditError (ChainCorruptError) when the record cannot be appended."""
+        counts: tuple[int, int, int] | None = None,  # (prompt, completion, cached) tokens reported
+        saved: bool = False,  # a cache hit: its tokens are the cached answer's, what it saved
+    ) -> tuple[int, float | None]:
+        """(seq, cost): usage is priced under the admission's config version (its `prices`,
+        looked up once per model) and counted in `usage_rows` when a key is named. Raises
+        AuditError (ChainCorruptError) when the record cannot be appended."""
+    def usage_rows(
+        self,
+    ) -> list[tuple[tuple[str, str, str, str, int, str], tuple[int, int, int, int, float, int, int, float]]]:
+        """By (tenant, key, model, provider, price version, currency): requests, prompt,
+        completion, cached tokens, cost, then cache hits' saved prompt, completion, cost."""
     def event(self, fields_json: bytes) -> int: ...
     def fence(self, active: list[Versions]) -> int: ...
     def set_audit_sync(self, policy: FsyncPolicy, interval_ms: int) -> None:

@@ -1,16 +1,18 @@
 """A stream relayed while the replica swaps snapshots (StreamRelay.relay with
 InService, docs/ROLLBACK.md R6): the swaps happen between chunks, exactly where the
-test puts them, with the engine and the upstream replaced by fakes. No network."""
+test puts them. A real engine admits the stream and writes its record; the upstream is a
+stand-in that hands over chunks on cue. No network."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import Callable
 
 from gatewayd import _core
 from gatewayd.control.documents import RuntimeConfig
-from gatewayd.control.snapshot import InService
+from gatewayd.control.snapshot import InService, Served
 from gatewayd.server.pipeline import Pipeline
 
 V1 = _core.Versions(1, 1, 1)
@@ -18,29 +20,9 @@ V2 = _core.Versions(1, 2, 1)
 CHUNKS = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
 
 
-class Served:
-    def __init__(self, versions: _core.Versions, inflight_on_revert: str) -> None:
-        self.versions = versions
-        self.config = RuntimeConfig(inflight_on_revert=inflight_on_revert)
-
-
-class Admission:
-    request_id = "req-1"
-    cache = "miss"
-    cache_key = None
-
-    def __init__(self, served: Served) -> None:
-        self.served = served
-        self.versions = served.versions
-
-
-class Engine:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def record(self, adm, **fields) -> int:
-        self.records.append(fields)
-        return len(self.records)
+POLICY = _core.Policy(b'{"default": "allow"}', 1)
+ROUTING = _core.Routing(b'{"routes": [{"match": "gpt-*", "provider": "oa"}]}', 1, [("oa", "openai")])
+STREAMED = b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
 
 
 class Upstream:
@@ -68,21 +50,29 @@ def relay(mode: str, swaps: dict[int, list[_core.Versions]], start: tuple = (V1,
     client got (bodies), the record's fields and the upstream."""
     in_service = InService()
     in_service.swap(start, 9)
-    pipeline = Pipeline(Engine(), None, None, None, {}, 0, None, in_service)
-    sent: list[dict] = []
+    with tempfile.TemporaryDirectory() as chains:
+        engine = _core.Engine(16, 1 << 20, chains, "r1", 1 << 20)
+        pipeline = Pipeline(engine, None, None, None, {}, 0, None, in_service)
+        sent: list[dict] = []
 
-    async def send(message: dict) -> None:
-        sent.append(message)
+        async def send(message: dict) -> None:
+            sent.append(message)
 
-    def swap(i: int, sets: list[_core.Versions]) -> Callable[[], None]:
-        return lambda: in_service.swap(sets, 10 + i)
+        def swap(i: int, sets: list[_core.Versions]) -> Callable[[], None]:
+            return lambda: in_service.swap(sets, 10 + i)
 
-    upstream = Upstream({i: swap(i, sets) for i, sets in swaps.items()})
-    adm = Admission(Served(V1, mode))
-    asyncio.run(pipeline.streams.relay(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
+        upstream = Upstream({i: swap(i, sets) for i, sets in swaps.items()})
+        served = Served(POLICY, None, ROUTING, RuntimeConfig(inflight_on_revert=mode), V1, 0)
+        adm = engine.admit(
+            served=served, api="chat", tenant="acme", request_id="req-1", headers=[], body=STREAMED,
+            cache=_core.CacheMode.OFF, vary="",
+        )  # fmt: skip
+        asyncio.run(pipeline.streams.relay(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
+        [record] = [json.loads(r) for r in _core.AuditReader(chains, "r1")]
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert "more_body" not in sent[-1] or not sent[-1]["more_body"]  # the response ended
-    [record] = pipeline.engine.records
+    record.setdefault("inflight", None)  # written only when a revert touched the stream
+    record.setdefault("reverted_by", 0)
     return [m["body"] for m in sent[1:]], record, upstream
 
 

@@ -1,6 +1,7 @@
 """Usage read from answers of both protocols (gatewayd.server.usage): whole answers, streams
 read at their ends, the usage chunk stripped however the stream is cut into chunks, the
-request asking for it, and prices. No network: these are the functions the pipeline calls."""
+request asking for it; and prices, applied by a real engine when it records. No network:
+these are the functions the pipeline calls."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 
 import pytest
 
-from gatewayd.control.documents import Price, Prices
+from gatewayd import _core
+from gatewayd.control.documents import Price, Prices, RuntimeConfig
+from gatewayd.control.snapshot import Served
 from gatewayd.server import usage
-from gatewayd.server.meter import Meter
 from gatewayd.server.usage import Counts
+
+ROUTING = json.dumps({"routes": [{"match": "gpt-*", "provider": "oa"}]}).encode()
 
 
 def sse(*events: dict | str) -> bytes:
@@ -85,15 +89,60 @@ def test_prices_by_exact_name_then_longest_glob_and_cost():
     assert prices.price("oa", "gpt-4o-mini") == Price(0.5, 1.0)
     assert prices.price("oa", "gpt-3") == Price(1.0, 2.0)
     assert prices.price("oa", "claude") is None and prices.price("other", "gpt-4o") is None
+
+
+def test_the_engine_prices_usage_under_the_request_config_version_and_counts_it(tmp_path):
+    """A record's cost comes from the prices of the config version the request was served
+    under (looked up once per model); the meter counts records with a caller's key, a
+    cache hit's tokens apart, as what it saved."""
+    prices = Prices("EUR", {"oa": {"gpt-4o*": Price(4.0, 8.0, 2.0), "gpt-4o-mini": Price(0.5, 1.0)}})
+    engine = _core.Engine(16, 1 << 20, str(tmp_path), "r1", 1 << 20)
+    policy, routing = _core.Policy(b'{"default": "allow"}', 1), _core.Routing(ROUTING, 1, [("oa", "openai")])
+
+    def admit(config_version: int, model: str, cache=_core.CacheMode.OFF):
+        versions = _core.Versions(1, 1, config_version)
+        engine.fence([versions])
+        served = Served(policy, None, routing, RuntimeConfig(prices=prices), versions, 0)
+        body = json.dumps({"model": model, "temperature": 0, "messages": [{"role": "user", "content": "hi"}]})
+        return engine.admit(
+            served=served, api="chat", tenant="acme", request_id="r", headers=[], body=body.encode(),
+            cache=cache, vary="",
+        )  # fmt: skip
+
     # 1M prompt tokens of which 400k cached, 500k completion: 0.6*4 + 0.4*2 + 0.5*8
-    assert usage.cost(Price(4.0, 8.0, 2.0), Counts(1_000_000, 500_000, 400_000)) == pytest.approx(7.2)
-    assert usage.cost(Price(4.0, 8.0), Counts(1_000_000, 0, 400_000)) == pytest.approx(4.0)  # cached at input's
-    assert usage.cost(None, Counts(1, 1)) is None
-    meter = Meter()
-    priced = meter.price(prices, 3, "oa", "gpt-4o-1", Counts(1_000_000, 0), saved=False)
-    assert (priced.cost, priced.currency, priced.version) == (4.0, "EUR", 3)
-    meter.count("acme", "bot", "gpt-4o-1", "oa", priced)
-    meter.count("acme", "bot", "gpt-4o-1", "oa", meter.price(prices, 3, "oa", "gpt-4o-1", Counts(10, 5), saved=True))
-    ((labels, row),) = meter.rows()
-    assert labels == ("acme", "bot", "gpt-4o-1", "oa", 3, "EUR") and row[:5] == [2, 1_000_000, 0, 0, 4.0]
-    assert row[5:7] == [10, 5]
+    miss = admit(3, "gpt-4o-2024", _core.CacheMode.FORCED)
+    seq, cost = engine.record(
+        miss, status=200, response=b"{}", cache_ttl_s=60, key="bot", counts=Counts(1_000_000, 500_000, 400_000)
+    )
+    assert cost == pytest.approx(7.2)
+    hit = admit(3, "gpt-4o-2024", _core.CacheMode.FORCED)
+    assert hit.cache == "hit" and hit.cached_usage == (1_000_000, 500_000, 400_000)
+    _, saved = engine.record(hit, status=200, key="bot", saved=True)
+    assert saved == pytest.approx(7.2)
+    # No key: recorded and priced, not counted; no price for the model: cost unknown.
+    assert engine.record(admit(3, "gpt-4o-mini"), status=200, counts=Counts(2_000_000, 0))[1] == pytest.approx(1.0)
+    assert engine.record(admit(3, "gpt-5"), status=200, key="bot", counts=Counts(10, 1))[1] is None
+    assert engine.record(admit(3, "gpt-4o"), status=500, key="bot")[1] is None  # no usage at all
+    rows = {labels: row for labels, row in engine.usage_rows()}
+    assert rows.keys() == {("acme", "bot", "gpt-4o-2024", "oa", 3, "EUR"), ("acme", "bot", "gpt-5", "oa", 3, "EUR")}
+    spent = rows["acme", "bot", "gpt-4o-2024", "oa", 3, "EUR"]
+    assert spent[:4] == (2, 1_000_000, 500_000, 400_000) and spent[4] == pytest.approx(7.2)
+    assert spent[5:7] == (1_000_000, 500_000) and spent[7] == pytest.approx(7.2)
+    assert rows["acme", "bot", "gpt-5", "oa", 3, "EUR"][:5] == (1, 10, 1, 0, 0.0)
+    records = [json.loads(r) for r in _core.AuditReader(str(tmp_path), "r1")]
+    assert [(r.get("cost"), r.get("saved_cost"), r.get("price_version")) for r in records[:2]] == [
+        (pytest.approx(7.2), None, 3),
+        (0.0, pytest.approx(7.2), 3),
+    ]
+    # Another config version is priced by its own prices, even for a model already seen.
+    cheaper = Prices("USD", {"oa": {"gpt-4o*": Price(1.0)}})
+    versions = _core.Versions(1, 1, 4)
+    engine.fence([versions])
+    served = Served(policy, None, routing, RuntimeConfig(prices=cheaper), versions, 0)
+    body = b'{"model": "gpt-4o-2024", "messages": []}'
+    adm = engine.admit(
+        served=served, api="chat", tenant="acme", request_id="r", headers=[], body=body,
+        cache=_core.CacheMode.OFF, vary="",
+    )  # fmt: skip
+    assert engine.record(adm, status=200, key="bot", counts=Counts(1_000_000, 5))[1] == 1.0
+    assert ("acme", "bot", "gpt-4o-2024", "oa", 4, "USD") in dict(engine.usage_rows())

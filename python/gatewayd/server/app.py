@@ -276,7 +276,7 @@ class GatewayApp:
                 ),
                 engine=msgspec.Raw(engine.metrics_json()),
                 shadow_routing=[(v, s, shape, int(n), t) for (v, s, shape), (n, t) in pipeline.mirror.stats.items()],
-                usage=pipeline.meter.rows(),
+                usage=pipeline.engine.usage_rows(),
                 budgets=self.budgets.levels() if self.budgets else [],
             )
         )

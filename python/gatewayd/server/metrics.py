@@ -31,7 +31,7 @@ class ReplicaMetrics(msgspec.Struct):
     engine: msgspec.Raw  # the Rust engine's snapshot: requests, shadow series, cache counters
     # Copies sent to a shadow routing candidate: (routing version, status, shape, count, seconds)
     shadow_routing: list[tuple[int, int, str, int, float]] = []
-    # Usage by (tenant, key, model, provider, price version, currency): gatewayd.server.meter.FIELDS
+    # Usage by (tenant, key, model, provider, price version, currency): Engine.usage_rows
     usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
     budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
 
@@ -216,7 +216,7 @@ def request_counts(m: ReplicaMetrics) -> dict[tuple[int, int, int, int], tuple[i
 
 
 USAGE_FAMILIES = (
-    # (name, help, [(kind label or None, FIELDS index)])
+    # (name, help, [(kind label or None, index in an Engine.usage_rows row)])
     ("gatewayd_usage_requests_total", "Requests whose record carries token usage.", [(None, 0)]),
     (
         "gatewayd_tokens_total",

@@ -45,7 +45,6 @@ from gatewayd.server.auth import Authenticator, Caller
 from gatewayd.server.budgets import BudgetLedger, budgets_of, charged
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
-from gatewayd.server.meter import Meter
 from gatewayd.server.mirror import Mirror
 from gatewayd.server.ratelimit import TenantLimiter, key_bucket, key_limit
 from gatewayd.server.request_headers import cache_mode, scan
@@ -102,7 +101,6 @@ class Pipeline:
         self.audit_write_failures = 0  # records that could not be written, in either mode
         self.clients: dict[object, ClientWatch] = {}  # admission -> its client, while forwarded
         self.callers: dict[object, Caller] = {}  # admission -> who sent it, until it is recorded
-        self.meter = Meter()  # tokens and cost by tenant, key, model, provider, price version
         self.budgets = budgets  # per key and tenant, shared by the cluster
         # Copies of requests for a shadow routing candidate (R13).
         self.streams = StreamRelay(self._record, self.in_service)
@@ -253,8 +251,7 @@ class Pipeline:
         body, status = adm.cached_body, adm.cached_status
         if adm.stream and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
             body = usage.strip_usage_events(body)
-        kept = adm.cached_usage
-        await self._record(adm, status, counts=usage.Counts(*kept) if kept else None, saved=True)
+        await self._record(adm, status, saved=True)
         await respond(send, status, adm.answer_headers(adm.cached_content_type.encode()), body)
 
     async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
@@ -459,26 +456,16 @@ class Pipeline:
         disk: the response completes after. ``via`` is (which upstream answered, what
         failed before it); ``delivered``: the client has the whole answer already, so its
         hanging up is no 499. ``counts``: the tokens the provider reported (on a cache hit,
-        ``saved``, what the hit saved), priced here under the request's config version."""
+        ``saved``, what the hit saved), priced by the engine under the request's config version."""
         served = adm.served
         audit = served.config.audit
         caller = self.callers.get(adm)
-        priced = provider = model = None
-        if counts is not None:
-            tried = via[0]
-            if tried:
-                fallback = adm.fallbacks[tried - 1]
-                provider, model = fallback.provider, fallback.model
-            else:
-                provider, model = adm.provider, adm.upstream_model
-            assert provider is not None and model is not None  # an admission that reached a provider
-            priced = self.meter.price(served.config.prices, served.versions.config, provider, model, counts, saved)
         client = None if delivered else self.clients.get(adm)
         if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
             error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
             status = 499
         try:
-            seq = self.engine.record(
+            seq, cost = self.engine.record(
                 adm,
                 status=status,
                 error=error,
@@ -491,9 +478,8 @@ class Pipeline:
                 reverted_by=reverted_by or 0,
                 upstream_api=via[2],
                 key=caller.key if caller is not None else None,
-                usage=priced.record_fields() if priced is not None else None,
-                currency=priced.currency if priced is not None else "USD",
-                price_version=priced.version if priced is not None else 0,
+                counts=counts,
+                saved=saved,
             )
         except _core.AuditError as exc:
             self.audit_write_failures += 1
@@ -502,13 +488,9 @@ class Pipeline:
             self.unrecorded += 1
             log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
             return
-        if priced is not None and caller is not None:
-            assert provider is not None and model is not None
-            self.meter.count(caller.tenant, caller.key, model, provider, priced)
-            if self.budgets is not None and not saved:
-                owners = charged(caller, served.config)
-                if owners:
-                    used = priced.counts
-                    self.budgets.charge(owners, priced.cost or 0.0, used.prompt + used.completion, time.time())
+        if counts is not None and caller is not None and self.budgets is not None:
+            owners = charged(caller, served.config)
+            if owners:
+                self.budgets.charge(owners, cost or 0.0, counts.prompt + counts.completion, time.time())
         if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
             await self.audit.durable(seq, audit.fsync)

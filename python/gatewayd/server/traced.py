@@ -186,7 +186,7 @@ class TracedEngine:
         ).end()
         return adm
 
-    def record(self, adm: _core.Admission, **kwargs) -> int:
+    def record(self, adm: _core.Admission, **kwargs) -> tuple[int, float | None]:
         spans = _current.get()
         if spans is None:
             return self._engine.record(adm, **kwargs)
@@ -195,7 +195,7 @@ class TracedEngine:
             spans.server.set_attribute("gatewayd.failovers", len(kwargs["failovers"]))
         started = time.time_ns()
         try:
-            seq = self._engine.record(adm, **kwargs)
+            seq, cost = self._engine.record(adm, **kwargs)
         except _core.AuditError as exc:
             span = self._tracer.start_span("gatewayd.audit.append", context=spans.context, start_time=started)
             span.record_exception(exc)
@@ -205,4 +205,4 @@ class TracedEngine:
         self._tracer.start_span(
             "gatewayd.audit.append", context=spans.context, attributes={"gatewayd.audit.seq": seq}, start_time=started
         ).end()
-        return seq
+        return seq, cost

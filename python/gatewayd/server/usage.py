@@ -1,5 +1,5 @@
-"""Token usage on every answer, in neutral counts whatever protocol the provider spoke, and
-its price under the request's config version.
+"""Token usage on every answer, in neutral counts whatever protocol the provider spoke (the
+engine prices it under the request's config version when it records it).
 
 Read from the provider's own protocol (so it composes with translation between APIs):
 OpenAI's `usage` (a whole answer's, or a stream's last chunk, which the gateway asks for
@@ -15,8 +15,6 @@ from typing import NamedTuple
 
 import msgspec
 
-from gatewayd.control.documents import Price
-
 # A stream's first bytes kept for Anthropic's message_start, and its last bytes (the
 # pipeline's tail) for the usage chunk or message_delta: room for each event whole.
 STREAM_HEAD = 2048
@@ -24,7 +22,6 @@ STREAM_TAIL = 2048
 INCLUDE_USAGE = b'{"stream_options":{"include_usage":true},'
 _USAGE_KEY = b'"usage"'
 _USAGE_MEMBER = b'"usage":'
-MILLION = 1_000_000
 
 
 class Counts(NamedTuple):
@@ -249,13 +246,3 @@ def strip_usage_events(data: bytes) -> bytes:
                 continue
         kept.append(event)
     return b"\n\n".join(kept)
-
-
-def cost(price: Price | None, counts: Counts) -> float | None:
-    """What `counts` cost at `price` (per million tokens); None when unpriced."""
-    if price is None:
-        return None
-    cached_price = price.input if price.cached is None else price.cached
-    fresh = max(0, counts.prompt - counts.cached)
-    total = fresh * price.input + counts.cached * cached_price + counts.completion * price.output
-    return round(total / MILLION, 12)

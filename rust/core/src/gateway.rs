@@ -18,6 +18,7 @@ use crate::metrics::{Metrics, ShadowKey};
 use crate::policy::{Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
+use crate::usage::{Meter, Metered, PriceMemo};
 
 mod admission;
 mod memo;
@@ -93,6 +94,16 @@ pub struct Usage<'a> {
     pub saved: bool,
 }
 
+impl Usage<'_> {
+    pub fn counts(&self) -> TokenCounts {
+        TokenCounts {
+            prompt: self.prompt_tokens,
+            completion: self.completion_tokens,
+            cached: self.cached_tokens,
+        }
+    }
+}
+
 impl RecordInput<'_> {
     /// A request answered with `status` and nothing else to say: no body to cache or
     /// digest, no error, the destination answered, nothing failed before it.
@@ -153,6 +164,10 @@ pub struct Gateway {
     /// Admissions of cacheable requests, for exact repeats (see [`memo`]).
     memo: Memo,
     metrics: Metrics,
+    /// Tokens and cost by tenant, key, model, provider and price version.
+    meter: Meter,
+    /// Each config version's price of each upstream model, once looked up.
+    prices: PriceMemo,
     audit: SharedWriter,
     active: RwLock<Vec<Versions>>,
 }
@@ -165,6 +180,8 @@ impl Gateway {
             memo: Memo::new(max_entries, max_bytes as u64 / 4),
             cache,
             metrics: Metrics::default(),
+            meter: Meter::default(),
+            prices: PriceMemo::default(),
             audit: SharedWriter::new(audit),
             active: RwLock::new(Vec::new()),
         }
@@ -176,6 +193,14 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    pub fn prices(&self) -> &PriceMemo {
+        &self.prices
     }
 
     pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
@@ -354,11 +379,7 @@ impl Gateway {
                     body_sha256,
                     adm.versions,
                     out.cache_ttl,
-                    out.usage.filter(|u| !u.saved).map(|u| TokenCounts {
-                        prompt: u.prompt_tokens,
-                        completion: u.completion_tokens,
-                        cached: u.cached_tokens,
-                    }),
+                    out.usage.filter(|u| !u.saved).map(|u| u.counts()),
                 );
             }
         }
@@ -378,23 +399,28 @@ impl Gateway {
                 shadow: s.verdict,
             });
         }
-        let upstream = match out.upstream {
-            0 => adm
-                .destination
-                .as_ref()
-                .map(|d| (d.provider.as_str(), d.model.as_str())),
-            i => adm
-                .fallbacks
-                .get(i - 1)
-                .map(|f| (f.provider.as_str(), f.model.as_str())),
-        };
-        self.audit.append_record(&RequestRecord {
+        let upstream = adm.answered_by(out.upstream);
+        let seq = self.audit.append_record(&RequestRecord {
             adm,
             out,
             upstream,
             response_sha256,
             latency_us: latency.as_micros() as u64,
-        })
+        })?;
+        if let (Some(key), Some(usage), Some((provider, model))) = (out.key, out.usage, upstream) {
+            self.meter.count(&Metered {
+                tenant: &adm.tenant,
+                key,
+                model,
+                provider,
+                price_version: usage.price_version,
+                currency: usage.currency,
+                counts: usage.counts(),
+                cost: usage.cost,
+                saved: usage.saved,
+            });
+        }
+        Ok(seq)
     }
 
     /// Appends a control-plane or replica event (change applied, refused, started ...).

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod routing;
+pub mod usage;
 
 /// A process-unique id for each compiled document (policy, routing), so state keyed by a
 /// document (the admission memo) never mistakes one compilation for another, even when

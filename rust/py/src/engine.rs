@@ -4,12 +4,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatewayd_core::audit::{AuditOptions, AuditWriter, OpenReport, SyncPolicy};
-use gatewayd_core::cache::{ResponseCache, Versions as CoreVersions};
+use gatewayd_core::cache::{ResponseCache, TokenCounts, Versions as CoreVersions};
 use gatewayd_core::gateway::{
     AdmitInput, Gateway, Inflight, InflightOutcome, RecordInput, RequestContext, Usage,
 };
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
+use gatewayd_core::usage::{Price, Quote};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -191,19 +192,22 @@ impl Engine {
         Ok(Admission::new(py, admission, served.unbind()))
     }
 
-    /// Cache fill and audit append for an answered request; returns the record's seq.
+    /// Cache fill and audit append for an answered request; returns the record's seq and
+    /// what the request cost (None: no usage, or no price for the model).
     /// `upstream` is who answered (0 the provider, i its fallback i-1), `failovers` what
     /// failed before it, one "<provider>: <why>" each. `inflight` says what a revert did to
     /// the request in flight ("finished-after-revert" or "cut-on-revert"), `reverted_by`
     /// the change after which its version set was no longer served (R6). `upstream_api`
     /// names the protocol the answering upstream spoke when it is not the request's own
-    /// (the request was translated). `key` names the caller's key; `usage` is (prompt,
-    /// completion, cached tokens, cost or None, saved: a cache hit's) priced in `currency`
-    /// by config version `price_version`.
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, usage=None, currency="USD", price_version=0))]
+    /// (the request was translated). `key` names the caller's key. `counts` are the
+    /// (prompt, completion, cached) tokens the provider reported; `saved`: a cache hit, whose
+    /// tokens are the cached answer's, what the hit saved. Usage is priced here under the
+    /// request's config version, recorded, and counted in `usage_rows` (with a key).
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, counts=None, saved=false))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
+        py: Python<'_>,
         admission: &Admission,
         status: u16,
         error: Option<&str>,
@@ -216,10 +220,9 @@ impl Engine {
         reverted_by: u64,
         upstream_api: Option<&str>,
         key: Option<&str>,
-        usage: Option<(u64, u64, u64, Option<f64>, bool)>,
-        currency: &str,
-        price_version: u64,
-    ) -> PyResult<u64> {
+        counts: Option<(u64, u64, u64)>,
+        saved: bool,
+    ) -> PyResult<(u64, Option<f64>)> {
         let inflight = match inflight {
             None => None,
             Some(name) => Some(Inflight {
@@ -242,19 +245,72 @@ impl Engine {
             inflight,
             upstream_api,
             key,
-            usage: usage.map(
-                |(prompt_tokens, completion_tokens, cached_tokens, cost, saved)| Usage {
-                    prompt_tokens,
-                    completion_tokens,
-                    cached_tokens,
-                    cost,
-                    currency,
-                    price_version,
-                    saved,
-                },
-            ),
+            usage: None,
         };
-        self.0.record(&admission.inner, &out).map_err(audit_err)
+        let adm = &admission.inner;
+        let counts = match (counts, saved) {
+            (Some((prompt, completion, cached)), _) => Some(TokenCounts {
+                prompt,
+                completion,
+                cached,
+            }),
+            (None, true) => adm.cached.as_ref().and_then(|hit| hit.usage),
+            (None, false) => None,
+        };
+        let priced = match (counts, adm.answered_by(upstream)) {
+            (Some(counts), Some((provider, model))) => {
+                let quote = self.quote(py, admission, provider, model)?;
+                let cost = quote.price.map(|price| price.cost(&counts));
+                Some((counts, cost, quote.currency))
+            }
+            _ => None,
+        };
+        let out = RecordInput {
+            usage: priced.as_ref().map(|(counts, cost, currency)| Usage {
+                prompt_tokens: counts.prompt,
+                completion_tokens: counts.completion,
+                cached_tokens: counts.cached,
+                cost: *cost,
+                currency,
+                price_version: adm.versions.config,
+                saved,
+            }),
+            ..out
+        };
+        let seq = self.0.record(adm, &out).map_err(audit_err)?;
+        Ok((seq, priced.and_then(|(_, cost, _)| cost)))
+    }
+
+    /// Tokens and cost of the records written so far, by (tenant, key, model, provider,
+    /// price version, currency): requests, prompt, completion, cached tokens, cost, then a
+    /// cache hit's saved prompt, completion tokens and cost.
+    fn usage_rows(&self) -> Vec<(UsageKey, UsageRow)> {
+        self.0
+            .meter()
+            .rows()
+            .into_iter()
+            .map(|(l, t)| {
+                let labels = (
+                    l.tenant,
+                    l.key,
+                    l.model,
+                    l.provider,
+                    l.price_version,
+                    l.currency,
+                );
+                let totals = (
+                    t.requests,
+                    t.prompt,
+                    t.completion,
+                    t.cached,
+                    t.cost,
+                    t.saved_prompt,
+                    t.saved_completion,
+                    t.saved_cost,
+                );
+                (labels, totals)
+            })
+            .collect()
     }
 
     /// Appends a control or replica event given as a JSON object.
@@ -347,6 +403,51 @@ impl Engine {
         let bytes =
             serde_json::to_vec(&snapshot).map_err(|e| GatewaydError::new_err(e.to_string()))?;
         Ok(PyBytes::new(py, &bytes))
+    }
+}
+
+type UsageKey = (String, String, String, String, u64, String);
+type UsageRow = (u64, u64, u64, u64, f64, u64, u64, f64);
+
+impl Engine {
+    /// The price of `provider`'s `model` under the admission's config version: remembered,
+    /// else looked up once in the config's `prices` (`Prices.price`: the exact name, else
+    /// the longest matching glob) and remembered.
+    fn quote(
+        &self,
+        py: Python<'_>,
+        adm: &Admission,
+        provider: &str,
+        model: &str,
+    ) -> PyResult<Quote> {
+        let version = adm.inner.versions.config;
+        if let Some(quote) = self.0.prices().get(version, provider, model) {
+            return Ok(quote);
+        }
+        let prices = adm
+            .served
+            .bind(py)
+            .getattr(intern!(py, "config"))?
+            .getattr(intern!(py, "prices"))?;
+        let found = prices.call_method1(intern!(py, "price"), (provider, model))?;
+        let price = if found.is_none() {
+            None
+        } else {
+            Some(Price {
+                input: found.getattr(intern!(py, "input"))?.extract()?,
+                output: found.getattr(intern!(py, "output"))?.extract()?,
+                cached: found.getattr(intern!(py, "cached"))?.extract()?,
+            })
+        };
+        let currency: String = prices.getattr(intern!(py, "currency"))?.extract()?;
+        let quote = Quote {
+            price,
+            currency: currency.into(),
+        };
+        self.0
+            .prices()
+            .insert(version, provider, model, quote.clone());
+        Ok(quote)
     }
 }
 

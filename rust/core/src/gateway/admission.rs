@@ -153,6 +153,21 @@ impl Admission {
         }
     }
 
+    /// (provider, model) of the upstream that answers when `upstream` is 0 (the
+    /// destination) or i (fallback i-1); None when there is no such upstream.
+    pub fn answered_by(&self, upstream: usize) -> Option<(&str, &str)> {
+        match upstream {
+            0 => self
+                .destination
+                .as_ref()
+                .map(|d| (d.provider.as_str(), d.model.as_str())),
+            i => self
+                .fallbacks
+                .get(i - 1)
+                .map(|f| (f.provider.as_str(), f.model.as_str())),
+        }
+    }
+
     /// The headers every answer to the request carries after its content type (R3): its
     /// id, the versions and positions it was served under, and what the cache did.
     pub fn answer_headers(&self) -> [(&'static str, String); 6] {

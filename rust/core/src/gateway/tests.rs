@@ -175,6 +175,42 @@ fn answers_name_the_request_its_versions_positions_and_cache_use() {
 }
 
 #[test]
+fn usage_is_metered_for_written_records_with_a_key_under_the_answering_model() {
+    let f = fixture();
+    let usage = Usage {
+        prompt_tokens: 10,
+        completion_tokens: 4,
+        cached_tokens: 0,
+        cost: Some(0.5),
+        currency: "USD",
+        price_version: 1,
+        saved: false,
+    };
+    let adm = admit(&f, "acme", &chat("metered", 1.0), V1, CacheMode::Off);
+    let with_key = RecordInput {
+        key: Some("bot"),
+        usage: Some(usage),
+        ..RecordInput::status(200)
+    };
+    f.gateway.record(&adm, &with_key).unwrap();
+    f.gateway.record(&adm, &with_key).unwrap();
+    let no_key = RecordInput {
+        usage: Some(usage),
+        ..RecordInput::status(200)
+    };
+    f.gateway.record(&adm, &no_key).unwrap();
+    let rows = f.gateway.meter().rows();
+    assert_eq!(rows.len(), 1);
+    let (labels, totals) = &rows[0];
+    assert_eq!(
+        (labels.tenant.as_str(), labels.key.as_str(), labels.provider.as_str()),
+        ("acme", "bot", "oa")
+    );
+    assert_eq!(labels.model, "gpt-4o");
+    assert_eq!((totals.requests, totals.prompt, totals.cost), (2, 20, 1.0));
+}
+
+#[test]
 fn cache_hits_only_the_same_tenant_request_and_versions() {
     let f = fixture();
     let body = chat("same question", 0.0);
