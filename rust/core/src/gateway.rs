@@ -23,7 +23,9 @@ use crate::usage::{Meter, Metered, PriceMemo};
 mod admission;
 mod memo;
 mod record;
-pub use admission::{Admission, Alternative, Outcome, RequestContext, ShadowOutcome};
+pub use admission::{
+    version_headers, Admission, Alternative, Outcome, RequestContext, ShadowOutcome,
+};
 use memo::Memo;
 use record::RequestRecord;
 

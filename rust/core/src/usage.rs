@@ -6,7 +6,6 @@
 //! `gatewayd usage` over the audit chains totals the same figures.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -149,8 +148,9 @@ pub struct Metered<'a> {
     pub saved: bool,
 }
 
-/// A replica's usage counters. Looked up by the labels joined in one reused buffer, so a
-/// request that adds to an existing series allocates nothing.
+/// A replica's usage counters. Looked up by the labels joined in one reused buffer (each
+/// label after its length, so no two label sets join alike): a request that adds to an
+/// existing series allocates nothing.
 #[derive(Default)]
 pub struct Meter {
     state: Mutex<MeterState>,
@@ -158,8 +158,8 @@ pub struct Meter {
 
 #[derive(Default)]
 struct MeterState {
-    joined: String,
-    series: HashMap<String, (UsageLabels, UsageTotals)>,
+    joined: Vec<u8>,
+    series: HashMap<Vec<u8>, (UsageLabels, UsageTotals)>,
 }
 
 impl Meter {
@@ -167,7 +167,6 @@ impl Meter {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let MeterState { joined, series } = &mut *guard;
         joined.clear();
-        // Lengths first, so no two label sets join to the same string.
         for label in [
             usage.tenant,
             usage.key,
@@ -175,10 +174,11 @@ impl Meter {
             usage.provider,
             usage.currency,
         ] {
-            let _ = write!(joined, "{}:{label}", label.len());
+            joined.extend_from_slice(&label.len().to_le_bytes());
+            joined.extend_from_slice(label.as_bytes());
         }
-        let _ = write!(joined, "{}", usage.price_version);
-        let totals = match series.get_mut(joined.as_str()) {
+        joined.extend_from_slice(&usage.price_version.to_le_bytes());
+        let totals = match series.get_mut(joined.as_slice()) {
             Some((_, totals)) => totals,
             None => {
                 let labels = UsageLabels {

@@ -2,6 +2,9 @@
 
 use gatewayd_core::cache::Versions as CoreVersions;
 use gatewayd_core::gateway::{self, CacheMode as CoreCacheMode};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -229,30 +232,94 @@ impl Admission {
         content_type: Bound<'py, PyBytes>,
         extra: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        static NAMES: PyOnceLock<Vec<Py<PyBytes>>> = PyOnceLock::new();
-        let names = NAMES.get_or_init(py, || {
-            let own = self.inner.answer_headers().map(|(name, _)| name);
-            std::iter::once(CONTENT_TYPE)
-                .chain(own)
-                .map(|name| PyBytes::new(py, name.as_bytes()).unbind())
-                .collect()
-        });
+        let made = HEADERS.get_or_init(py, || AnswerHeaders::new(py));
+        let adm = &self.inner;
         let headers = PyList::empty(py);
-        headers.append(PyTuple::new(
-            py,
-            [names[0].bind(py).as_any(), content_type.as_any()],
-        )?)?;
-        for (name, (_, value)) in names[1..].iter().zip(self.inner.answer_headers()) {
-            let value = PyBytes::new(py, value.as_bytes());
-            headers.append(PyTuple::new(py, [name.bind(py).as_any(), value.as_any()])?)?;
+        headers.append(pair(py, made.content_type.bind(py), content_type.as_any())?)?;
+        let id = PyBytes::new(py, adm.request_id.as_bytes());
+        headers.append(pair(py, made.request_id.bind(py), id.as_any())?)?;
+        for header in made.versions(py, adm.versions)? {
+            headers.append(header)?;
         }
+        headers.append(made.cache_state(py, adm.cache_state()))?;
         if let Some(extra) = extra {
-            for pair in extra.try_iter()? {
-                headers.append(pair?)?;
+            for header in extra.try_iter()? {
+                headers.append(header?)?;
             }
         }
         Ok(headers)
     }
 }
 
-const CONTENT_TYPE: &str = "content-type";
+/// The header objects answers share: names, what each cache state says, and each version
+/// set's headers, made once (a replica serves a few version sets at a time).
+struct AnswerHeaders {
+    content_type: Py<PyBytes>,
+    request_id: Py<PyBytes>,
+    cache_states: Vec<(&'static str, Py<PyTuple>)>,
+    by_versions: Mutex<HashMap<CoreVersions, Vec<Py<PyTuple>>>>,
+}
+
+static HEADERS: PyOnceLock<AnswerHeaders> = PyOnceLock::new();
+/// Version sets whose headers are kept before starting over.
+const KEPT_VERSION_SETS: usize = 64;
+
+impl AnswerHeaders {
+    fn new(py: Python<'_>) -> AnswerHeaders {
+        let bytes = |text: &str| PyBytes::new(py, text.as_bytes());
+        let cache_states = ["hit", "miss", "bypass"]
+            .into_iter()
+            .map(|state| {
+                let header = PyTuple::new(py, [bytes("x-gatewayd-cache"), bytes(state)]);
+                (state, header.expect("a tuple of two").unbind())
+            })
+            .collect();
+        AnswerHeaders {
+            content_type: bytes("content-type").unbind(),
+            request_id: bytes("x-request-id").unbind(),
+            cache_states,
+            by_versions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn versions<'py>(
+        &self,
+        py: Python<'py>,
+        v: CoreVersions,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let mut kept = self.by_versions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(headers) = kept.get(&v) {
+            return Ok(headers.iter().map(|h| h.bind(py).clone()).collect());
+        }
+        if kept.len() >= KEPT_VERSION_SETS {
+            kept.clear();
+        }
+        let mut headers = Vec::new();
+        for (name, value) in gateway::version_headers(v) {
+            let (name, value) = (
+                PyBytes::new(py, name.as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            );
+            headers.push(pair(py, name.as_any(), value.as_any())?);
+        }
+        kept.insert(v, headers.iter().map(|h| h.clone().unbind()).collect());
+        Ok(headers)
+    }
+
+    fn cache_state<'py>(&self, py: Python<'py>, state: &str) -> Bound<'py, PyTuple> {
+        let (_, header) = self
+            .cache_states
+            .iter()
+            .find(|(known, _)| *known == state)
+            .expect("hit, miss or bypass");
+        header.bind(py).clone()
+    }
+}
+
+fn pair<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, [name, value])
+}

@@ -168,23 +168,6 @@ impl Admission {
         }
     }
 
-    /// The headers every answer to the request carries after its content type (R3): its
-    /// id, the versions and positions it was served under, and what the cache did.
-    pub fn answer_headers(&self) -> [(&'static str, String); 6] {
-        let v = self.versions;
-        let positions = v
-            .positions()
-            .map(|(domain, position)| format!("{domain}={position}"));
-        [
-            ("x-request-id", self.request_id.clone()),
-            ("x-gatewayd-policy-version", v.policy.to_string()),
-            ("x-gatewayd-routing-version", v.routing.to_string()),
-            ("x-gatewayd-config-version", v.config.to_string()),
-            ("x-gatewayd-position", positions.join(", ")),
-            ("x-gatewayd-cache", self.cache_state().to_string()),
-        ]
-    }
-
     /// "hit", "miss" (cacheable, not found) or "bypass" (not cacheable).
     pub fn cache_state(&self) -> &'static str {
         match (&self.cached, &self.cache_key) {
@@ -193,4 +176,18 @@ impl Admission {
             _ => "bypass",
         }
     }
+}
+
+/// The headers naming the versions and positions an answer was served under (R3): the same
+/// for every answer of a version set.
+pub fn version_headers(v: Versions) -> [(&'static str, String); 4] {
+    let positions = v
+        .positions()
+        .map(|(domain, position)| format!("{domain}={position}"));
+    [
+        ("x-gatewayd-policy-version", v.policy.to_string()),
+        ("x-gatewayd-routing-version", v.routing.to_string()),
+        ("x-gatewayd-config-version", v.config.to_string()),
+        ("x-gatewayd-position", positions.join(", ")),
+    ]
 }
