@@ -156,6 +156,23 @@ class Admission:
         """`content_type`, then every answer's headers (R3: request id, versions,
         positions, cache), then `extra`."""
 
+class Seen:
+    """What a request's headers say, found in one pass (HeaderScanner.scan)."""
+
+    credential: tuple[bytes, bytes] | None  # the first authorization or x-api-key header
+    request_id: str | None  # the caller's x-request-id, when sane
+    content_length: int | None  # the last content-length, when all digits
+    cache: bytes | None  # x-gatewayd-cache, lowercased
+    vary: str  # the answer-changing forwarded headers, "name:value\n" each: part of the cache key
+    transfer_encoding: list[bytes] | None  # every transfer-encoding value, when any was sent
+    sticky: str | None  # x-gatewayd-sticky
+    def key(self) -> str | None:
+        """The caller's key as sent (Bearer and whitespace stripped)."""
+
+class HeaderScanner:
+    def __init__(self, answer_changing: list[bytes]) -> None: ...
+    def scan(self, headers: Sequence[tuple[bytes, bytes]]) -> Seen: ...
+
 class Engine:
     """One replica's response cache and audit chain."""
 

@@ -117,6 +117,8 @@ class Pipeline:
                 status, message = problem
                 body = errors.error_body(status, message, "invalid_transfer_encoding", anthropic)
                 return await respond(send, status, [(b"content-type", JSON)], body)
+        # Else a fresh id from the per-process Mersenne Twister (reseeded at fork): ids must be
+        # unique, not secret, and os.urandom is a syscall costing ~8 us here.
         request_id = seen.request_id or getrandbits(128).to_bytes(16).hex()  # a quarter of an f-string's cost
         caller = self.auth.caller_for(*seen.credential) if seen.credential else None
         if caller is None or seen.credential is None:
@@ -172,7 +174,7 @@ class Pipeline:
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
-            bucket = _core.sticky_bucket(api=api, sticky=seen.sticky, body=body, key=seen.key())
+            bucket = _core.sticky_bucket(api=api, sticky=seen.sticky, body=body, key=seen.key() or "")
             served = route.serve(bucket)
         else:
             served = route.serve(0)

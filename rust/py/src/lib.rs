@@ -6,6 +6,7 @@ mod audit;
 mod documents;
 mod engine;
 mod errors;
+mod headers;
 mod translate;
 
 use pyo3::prelude::*;
@@ -20,6 +21,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admission::Fallback>()?;
     m.add_class::<admission::Versions>()?;
     m.add_class::<engine::Engine>()?;
+    m.add_class::<headers::HeaderScanner>()?;
+    m.add_class::<headers::Seen>()?;
     m.add_class::<translate::StreamTranslator>()?;
     m.add("LATENCY_BUCKETS", engine::latency_buckets())?;
     m.add("STICKY_BUCKETS", gatewayd_core::request::sticky::BUCKETS)?;

@@ -6,6 +6,7 @@
 //! the sampling fields; the upstream API validates everything else.
 
 mod fields;
+pub mod headers;
 mod locate;
 pub mod sticky;
 mod strict;
