@@ -99,8 +99,9 @@ class Pipeline(Forwarding):
                 status, message = problem
                 body = errors.error_body(status, message, "invalid_transfer_encoding", anthropic)
                 return await respond(send, status, [(b"content-type", JSON)], body)
-        # Else a fresh id from the per-process Mersenne Twister (reseeded at fork): ids must be
-        # unique, not secret, and os.urandom is a syscall costing ~8 us here.
+        # The caller's id when sane (so traces join up), else a fresh one from the per-process
+        # Mersenne Twister (reseeded at fork): ids must be unique, not secret, and os.urandom
+        # is a syscall costing ~8 us here.
         request_id = seen.request_id or getrandbits(128).to_bytes(16).hex()  # a quarter of an f-string's cost
         caller = self.auth.caller_for(*seen.credential) if seen.credential else None
         if caller is None or seen.credential is None:
@@ -161,13 +162,13 @@ class Pipeline(Forwarding):
         else:
             served = route.serve(0)
         config = served.config
-        limited = f"tenant {tenant}"
         wait = self.limiter.admit(tenant, config.rate_limit, self.agent.live_replicas)
-        if not wait and caller.rpm:  # a run-time key's own limit, beside its tenant's
-            limited = f"key {caller.key} ({caller.rpm}/min)"
+        by_key = not wait and caller.rpm  # a run-time key's own limit, beside its tenant's
+        if by_key:
             limit = key_limit(caller.rpm, config.rate_limit.scope)
             wait = self.limiter.admit(key_bucket(caller.key), limit, self.agent.live_replicas)
         if wait:
+            limited = f"key {caller.key} ({caller.rpm}/min)" if by_key else f"tenant {tenant}"
             message = f"rate limit for {limited} exceeded; retry in {wait:.1f} s"
             retry = [(b"retry-after", str(max(1, round(wait))).encode())]
             return await self._reject(

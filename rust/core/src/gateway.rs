@@ -18,7 +18,7 @@ use crate::metrics::{Metrics, ShadowKey};
 use crate::policy::{Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
 use crate::routing::{Routing, Unroutable};
-use crate::usage::{Meter, Metered, PriceMemo};
+use crate::usage::{Meter, Metered, PriceMemo, Priced, Quote};
 
 mod admission;
 mod memo;
@@ -96,7 +96,21 @@ pub struct Usage<'a> {
     pub saved: bool,
 }
 
-impl Usage<'_> {
+impl<'a> Usage<'a> {
+    /// As the record writes a priced usage.
+    pub fn of(priced: &'a Priced) -> Usage<'a> {
+        let counts = priced.counts;
+        Usage {
+            prompt_tokens: counts.prompt,
+            completion_tokens: counts.completion,
+            cached_tokens: counts.cached,
+            cost: priced.cost,
+            currency: &priced.currency,
+            price_version: priced.price_version,
+            saved: priced.saved,
+        }
+    }
+
     pub fn counts(&self) -> TokenCounts {
         TokenCounts {
             prompt: self.prompt_tokens,
@@ -199,10 +213,6 @@ impl Gateway {
 
     pub fn meter(&self) -> &Meter {
         &self.meter
-    }
-
-    pub fn prices(&self) -> &PriceMemo {
-        &self.prices
     }
 
     pub fn admit(&self, req: &AdmitInput<'_>) -> Admission {
@@ -423,6 +433,37 @@ impl Gateway {
             });
         }
         Ok(seq)
+    }
+
+    /// The usage the record of `adm` carries when `upstream` answered (0 the destination,
+    /// i fallback i-1): the tokens its provider `reported`, or on a cache hit (`saved`) the
+    /// cached answer's, priced under the admission's config version. `quote` gives a price
+    /// the engine has not looked up before (and `None` when it cannot), remembered after.
+    /// None: no tokens, or no upstream to price them for.
+    pub fn price(
+        &self,
+        adm: &Admission,
+        upstream: usize,
+        reported: Option<TokenCounts>,
+        saved: bool,
+        quote: impl FnOnce(&str, &str) -> Option<Quote>,
+    ) -> Option<Priced> {
+        let counts = match (reported, saved) {
+            (Some(counts), _) => counts,
+            (None, true) => adm.cached.as_ref()?.usage?,
+            (None, false) => return None,
+        };
+        let (provider, model) = adm.answered_by(upstream)?;
+        let version = adm.versions.config;
+        let quote = match self.prices.get(version, provider, model) {
+            Some(quote) => quote,
+            None => {
+                let quote = quote(provider, model)?;
+                self.prices.insert(version, provider, model, quote.clone());
+                quote
+            }
+        };
+        Some(Priced::new(counts, quote, version, saved))
     }
 
     /// Appends a control-plane or replica event (change applied, refused, started ...).

@@ -49,6 +49,32 @@ fn round_12(x: f64) -> f64 {
         .unwrap_or(x)
 }
 
+/// A record's usage, priced: what its provider reported, or a cache hit's (`saved`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Priced {
+    pub counts: TokenCounts,
+    /// None: no price for the model under `price_version`.
+    pub cost: Option<f64>,
+    pub currency: Arc<str>,
+    /// The config version whose prices gave `cost`.
+    pub price_version: u64,
+    pub saved: bool,
+}
+
+impl Priced {
+    /// Prices `counts` (a cache hit's when `saved`) at `quote`, the price config version
+    /// `price_version` gives the model that answered.
+    pub fn new(counts: TokenCounts, quote: Quote, price_version: u64, saved: bool) -> Priced {
+        Priced {
+            cost: quote.price.map(|price| price.cost(&counts)),
+            counts,
+            currency: quote.currency,
+            price_version,
+            saved,
+        }
+    }
+}
+
 /// What one config version prices a (provider, model) at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quote {

@@ -20,6 +20,7 @@ use crate::admission::{Admission, CacheMode, Versions};
 use crate::audit::{self, audit_err, RetentionPlan};
 use crate::documents::{Policy, Routing};
 use crate::errors::GatewaydError;
+use crate::headers::header_pairs;
 
 /// One replica's hot path: response cache and audit chain (and what opening it found).
 #[pyclass(frozen, module = "gatewayd._core")]
@@ -79,7 +80,7 @@ fn policy_headers(policy: &Policy, headers: &Bound<'_, PyAny>) -> PyResult<Vec<(
     if policy.compiled.header_names().is_empty() {
         return Ok(Vec::new());
     }
-    let pairs: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)> = headers.extract()?;
+    let pairs = header_pairs(headers)?;
     Ok(policy.compiled.select_headers(
         pairs
             .iter()
@@ -248,37 +249,28 @@ impl Engine {
             usage: None,
         };
         let adm = &admission.inner;
-        let counts = match (counts, saved) {
-            (Some((prompt, completion, cached)), _) => Some(TokenCounts {
-                prompt,
-                completion,
-                cached,
-            }),
-            (None, true) => adm.cached.as_ref().and_then(|hit| hit.usage),
-            (None, false) => None,
-        };
-        let priced = match (counts, adm.answered_by(upstream)) {
-            (Some(counts), Some((provider, model))) => {
-                let quote = self.quote(py, admission, provider, model)?;
-                let cost = quote.price.map(|price| price.cost(&counts));
-                Some((counts, cost, quote.currency))
-            }
-            _ => None,
-        };
+        let reported = counts.map(|(prompt, completion, cached)| TokenCounts {
+            prompt,
+            completion,
+            cached,
+        });
+        let mut failed = None;
+        let priced = self
+            .0
+            .price(adm, upstream, reported, saved, |provider, model| {
+                quote(py, admission, provider, model)
+                    .map_err(|err| failed = Some(err))
+                    .ok()
+            });
+        if let Some(err) = failed {
+            return Err(err);
+        }
         let out = RecordInput {
-            usage: priced.as_ref().map(|(counts, cost, currency)| Usage {
-                prompt_tokens: counts.prompt,
-                completion_tokens: counts.completion,
-                cached_tokens: counts.cached,
-                cost: *cost,
-                currency,
-                price_version: adm.versions.config,
-                saved,
-            }),
+            usage: priced.as_ref().map(Usage::of),
             ..out
         };
         let seq = self.0.record(adm, &out).map_err(audit_err)?;
-        Ok((seq, priced.and_then(|(_, cost, _)| cost)))
+        Ok((seq, priced.and_then(|p| p.cost)))
     }
 
     /// Tokens and cost of the records written so far, by (tenant, key, model, provider,
@@ -409,46 +401,30 @@ impl Engine {
 type UsageKey = (String, String, String, String, u64, String);
 type UsageRow = (u64, u64, u64, u64, f64, u64, u64, f64);
 
-impl Engine {
-    /// The price of `provider`'s `model` under the admission's config version: remembered,
-    /// else looked up once in the config's `prices` (`Prices.price`: the exact name, else
-    /// the longest matching glob) and remembered.
-    fn quote(
-        &self,
-        py: Python<'_>,
-        adm: &Admission,
-        provider: &str,
-        model: &str,
-    ) -> PyResult<Quote> {
-        let version = adm.inner.versions.config;
-        if let Some(quote) = self.0.prices().get(version, provider, model) {
-            return Ok(quote);
-        }
-        let prices = adm
-            .served
-            .bind(py)
-            .getattr(intern!(py, "config"))?
-            .getattr(intern!(py, "prices"))?;
-        let found = prices.call_method1(intern!(py, "price"), (provider, model))?;
-        let price = if found.is_none() {
-            None
-        } else {
-            Some(Price {
-                input: found.getattr(intern!(py, "input"))?.extract()?,
-                output: found.getattr(intern!(py, "output"))?.extract()?,
-                cached: found.getattr(intern!(py, "cached"))?.extract()?,
-            })
-        };
-        let currency: String = prices.getattr(intern!(py, "currency"))?.extract()?;
-        let quote = Quote {
-            price,
-            currency: currency.into(),
-        };
-        self.0
-            .prices()
-            .insert(version, provider, model, quote.clone());
-        Ok(quote)
-    }
+/// What the admission's config (`served.config.prices`) prices `provider`'s `model` at:
+/// `Prices.price` picks the exact name, else the longest matching glob (fnmatch), so the
+/// engine asks it once per model and config version.
+fn quote(py: Python<'_>, adm: &Admission, provider: &str, model: &str) -> PyResult<Quote> {
+    let prices = adm
+        .served
+        .bind(py)
+        .getattr(intern!(py, "config"))?
+        .getattr(intern!(py, "prices"))?;
+    let found = prices.call_method1(intern!(py, "price"), (provider, model))?;
+    let price = if found.is_none() {
+        None
+    } else {
+        Some(Price {
+            input: found.getattr(intern!(py, "input"))?.extract()?,
+            output: found.getattr(intern!(py, "output"))?.extract()?,
+            cached: found.getattr(intern!(py, "cached"))?.extract()?,
+        })
+    };
+    let currency: String = prices.getattr(intern!(py, "currency"))?.extract()?;
+    Ok(Quote {
+        price,
+        currency: currency.into(),
+    })
 }
 
 #[derive(serde::Serialize)]

@@ -20,7 +20,7 @@ impl HeaderScanner {
 
     /// What `headers` (the ASGI scope's (name, value) bytes pairs) say, in one pass.
     fn scan(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<Seen> {
-        let pairs: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>)> = headers.extract()?;
+        let pairs = header_pairs(headers)?;
         let seen = headers::scan(
             pairs
                 .iter()
@@ -50,6 +50,28 @@ impl HeaderScanner {
             }),
         })
     }
+}
+
+/// ASGI headers as (name, value) bytes: read item by item from the list of 2-tuples servers
+/// give (a third of the generic conversion's cost), any other sequence of pairs converted.
+pub fn header_pairs<'py>(
+    headers: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let Ok(list) = headers.cast::<PyList>() else {
+        return headers.extract();
+    };
+    let mut pairs = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        match item.cast::<PyTuple>() {
+            Ok(pair) if pair.len() == 2 => {
+                let name = pair.get_item(0)?.cast_into::<PyBytes>()?;
+                let value = pair.get_item(1)?.cast_into::<PyBytes>()?;
+                pairs.push((name, value));
+            }
+            _ => pairs.push(item.extract()?),
+        }
+    }
+    Ok(pairs)
 }
 
 /// What a request's headers say (see `HeaderScanner.scan`).

@@ -204,6 +204,83 @@ fn usage_is_metered_for_written_records_with_a_key_under_the_answering_model() {
 }
 
 #[test]
+fn usage_is_priced_once_per_model_and_config_version_and_a_hit_saves_its_entrys() {
+    use crate::usage::{Price, Quote};
+    let f = fixture();
+    let counts = TokenCounts {
+        prompt: 1_000_000,
+        completion: 0,
+        cached: 0,
+    };
+    let quote = || Quote {
+        price: Some(Price {
+            input: 2.0,
+            output: 0.0,
+            cached: None,
+        }),
+        currency: "EUR".into(),
+    };
+    let body = chat("priced", 0.0);
+    let miss = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
+    let asked = std::cell::RefCell::new(Vec::new());
+    let ask = |provider: &str, model: &str| {
+        asked.borrow_mut().push(format!("{provider}/{model}"));
+        Some(quote())
+    };
+    let priced = f.gateway.price(&miss, 0, Some(counts), false, ask).unwrap();
+    assert_eq!(
+        (priced.cost, priced.price_version, &*priced.currency),
+        (Some(2.0), 1, "EUR")
+    );
+    let usage = Usage::of(&priced);
+    f.gateway
+        .record(
+            &miss,
+            &RecordInput {
+                usage: Some(usage),
+                ..ok(b"{}")
+            },
+        )
+        .unwrap();
+    let hit = admit(&f, "acme", &body, V1, CacheMode::Deterministic);
+    let saved = f.gateway.price(&hit, 0, None, true, ask).unwrap();
+    assert_eq!(
+        (saved.counts, saved.cost, saved.saved),
+        (counts, Some(2.0), true)
+    );
+    assert_eq!(
+        *asked.borrow(),
+        ["oa/gpt-4o"],
+        "asked once, remembered after"
+    );
+    assert_eq!(
+        f.gateway.price(&miss, 0, None, false, ask),
+        None,
+        "no tokens"
+    );
+    assert_eq!(
+        f.gateway.price(&miss, 1, Some(counts), false, ask),
+        None,
+        "no fallback 1"
+    );
+    let other_config = admit(
+        &f,
+        "acme",
+        &chat("other", 1.0),
+        Versions::new(1, 1, 2),
+        CacheMode::Off,
+    );
+    f.gateway
+        .price(&other_config, 0, Some(counts), false, ask)
+        .unwrap();
+    assert_eq!(
+        asked.borrow().len(),
+        2,
+        "another config version is asked anew"
+    );
+}
+
+#[test]
 fn cache_hits_only_the_same_tenant_request_and_versions() {
     let f = fixture();
     let body = chat("same question", 0.0);
