@@ -235,19 +235,6 @@ impl Engine {
                 change: reverted_by,
             }),
         };
-        let out = RecordInput {
-            status,
-            error,
-            response,
-            response_sha256,
-            cache_ttl: Duration::from_secs_f64(cache_ttl_s.max(0.0)),
-            upstream,
-            failovers: &failovers,
-            inflight,
-            upstream_api,
-            key,
-            usage: None,
-        };
         let adm = &admission.inner;
         let reported = counts.map(|(prompt, completion, cached)| TokenCounts {
             prompt,
@@ -266,8 +253,17 @@ impl Engine {
             return Err(err);
         }
         let out = RecordInput {
+            status,
+            error,
+            response,
+            response_sha256,
+            cache_ttl: Duration::from_secs_f64(cache_ttl_s.max(0.0)),
+            upstream,
+            failovers: &failovers,
+            inflight,
+            upstream_api,
+            key,
             usage: priced.as_ref().map(Usage::of),
-            ..out
         };
         let seq = self.0.record(adm, &out).map_err(audit_err)?;
         Ok((seq, priced.and_then(|p| p.cost)))
