@@ -238,9 +238,7 @@ impl Admission {
         headers.append(pair(py, made.content_type.bind(py), content_type.as_any())?)?;
         let id = PyBytes::new(py, adm.request_id.as_bytes());
         headers.append(pair(py, made.request_id.bind(py), id.as_any())?)?;
-        for header in made.versions(py, adm.versions)? {
-            headers.append(header)?;
-        }
+        made.append_versions(py, adm.versions, &headers)?;
         headers.append(made.cache_state(py, adm.cache_state()))?;
         if let Some(extra) = extra {
             for header in extra.try_iter()? {
@@ -282,28 +280,32 @@ impl AnswerHeaders {
         }
     }
 
-    fn versions<'py>(
+    /// Appends the headers of version set `v` to `headers`, made the first time it is seen.
+    fn append_versions(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         v: CoreVersions,
-    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        headers: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
         let mut kept = self.by_versions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(headers) = kept.get(&v) {
-            return Ok(headers.iter().map(|h| h.bind(py).clone()).collect());
+        if !kept.contains_key(&v) {
+            if kept.len() >= KEPT_VERSION_SETS {
+                kept.clear();
+            }
+            let mut made = Vec::new();
+            for (name, value) in gateway::version_headers(v) {
+                let (name, value) = (
+                    PyBytes::new(py, name.as_bytes()),
+                    PyBytes::new(py, value.as_bytes()),
+                );
+                made.push(pair(py, name.as_any(), value.as_any())?.unbind());
+            }
+            kept.insert(v, made);
         }
-        if kept.len() >= KEPT_VERSION_SETS {
-            kept.clear();
+        for header in &kept[&v] {
+            headers.append(header.bind(py))?;
         }
-        let mut headers = Vec::new();
-        for (name, value) in gateway::version_headers(v) {
-            let (name, value) = (
-                PyBytes::new(py, name.as_bytes()),
-                PyBytes::new(py, value.as_bytes()),
-            );
-            headers.push(pair(py, name.as_any(), value.as_any())?);
-        }
-        kept.insert(v, headers.iter().map(|h| h.clone().unbind()).collect());
-        Ok(headers)
+        Ok(())
     }
 
     fn cache_state<'py>(&self, py: Python<'py>, state: &str) -> Bound<'py, PyTuple> {
