@@ -7,6 +7,10 @@ pub mod request;
 pub mod routing;
 pub mod usage;
 
+/// The hash map of per-request lookups (metrics series, prices, usage meter): aHash instead
+/// of SipHash, a few times faster on short keys and as randomly seeded against collisions.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
 /// A process-unique id for each compiled document (policy, routing), so state keyed by a
 /// document (the admission memo) never mistakes one compilation for another, even when
 /// two carry the same version number (as in tests, or after a store was re-seeded).

@@ -4,7 +4,7 @@
 //! One replica's counters live here; the control layer ships snapshots of them with the
 //! replica's heartbeat and renders the sum over replicas in Prometheus' text format.
 
-use std::collections::HashMap;
+use crate::FastMap as HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! The counters count exactly the records that carry usage, after each is written, so
 //! `gatewayd usage` over the audit chains totals the same figures.
 
-use std::collections::HashMap;
+use crate::FastMap as HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,7 +36,34 @@ impl Price {
 }
 
 /// `x` rounded to 12 decimal places, correctly: formatting is exact in Rust and Python alike.
+///
+/// Most costs need no rounding at all: when `x`'s shortest round-trip decimal has at most 12
+/// fractional digits and an ulp of `x` is under 1e-12 (|x| < 2^13), that decimal is within
+/// half a unit of the 12th place of `x`'s exact value, so rounding gives it back, and it
+/// parses back to `x`. Only the rest take the exact (bignum) formatting.
 fn round_12(x: f64) -> f64 {
+    if x.is_finite()
+        && x.abs() < 8192.0
+        && fraction_digits(zmij::Buffer::new().format_finite(x)) <= 12
+    {
+        return x;
+    }
+    round_12_exact(x)
+}
+
+/// Digits after the decimal point of a number as zmij prints it (`1.305e-5`, `0.3`, `12.0`).
+fn fraction_digits(printed: &str) -> i32 {
+    let (mantissa, exponent) = match printed.split_once('e') {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(i32::MAX / 2)),
+        None => (printed, 0),
+    };
+    let fraction = mantissa
+        .split_once('.')
+        .map_or(0, |(_, digits)| digits.len() as i32);
+    (fraction - exponent).max(0)
+}
+
+fn round_12_exact(x: f64) -> f64 {
     let mut digits = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut digits[..]);
     if write!(cursor, "{x:.12}").is_err() {
@@ -267,6 +294,25 @@ mod tests {
         assert_eq!(round_12(2.5e-13), 0.0); // 2.5e-13 is just below half in binary
         assert_eq!(round_12(1e300), 1e300);
         assert!(round_12(f64::NAN).is_nan());
+        assert_eq!(round_12(1.305e-5), 1.305e-5);
+        assert_eq!(round_12(1.2345678901234e-5), 1.2345679e-5); // Python: the same
+        assert_eq!(round_12(8191.999999999999), 8191.999999999999);
+    }
+
+    proptest::proptest! {
+        /// The shortcut never changes a result: the exact rounding is the reference.
+        #[test]
+        fn rounding_without_formatting_agrees_with_the_exact_rounding(
+            tokens in 0u64..2_000_000,
+            per_million in 0.0f64..100.0,
+            x in -9000.0f64..9000.0,
+        ) {
+            let cost = tokens as f64 * per_million / PER_MILLION;
+            proptest::prop_assert_eq!(round_12(cost).to_bits(), round_12_exact(cost).to_bits());
+            proptest::prop_assert_eq!(round_12(x).to_bits(), round_12_exact(x).to_bits());
+            let short = (x * 1e6).round() / 1e9; // few digits: the shortcut's own case
+            proptest::prop_assert_eq!(round_12(short).to_bits(), round_12_exact(short).to_bits());
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use gatewayd_core::cache::Versions as CoreVersions;
 use gatewayd_core::gateway::{self, CacheMode as CoreCacheMode};
-use std::collections::HashMap;
+use gatewayd_core::FastMap as HashMap;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
@@ -276,7 +276,7 @@ impl AnswerHeaders {
             content_type: bytes("content-type").unbind(),
             request_id: bytes("x-request-id").unbind(),
             cache_states,
-            by_versions: Mutex::new(HashMap::new()),
+            by_versions: Mutex::new(HashMap::default()),
         }
     }
 
