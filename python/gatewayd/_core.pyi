@@ -238,6 +238,8 @@ class Engine:
         """(policy, interval_ms, head seq, synced seq)."""
     def sync_audit(self) -> int:
         """Syncs what was appended so far without holding up appends; the synced seq."""
+    def release_audit_reserve(self) -> None:
+        """At shutdown: the segment ends with its last record, without the space reserved."""
     def audit_head(self) -> tuple[int, str]: ...
     def audit_dir(self) -> str: ...
     def audit_opened(self) -> AuditOpened:

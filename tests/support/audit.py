@@ -53,7 +53,7 @@ def segment(root: Path, number: int, chain: str = CHAIN) -> Path:
 def record_frames(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of each record frame of a segment, its header frame left out."""
     frames, at = [], 10
-    while at + 8 <= len(data):
+    while at + 8 <= len(data) and data[at : at + 8] != bytes(8):  # zeros: a live writer's reserve
         (length,) = struct.unpack_from("<I", data, at)
         frames.append((at, at + 8 + length))
         at += 8 + length

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from gatewayd import config
+from gatewayd import _core, config
 from gatewayd.audit.checkpoints import Checkpointer
 from gatewayd.audit.keys import Signer
 from gatewayd.audit.sync import AuditSync
@@ -48,3 +48,9 @@ class AuditRuntime:
         await self.sync.stop()
         if self.checkpointer:
             self.checkpointer.stop()
+        # The segment on disk ends with its last record, as a stopped chain's should (left
+        # as it is, readers stop at the reserve and the next start cuts it).
+        try:
+            self.engine.release_audit_reserve()
+        except _core.AuditError as exc:
+            log.warning("audit chain: the space reserved past the last record stays: %s", exc)

@@ -338,6 +338,12 @@ impl Engine {
         py.detach(|| self.0.audit().sync()).map_err(audit_err)
     }
 
+    /// At shutdown: the current segment ends with its last record again, without the
+    /// space reserved for appends (an append after this reserves anew).
+    fn release_audit_reserve(&self) -> PyResult<()> {
+        self.0.audit().release_reserve().map_err(audit_err)
+    }
+
     fn audit_head(&self) -> (u64, String) {
         let (seq, hash) = self.0.audit().head();
         (seq, hex::encode(hash))

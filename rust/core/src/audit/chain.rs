@@ -52,6 +52,8 @@ pub enum Problem {
     },
     #[error("truncated frame in a non-final segment")]
     TruncatedFrame,
+    #[error("zeros where a frame should be: the segment's records end early")]
+    Unwritten,
     #[error("CRC-32C mismatch")]
     CrcMismatch,
     #[error("frame length {0} exceeds the payload limit")]
@@ -89,6 +91,7 @@ impl From<FrameError> for Problem {
     fn from(err: FrameError) -> Self {
         match err {
             FrameError::Truncated => Problem::TruncatedFrame,
+            FrameError::Unwritten => Problem::Unwritten,
             FrameError::Crc => Problem::CrcMismatch,
             FrameError::TooLarge(len) => Problem::FrameTooLarge(len),
             FrameError::Io(err) => Problem::Io(err),

@@ -9,6 +9,7 @@
 
 mod chain;
 mod checkpoint;
+mod mapped;
 mod merkle;
 mod pair;
 mod payload;

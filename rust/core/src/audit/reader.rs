@@ -1,11 +1,12 @@
 //! Reading a chain back: every record is checked against its predecessor as it streams by,
 //! so reading and verifying are the same pass.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::chain::{ChainState, Problem, Record, RecordKind, VerifyFailure};
 use super::merkle::{Frontier, Hash};
-use super::segment::{list_segments, segment_name, FrameError, SegmentHeader, SegmentReader};
+use super::segment::{list_segments, segment_name, FrameError, SegmentHeader, SegmentReader, Tail};
 
 /// Iterator over a chain's verified records, stopping after the first failure.
 ///
@@ -41,6 +42,25 @@ pub(crate) struct TornTail {
     /// Where the incomplete frame starts, and how long the file was when it was read.
     pub offset: u64,
     pub file_len: u64,
+    /// Its header was zeros: a frame copied into reserved space and not yet announced.
+    pub unannounced: bool,
+}
+
+impl TornTail {
+    /// True if a live writer finished the frame since it was read: the file grew, or the
+    /// header of an unannounced frame is there now.
+    pub(crate) fn completed(&self) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let grew = fs::metadata(&self.path).is_ok_and(|meta| meta.len() > self.file_len);
+        let announced = || -> std::io::Result<bool> {
+            let mut file = fs::File::open(&self.path)?;
+            file.seek(SeekFrom::Start(self.offset))?;
+            let mut header = [0u8; 8];
+            file.read_exact(&mut header)?;
+            Ok(header != [0; 8])
+        };
+        grew || (self.unannounced && announced().unwrap_or(false))
+    }
 }
 
 impl RecordReader {
@@ -199,11 +219,30 @@ impl RecordReader {
                     Err(problem) => return Err(fail(reader, problem)),
                 },
                 Ok(None) => self.current = None,
+                // The reserve after the live segment's last record, when zeros to its end;
+                // otherwise a frame being appended, or one a crash left unannounced.
+                Err(FrameError::Unwritten) if last_segment => {
+                    let reserve = reader.inspect_tail(frame_start);
+                    match reserve {
+                        Ok(Tail::Zeros) => {}
+                        Ok(_) => {
+                            self.tail = Some(TornTail {
+                                path: reader.path.clone(),
+                                offset: frame_start,
+                                file_len: reader.len,
+                                unannounced: true,
+                            })
+                        }
+                        Err(err) => return Err(fail(reader, Problem::Io(err))),
+                    }
+                    self.current = None;
+                }
                 Err(FrameError::Truncated) if last_segment => {
                     self.tail = Some(TornTail {
                         path: reader.path.clone(),
                         offset: reader.offset,
                         file_len: reader.len,
+                        unannounced: false,
                     });
                     self.current = None;
                 }

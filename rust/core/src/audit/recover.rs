@@ -102,10 +102,10 @@ fn recover(path: PathBuf, chain: &str) -> Result<(ChainState, Option<TornTail>),
             Err(FrameError::Io(err)) => return Err(AuditError::io(&path)(err)),
             Err(err) => (true, err.into()),
         };
-        let crash_damage = match reader
+        let tail = reader
             .inspect_tail(frame_start)
-            .map_err(AuditError::io(&path))?
-        {
+            .map_err(AuditError::io(&path))?;
+        let crash_damage = match tail {
             Tail::Zeros => true,
             Tail::FrameFollows => false,
             Tail::Unframed => bad_frame,
@@ -120,6 +120,9 @@ fn recover(path: PathBuf, chain: &str) -> Result<(ChainState, Option<TornTail>),
         file.set_len(frame_start)
             .and_then(|()| file.sync_data())
             .map_err(AuditError::io(&path))?;
+        if matches!(problem, Problem::Unwritten) && tail == Tail::Zeros {
+            return Ok((state, None)); // the reserve a stopped writer left, not a torn write
+        }
         let torn_tail = TornTail {
             segment: path.clone(),
             offset: frame_start,

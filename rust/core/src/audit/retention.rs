@@ -40,10 +40,11 @@ pub struct RetentionPlan {
     pub record_seq: u64,
 }
 
-/// The oldest segments `policy` lets go; never `current`, the one being appended to.
+/// The oldest segments `policy` lets go; never `current`, the one being appended to, which
+/// counts `current_len` bytes (its file is longer by the space reserved for appends).
 pub(super) fn plan(
     dir: &Path,
-    current: u64,
+    (current, current_len): (u64, u64),
     policy: &RetentionPolicy,
     now: SystemTime,
 ) -> Result<Option<RetentionPlan>, AuditError> {
@@ -52,7 +53,11 @@ pub(super) fn plan(
     for number in list_segments(dir).map_err(AuditError::io(dir))? {
         let path = dir.join(segment_name(number));
         let meta = fs::metadata(&path).map_err(AuditError::io(&path))?;
-        total += meta.len();
+        total += if number == current {
+            current_len
+        } else {
+            meta.len()
+        };
         if number < current {
             sealed.push((
                 number,

@@ -88,6 +88,9 @@ pub(crate) fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER] {
 pub(crate) enum FrameError {
     /// The file ends inside the frame.
     Truncated,
+    /// A frame header of zeros: where the records of the segment being appended end, the
+    /// rest being space the writer reserved (FORMAT.md). Anywhere else, damage.
+    Unwritten,
     /// The payload does not match its CRC.
     Crc,
     /// The length field exceeds [`MAX_PAYLOAD`].
@@ -272,6 +275,9 @@ impl SegmentReader {
         let header = &self.buf[self.start..self.start + FRAME_HEADER];
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len == 0 && crc == 0 {
+            return Err(FrameError::Unwritten);
+        }
         let end = self.offset + (FRAME_HEADER as u64) + u64::from(len);
         if end > self.len {
             return Err(FrameError::Truncated);
@@ -297,7 +303,7 @@ impl SegmentReader {
         let header = self.buf[..self.end].get(at..at + FRAME_HEADER)?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         let payload = at + FRAME_HEADER..at + FRAME_HEADER + len as usize;
-        (len <= MAX_PAYLOAD && payload.end <= self.end).then_some(payload)
+        (len > 0 && len <= MAX_PAYLOAD && payload.end <= self.end).then_some(payload)
     }
 
     /// The payload last returned by `next_frame` or `next_record`.

@@ -28,8 +28,8 @@ impl SharedWriter {
         SharedWriter(Mutex::new(writer))
     }
 
-    /// A panic while holding the lock cannot leave a half-written record (appends are one
-    /// write), so a poisoned lock is taken over.
+    /// A panic while holding the lock cannot leave a half-written record (an append's
+    /// copies cannot panic), so a poisoned lock is taken over.
     fn lock(&self) -> MutexGuard<'_, AuditWriter> {
         self.0
             .lock()
@@ -57,6 +57,11 @@ impl SharedWriter {
         };
         let result = pending.run();
         self.lock().finish_sync(pending, result)
+    }
+
+    /// Gives back the space reserved past the last record (see [`AuditWriter::release_reserve`]).
+    pub fn release_reserve(&self) -> Result<(), AuditError> {
+        self.lock().release_reserve()
     }
 
     pub fn set_sync_policy(&self, policy: SyncPolicy) {

@@ -1,7 +1,6 @@
 //! Whole-chain verification: every segment, record and link, the Merkle tree against every
 //! checkpoint note, and the rules that make retention safe.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -141,9 +140,7 @@ pub fn check_chain(root: &Path, chain: &str) -> VerifyReport {
         }
     }
     if let Some(tail) = reader.tail() {
-        // A live writer completes its frame: the file has grown since it was read.
-        let growing = fs::metadata(&tail.path).is_ok_and(|meta| meta.len() > tail.file_len);
-        if !growing {
+        if !tail.completed() {
             problems.push(VerifyFailure {
                 path: tail.path.clone(),
                 offset: Some(tail.offset),

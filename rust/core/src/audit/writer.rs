@@ -1,7 +1,7 @@
 //! Appending to a chain: framing, linking, the Merkle frontier, segment rotation and fsync.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::chain::ChainState;
 use super::checkpoint::Checkpoint;
+use super::mapped::MappedFile;
 use super::merkle::Hash;
 use super::payload::{frame_record, RecordFields};
 use super::recover;
@@ -118,8 +119,7 @@ pub struct AuditWriter {
     opts: AuditOptions,
     segment: u64,
     path: PathBuf,
-    file: Arc<File>,
-    segment_len: u64,
+    file: MappedFile,
     /// Frame under construction, reused so appends do not allocate it anew.
     frame: Vec<u8>,
     synced_seq: u64,
@@ -143,11 +143,7 @@ impl AuditWriter {
         }
         let opened = recover::open_chain(root, chain)?;
         let path = opened.dir.join(segment_name(opened.segment));
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(AuditError::io(&path))?;
-        let segment_len = file.metadata().map_err(AuditError::io(&path))?.len();
+        let file = map_segment(&path, opts.segment_bytes)?;
         let writer = AuditWriter {
             dir: opened.dir,
             synced_seq: opened.state.seq,
@@ -155,8 +151,7 @@ impl AuditWriter {
             opts,
             segment: opened.segment,
             path,
-            file: Arc::new(file),
-            segment_len,
+            file,
             frame: Vec::with_capacity(1024),
             poisoned: None,
             _lock: opened.lock,
@@ -165,7 +160,7 @@ impl AuditWriter {
     }
 
     /// Appends one record made of `fields` plus the writer's own (see [`super::WRITER_FIELDS`]),
-    /// handing it to the kernel in a single write before returning its seq and hash.
+    /// copied into the segment's page cache (see `mapped.rs`) before returning its seq and hash.
     pub fn append(&mut self, fields: Map<String, Value>) -> Result<(u64, Hash), AuditError> {
         self.append_record(&fields)
     }
@@ -185,15 +180,15 @@ impl AuditWriter {
             fields,
         )?;
 
-        if self.segment_len >= self.opts.segment_bytes {
+        if self.file.written() >= self.opts.segment_bytes {
             let rotated = self.rotate();
             self.poison_on_err(rotated)?;
         }
-        let written = (&*self.file)
-            .write_all(&self.frame)
+        let written = self
+            .file
+            .append(&self.frame)
             .map_err(AuditError::io(&self.path));
         self.poison_on_err(written)?;
-        self.segment_len += self.frame.len() as u64;
         self.state.seq = seq;
         self.state.head = hash;
         self.state.tree.push(hash);
@@ -208,7 +203,7 @@ impl AuditWriter {
     pub fn begin_sync(&self) -> Result<Option<PendingSync>, AuditError> {
         self.check_poisoned()?;
         Ok((self.synced_seq < self.state.seq).then(|| PendingSync {
-            file: Arc::clone(&self.file),
+            file: Arc::clone(self.file.file()),
             up_to: self.state.seq,
         }))
     }
@@ -282,7 +277,12 @@ impl AuditWriter {
         &mut self,
         policy: &RetentionPolicy,
     ) -> Result<Option<RetentionPlan>, AuditError> {
-        let Some(mut plan) = retention::plan(&self.dir, self.segment, policy, SystemTime::now())?
+        let Some(mut plan) = retention::plan(
+            &self.dir,
+            (self.segment, self.file.written()),
+            policy,
+            SystemTime::now(),
+        )?
         else {
             return Ok(None);
         };
@@ -305,19 +305,26 @@ impl AuditWriter {
         retention::apply(&self.dir, plan)
     }
 
-    /// Seals the current segment durably and continues in a new one.
+    /// Gives back the space reserved past the last record, so the segment ends with it
+    /// (at shutdown; appends reserve again).
+    pub fn release_reserve(&mut self) -> Result<(), AuditError> {
+        let released = self.file.release().map_err(AuditError::io(&self.path));
+        self.poison_on_err(released)
+    }
+
+    /// Seals the current segment durably (ending with its last record) and continues in a
+    /// new one.
     fn rotate(&mut self) -> Result<(), AuditError> {
-        self.file.sync_data().map_err(AuditError::io(&self.path))?;
+        self.file.release().map_err(AuditError::io(&self.path))?;
+        self.file
+            .file()
+            .sync_data()
+            .map_err(AuditError::io(&self.path))?;
         self.synced_seq = self.state.seq;
         let next = self.segment + 1;
         recover::create_segment(&self.dir, next, &self.state)?;
         let path = self.dir.join(segment_name(next));
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(AuditError::io(&path))?;
-        self.segment_len = file.metadata().map_err(AuditError::io(&path))?.len();
-        self.file = Arc::new(file);
+        self.file = map_segment(&path, self.opts.segment_bytes)?;
         self.segment = next;
         self.path = path;
         Ok(())
@@ -336,6 +343,16 @@ impl AuditWriter {
         }
         result
     }
+}
+
+/// Opens a segment for appending through a map sized for `segment_bytes`.
+fn map_segment(path: &Path, segment_bytes: u64) -> Result<MappedFile, AuditError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .and_then(|file| MappedFile::open(file, segment_bytes))
+        .map_err(AuditError::io(path))
 }
 
 fn now_micros() -> u64 {

@@ -8,7 +8,8 @@ use super::*;
 pub(super) fn frames(segment: &[u8]) -> Vec<Range<usize>> {
     let mut frames = Vec::new();
     let mut at = MAGIC.len() + 2;
-    while at < segment.len() {
+    // Up to the end, or to the zeros a live writer reserved (a frame is never empty).
+    while at + 8 <= segment.len() && segment[at..at + 8] != [0; 8] {
         let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
         frames.push(at..at + 8 + len);
         at += 8 + len;
