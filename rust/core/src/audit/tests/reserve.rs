@@ -72,6 +72,21 @@ fn readers_racing_appends_see_whole_records_only() {
 }
 
 #[test]
+fn a_reserve_cut_while_a_reader_reads_is_no_torn_write() {
+    let root = TempDir::new().unwrap();
+    let (mut writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
+    for n in 0..2000 {
+        writer.append(fields(n)).unwrap(); // a few read buffers' worth
+    }
+    let mut reader = RecordReader::open(root.path(), CHAIN).unwrap();
+    reader.next().unwrap().unwrap(); // the segment opened: its length includes the reserve
+    writer.release_reserve().unwrap(); // as rotation and shutdown do
+    assert_eq!(reader.by_ref().map(Result::unwrap).count(), 1999);
+    // The read met the end of the file at a frame boundary: the segment's end, not a tear.
+    assert!(reader.tail().is_none());
+}
+
+#[test]
 fn zeros_hiding_records_in_the_live_segment_are_not_its_end() {
     let root = TempDir::new().unwrap();
     let (mut writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
