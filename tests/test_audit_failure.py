@@ -13,8 +13,11 @@ from support.gateway import KEYS, Gateway
 FSIZE = 256 * 1024  # the segment passes this after ~300 records; the store's files stay below
 
 
-def _chat(gw: Gateway) -> httpx.Response:
+def _chat(gw: Gateway, cached: bool = False) -> httpx.Response:
+    """One request; `cached`: a deterministic one the cache answers once it has been served."""
     body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "record me"}]}
+    if cached:
+        body["temperature"] = 0
     return httpx.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEYS['acme']}"})
 
 
@@ -22,6 +25,7 @@ def test_fail_closed_then_open_after_a_real_write_failure(tmp_path, mock_port, f
     gw = Gateway(tmp_path, mock_port, fragile_port)
     gw.start(wrapper=["prlimit", f"--fsize={FSIZE}", "--"])
     try:
+        assert _chat(gw, cached=True).headers["x-gatewayd-cache"] == "miss"  # now in the cache
         statuses = []
         with httpx.Client() as client:
             for _ in range(2000):
@@ -37,6 +41,7 @@ def test_fail_closed_then_open_after_a_real_write_failure(tmp_path, mock_port, f
         assert statuses[-1] == 503, "the chain never failed: raise the request count or lower FSIZE"
         assert set(statuses[:-1]) == {200}
         assert _chat(gw).status_code == 503  # closed stays closed: nothing is served unrecorded
+        assert _chat(gw, cached=True).status_code == 503  # a cache hit no more than the rest
 
         # The control plane still works with a broken chain: switch to fail-open.
         (tmp_path / "open.yaml").write_text("upstream_timeout_s: 5\naudit: {on_failure: open}\n")
@@ -49,6 +54,6 @@ def test_fail_closed_then_open_after_a_real_write_failure(tmp_path, mock_port, f
         assert unrecorded and float(unrecorded[0].rsplit(" ", 1)[1]) >= 1
         # Refused (closed) and unrecorded (open) alike: what the audit alert rule reads.
         failures = [line for line in metrics.splitlines() if line.startswith("gatewayd_audit_write_failures_total{")]
-        assert failures and float(failures[0].rsplit(" ", 1)[1]) >= 3
+        assert failures and float(failures[0].rsplit(" ", 1)[1]) >= 4
     finally:
         gw.stop()

@@ -238,6 +238,8 @@ class Engine:
         """(policy, interval_ms, head seq, synced seq)."""
     def sync_audit(self) -> int:
         """Syncs what was appended so far without holding up appends; the synced seq."""
+    def record_hit(self, admission: Admission, key: str) -> int:
+        """A cache hit's record (`record` with the cached status, `key`, saved=True); its seq."""
     def release_audit_reserve(self) -> None:
         """At shutdown: the segment ends with its last record, without the space reserved."""
     def audit_head(self) -> tuple[int, str]: ...

@@ -94,7 +94,7 @@ def test_prices_by_exact_name_then_longest_glob_and_cost():
 def test_the_engine_prices_usage_under_the_request_config_version_and_counts_it(tmp_path):
     """A record's cost comes from the prices of the config version the request was served
     under (looked up once per model); the meter counts records with a caller's key, a
-    cache hit's tokens apart, as what it saved."""
+    cache hit's tokens (`record_hit`) apart, as what it saved."""
     prices = Prices("EUR", {"oa": {"gpt-4o*": Price(4.0, 8.0, 2.0), "gpt-4o-mini": Price(0.5, 1.0)}})
     engine = _core.Engine(16, 1 << 20, str(tmp_path), "r1", 1 << 20)
     policy, routing = _core.Policy(b'{"default": "allow"}', 1), _core.Routing(ROUTING, 1, [("oa", "openai")])
@@ -117,8 +117,7 @@ def test_the_engine_prices_usage_under_the_request_config_version_and_counts_it(
     assert cost == pytest.approx(7.2)
     hit = admit(3, "gpt-4o-2024", _core.CacheMode.FORCED)
     assert hit.cache == "hit" and hit.cached_usage == (1_000_000, 500_000, 400_000)
-    _, saved = engine.record(hit, status=200, key="bot", saved=True)
-    assert saved == pytest.approx(7.2)
+    assert engine.record_hit(hit, "bot") == seq + 1  # its saved tokens and cost: below
     # No key: recorded and priced, not counted; no price for the model: cost unknown.
     assert engine.record(admit(3, "gpt-4o-mini"), status=200, counts=Counts(2_000_000, 0))[1] == pytest.approx(1.0)
     assert engine.record(admit(3, "gpt-5"), status=200, key="bot", counts=Counts(10, 1))[1] is None

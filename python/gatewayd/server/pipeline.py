@@ -205,7 +205,7 @@ class Pipeline(Forwarding):
             if adm.verdict != "allow":
                 return await self._refuse(send, adm, anthropic)
             if adm.cached_body is not None:
-                return await self._answer_from_cache(send, adm)
+                return await self._answer_from_cache(send, adm, caller.key)
             if self.budgets is not None and (caller.budget is not None or config.budgets):
                 spent = self.budgets.check(budgets_of(caller, config), time.time())
                 if spent is not None:  # would start after its budget is spent: nothing goes upstream
@@ -229,14 +229,22 @@ class Pipeline(Forwarding):
         body = errors.error_body(429, message, "budget_exceeded", anthropic)
         await respond(send, 429, adm.answer_headers(JSON, retry), body)
 
-    async def _answer_from_cache(self, send: Send, adm) -> None:
+    async def _answer_from_cache(self, send: Send, adm, key: str) -> None:
         """A hit records the tokens it saved (kept with the answer when it was cached); a
         streamed OpenAI answer stored with its usage chunk loses it for a client that did
-        not ask for it."""
+        not ask for it. Nothing was forwarded (no client watch) and nothing is charged, so
+        the record is the engine's one `record_hit` call."""
         body, status = adm.cached_body, adm.cached_status
         if adm.stream and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
             body = usage.strip_usage_events(body)
-        await self._record(adm, status, saved=True)
+        try:
+            seq = self.engine.record_hit(adm, key)
+        except _core.AuditError as exc:
+            self._unrecorded(adm, exc)
+        else:
+            audit = adm.served.config.audit
+            if audit.fsync in SYNCED_BEFORE_ANSWER:
+                await self.audit.durable(seq, audit.fsync)
         await respond(send, status, adm.answer_headers(adm.cached_content_type.encode()), body)
 
     async def _reject(
@@ -292,14 +300,13 @@ class Pipeline(Forwarding):
         reverted_by: int | None = None,
         delivered: bool = False,
         counts: usage.Counts | None = None,
-        saved: bool = False,
     ) -> None:
         """Appends the request's audit record (written before this returns) and, when the
         request's config syncs before answering (`group`, `always`), waits until it is on
         disk: the response completes after. ``via`` is (which upstream answered, what
         failed before it); ``delivered``: the client has the whole answer already, so its
-        hanging up is no 499. ``counts``: the tokens the provider reported (on a cache hit,
-        ``saved``, what the hit saved), priced by the engine under the request's config version."""
+        hanging up is no 499. ``counts``: the tokens the provider reported, priced by the
+        engine under the request's config version (a cache hit's is `_answer_from_cache`'s)."""
         served = adm.served
         audit = served.config.audit
         caller = self.callers.get(adm)
@@ -322,18 +329,21 @@ class Pipeline(Forwarding):
                 upstream_api=via[2],
                 key=caller.key if caller is not None else None,
                 counts=counts,
-                saved=saved,
             )
         except _core.AuditError as exc:
-            self.audit_write_failures += 1
-            if audit.on_failure == "closed":
-                raise AuditUnavailable(str(exc)) from exc
-            self.unrecorded += 1
-            log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)
-            return
+            return self._unrecorded(adm, exc)
         if counts is not None and caller is not None and self.budgets is not None:
             owners = charged(caller, served.config)
             if owners:
                 self.budgets.charge(owners, cost or 0.0, counts.prompt + counts.completion, time.time())
         if audit.fsync in SYNCED_BEFORE_ANSWER:  # skips the call when nothing waits
             await self.audit.durable(seq, audit.fsync)
+
+    def _unrecorded(self, adm: _core.Admission, exc: _core.AuditError) -> None:
+        """A record that could not be written: refused when the request's config fails
+        closed (AuditUnavailable, a 503), else served and counted as unrecorded."""
+        self.audit_write_failures += 1
+        if adm.served.config.audit.on_failure == "closed":
+            raise AuditUnavailable(str(exc)) from exc
+        self.unrecorded += 1
+        log.error("request %s served without an audit record (audit.on_failure = open): %s", adm.request_id, exc)

@@ -10,7 +10,7 @@ use gatewayd_core::gateway::{
 };
 use gatewayd_core::metrics::LATENCY_BUCKETS;
 use gatewayd_core::request::{sticky, Api};
-use gatewayd_core::usage::{Price, Quote};
+use gatewayd_core::usage::{Price, Priced, Quote};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -201,10 +201,9 @@ impl Engine {
     /// the change after which its version set was no longer served (R6). `upstream_api`
     /// names the protocol the answering upstream spoke when it is not the request's own
     /// (the request was translated). `key` names the caller's key. `counts` are the
-    /// (prompt, completion, cached) tokens the provider reported; `saved`: a cache hit, whose
-    /// tokens are the cached answer's, what the hit saved. Usage is priced here under the
-    /// request's config version, recorded, and counted in `usage_rows` (with a key).
-    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, counts=None, saved=false))]
+    /// (prompt, completion, cached) tokens the provider reported. Usage is priced here under
+    /// the request's config version, recorded, and counted in `usage_rows` (with a key).
+    #[pyo3(signature = (admission, *, status, error=None, response=None, response_sha256=None, cache_ttl_s=0.0, upstream=0, failovers=Vec::new(), inflight=None, reverted_by=0, upstream_api=None, key=None, counts=None))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -222,7 +221,6 @@ impl Engine {
         upstream_api: Option<&str>,
         key: Option<&str>,
         counts: Option<(u64, u64, u64)>,
-        saved: bool,
     ) -> PyResult<(u64, Option<f64>)> {
         let inflight = match inflight {
             None => None,
@@ -235,23 +233,12 @@ impl Engine {
                 change: reverted_by,
             }),
         };
-        let adm = &admission.inner;
         let reported = counts.map(|(prompt, completion, cached)| TokenCounts {
             prompt,
             completion,
             cached,
         });
-        let mut failed = None;
-        let priced = self
-            .0
-            .price(adm, upstream, reported, saved, |provider, model| {
-                quote(py, admission, provider, model)
-                    .map_err(|err| failed = Some(err))
-                    .ok()
-            });
-        if let Some(err) = failed {
-            return Err(err);
-        }
+        let priced = self.priced(py, admission, upstream, reported, false)?;
         let out = RecordInput {
             status,
             error,
@@ -265,8 +252,22 @@ impl Engine {
             key,
             usage: priced.as_ref().map(Usage::of),
         };
-        let seq = self.0.record(adm, &out).map_err(audit_err)?;
+        let seq = self.0.record(&admission.inner, &out).map_err(audit_err)?;
         Ok((seq, priced.and_then(|p| p.cost)))
+    }
+
+    /// A cache hit's record: its cached status, the caller's `key`, and the tokens the
+    /// cached answer's provider reported, as what the hit saved. The hit path's one call,
+    /// without keywords to parse.
+    fn record_hit(&self, py: Python<'_>, admission: &Admission, key: &str) -> PyResult<u64> {
+        let status = admission.inner.cached.as_ref().map_or(0, |c| c.status);
+        let priced = self.priced(py, admission, 0, None, true)?;
+        let out = RecordInput {
+            key: Some(key),
+            usage: priced.as_ref().map(Usage::of),
+            ..RecordInput::status(status)
+        };
+        self.0.record(&admission.inner, &out).map_err(audit_err)
     }
 
     /// Tokens and cost of the records written so far, by (tenant, key, model, provider,
@@ -406,6 +407,33 @@ type UsageRow = (u64, u64, u64, u64, f64, u64, u64, f64);
 /// What the admission's config (`served.config.prices`) prices `provider`'s `model` at:
 /// `Prices.price` picks the exact name, else the longest matching glob (fnmatch), so the
 /// engine asks it once per model and config version.
+impl Engine {
+    /// The usage to record (`reported` by the provider, or a hit's `saved` tokens), priced
+    /// under the admission's config version.
+    fn priced(
+        &self,
+        py: Python<'_>,
+        admission: &Admission,
+        upstream: usize,
+        reported: Option<TokenCounts>,
+        saved: bool,
+    ) -> PyResult<Option<Priced>> {
+        let mut failed = None;
+        let priced = self.0.price(
+            &admission.inner,
+            upstream,
+            reported,
+            saved,
+            |provider, model| {
+                quote(py, admission, provider, model)
+                    .map_err(|err| failed = Some(err))
+                    .ok()
+            },
+        );
+        failed.map_or(Ok(priced), Err)
+    }
+}
+
 fn quote(py: Python<'_>, adm: &Admission, provider: &str, model: &str) -> PyResult<Quote> {
     let prices = adm
         .served

@@ -7,6 +7,15 @@ use std::thread;
 
 use super::*;
 
+/// A writer left open on a chain of `records` records.
+fn live_chain(root: &Path, records: u64) -> AuditWriter {
+    let (mut writer, _) = AuditWriter::open(root, CHAIN, AuditOptions::default()).unwrap();
+    for n in 0..records {
+        writer.append(fields(n)).unwrap();
+    }
+    writer
+}
+
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
@@ -14,10 +23,7 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 fn a_live_segment_ends_at_its_last_record_for_readers_and_after_release() {
     let root = TempDir::new().unwrap();
-    let (mut writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
-    for n in 0..10 {
-        writer.append(fields(n)).unwrap();
-    }
+    let mut writer = live_chain(root.path(), 10);
     let path = segment(root.path(), 1);
     let reserved = file_len(&path);
     let report = verify_chain(root.path(), CHAIN).unwrap();
@@ -74,10 +80,7 @@ fn readers_racing_appends_see_whole_records_only() {
 #[test]
 fn a_reserve_cut_while_a_reader_reads_is_no_torn_write() {
     let root = TempDir::new().unwrap();
-    let (mut writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
-    for n in 0..2000 {
-        writer.append(fields(n)).unwrap(); // a few read buffers' worth
-    }
+    let mut writer = live_chain(root.path(), 2000); // a few read buffers' worth
     let mut reader = RecordReader::open(root.path(), CHAIN).unwrap();
     reader.next().unwrap().unwrap(); // the segment opened: its length includes the reserve
     writer.release_reserve().unwrap(); // as rotation and shutdown do
@@ -89,10 +92,7 @@ fn a_reserve_cut_while_a_reader_reads_is_no_torn_write() {
 #[test]
 fn zeros_hiding_records_in_the_live_segment_are_not_its_end() {
     let root = TempDir::new().unwrap();
-    let (mut writer, _) = AuditWriter::open(root.path(), CHAIN, AuditOptions::default()).unwrap();
-    for n in 0..10 {
-        writer.append(fields(n)).unwrap();
-    }
+    let writer = live_chain(root.path(), 10);
     let path = segment(root.path(), 1);
     let mut bytes = fs::read(&path).unwrap();
     let hidden = tamper::frames(&bytes)[6].clone();
