@@ -97,6 +97,22 @@ def test_provider_gets_the_callers_headers_and_real_framing(mock_url, stream):
     assert set(headers) <= {"host", "content-length", "authorization", "content-type", "x-trace", "user-agent"}
 
 
+def test_a_header_with_a_line_break_is_refused_every_time(mock_url):
+    """Header lines are encoded once and reused; a refused one is never kept as if fine."""
+
+    async def body(client):
+        url = f"{mock_url}/v1/chat/completions"
+        refusals = []
+        for _ in range(2):
+            with pytest.raises(UpstreamError) as refused:
+                await client.send("POST", url, [*AUTH, ("x-note", "a\r\nx-injected: 1")], chat_body(), timeout=5)
+            refusals.append((refused.value.kind, str(refused.value)))
+        await _send_and_close(client, "POST", url, AUTH, chat_body())  # the others still go out
+        return refusals
+
+    assert run(body) == [("protocol", "protocol: header 'x-note' has a line break in it")] * 2
+
+
 async def _send_and_close(client, method, url, headers, body, stream=False):
     resp = await client.send(method, url, headers, body, timeout=5, stream=stream)
     await resp.aclose()

@@ -312,21 +312,38 @@ def _sweep(idle: deque[H1Connection], now: float) -> None:
         idle.popleft().close()
 
 
+# Header lines as encoded, by (name, value): the same headers go out on every request (a
+# provider's key and version, the client's forwarded ones), checked and encoded once.
+_LINES: dict[tuple[str, str], bytes] = {}
+_MAX_LINES = 4096
+
+
 def _encode(method: str, origin: Origin, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """The request head and body as one write."""
     start = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), origin.target, origin.host_header)
     lines = [start, b"content-length: %d\r\n" % len(body)]
     if origin.proxy_auth and origin.scheme == "http":
         lines.append(b"proxy-authorization: %s\r\n" % origin.proxy_auth)
-    for name, value in headers:
-        if name.lower() in TRANSPORT_HEADERS:
-            continue
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise UpstreamError("protocol", f"header {name!r} has a line break in it")
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    for header in headers:
+        line = _LINES.get(header)
+        if line is None:
+            line = _header_line(*header)
+            if len(_LINES) >= _MAX_LINES:
+                _LINES.clear()
+            _LINES[header] = line
+        lines.append(line)
     lines.append(b"\r\n")
     lines.append(body)
     return b"".join(lines)
+
+
+def _header_line(name: str, value: str) -> bytes:
+    """`name: value` and its line end; nothing for a header the client itself sets."""
+    if name.lower() in TRANSPORT_HEADERS:
+        return b""
+    if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+        raise UpstreamError("protocol", f"header {name!r} has a line break in it")
+    return f"{name}: {value}\r\n".encode("latin-1")
 
 
 def _basic_auth(proxy: urllib.parse.SplitResult) -> bytes | None:
