@@ -9,6 +9,7 @@ Spans carry what was decided, never what was said: no prompt, answer or key.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from opentelemetry import trace
@@ -193,9 +194,19 @@ class TracedEngine:
         spans.end_upstream()  # recorded: its answer was read, its stream ended
         if kwargs.get("failovers"):
             spans.server.set_attribute("gatewayd.failovers", len(kwargs["failovers"]))
+        return self._appended(spans, lambda: self._engine.record(adm, **kwargs))
+
+    def record_hit(self, adm: _core.Admission, key: str) -> int:
+        spans = _current.get()
+        if spans is None:
+            return self._engine.record_hit(adm, key)
+        return self._appended(spans, lambda: (self._engine.record_hit(adm, key), None))[0]
+
+    def _appended(self, spans, append: Callable[[], tuple[int, float | None]]) -> tuple[int, float | None]:
+        """Runs the engine's `append` under a `gatewayd.audit.append` span (its seq, or its error)."""
         started = time.time_ns()
         try:
-            seq, cost = self._engine.record(adm, **kwargs)
+            seq, cost = append()
         except _core.AuditError as exc:
             span = self._tracer.start_span("gatewayd.audit.append", context=spans.context, start_time=started)
             span.record_exception(exc)
