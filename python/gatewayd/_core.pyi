@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension (rust/py): the gateway's hot path."""
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, TypedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from gatewayd.control.snapshot import Served
 
@@ -159,19 +159,26 @@ class Admission:
 class Seen:
     """What a request's headers say, found in one pass (HeaderScanner.scan)."""
 
-    credential: tuple[bytes, bytes] | None  # the first authorization or x-api-key header
-    request_id: str | None  # the caller's x-request-id, when sane
+    caller: Any  # who the first authorization or x-api-key header names (KeyTable's value), or None
+    key: str | None  # the key as sent in that header (Bearer and whitespace stripped)
+    request_id: str  # the caller's x-request-id when sane, else a fresh one (32 hex digits)
     content_length: int | None  # the last content-length, when all digits
     cache: bytes | None  # x-gatewayd-cache, lowercased
     vary: str  # the answer-changing forwarded headers, "name:value\n" each: part of the cache key
     transfer_encoding: list[bytes] | None  # every transfer-encoding value, when any was sent
     sticky: str | None  # x-gatewayd-sticky
-    def key(self) -> str | None:
-        """The caller's key as sent (Bearer and whitespace stripped)."""
+
+class KeyTable:
+    """Callers by the SHA-256 digest of their key; remembers the header values found valid."""
+
+    def __init__(self, callers: Mapping[bytes, Any]) -> None: ...
+    def replace(self, callers: Mapping[bytes, Any]) -> None: ...
+    def caller_for(self, name: bytes, value: bytes) -> Any: ...
+    def __len__(self) -> int: ...
 
 class HeaderScanner:
     def __init__(self, answer_changing: list[bytes]) -> None: ...
-    def scan(self, headers: Sequence[tuple[bytes, bytes]]) -> Seen: ...
+    def scan(self, headers: Sequence[tuple[bytes, bytes]], keys: KeyTable) -> Seen: ...
 
 class Engine:
     """One replica's response cache and audit chain."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from random import getrandbits
 from time import perf_counter
 
 import msgspec
@@ -91,7 +90,7 @@ class Pipeline(Forwarding):
     async def handle(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
         snap = self.agent.snapshot  # R6: this request's one snapshot, whatever flips meanwhile
         arrived = perf_counter()  # its record dates the request from here (ROLLBACK.md R6)
-        seen = scan(scope["headers"])
+        seen = scan(scope["headers"], self.auth.keys)  # and who the credential names
         anthropic = api == "messages"
         if seen.transfer_encoding is not None:
             problem = transfer_coding_problem(seen.transfer_encoding)
@@ -99,12 +98,9 @@ class Pipeline(Forwarding):
                 status, message = problem
                 body = errors.error_body(status, message, "invalid_transfer_encoding", anthropic)
                 return await respond(send, status, [(b"content-type", JSON)], body)
-        # The caller's id when sane (so traces join up), else a fresh one from the per-process
-        # Mersenne Twister (reseeded at fork): ids must be unique, not secret, and os.urandom
-        # is a syscall costing ~8 us here.
-        request_id = seen.request_id or getrandbits(128).to_bytes(16).hex()  # a quarter of an f-string's cost
-        caller = self.auth.caller_for(*seen.credential) if seen.credential else None
-        if caller is None or seen.credential is None:
+        request_id = seen.request_id  # the caller's when sane (so traces join up), else a fresh one
+        caller = seen.caller
+        if caller is None:
             served = snap.route("", api).current()
             return await self._reject(
                 served, send, api, "", request_id, 401, "invalid_api_key", "invalid or missing API key", arrived=arrived
@@ -157,7 +153,7 @@ class Pipeline(Forwarding):
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
-            bucket = _core.sticky_bucket(api=api, sticky=seen.sticky, body=body, key=seen.key() or "")
+            bucket = _core.sticky_bucket(api=api, sticky=seen.sticky, body=body, key=seen.key or "")
             served = route.serve(bucket)
         else:
             served = route.serve(0)

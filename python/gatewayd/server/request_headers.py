@@ -12,9 +12,10 @@ from gatewayd.upstream.providers import FORWARDED
 ANSWER_CHANGING = frozenset(name.encode() for names in FORWARDED.values() for name in names)
 
 
-# One pass over a request's headers for everything the pipeline acts on: credential,
-# length, the caller's request id (when sane: 1-128 bytes of printable ASCII), cache ask,
-# sticky id, transfer codings and the answer-changing headers.
+# One pass over a request's headers for everything the pipeline acts on: the caller (its
+# credential looked up in the key table given), length, the request id (the caller's when
+# sane: 1-128 bytes of printable ASCII; else a fresh one), cache ask, sticky id, transfer
+# codings and the answer-changing headers.
 scan = _core.HeaderScanner(sorted(ANSWER_CHANGING)).scan
 
 

@@ -1,8 +1,13 @@
-//! The request-header scan the pipeline starts with (`gatewayd_core::request::headers`).
+//! The request intake the pipeline starts with: one pass over the headers
+//! (`gatewayd_core::request::headers`), the caller their credential names
+//! (`gatewayd_core::request::keys`) and the request's id (`gatewayd_core::request::ids`).
+
+use std::sync::Mutex;
 
 use gatewayd_core::request::headers::{self, latin1_into};
+use gatewayd_core::request::{ids, keys};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 /// Scans request headers for what the pipeline acts on; made once with the forwarded
 /// headers that change a provider's answer.
@@ -18,8 +23,9 @@ impl HeaderScanner {
         HeaderScanner { answer_changing }
     }
 
-    /// What `headers` (the ASGI scope's (name, value) bytes pairs) say, in one pass.
-    fn scan(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<Seen> {
+    /// What `headers` (the ASGI scope's (name, value) bytes pairs) say, in one pass, with
+    /// the caller `keys` knows their credential by.
+    fn scan(&self, py: Python<'_>, headers: &Bound<'_, PyAny>, keys: &KeyTable) -> PyResult<Seen> {
         let pairs = header_pairs(headers)?;
         let seen = headers::scan(
             pairs
@@ -27,15 +33,15 @@ impl HeaderScanner {
                 .map(|(name, value)| (name.as_bytes(), value.as_bytes())),
             &self.answer_changing,
         );
+        let caller = match seen.credential {
+            Some((name, value)) => keys.caller(py, name, value),
+            None => None,
+        };
         let bytes = |b: &[u8]| PyBytes::new(py, b).unbind();
         Ok(Seen {
-            credential: match seen.credential {
-                Some((name, value)) => {
-                    Some(PyTuple::new(py, [bytes(name), bytes(value)])?.unbind())
-                }
-                None => None,
-            },
-            request_id: seen.request_id.map(str::to_owned),
+            caller,
+            key: seen.key(),
+            request_id: seen.request_id.map_or_else(ids::fresh, str::to_owned),
             content_length: seen.content_length,
             cache: seen.cache.as_deref().map(bytes),
             vary: seen.vary,
@@ -50,6 +56,69 @@ impl HeaderScanner {
             }),
         })
     }
+}
+
+/// The callers by key digest (`gatewayd_core::request::keys::KeyTable`), each a Python
+/// object the table hands back as it was given. Replaced whole when keys change: the
+/// values remembered as valid go with the old table, so a revoked key is never recalled.
+#[pyclass(frozen, module = "gatewayd._core")]
+pub struct KeyTable(Mutex<keys::KeyTable<Py<PyAny>>>);
+
+#[pymethods]
+impl KeyTable {
+    #[new]
+    fn new(callers: &Bound<'_, PyDict>) -> PyResult<KeyTable> {
+        Ok(KeyTable(Mutex::new(table_of(callers)?)))
+    }
+
+    /// Serves `callers` (32-byte SHA-256 digest of the key -> caller) from now on.
+    fn replace(&self, callers: &Bound<'_, PyDict>) -> PyResult<()> {
+        let table = table_of(callers)?;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+        Ok(())
+    }
+
+    /// The caller one credential header (`authorization` or `x-api-key`) names, or None.
+    fn caller_for(&self, py: Python<'_>, name: &[u8], value: &[u8]) -> Option<Py<PyAny>> {
+        self.caller(py, name, value)
+    }
+
+    fn __len__(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+}
+
+impl KeyTable {
+    fn caller(&self, py: Python<'_>, name: &[u8], value: &[u8]) -> Option<Py<PyAny>> {
+        let mut table = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.caller(name, value).map(|caller| caller.clone_ref(py))
+    }
+}
+
+fn table_of(callers: &Bound<'_, PyDict>) -> PyResult<keys::KeyTable<Py<PyAny>>> {
+    let mut entries = Vec::with_capacity(callers.len());
+    for (digest, caller) in callers.iter() {
+        let digest: [u8; 32] = digest
+            .extract::<Vec<u8>>()?
+            .try_into()
+            .map_err(|d: Vec<u8>| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "a key digest is 32 bytes (SHA-256), not {}",
+                    d.len()
+                ))
+            })?;
+        entries.push((digest, caller.unbind()));
+    }
+    Ok(keys::KeyTable::new(entries))
 }
 
 /// ASGI headers as (name, value) bytes: read item by item from the list of 2-tuples servers
@@ -77,10 +146,14 @@ pub fn header_pairs<'py>(
 /// What a request's headers say (see `HeaderScanner.scan`).
 #[pyclass(frozen, get_all, module = "gatewayd._core")]
 pub struct Seen {
-    /// (name, value) of the first `authorization` or `x-api-key` header.
-    credential: Option<Py<PyTuple>>,
-    /// The caller's sane `x-request-id`, if any.
-    request_id: Option<String>,
+    /// Who the first `authorization` or `x-api-key` header names; None: no such header,
+    /// or an unknown key.
+    caller: Option<Py<PyAny>>,
+    /// The key as sent in that header (`Bearer` and whitespace stripped), for the sticky
+    /// bucket of a caller who names no other id.
+    key: Option<String>,
+    /// The caller's sane `x-request-id`, else a fresh one.
+    request_id: String,
     content_length: Option<u64>,
     /// `x-gatewayd-cache`, lowercased.
     cache: Option<Py<PyBytes>>,
@@ -90,21 +163,4 @@ pub struct Seen {
     transfer_encoding: Option<Py<PyList>>,
     /// `x-gatewayd-sticky`, for canary assignment.
     sticky: Option<String>,
-}
-
-#[pymethods]
-impl Seen {
-    /// The caller's key as sent (`Bearer` and whitespace stripped), when a credential was.
-    fn key(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let Some(credential) = &self.credential else {
-            return Ok(None);
-        };
-        let (name, value): (Bound<'_, PyBytes>, Bound<'_, PyBytes>) =
-            credential.bind(py).extract()?;
-        let seen = headers::Seen {
-            credential: Some((name.as_bytes(), value.as_bytes())),
-            ..headers::Seen::default()
-        };
-        Ok(seen.key())
-    }
 }

@@ -23,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<headers::HeaderScanner>()?;
     m.add_class::<headers::Seen>()?;
+    m.add_class::<headers::KeyTable>()?;
     m.add_class::<translate::StreamTranslator>()?;
     m.add("LATENCY_BUCKETS", engine::latency_buckets())?;
     m.add("STICKY_BUCKETS", gatewayd_core::request::sticky::BUCKETS)?;

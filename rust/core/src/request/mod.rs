@@ -7,6 +7,8 @@
 
 mod fields;
 pub mod headers;
+pub mod ids;
+pub mod keys;
 mod locate;
 pub mod sticky;
 mod strict;
