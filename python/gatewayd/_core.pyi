@@ -151,10 +151,10 @@ class Admission:
     cached_usage: tuple[int, int, int] | None
     versions: Versions
     def answer_headers(
-        self, content_type: bytes, extra: Iterable[tuple[bytes, bytes]] | None = None
+        self, content_type: bytes | None = None, extra: Iterable[tuple[bytes, bytes]] | None = None
     ) -> list[tuple[bytes, bytes]]:
-        """`content_type`, then every answer's headers (R3: request id, versions,
-        positions, cache), then `extra`."""
+        """`content_type` (None: the cached answer's), then every answer's headers (R3:
+        request id, versions, positions, cache), then `extra`."""
 
 class Seen:
     """What a request's headers say, found in one pass (HeaderScanner.scan)."""

@@ -70,24 +70,11 @@ class GatewayApp:
         self.tracer_provider: TracerProvider | None = None  # when tracing is on: the pipeline is a TracedPipeline
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    # granian's RSGI entry points ([server] interface = "rsgi"): the same app, adapted.
-    async def __rsgi__(self, scope, protocol) -> None:
-        await rsgi.serve(self._http, scope, protocol)
-
-    def __rsgi_init__(self, loop) -> None:
-        loop.run_until_complete(self.startup())
-
-    def __rsgi_del__(self, loop) -> None:
-        loop.run_until_complete(self.shutdown())
-
-    async def _http(self, scope: dict, receive, send) -> None:
         """Routes one request; a bug surfaces as a 500 in the API's error shape, never a traceback."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
         try:
             await self._route(scope, receive, send)
         except AuditUnavailable as exc:
@@ -104,6 +91,16 @@ class GatewayApp:
                 await _error(send, 500, "internal gateway error; see the gateway log", "internal_error", anthropic)
             except Exception:  # the response had already started: the server closes the stream
                 pass
+
+    # granian's RSGI entry points ([server] interface = "rsgi"): the same app, adapted.
+    async def __rsgi__(self, scope, protocol) -> None:
+        await rsgi.serve(self, scope, protocol)
+
+    def __rsgi_init__(self, loop) -> None:
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop) -> None:
+        loop.run_until_complete(self.shutdown())
 
     def _route(self, scope: dict, receive, send) -> Awaitable[None]:
         """The answer to one request, to be awaited: a coroutine frame less per request."""

@@ -241,7 +241,7 @@ class Pipeline(Forwarding):
             audit = adm.served.config.audit
             if audit.fsync in SYNCED_BEFORE_ANSWER:
                 await self.audit.durable(seq, audit.fsync)
-        await respond(send, status, adm.answer_headers(adm.cached_content_type.encode()), body)
+        await respond(send, status, adm.answer_headers(), body)
 
     async def _reject(
         self,

@@ -223,18 +223,23 @@ impl Admission {
     fn versions(&self) -> Versions {
         Versions(self.inner.versions)
     }
-    /// The answer's ASGI headers: `content_type`, then the ones every answer carries (R3:
-    /// request id, versions, positions, cache), then `extra` ((name, value) bytes pairs).
-    #[pyo3(signature = (content_type, extra=None))]
+    /// The answer's ASGI headers: `content_type` (None: the cached answer's, for a hit),
+    /// then the ones every answer carries (R3: request id, versions, positions, cache), then
+    /// `extra` ((name, value) bytes pairs).
+    #[pyo3(signature = (content_type=None, extra=None))]
     fn answer_headers<'py>(
         &self,
         py: Python<'py>,
-        content_type: Bound<'py, PyBytes>,
+        content_type: Option<Bound<'py, PyBytes>>,
         extra: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let made = HEADERS.get_or_init(py, || AnswerHeaders::new(py));
         let adm = &self.inner;
         let headers = PyList::empty(py);
+        let content_type = match content_type {
+            Some(given) => given,
+            None => PyBytes::new(py, self.cached_content_type().as_bytes()),
+        };
         headers.append(pair(py, made.content_type.bind(py), content_type.as_any())?)?;
         let id = PyBytes::new(py, adm.request_id.as_bytes());
         headers.append(pair(py, made.request_id.bind(py), id.as_any())?)?;
