@@ -12,6 +12,10 @@
 //! (`FORMAT.md`). Each frame's payload is copied before its header, so a reader that sees a
 //! header also sees its payload. `release` gives the reserve back: at rotation, at
 //! shutdown, and when the writer is dropped; recovery cuts what a killed process left.
+//!
+//! The pages of records already written are unmapped from the process at each reserve step
+//! (they stay in the page cache, dirty ones still to be written back), so the mapping adds
+//! at most about two steps to the worker's RSS, not the segment's size.
 
 use std::fs::File;
 use std::io;
@@ -35,6 +39,8 @@ pub(crate) struct MappedFile {
     written: u64,
     /// The file's length: `written` plus zeros reserved for the next frames.
     reserved: u64,
+    /// Pages below this offset are no longer mapped in (see `unmap_behind`).
+    unmapped_below: u64,
 }
 
 // SAFETY: the mapping is owned by this value alone (no copy of `map` escapes it), and it is
@@ -54,6 +60,7 @@ impl MappedFile {
             map_len,
             written,
             reserved: written,
+            unmapped_below: 0,
         })
     }
 
@@ -97,11 +104,34 @@ impl MappedFile {
             let map = map_shared(&self.file, map_len)?;
             unmap(self.map, self.map_len);
             (self.map, self.map_len) = (map, map_len);
+            self.unmapped_below = 0; // a new mapping has only what is touched from here on
         }
         allocate(&self.file, self.reserved, target - self.reserved)?;
         prefault(self.map, self.reserved, target);
         self.reserved = target;
+        self.unmap_behind();
         Ok(())
+    }
+
+    /// Takes the whole pages of written records out of the process's mapping: an append
+    /// never touches them again. MADV_DONTNEED on a shared file mapping only drops the page
+    /// table entries (a dirty page stays dirty in the page cache, to be written back), so
+    /// nothing written is lost and RSS stops growing with the segment.
+    fn unmap_behind(&mut self) {
+        const PAGE: u64 = 4096;
+        let below = self.written / PAGE * PAGE;
+        if below <= self.unmapped_below {
+            return;
+        }
+        // SAFETY: a page-aligned range inside the mapping (below `written` <= `map_len`).
+        unsafe {
+            libc::madvise(
+                self.map.as_ptr().add(self.unmapped_below as usize).cast(),
+                (below - self.unmapped_below) as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        self.unmapped_below = below;
     }
 
     /// Cuts the reserve: the file ends with its last frame again.
@@ -176,5 +206,51 @@ fn prefault(map: NonNull<u8>, from: u64, to: u64) {
                 libc::MADV_POPULATE_WRITE,
             )
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resident kB of the mapping that starts at `map`, from /proc/self/smaps: this
+    /// mapping's own pages, whatever other tests running beside it allocate.
+    fn resident_kb(map: NonNull<u8>) -> u64 {
+        let start = format!("{:x}-", map.as_ptr() as usize);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines().skip_while(|line| !line.starts_with(&start));
+        lines.next().expect("the mapping is listed");
+        let rss = lines.find(|line| line.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_mapping_holds_about_two_steps_however_long_the_segment_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut mapped = MappedFile::open(file, 64 << 20).unwrap();
+        let mut frame = vec![b'x'; 900];
+        frame[..FRAME_HEADER].copy_from_slice(&[1; FRAME_HEADER]);
+        let mut most = 0;
+        while mapped.written() < 12 * RESERVE_STEP {
+            mapped.append(&frame).unwrap();
+            most = most.max(resident_kb(mapped.map));
+        }
+        assert!(
+            most <= 2 * RESERVE_STEP / 1024 + 8,
+            "{most} kB resident for a 12 MiB segment"
+        );
+        // Nothing written was lost with the pages let go: the file holds every frame.
+        mapped.release().unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len() as u64, mapped.written());
+        assert!(on_disk.chunks(frame.len()).all(|chunk| chunk == frame));
     }
 }
