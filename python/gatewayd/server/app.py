@@ -202,7 +202,9 @@ class GatewayApp:
         self.agent.start()
         self.metrics_dir = metrics.MetricsDir(state_dir / "metrics")
         self._metrics_task = asyncio.get_running_loop().create_task(self._flush_metrics())
-        asgi.body_deadlines = asgi.BodyDeadlines(s.server.body_idle_timeout_s, s.server.body_timeout_s)
+        asgi.body_deadlines = asgi.BodyDeadlines(
+            s.server.body_idle_timeout_s, s.server.body_timeout_s, asyncio.get_running_loop()
+        )
         self._client_guard_task = asyncio.get_running_loop().create_task(self._guard_against_clients())
         limits: dict[str, int] = {}
         for p in s.providers.values():  # providers sharing a host share its budget

@@ -36,9 +36,12 @@ class BodyDeadlines:
 
     EXPIRED = -1
 
-    def __init__(self, idle_s: float, total_s: float):
+    def __init__(self, idle_s: float, total_s: float, loop: asyncio.AbstractEventLoop | None = None):
         self.idle_s = idle_s
         self.total_s = total_s
+        # The loop requests run on, when known: a read finds its task without asking for
+        # the running loop, which on Python 3.11 is a getpid system call each time.
+        self.loop = loop
         self.reads: dict[asyncio.Task, int] = {}  # task -> chunks received, or EXPIRED
         self._seen: dict[asyncio.Task, tuple[float, int, float]] = {}  # first seen, chunks, last change
 
@@ -67,8 +70,9 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
     raising BodyTimeout when the client stalls (see BodyDeadlines)."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
-    reads = body_deadlines.reads
-    task = current_task()
+    deadlines = body_deadlines
+    reads = deadlines.reads
+    task = current_task(deadlines.loop) or current_task()  # the latter if run on another loop
     # The sweep ends a stalled read by cancelling its task: requests run in asyncio tasks
     # (granian's default task implementation, which serve keeps).
     assert task is not None
