@@ -37,10 +37,17 @@ impl HeaderScanner {
             Some((name, value)) => keys.caller(py, name, value),
             None => None,
         };
+        // The credential header's own objects (no copy): its key is read only for a canary.
+        let credential = seen.credential.and_then(|(_, value)| {
+            pairs
+                .iter()
+                .find(|(_, v)| v.as_bytes().as_ptr() == value.as_ptr())
+                .map(|(n, v)| (n.clone().unbind(), v.clone().unbind()))
+        });
         let bytes = |b: &[u8]| PyBytes::new(py, b).unbind();
         Ok(Seen {
             caller,
-            key: seen.key(),
+            credential,
             request_id: seen.request_id.map_or_else(ids::fresh, str::to_owned),
             content_length: seen.content_length,
             cache: seen.cache.as_deref().map(bytes),
@@ -84,13 +91,6 @@ impl KeyTable {
     /// The caller one credential header (`authorization` or `x-api-key`) names, or None.
     fn caller_for(&self, py: Python<'_>, name: &[u8], value: &[u8]) -> Option<Py<PyAny>> {
         self.caller(py, name, value)
-    }
-
-    fn __len__(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
     }
 }
 
@@ -144,23 +144,44 @@ pub fn header_pairs<'py>(
 }
 
 /// What a request's headers say (see `HeaderScanner.scan`).
-#[pyclass(frozen, get_all, module = "gatewayd._core")]
+#[pyclass(frozen, module = "gatewayd._core")]
 pub struct Seen {
     /// Who the first `authorization` or `x-api-key` header names; None: no such header,
     /// or an unknown key.
+    #[pyo3(get)]
     caller: Option<Py<PyAny>>,
-    /// The key as sent in that header (`Bearer` and whitespace stripped), for the sticky
-    /// bucket of a caller who names no other id.
-    key: Option<String>,
+    /// That header's (name, value).
+    credential: Option<(Py<PyBytes>, Py<PyBytes>)>,
     /// The caller's sane `x-request-id`, else a fresh one.
+    #[pyo3(get)]
     request_id: String,
+    #[pyo3(get)]
     content_length: Option<u64>,
     /// `x-gatewayd-cache`, lowercased.
+    #[pyo3(get)]
     cache: Option<Py<PyBytes>>,
     /// The answer-changing forwarded headers, `name:value\n` each: part of the cache key.
+    #[pyo3(get)]
     vary: String,
     /// Every `transfer-encoding` value, when any was sent.
+    #[pyo3(get)]
     transfer_encoding: Option<Py<PyList>>,
     /// `x-gatewayd-sticky`, for canary assignment.
+    #[pyo3(get)]
     sticky: Option<String>,
+}
+
+#[pymethods]
+impl Seen {
+    /// The key as sent in the credential header (`Bearer` and whitespace stripped), for
+    /// the sticky bucket of a caller who names no other id; read only during a canary.
+    #[getter]
+    fn key(&self, py: Python<'_>) -> Option<String> {
+        let (name, value) = self.credential.as_ref()?;
+        let seen = headers::Seen {
+            credential: Some((name.as_bytes(py), value.as_bytes(py))),
+            ..headers::Seen::default()
+        };
+        seen.key()
+    }
 }
