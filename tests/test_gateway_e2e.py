@@ -90,6 +90,25 @@ def test_anthropic_messages_plain_and_streaming(gateway):
     assert "stream claude" in text
 
 
+def test_the_provider_gets_its_api_headers_and_the_ones_the_client_chose(gateway, mock_port):
+    body = json.dumps({"model": "mock-claude", "max_tokens": 8, "messages": [{"role": "user", "content": "v"}]})
+    # No anthropic-version from the client: the gateway sends the one it speaks.
+    assert post(gateway, "/v1/messages", body.encode()).status_code == 200
+    sent = mock_requests(mock_port)[-1]["headers"]
+    assert sent["anthropic-version"] == "2023-06-01" and "anthropic-beta" not in sent
+    chosen = {"anthropic-version": "2024-01-01", "anthropic-beta": "tools-1", "x-unlisted": "stays behind"}
+    assert post(gateway, "/v1/messages", body.encode(), chosen).status_code == 200
+    sent = mock_requests(mock_port)[-1]["headers"]
+    assert (sent["anthropic-version"], sent["anthropic-beta"]) == ("2024-01-01", "tools-1")
+    assert "x-unlisted" not in sent
+    chat = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": "v"}]}).encode()
+    assert post(gateway, "/v1/chat/completions", chat, {"openai-beta": "assistants=v2"}).status_code == 200
+    assert mock_requests(mock_port)[-1]["headers"]["openai-beta"] == "assistants=v2"
+    assert post(gateway, "/v1/chat/completions", chat).status_code == 200
+    sent = mock_requests(mock_port)[-1]["headers"]
+    assert "openai-beta" not in sent and "anthropic-version" not in sent
+
+
 def test_denied_request_names_the_rule_and_never_reaches_upstream(gateway, mock_port):
     before = len(mock_requests(mock_port))
     with pytest.raises(openai.PermissionDeniedError) as err:

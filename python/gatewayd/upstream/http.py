@@ -20,7 +20,7 @@ and callers never share state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from gatewayd.upstream.errors import UpstreamError
@@ -67,7 +67,7 @@ class UpstreamClient:
         self,
         method: str,
         url: str,
-        headers: list[tuple[str, str]],
+        headers: Sequence[tuple[str, str]],
         body: bytes,
         timeout: float,
         *,

@@ -23,7 +23,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from gatewayd.upstream.connection import H1Connection
 from gatewayd.upstream.errors import UpstreamError
@@ -98,7 +98,7 @@ class ConnectionPool:
         self._idle.clear()
 
     async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float, stream: bool
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes, timeout: float, stream: bool
     ):
         """Whole responses are read to their end under one deadline; a stream returns at
         its headers, and each later wait for body bytes gets ``timeout`` anew."""
@@ -318,7 +318,7 @@ _LINES: dict[tuple[str, str], bytes] = {}
 _MAX_LINES = 4096
 
 
-def _encode(method: str, origin: Origin, headers: list[tuple[str, str]], body: bytes) -> bytes:
+def _encode(method: str, origin: Origin, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
     """The request head and body as one write."""
     start = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), origin.target, origin.host_header)
     lines = [start, b"content-length: %d\r\n" % len(body)]

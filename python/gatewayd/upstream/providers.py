@@ -6,6 +6,8 @@ appears nowhere else (not in logs, errors or audit records).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gatewayd.config import Provider
 
 API_PATHS = {
@@ -38,6 +40,8 @@ class ProviderEndpoint:
         elif key:
             fixed.append(("authorization", f"Bearer {key}"))
         self._fixed = fixed
+        versioned = [("anthropic-version", ANTHROPIC_VERSION)] if self.kind == "anthropic" else []
+        self._plain = (*fixed, *versioned)  # what a request that forwards nothing sends
         # What an error body echoing our credentials would show, to scrub before relaying it.
         credentials = [v.rpartition(" ")[2] for n, v in provider.headers.items() if n.lower() in CREDENTIAL_HEADERS]
         self.secrets = tuple(secret for secret in (key, *credentials) if secret)
@@ -46,14 +50,15 @@ class ProviderEndpoint:
     def url(self, api: str) -> str:
         return self.base_url + API_PATHS[api]
 
-    def headers(self, client_headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-        """The provider's fixed headers plus the API headers the client chose."""
+    def headers(self, client_headers: list[tuple[bytes, bytes]]) -> Sequence[tuple[str, str]]:
+        """The provider's fixed headers plus the API headers the client chose. Most
+        requests choose none and share one tuple: the client only reads it."""
+        forwarded = self._forwarded
+        chosen = [(name, value) for name, value in client_headers if name in forwarded]
+        if not chosen:
+            return self._plain
         out = list(self._fixed)
-        seen = set()
-        for name, value in client_headers:
-            if name in self._forwarded:
-                out.append((name.decode(), value.decode("latin-1")))
-                seen.add(name)
-        if self.kind == "anthropic" and b"anthropic-version" not in seen:
+        out += [(name.decode(), value.decode("latin-1")) for name, value in chosen]
+        if self.kind == "anthropic" and all(name != b"anthropic-version" for name, _ in chosen):
             out.append(("anthropic-version", ANTHROPIC_VERSION))
         return out
