@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 if sys.version_info < (3, 12):
     # On 3.11 asyncio.current_task is a Python function around this dict lookup (2k
     # instructions a request under callgrind); from 3.12 it is the C one, taking the loop.
-    from asyncio.tasks import _current_tasks
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
 
     task_on = _current_tasks.get
 else:
