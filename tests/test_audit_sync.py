@@ -104,3 +104,62 @@ def test_a_request_waits_by_its_own_policy_not_the_engines_current_one(tmp_path)
 
         seq, synced = asyncio.run(run(engine, sync, policy))
         assert synced >= seq, policy
+
+
+def test_answers_start_only_once_their_records_are_on_disk(tmp_path, mock_port, fragile_port, monkeypatch):
+    """Under `group` the pipeline answers a forwarded request, and then the cache hit of the
+    same request, only after its record is synced: when each answer's first message goes
+    out, everything appended is on disk (the app runs in-process, so the engine can be
+    asked at that moment; the provider is the real mock over HTTP)."""
+    from gatewayd import config
+    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.server.app import create_app
+    from support.gateway import KEYS, Gateway
+
+    gw = Gateway(tmp_path, mock_port, fragile_port)
+    (tmp_path / "runtime.yaml").write_text(
+        "cache: {enabled: true, ttl_s: 300, mode: deterministic}\naudit: {fsync: group}\n"
+    )
+    monkeypatch.setenv("GATEWAYD_CONFIG", str(gw.config))
+    _bootstrap(config.load(str(gw.config)))
+    app = create_app()
+    body = b'{"model":"mock-gpt","temperature":0,"messages":[{"role":"user","content":"durable?"}]}'
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {KEYS['acme']}".encode()), (b"content-type", b"application/json")],
+    }
+
+    async def serve_once() -> tuple[int, str, int, int]:
+        seen: dict = {}
+        pending = asyncio.get_running_loop().create_future()  # the client never hangs up
+
+        async def receive() -> dict:
+            if "body" not in seen:
+                seen["body"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await pending
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                _, _, appended, synced = app.engine.audit_sync_state()
+                headers = dict(message["headers"])
+                seen.update(status=message["status"], cache=headers[b"x-gatewayd-cache"].decode())
+                seen.update(appended=appended, synced=synced)
+
+        await app(scope, receive, send)
+        return seen["status"], seen["cache"], seen["appended"], seen["synced"]
+
+    async def run() -> list[tuple[int, str, int, int]]:
+        await app.startup()
+        try:
+            return [await serve_once(), await serve_once()]
+        finally:
+            await app.shutdown()
+
+    (forwarded, hit) = uvloop.run(run())
+    assert forwarded[:2] == (200, "miss") and hit[:2] == (200, "hit")
+    for status, cache, appended, synced in (forwarded, hit):
+        assert appended >= 1 and synced >= appended, (cache, appended, synced)

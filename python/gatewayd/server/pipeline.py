@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from time import perf_counter
 
 import msgspec
@@ -196,12 +197,13 @@ class Pipeline(Forwarding):
             return await self._reject(
                 served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller, arrived=arrived
             )
+        verdict = adm.verdict
+        if verdict == "allow" and adm.cached_body is not None:  # records by key: no caller entry
+            return await self._answer_from_cache(send, adm, caller.key)
         self.callers[adm] = caller
         try:
-            if adm.verdict != "allow":
+            if verdict != "allow":
                 return await self._refuse(send, adm, anthropic)
-            if adm.cached_body is not None:
-                return await self._answer_from_cache(send, adm, caller.key)
             if self.budgets is not None and (caller.budget is not None or config.budgets):
                 spent = self.budgets.check(budgets_of(caller, config), time.time())
                 if spent is not None:  # would start after its budget is spent: nothing goes upstream
@@ -225,11 +227,12 @@ class Pipeline(Forwarding):
         body = errors.error_body(429, message, "budget_exceeded", anthropic)
         await respond(send, 429, adm.answer_headers(JSON, retry), body)
 
-    async def _answer_from_cache(self, send: Send, adm, key: str) -> None:
+    def _answer_from_cache(self, send: Send, adm, key: str) -> Awaitable[None]:
         """A hit records the tokens it saved (kept with the answer when it was cached); a
         streamed OpenAI answer stored with its usage chunk loses it for a client that did
         not ask for it. Nothing was forwarded (no client watch) and nothing is charged, so
-        the record is the engine's one `record_hit` call."""
+        the record is the engine's one `record_hit` call. Returns the answer to be awaited:
+        a coroutine frame less per hit."""
         body, status = adm.cached_body, adm.cached_status
         if adm.stream and adm.api in USAGE_CHUNK_APIS and not usage.client_asked(adm.body):
             body = usage.strip_usage_events(body)
@@ -240,8 +243,13 @@ class Pipeline(Forwarding):
         else:
             audit = adm.served.config.audit
             if audit.fsync in SYNCED_BEFORE_ANSWER:
-                await self.audit.durable(seq, audit.fsync)
-        await respond(send, status, adm.answer_headers(), body)
+                return self._answer_when_durable(send, seq, audit.fsync, status, adm.answer_headers(), body)
+        return respond(send, status, adm.answer_headers(), body)
+
+    async def _answer_when_durable(self, send: Send, seq: int, fsync: str, status: int, headers, body: bytes) -> None:
+        """The answer, once record `seq` is on disk (`fsync` is group or always)."""
+        await self.audit.durable(seq, fsync)
+        await respond(send, status, headers, body)
 
     async def _reject(
         self,
