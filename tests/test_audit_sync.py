@@ -159,7 +159,7 @@ def test_answers_start_only_once_their_records_are_on_disk(tmp_path, mock_port, 
         finally:
             await app.shutdown()
 
-    (forwarded, hit) = uvloop.run(run())
+    forwarded, hit = uvloop.run(run())
     assert forwarded[:2] == (200, "miss") and hit[:2] == (200, "hit")
-    for status, cache, appended, synced in (forwarded, hit):
+    for _, cache, appended, synced in (forwarded, hit):
         assert appended >= 1 and synced >= appended, (cache, appended, synced)
