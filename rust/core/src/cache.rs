@@ -28,6 +28,8 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use sha2::{Digest, Sha256};
 
+use crate::digest::{hex_string, sha256_hex};
+
 /// Upper bound on the shard count: enough to keep lock contention negligible on small hosts.
 pub const MAX_SHARDS: usize = 8;
 
@@ -115,7 +117,7 @@ impl CacheKey {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex_string(&self.0)
     }
 }
 
@@ -260,7 +262,7 @@ impl ResponseCache {
         versions: Versions,
         ttl: Duration,
     ) -> bool {
-        let body_sha256 = hex::encode(Sha256::digest(&body));
+        let body_sha256 = sha256_hex(&body);
         self.insert_digested(
             key,
             status,

@@ -10,10 +10,10 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditError, AuditWriter, SharedWriter};
 use crate::cache::{CacheKey, ResponseCache, TokenCounts, Versions};
+use crate::digest::sha256_hex;
 use crate::metrics::{Metrics, ShadowKey};
 use crate::policy::{Policy, RequestView, Verdict};
 use crate::request::{Api, ParsedRequest};
@@ -362,7 +362,7 @@ impl Gateway {
         let response_sha256 = match (out.response_sha256, out.response, &adm.cached) {
             (Some(d), _, _) => Some(d),
             (None, Some(body), _) => {
-                digest = hex::encode(Sha256::digest(body));
+                digest = sha256_hex(body);
                 Some(digest.as_str())
             }
             (None, None, Some(hit)) => Some(hit.body_sha256.as_str()),
@@ -381,7 +381,7 @@ impl Gateway {
                 };
                 let body_sha256 = match response_sha256 {
                     Some(d) => d.to_owned(),
-                    None => hex::encode(Sha256::digest(body)),
+                    None => sha256_hex(body),
                 };
                 self.cache.insert_digested(
                     key,

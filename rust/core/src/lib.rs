@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod cache;
+pub mod digest;
 pub mod gateway;
 pub mod metrics;
 pub mod policy;

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::cache::{CacheKey, CachedResponse, Versions};
+use crate::digest::sha256_hex;
 use crate::policy::{Decision, Verdict};
 use crate::request::Api;
 use crate::routing::Destination;
@@ -132,7 +131,7 @@ impl Admission {
             cached: None,
             versions: ctx.versions,
             shadow: None,
-            prompt_sha256: hex::encode(Sha256::digest(body)),
+            prompt_sha256: sha256_hex(body),
             started: Instant::now(),
         }
     }
