@@ -280,27 +280,35 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Whether `bytes` hold a `"`, a `\` or a control character, looked for eight bytes at a
-/// time (a record is mostly strings: keys, digests, names).
+/// time (a record is mostly strings: keys, digests, names). The last few bytes are looked
+/// at as one more word, padded with a byte that needs no escape: most keys are shorter
+/// than eight bytes, and a loop over them byte by byte cost more than the rest.
 fn needs_escape(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        if word_needs_escape(u64::from_ne_bytes(chunk.try_into().expect("eight bytes"))) {
+            return true;
+        }
+    }
+    let rest = chunks.remainder();
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    word_needs_escape(u64::from_ne_bytes(last))
+}
+
+/// Whether any byte of `word` is a `"`, a `\` or below 0x20 (bytes of 0x80 and above
+/// never need an escape).
+#[inline]
+fn word_needs_escape(word: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // Sets a byte's high bit where that byte of `word` is below `n` (`word`'s bytes < 0x80).
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        let ascii = !word & HIGHS; // bytes of 0x80 and above never need an escape
-        let special = below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1);
-        if special & ascii != 0 {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let ascii = !word & HIGHS;
+    let special = below(word, 0x20)
+        | below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1);
+    special & ascii != 0
 }
 
 /// Appends `YYYY-MM-DDTHH:MM:SS.ffffffZ` for a time in microseconds since the Unix epoch
@@ -395,12 +403,22 @@ mod tests {
             "plain ascii text, longer than eight".into(),
             "caf\u{e9} \u{1f600} \u{7f}\u{80}\u{ff}".into(),
         ];
+        // Every position, in strings shorter than a word, of a word, and longer.
         for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\t'] {
-            for at in 0..20 {
-                let mut text: String = "abcdefghijklmnopqrst".into();
-                text.insert(at, special);
-                samples.push(text.clone());
-                samples.push(format!("\u{e9}{text}"));
+            for base in [
+                "",
+                "a",
+                "abcdef",
+                "abcdefg",
+                "abcdefgh",
+                "abcdefghijklmnopqrst",
+            ] {
+                for at in 0..=base.len() {
+                    let mut text: String = base.into();
+                    text.insert(at, special);
+                    samples.push(text.clone());
+                    samples.push(format!("\u{e9}{text}"));
+                }
             }
         }
         for text in samples {
