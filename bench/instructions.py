@@ -2,7 +2,7 @@
 counted by valgrind's callgrind: the same for the same code whatever else the machine is
 doing, where CPU time on a shared 2-core VM swings by 2x from one minute to the next.
 
-    python bench/instructions.py [--rounds 4] [--cases hit,bare-answer,upstream,bare-relay]
+    python bench/instructions.py [--rounds 4] [--repeat 3] [--cases hit,bare-answer,...]
 
 Each case runs in a process of its own under callgrind: warm-up rounds first, then
 callgrind's counters are dumped and zeroed (callgrind_control), then `--rounds` rounds of
@@ -11,6 +11,11 @@ BATCH requests, then a second dump, which holds the measured requests and nothin
 two calls into the Rust core cost inclusively (`Engine.admit`: parse, policy, routing,
 cache lookup; `Engine.record` or `record_hit`: cache fill and audit append), so the
 rest is the Python around them, the event loop and the upstream client.
+
+Counts still move by about 1% from one process to the next (the event loop's timers, the
+collector, hash seeds), so each case runs `--repeat` times, as many at once as there are
+CPUs (an instruction count does not depend on what else runs), and the median is reported
+with the spread beside it (`spread_per_request`: the largest count less the smallest).
 
 The `upstream-essential` case is a measuring rod, not a server: the same forwarded request
 through only what no gatewayd request can skip (the header scan, the snapshot's route,
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +67,7 @@ def inner(case: str, rounds: int) -> None:
     def dump() -> None:
         subprocess.run(["callgrind_control", "--dump", str(os.getpid())], check=True, capture_output=True)
 
+    tp.PINNED = False  # a count does not depend on the CPU: unpinned, repeats run side by side
     loop = uvloop.new_event_loop()
     with tp.pinned_mock() as url, tempfile.TemporaryDirectory() as root:
         with tp.gateway_app(loop, url, Path(root)) as app, tp.upstream_client(loop) as client:
@@ -161,6 +168,13 @@ def count(case: str, rounds: int) -> dict:
         return figures
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median count, and how far the runs' counts spread."""
+    ordered = sorted(runs, key=lambda run: run["instructions_per_request"])
+    counts = [run["instructions_per_request"] for run in ordered]
+    return {**ordered[len(ordered) // 2], "spread_per_request": counts[-1] - counts[0], "runs": len(counts)}
+
+
 def _total(path: Path) -> int:
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
@@ -207,25 +221,33 @@ def plot(results: dict[str, dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="processes per case; the median is reported")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         inner(args.inner, args.rounds)
         return 0
-    results: dict[str, dict] = {}
-    for case in args.cases.split(","):
+    cases = args.cases.split(",")
+    for case in cases:
         if case not in CASES:
             parser.error(f"--cases: unknown case {case!r} (one of {', '.join(CASES)})")
-        print(f"[instructions] {case}: {args.rounds} rounds under callgrind ...", flush=True)
-        results[case] = count(case, args.rounds)
-        print(f"[instructions] {case}: {results[case]}", flush=True)
+    each = f"{args.repeat} x {args.rounds} rounds each"
+    print(f"[instructions] {', '.join(cases)}: {each} under callgrind ...", flush=True)
+    runs: dict[str, list[dict]] = {case: [] for case in cases}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = {pool.submit(count, case, args.rounds): case for case in cases for _ in range(args.repeat)}
+        for job in as_completed(jobs):
+            case = jobs[job]
+            runs[case].append(job.result())
+            print(f"[instructions] {case} ({len(runs[case])}/{args.repeat}): {runs[case][-1]}", flush=True)
+    results = {case: median_run(runs[case]) for case in cases}
     for case, floor in (("hit", "bare-answer"), ("upstream", "bare-relay"), ("upstream-essential", "bare-relay")):
         if case in results and floor in results:
             ratio = results[case]["instructions_per_request"] / results[floor]["instructions_per_request"]
             print(f"{case} / {floor}: x{ratio:.2f}")
     RESULTS.mkdir(exist_ok=True)
-    what = {"how": __doc__, "rounds": args.rounds, "cases": results}
+    what = {"how": __doc__, "rounds": args.rounds, "repeat": args.repeat, "cases": results}
     (RESULTS / "instructions.json").write_text(json.dumps(what, indent=1) + "\n")
     plot(results, RESULTS / "instructions.png")
     print(f"wrote {RESULTS / 'instructions.json'} and instructions.png")
