@@ -118,7 +118,7 @@ def essential_upstream(app):
             waited_s=perf_counter() - arrived,
         )
         provider = pipeline.providers[adm.provider]
-        upstream = await client.send("POST", provider.url("chat"), provider.headers(()), adm.body, 30)
+        upstream = await client.send("POST", provider.url("chat"), provider.headers([]), adm.body, 30)
         payload = await upstream.read()
         await upstream.aclose()
         counts = usage.read_answer(payload, False)[1]

@@ -198,7 +198,7 @@ class Pipeline(Forwarding):
                 served, send, api, tenant, request_id, 403, "model_not_allowed", message, caller=caller, arrived=arrived
             )
         verdict = adm.verdict
-        if verdict == "allow" and adm.cached_body is not None:  # records by key: no caller entry
+        if verdict == "allow" and adm.cached_body is not None:  # its record takes the key itself
             return await self._answer_from_cache(send, adm, caller.key)
         self.callers[adm] = caller
         try:
