@@ -10,6 +10,7 @@ use super::merkle::{Frontier, Hash};
 use super::scan::scan_head;
 use super::segment::{FrameError, HeaderError, SegmentHeader};
 use super::FORMAT_VERSION;
+use crate::digest::hex_digits;
 
 /// Where verification stopped and why; displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -226,26 +227,6 @@ impl ChainState {
             _ => RecordKind::Other,
         })
     }
-}
-
-/// A hash as the 64 lowercase hex digits the writer writes, two digits per table lookup.
-#[inline]
-fn hex_digits(hash: &Hash) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    const PAIRS: [[u8; 2]; 256] = {
-        let mut pairs = [[0; 2]; 256];
-        let mut i = 0;
-        while i < 256 {
-            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
-            i += 1;
-        }
-        pairs
-    };
-    let mut out = [0u8; 64];
-    for (pair, &byte) in out.chunks_exact_mut(2).zip(hash) {
-        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
-    }
-    out
 }
 
 fn lossy(bytes: &[u8]) -> String {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::merkle::{leaf_hash, Hash};
 use super::segment::{frame_header, FRAME_HEADER};
 use super::{AuditError, FORMAT_VERSION, MAX_PAYLOAD};
+use crate::digest::hex_digits;
 
 /// Fields the writer sets on every record; callers may not supply them.
 pub const WRITER_FIELDS: [&str; 5] = ["chain", "prev", "seq", "ts", "v"];
@@ -154,10 +155,8 @@ fn write_own(out: &mut Vec<u8>, own: &WriterFields, field: Own) {
     match field {
         Own::Chain => write_str(out, own.chain),
         Own::Prev => {
-            let mut hex = [0u8; 64];
-            hex::encode_to_slice(own.prev, &mut hex).expect("64 hex digits for 32 bytes");
             out.push(b'"');
-            out.extend_from_slice(&hex);
+            out.extend_from_slice(&hex_digits(own.prev));
             out.push(b'"');
         }
         Own::Seq => write_json(out, &own.seq),
