@@ -279,20 +279,40 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Whether `bytes` hold a `"`, a `\` or a control character, looked for eight bytes at a
-/// time (a record is mostly strings: keys, digests, names). The last few bytes are looked
-/// at as one more word, padded with a byte that needs no escape: most keys are shorter
-/// than eight bytes, and a loop over them byte by byte cost more than the rest.
+/// time (a record is mostly strings: keys, digests, names). The tail is read as words that
+/// overlap bytes already looked at, never copied to a padded buffer first: the load right
+/// after such a copy stalls on store forwarding, and that stall cost more than the rest.
 fn needs_escape(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        if word_needs_escape(u64::from_ne_bytes(chunk.try_into().expect("eight bytes"))) {
-            return true;
+    let len = bytes.len();
+    if len >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            if word_needs_escape(load_u64(chunk)) {
+                return true;
+            }
         }
+        return !chunks.remainder().is_empty() && word_needs_escape(load_u64(&bytes[len - 8..]));
     }
-    let rest = chunks.remainder();
-    let mut last = [b'a'; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    word_needs_escape(u64::from_ne_bytes(last))
+    // Shorter than a word (most keys): two overlapping halves, or three bytes that cover
+    // one to three, placed in a word whose other bytes need no escape.
+    let word = if len >= 4 {
+        u64::from(load_u32(bytes)) | u64::from(load_u32(&bytes[len - 4..])) << 32
+    } else if len > 0 {
+        const PAD: u64 = u64::from_ne_bytes([b'a'; 8]) >> 24;
+        let spread = [bytes[0], bytes[len / 2], bytes[len - 1]];
+        u64::from(spread[0]) | u64::from(spread[1]) << 8 | u64::from(spread[2]) << 16 | PAD << 24
+    } else {
+        return false;
+    };
+    word_needs_escape(word)
+}
+
+fn load_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
+fn load_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[..4].try_into().expect("four bytes"))
 }
 
 /// Whether any byte of `word` is a `"`, a `\` or below 0x20 (bytes of 0x80 and above
@@ -407,6 +427,10 @@ mod tests {
             for base in [
                 "",
                 "a",
+                "ab",
+                "abc",
+                "abcd",
+                "abcde",
                 "abcdef",
                 "abcdefg",
                 "abcdefgh",
