@@ -113,20 +113,24 @@ fn encode_record(
     own: &WriterFields,
     fields: &dyn RecordFields,
 ) -> Result<(), &'static str> {
-    let mut own_fields = OWN.iter().copied().peekable();
+    // The writer's fields go in among the caller's by an index into OWN, not a Peekable:
+    // its peeked slot, stored and reloaded in pieces, stalled on store forwarding.
+    let mut next_own = 0;
     let mut members = Members::default();
     let mut key = |out: &mut Vec<u8>, key: &str| members.key(out, key);
     let mut reserved = None;
     out.push(b'{');
     fields.each_sorted(&mut |name, value| {
-        while let Some((own_name, field)) =
-            own_fields.next_if(|&(own_name, _)| before(own_name, name))
-        {
+        while let Some(&(own_name, field)) = OWN.get(next_own) {
+            if !before(own_name, name) {
+                break;
+            }
             if own_name == name {
                 reserved = Some(own_name);
             }
             key(out, own_name);
             write_own(out, own, field);
+            next_own += 1;
         }
         key(out, name);
         write_value(out, value);
@@ -134,7 +138,7 @@ fn encode_record(
     if let Some(name) = reserved {
         return Err(name);
     }
-    for (own_name, field) in own_fields {
+    for &(own_name, field) in &OWN[next_own..] {
         key(out, own_name);
         write_own(out, own, field);
     }
