@@ -146,13 +146,19 @@ fn encode_record(
     Ok(())
 }
 
-/// `own <= name`, decided on the first byte when it differs (as it mostly does): a full
-/// comparison per field is a noticeable part of encoding a record.
+/// `own <= name`, byte by byte up to the first that differs: the writer's names are at
+/// most five bytes, and a `memcmp` call per field (the `str` comparison) cost more than
+/// the comparison itself.
 fn before(own: &str, name: &str) -> bool {
-    match (own.as_bytes().first(), name.as_bytes().first()) {
-        (Some(a), Some(b)) if a != b => a < b,
-        _ => own <= name,
+    let name = name.as_bytes();
+    for (at, &byte) in own.as_bytes().iter().enumerate() {
+        match name.get(at) {
+            Some(&other) if other == byte => continue,
+            Some(&other) => return byte < other,
+            None => return false,
+        }
     }
+    true
 }
 
 fn write_own(out: &mut Vec<u8>, own: &WriterFields, field: Own) {
