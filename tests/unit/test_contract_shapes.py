@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gatewayd import config
-from gatewayd.control.contract import ShapeError, differences, shape, stream_shape
+from gatewayd.control.shapes import ShapeError, differences, shape, stream_shape
 
 
 def body(value: object) -> bytes:

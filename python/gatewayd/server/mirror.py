@@ -15,7 +15,7 @@ from collections.abc import Callable
 import msgspec
 
 from gatewayd import _core
-from gatewayd.control.contract import ShapeError, shape
+from gatewayd.control.shapes import ShapeError, shape
 from gatewayd.control.snapshot import Served
 from gatewayd.translate import Untranslatable, translation_for
 from gatewayd.upstream import UpstreamClient, UpstreamError
