@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -44,12 +44,10 @@ from gatewayd.control.documents import DOMAINS
 from gatewayd.control.keys import RuntimeKey
 from gatewayd.control.model import (
     Ack,
-    Candidate,
     Change,
     ChangeItem,
     ConflictError,
     Pointer,
-    PositionTraffic,
     Replica,
     StoreDump,
     StoreHead,
@@ -57,13 +55,23 @@ from gatewayd.control.model import (
     StoreLostError,
     StoreUnavailableError,
     VersionInfo,
-    Watermark,
 )
 from gatewayd.control.redis_scripts import ADD_VERSION, FLIP, SEED, STAMP
 from gatewayd.control.redis_subscription import CONNECT_TIMEOUT_S, RedisSubscription
 from gatewayd.control.redis_target import RedisTarget
+from gatewayd.control.redis_values import (
+    AckBody,
+    ChangeBody,
+    ReplicaBody,
+    VersionBody,
+    candidate_arg,
+    id_arg,
+    parse_candidate,
+    stamped,
+    unstamp,
+    version_info,
+)
 
-Body = TypeVar("Body", bound=msgspec.Struct)
 log = logging.getLogger("gatewayd.redis")
 
 # A command whose answer takes longer than SOCKET_TIMEOUT_S fails: a half-open connection
@@ -75,35 +83,6 @@ HEALTH_CHECK_INTERVAL_S = 5
 COMMAND_RETRY = Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, supported_errors=(redis.ConnectionError,))
 # Behind Sentinel, how long a write of history waits for a replica to confirm it.
 REPLICA_WAIT_MS = 1000
-
-
-class _VersionBody(msgspec.Struct, frozen=True):
-    digest: str
-    name: str
-    actor: str
-    reason: str
-
-
-class _ChangeBody(msgspec.Struct, frozen=True):
-    actor: str
-    reason: str
-    kind: str
-    items: list[ChangeItem]
-
-
-class _AckBody(msgspec.Struct, frozen=True):
-    ok: bool
-    error: str
-
-
-class _ReplicaBody(msgspec.Struct, frozen=True):
-    pid: int
-    host: str
-    started_at: float
-    applied_change: int
-    versions: dict[str, int]
-    mark: Watermark | None = None
-    traffic: dict[str, dict[str, PositionTraffic]] = {}
 
 
 def _guarded(method):
@@ -254,16 +233,16 @@ class RedisStore:
         args += ["SET", slot[self._key("identity")], "", msgspec.json.encode(dump.identity)]
         for v in dump.versions:
             i = v.info
-            meta = msgspec.json.encode(_VersionBody(i.digest, i.name, i.actor, i.reason))
-            args += ["HSET", slot[self._key("versions", i.domain)], str(i.id), _stamped(i.created_at, meta)]
+            meta = msgspec.json.encode(VersionBody(i.digest, i.name, i.actor, i.reason))
+            args += ["HSET", slot[self._key("versions", i.domain)], str(i.id), stamped(i.created_at, meta)]
             args += ["HSET", slot[self._key("documents", i.domain)], str(i.id), v.document]
         for domain, counter in dump.last_versions.items():
             args += ["SET", slot[self._key("version-id", domain)], "", str(counter)]
         for c in dump.changes:
-            body = msgspec.json.encode(_ChangeBody(c.actor, c.reason, c.kind, c.items))
-            args += ["RPUSH", slot[self._key("changes")], "", _stamped(c.at, body)]
+            body = msgspec.json.encode(ChangeBody(c.actor, c.reason, c.kind, c.items))
+            args += ["RPUSH", slot[self._key("changes")], "", stamped(c.at, body)]
         for p in dump.pointers:
-            value = f"{p.version} {p.change_id}" + (f" {_candidate_arg(p.candidate)}" if p.candidate else "")
+            value = f"{p.version} {p.change_id}" + (f" {candidate_arg(p.candidate)}" if p.candidate else "")
             args += ["HSET", slot[self._key("pointers")], f"{p.domain}/{p.scope}", value]
         for k in dump.keys:
             args += ["HSET", slot[self._key("runtime-keys")], k.name, msgspec.json.encode(k)]
@@ -289,7 +268,7 @@ class RedisStore:
         """Stores the next version of `domain`, if the store is still epoch `epoch` (R17)."""
         keys = [self._key("version-id", domain), self._key("versions", domain), self._key("documents", domain)]
         keys.append(self._key("identity"))
-        meta = msgspec.json.encode(_VersionBody(digest, name, actor, reason))
+        meta = msgspec.json.encode(VersionBody(digest, name, actor, reason))
         result = self._write_history(self._add_version, keys, [meta, document, epoch])
         if isinstance(result, list):
             raise self._lost(epoch, result[1])
@@ -303,12 +282,12 @@ class RedisStore:
         meta, document = pipe.execute()
         if meta is None or document is None:
             return None
-        return _version_info(domain, version_id, meta), document
+        return version_info(domain, version_id, meta), document
 
     @_guarded
     def versions(self, domain: str) -> list[VersionInfo]:
         stored = self._hgetall("versions", domain)
-        infos = [_version_info(domain, int(version_id), meta) for version_id, meta in stored.items()]
+        infos = [version_info(domain, int(version_id), meta) for version_id, meta in stored.items()]
         return sorted(infos, key=lambda info: info.id)
 
     # -- pointers and changes ---------------------------------------------------------
@@ -318,7 +297,7 @@ class RedisStore:
         for field, value in self._hgetall("pointers").items():
             domain, scope = field.decode().split("/", 1)
             version, change_id, *candidate = value.split(b" ", 2)
-            out.append(Pointer(domain, scope, int(version), int(change_id), _parse_candidate(b"".join(candidate))))
+            out.append(Pointer(domain, scope, int(version), int(change_id), parse_candidate(b"".join(candidate))))
         return sorted(out, key=lambda p: (p.domain, p.scope))
 
     @_guarded
@@ -329,10 +308,10 @@ class RedisStore:
     def flip(self, items: list[ChangeItem], actor: str, reason: str, kind: str, *, epoch: str) -> Change:
         """Moves every pointer in `items` in one script, if each still holds `prev` and
         `prev_candidate` and the store is still epoch `epoch`."""
-        args: list[str | bytes] = [msgspec.json.encode(_ChangeBody(actor, reason, kind, items)), self._channel, epoch]
+        args: list[str | bytes] = [msgspec.json.encode(ChangeBody(actor, reason, kind, items)), self._channel, epoch]
         for item in items:
-            state = f"{_id_arg(item.prev)}|{_candidate_arg(item.prev_candidate)}"
-            args += [f"{item.domain}/{item.scope}", state, _id_arg(item.new), _candidate_arg(item.candidate)]
+            state = f"{id_arg(item.prev)}|{candidate_arg(item.prev_candidate)}"
+            args += [f"{item.domain}/{item.scope}", state, id_arg(item.new), candidate_arg(item.candidate)]
         keys = [self._key("pointers"), self._key("changes"), self._key("identity")]
         result = self._write_history(self._flip, keys, args)
         if result[0] == b"lost":
@@ -342,7 +321,7 @@ class RedisStore:
             current = int(result[2]) if result[2] else None
             if current != item.prev:
                 raise ConflictError.moved(item.domain, item.scope, current, item.prev)
-            candidate = _parse_candidate(result[3])
+            candidate = parse_candidate(result[3])
             raise ConflictError.candidate_moved(item.domain, item.scope, candidate, item.prev_candidate)
         return Change(int(result[0]), float(result[1]), actor, reason, kind, list(items))
 
@@ -392,7 +371,7 @@ class RedisStore:
         records = cast(list[bytes], self._redis.lrange(self._key("changes"), since_id, -1))
         out = []
         for offset, record in enumerate(records):
-            at, body = _unstamp(record, _ChangeBody)
+            at, body = unstamp(record, ChangeBody)
             out.append(Change(since_id + offset + 1, at, body.actor, body.reason, body.kind, body.items))
         if domain:
             out = [c for c in out if any(i.domain == domain for i in c.items)]
@@ -404,14 +383,14 @@ class RedisStore:
         """Records the replica; `heartbeat_at` becomes the Redis time of this call. Not
         confirmed on a replica: the next heartbeat, a second later, says it all again."""
         r = replica
-        body = _ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark, r.traffic)
+        body = ReplicaBody(r.pid, r.host, r.started_at, r.applied_change, r.versions, r.mark, r.traffic)
         self._stamp(keys=[self._key("replicas")], args=[replica.name, msgspec.json.encode(body)])
 
     @_guarded
     def replicas(self) -> list[Replica]:
         out = []
         for name, value in self._hgetall("replicas").items():
-            at, b = _unstamp(value, _ReplicaBody)
+            at, b = unstamp(value, ReplicaBody)
             out.append(
                 Replica(name.decode(), b.pid, b.host, b.started_at, at, b.applied_change, b.versions, b.mark, b.traffic)
             )
@@ -425,7 +404,7 @@ class RedisStore:
     def ack(self, ack: Ack) -> None:
         """Records the answer; `at` becomes the Redis time of this call, the clock of the change.
         Confirmed on a replica: a flip's barrier and its history count these answers."""
-        body = msgspec.json.encode(_AckBody(ack.ok, ack.error))
+        body = msgspec.json.encode(AckBody(ack.ok, ack.error))
         keys = [self._key("acks", ack.change_id)]
         self._confirmed(lambda pipe: self._stamp(keys=keys, args=[ack.replica, body], client=pipe))
 
@@ -433,41 +412,10 @@ class RedisStore:
     def acks(self, change_id: int) -> list[Ack]:
         out = []
         for replica, value in self._hgetall("acks", change_id).items():
-            at, body = _unstamp(value, _AckBody)
+            at, body = unstamp(value, AckBody)
             out.append(Ack(change_id, replica.decode(), body.ok, body.error, at))
         return sorted(out, key=lambda a: a.replica)
 
     def subscribe(self, *, check_interval_s: float | None = None) -> RedisSubscription:
         """Pings every `check_interval_s` (default 1 s) to notice a half-open connection."""
         return RedisSubscription(self._target, self._channel, 1.0 if check_interval_s is None else check_interval_s)
-
-
-def _version_info(domain: str, version_id: int, meta: bytes) -> VersionInfo:
-    created_at, body = _unstamp(meta, _VersionBody)
-    return VersionInfo(domain, version_id, body.digest, body.name, created_at, body.actor, body.reason)
-
-
-def _stamped(at: float, body: bytes) -> bytes:
-    return f"{at:.6f} ".encode() + body
-
-
-def _unstamp(value: bytes, body_type: type[Body]) -> tuple[float, Body]:
-    at, _, body = value.partition(b" ")
-    return float(at), msgspec.json.decode(body, type=body_type)
-
-
-def _id_arg(version: int | None) -> str:
-    return "" if version is None else str(version)
-
-
-def _candidate_arg(candidate: Candidate | None) -> str:
-    """The candidate's JSON as stored and compared; decoded once first, so a value given in
-    another type than its field's (an int window) encodes as the stored one reads back."""
-    if candidate is None:
-        return ""
-    canonical = msgspec.json.decode(msgspec.json.encode(candidate), type=Candidate)
-    return msgspec.json.encode(canonical).decode()
-
-
-def _parse_candidate(text: bytes) -> Candidate | None:
-    return msgspec.json.decode(text, type=Candidate) if text else None
