@@ -1,17 +1,34 @@
 """Request bodies: OpenAI chat completions to Anthropic messages and back.
 
-Each side is decoded into Structs that list every field the translation carries over
-(forbid_unknown_fields): any other field is refused by name rather than dropped.
+Each side is decoded into the Structs of gatewayd.translate.request_types, which list
+every field the translation carries over: any other field is refused by name rather than
+dropped.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from gatewayd.translate.errors import Untranslatable, refusal
+from gatewayd.translate.request_types import (
+    ANURL,
+    ANBase64,
+    ANImage,
+    ANText,
+    ANTool,
+    ANToolUse,
+    ChatRequest,
+    MessagesRequest,
+    OAImage,
+    OAJsonSchemaFormat,
+    OANamedTool,
+    OAText,
+    OATool,
+    OAToolCall,
+)
 
 # Anthropic requires max_tokens; an OpenAI request without one gets this (README).
 DEFAULT_MAX_TOKENS = 4096
@@ -20,182 +37,6 @@ OPENAI = "OpenAI Chat Completions API"
 _DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,(.*)", re.S)
 
 _encode = msgspec.json.encode
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    pass
-
-
-# -- OpenAI chat completions request --
-
-
-class OAText(_Strict, tag="text", tag_field="type"):
-    text: str
-
-
-class OAImageURL(_Strict):
-    url: str
-    detail: Literal["auto"] | None = None  # low/high have no Anthropic equivalent
-
-
-class OAImage(_Strict, tag="image_url", tag_field="type"):
-    image_url: OAImageURL
-
-
-class OAFunctionCall(_Strict):
-    name: str
-    arguments: str
-
-
-class OAToolCall(_Strict):
-    id: str
-    function: OAFunctionCall
-    type: Literal["function"] = "function"
-
-
-class OAMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[OAText | OAImage] | None = None
-    tool_calls: list[OAToolCall] | None = None
-    tool_call_id: str | None = None
-
-
-class OAFunction(_Strict):
-    name: str
-    description: str | None = None
-    parameters: dict | None = None
-    strict: Literal[False] | None = None  # strict schemas have no Anthropic equivalent
-
-
-class OATool(_Strict):
-    function: OAFunction
-    type: Literal["function"] = "function"
-
-
-class OANamedFunction(_Strict):
-    name: str
-
-
-class OANamedTool(_Strict):
-    function: OANamedFunction
-    type: Literal["function"] = "function"
-
-
-class OAJsonSchema(_Strict):
-    name: str
-    schema: dict
-    description: str | None = None
-    strict: bool | None = None
-
-
-class OATextFormat(_Strict, tag="text", tag_field="type"):
-    pass
-
-
-class OAJsonSchemaFormat(_Strict, tag="json_schema", tag_field="type"):
-    """Structured output; plain JSON mode (json_object) has no Anthropic equivalent."""
-
-    json_schema: OAJsonSchema
-
-
-class OAStreamOptions(_Strict):
-    include_usage: bool | None = None
-
-
-class ChatRequest(_Strict):
-    model: str
-    messages: list[OAMessage]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = None
-    stream_options: OAStreamOptions | None = None
-    n: Literal[1] | None = None
-    tools: list[OATool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | OANamedTool | None = None
-    parallel_tool_calls: bool | None = None
-    user: str | None = None
-    response_format: OATextFormat | OAJsonSchemaFormat | None = None
-
-
-# -- Anthropic messages request --
-
-
-class ANText(_Strict, tag="text", tag_field="type"):
-    text: str
-
-
-class ANBase64(_Strict, tag="base64", tag_field="type"):
-    media_type: str
-    data: str
-
-
-class ANURL(_Strict, tag="url", tag_field="type"):
-    url: str
-
-
-class ANImage(_Strict, tag="image", tag_field="type"):
-    source: ANBase64 | ANURL
-
-
-class ANToolUse(_Strict, tag="tool_use", tag_field="type"):
-    id: str
-    name: str
-    input: msgspec.Raw
-
-
-class ANToolResult(_Strict, tag="tool_result", tag_field="type"):
-    tool_use_id: str
-    content: str | list[ANText] = ""
-    is_error: Literal[False] | None = None  # OpenAI's tool messages cannot say it failed
-
-
-class ANMessage(_Strict):
-    role: Literal["user", "assistant"]
-    content: str | list[ANText | ANImage | ANToolUse | ANToolResult]
-
-
-class ANTool(_Strict):
-    name: str
-    input_schema: msgspec.Raw
-    description: str | None = None
-    type: Literal["custom"] | None = None
-
-
-class ANToolChoice(_Strict):
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
-    disable_parallel_tool_use: bool | None = None
-
-
-class ANJsonFormat(_Strict):
-    type: Literal["json_schema"]
-    schema: dict
-
-
-class ANOutputConfig(_Strict):
-    format: ANJsonFormat | None = None  # `effort` has no OpenAI chat equivalent
-
-
-class ANMetadata(_Strict):
-    user_id: str | None = None
-
-
-class MessagesRequest(_Strict):
-    model: str
-    max_tokens: int
-    messages: list[ANMessage]
-    system: str | list[ANText] | None = None
-    stop_sequences: list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stream: bool | None = None
-    tools: list[ANTool] | None = None
-    tool_choice: ANToolChoice | None = None
-    metadata: ANMetadata | None = None
-    output_config: ANOutputConfig | None = None
 
 
 _chat = msgspec.json.Decoder(ChatRequest)
