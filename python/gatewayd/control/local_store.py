@@ -9,7 +9,6 @@ them through a FIFO each (gatewayd.control.local_wake).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sqlite3
 import time
@@ -18,10 +17,20 @@ from pathlib import Path
 import msgspec
 
 from gatewayd.control.keys import RuntimeKey
+from gatewayd.control.local_rows import (
+    INSERT_ITEM,
+    SCHEMA,
+    Transaction,
+    candidate_text,
+    item_row,
+    json_versions,
+    parse_candidate,
+    parse_mark,
+    parse_versions,
+)
 from gatewayd.control.local_wake import LocalSubscription, wake_subscribers
 from gatewayd.control.model import (
     Ack,
-    Candidate,
     Change,
     ChangeItem,
     ConflictError,
@@ -34,36 +43,7 @@ from gatewayd.control.model import (
     StoreLostError,
     StoreUnavailableError,
     VersionInfo,
-    Watermark,
 )
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    domain TEXT NOT NULL, id INTEGER NOT NULL, digest TEXT NOT NULL, name TEXT NOT NULL,
-    document BLOB NOT NULL, created_at REAL NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
-    PRIMARY KEY (domain, id));
-CREATE TABLE IF NOT EXISTS changes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
-    reason TEXT NOT NULL, kind TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS change_items (
-    change_id INTEGER NOT NULL, domain TEXT NOT NULL, scope TEXT NOT NULL,
-    prev INTEGER, new INTEGER, prev_candidate TEXT, candidate TEXT);
-CREATE TABLE IF NOT EXISTS pointers (
-    domain TEXT NOT NULL, scope TEXT NOT NULL, version INTEGER NOT NULL,
-    change_id INTEGER NOT NULL, candidate TEXT, PRIMARY KEY (domain, scope));
-CREATE TABLE IF NOT EXISTS replicas (
-    name TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL, applied_change INTEGER NOT NULL, versions TEXT NOT NULL, mark TEXT,
-    traffic TEXT);
-CREATE TABLE IF NOT EXISTS acks (
-    change_id INTEGER NOT NULL, replica TEXT NOT NULL, ok INTEGER NOT NULL,
-    error TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (change_id, replica));
-CREATE TABLE IF NOT EXISTS identity (
-    only INTEGER PRIMARY KEY CHECK (only = 1), epoch TEXT NOT NULL, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS version_counters (domain TEXT PRIMARY KEY, last INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS runtime_keys (name TEXT PRIMARY KEY, record BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS spend (counter TEXT PRIMARY KEY, cost REAL NOT NULL, tokens INTEGER NOT NULL);
-"""
 
 
 def _guarded(method):
@@ -161,10 +141,10 @@ class LocalStore:
             db.executemany("INSERT INTO version_counters VALUES (?,?)", dump.last_versions.items())
             for c in dump.changes:
                 db.execute("INSERT INTO changes VALUES (?,?,?,?,?)", (c.id, c.at, c.actor, c.reason, c.kind))
-                db.executemany(INSERT_ITEM, [(c.id, *_item_row(i)) for i in c.items])
+                db.executemany(INSERT_ITEM, [(c.id, *item_row(i)) for i in c.items])
             db.executemany(
                 "INSERT INTO pointers VALUES (?,?,?,?,?)",
-                [(p.domain, p.scope, p.version, p.change_id, _candidate_text(p.candidate)) for p in dump.pointers],
+                [(p.domain, p.scope, p.version, p.change_id, candidate_text(p.candidate)) for p in dump.pointers],
             )
             db.executemany(
                 "INSERT OR REPLACE INTO runtime_keys VALUES (?,?)",
@@ -230,7 +210,7 @@ class LocalStore:
     @_guarded
     def pointers(self) -> list[Pointer]:
         rows = self._db.execute("SELECT domain,scope,version,change_id,candidate FROM pointers ORDER BY domain, scope")
-        return [Pointer(d, s, v, c, _parse_candidate(candidate)) for d, s, v, c, candidate in rows]
+        return [Pointer(d, s, v, c, parse_candidate(candidate)) for d, s, v, c, candidate in rows]
 
     @_guarded
     def last_change_id(self) -> int:
@@ -251,7 +231,7 @@ class LocalStore:
                 row = db.execute(
                     "SELECT version, candidate FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope)
                 ).fetchone()
-                current, candidate = (row[0], _parse_candidate(row[1])) if row else (None, None)
+                current, candidate = (row[0], parse_candidate(row[1])) if row else (None, None)
                 if current != item.prev:
                     raise ConflictError.moved(item.domain, item.scope, current, item.prev)
                 if candidate != item.prev_candidate:
@@ -262,13 +242,13 @@ class LocalStore:
             ).lastrowid
             assert change_id is not None  # an INSERT sets lastrowid
             for item in items:
-                db.execute(INSERT_ITEM, (change_id, *_item_row(item)))
+                db.execute(INSERT_ITEM, (change_id, *item_row(item)))
                 if item.new is None:
                     db.execute("DELETE FROM pointers WHERE domain=? AND scope=?", (item.domain, item.scope))
                 else:
                     db.execute(
                         "INSERT OR REPLACE INTO pointers VALUES (?,?,?,?,?)",
-                        (item.domain, item.scope, item.new, change_id, _candidate_text(item.candidate)),
+                        (item.domain, item.scope, item.new, change_id, candidate_text(item.candidate)),
                     )
             return Change(change_id, at, actor, reason, kind, list(items))
 
@@ -324,7 +304,7 @@ class LocalStore:
         ):
             d, s, prev, new, prev_candidate, candidate = rest
             items.setdefault(change_id, []).append(
-                ChangeItem(d, s, prev, new, _parse_candidate(prev_candidate), _parse_candidate(candidate))
+                ChangeItem(d, s, prev, new, parse_candidate(prev_candidate), parse_candidate(candidate))
             )
         out = [
             Change(change_id, at, actor, reason, kind, items.get(change_id, []))
@@ -349,7 +329,7 @@ class LocalStore:
                     replica.started_at,
                     replica.heartbeat_at,
                     replica.applied_change,
-                    _json_versions(replica.versions),
+                    json_versions(replica.versions),
                     msgspec.json.encode(replica.mark).decode() if replica.mark else None,
                     msgspec.json.encode(replica.traffic).decode() if replica.traffic else None,
                 ),
@@ -369,8 +349,8 @@ class LocalStore:
                 started_at,
                 heartbeat_at,
                 applied,
-                _parse_versions(versions),
-                _parse_mark(mark),
+                parse_versions(versions),
+                parse_mark(mark),
                 msgspec.json.decode(traffic, type=dict[str, dict[str, PositionTraffic]]) if traffic else {},
             )
             for name, pid, host, started_at, heartbeat_at, applied, versions, mark, traffic in rows
@@ -399,55 +379,5 @@ class LocalStore:
     def subscribe(self, *, check_interval_s: float | None = None) -> LocalSubscription:
         return LocalSubscription(self.path, self.change_check_s if check_interval_s is None else check_interval_s)
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, so concurrent writers serialise instead of failing late."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-INSERT_ITEM = (
-    "INSERT INTO change_items (change_id, domain, scope, prev, new, prev_candidate, candidate) VALUES (?,?,?,?,?,?,?)"
-)
-
-
-def _item_row(item: ChangeItem) -> tuple:
-    return (
-        item.domain,
-        item.scope,
-        item.prev,
-        item.new,
-        _candidate_text(item.prev_candidate),
-        _candidate_text(item.candidate),
-    )
-
-
-def _candidate_text(candidate: Candidate | None) -> str | None:
-    return msgspec.json.encode(candidate).decode() if candidate else None
-
-
-def _parse_candidate(text: str | None) -> Candidate | None:
-    return msgspec.json.decode(text, type=Candidate) if text else None
-
-
-def _json_versions(versions: dict[str, int]) -> str:
-    return json.dumps(versions, sort_keys=True)
-
-
-def _parse_versions(text: str) -> dict[str, int]:
-    return json.loads(text)
-
-
-def _parse_mark(text: str | None) -> Watermark | None:
-    return msgspec.json.decode(text, type=Watermark) if text else None
+    def _write(self) -> Transaction:
+        return Transaction(self._db)
