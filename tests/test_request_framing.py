@@ -125,3 +125,21 @@ def test_a_client_that_half_closes_is_recorded_as_gone_not_as_answered(gateway, 
             break
     assert len(recorded) == 1, "no attempt reached the gateway's app"
     assert recorded[0]["status"] == 499 and recorded[0]["error"].startswith("client closed the connection")
+
+
+def test_a_client_that_hangs_up_while_the_provider_works_is_recorded_as_gone(gateway):
+    """The body is read by its Content-Length, so the server's end-of-body message is still
+    unread when the watch on the client starts: it must pass over it and wait for the hang
+    up. The client sends a whole request, waits, then closes (no half-close): the record
+    says 499, not the 504 the slow provider answers 1.5 s later."""
+    request_id = "hung-up-while-waiting"
+    body = json.dumps({"model": "slow-model", "messages": [{"role": "user", "content": "wait for me"}]}).encode()
+    raw = head("POST", "/v1/chat/completions", f"Content-Length: {len(body)}", f"X-Request-Id: {request_id}")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        sock.sendall(raw + body)
+        time.sleep(0.4)  # the request is upstream by now
+    deadline = time.monotonic() + 10
+    while not (records := [r for r in gateway.audit_records() if r.get("request_id") == request_id]):
+        assert time.monotonic() < deadline, "the request was never recorded"
+        time.sleep(0.2)
+    assert records[0]["status"] == 499 and records[0]["error"].startswith("client closed the connection")
