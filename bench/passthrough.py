@@ -5,7 +5,8 @@ and ``BENCH_UPSTREAM`` (the mock's base URL) in the environment: a granian ASGI 
 reads the body, POSTs it upstream and relays status, headers and body (``/stream``: as
 it is read). Incoming ``x-mock-*`` headers travel on, as a gateway would forward them.
 ``BENCH_CLIENT=canned`` is the do-nothing app: it reads the body and answers the mock's
-completion fetched once at start-up, the floor under a gateway's cache hit.
+completion fetched once at start-up, the floor under a gateway's cache hit. Both read the
+body as gatewayd does, whole at its Content-Length.
 """
 
 from __future__ import annotations
@@ -224,11 +225,14 @@ def create_app():
             await receive()  # lifespan.shutdown
             await send({"type": "lifespan.shutdown.complete"})
             return
+        declared = next((int(value) for name, value in scope["headers"] if name == b"content-length"), None)
         body = b""
         while True:
             message = await receive()
             body += message.get("body", b"")
-            if not message.get("more_body"):
+            # Whole at its Content-Length, as gatewayd reads it: granian's empty end-of-body
+            # message (a round trip to its thread) is left unread.
+            if not message.get("more_body") or len(body) == declared:
                 break
         # x-mock-* knobs travel on to the mock, as a gateway would forward them.
         knobs = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.startswith(b"x-mock-")]
