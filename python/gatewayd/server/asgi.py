@@ -131,8 +131,9 @@ class ClientWatch:
     and granian 2.8 has no setting for it), while a send() to a closed connection
     succeeds silently: without this watch, an answer nobody received is recorded as given.
     When read_body stopped at the Content-Length, what is left of the body comes first
-    (granian's ASGI sends one empty end-of-body message, the RSGI adapter an empty chunk
-    and then its end): the watch asks again after each, until a receive() waits.
+    (granian's ASGI sends one empty end-of-body message): the watch asks again after each
+    body message, until a receive() waits. A `receive` with a `disconnected()` future of
+    its own (the RSGI adapter's) is watched through that, and its body left alone.
     """
 
     __slots__ = ("_receive", "_next", "_closed")
@@ -140,7 +141,11 @@ class ClientWatch:
     def __init__(self, receive: Receive):
         self._receive = receive
         self._closed = False
-        self._ask()
+        disconnected = getattr(receive, "disconnected", None)
+        if disconnected is not None:
+            self._next = asyncio.ensure_future(disconnected())
+        else:
+            self._ask()
 
     def _ask(self) -> None:
         self._next = asyncio.ensure_future(self._receive())
@@ -154,12 +159,10 @@ class ClientWatch:
 
     def gone(self) -> bool:
         message = self._next
-        return (
-            message.done()
-            and not message.cancelled()
-            and message.exception() is None
-            and message.result()["type"] == "http.disconnect"
-        )
+        if not message.done() or message.cancelled() or message.exception() is not None:
+            return False
+        said = message.result()  # None from a `disconnected()` future: its completing says it
+        return said is None or said["type"] == "http.disconnect"
 
     def close(self) -> None:
         self._closed = True  # a body message arriving after this asks for nothing more

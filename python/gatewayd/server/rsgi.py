@@ -49,6 +49,11 @@ class _Receive:
         self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
 
+    def disconnected(self) -> Awaitable[None]:
+        """granian's own future for the client's going, apart from the body: the client
+        watch waits on it without reading what is left of the body first."""
+        return self._protocol.client_disconnect()
+
     async def __call__(self) -> dict:
         if self._ended:
             await self._protocol.client_disconnect()
