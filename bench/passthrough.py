@@ -255,10 +255,11 @@ def create_app():
     return app
 
 
-def serve(port: int) -> None:
+def serve(port: int, target: str = "passthrough:create_app", factory: bool = True) -> None:
+    """One granian ASGI worker on `port` serving `target` (a module in bench/)."""
     Granian(
-        "passthrough:create_app",
-        factory=True,
+        target,
+        factory=factory,
         working_dir=Path(__file__).resolve().parent,
         address="127.0.0.1",
         port=port,
