@@ -166,6 +166,9 @@ class ClientWatch:
 
     def close(self) -> None:
         self._closed = True  # a body message arriving after this asks for nothing more
+        # granian's futures are invisible to the cycle collector: the callback (bound to
+        # this watch, which holds the future) is a cycle only taking it off breaks.
+        self._next.remove_done_callback(self._arrived)
         self._next.cancel()
 
 
