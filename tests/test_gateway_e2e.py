@@ -282,6 +282,45 @@ def test_upstream_killed_mid_stream_ends_with_a_clean_error(gateway, fragile_por
     assert record["status"] == 502 and record["error"].startswith("protocol")
 
 
+@pytest.mark.parametrize("flavour", ["openai", "anthropic"])
+def test_a_client_that_stops_reading_a_stream_stops_the_provider(gateway, fragile_port, flavour):
+    """ "Stop generating": the SDK closes the stream after two events. The gateway closes
+    its stream from the provider there, so the provider stops (the mock counts the stream
+    as abandoned, not sent to its end), and the record says 499 with what was relayed;
+    left alone the stream would run 15 s (50 events, 300 ms apart)."""
+    url, fragile = start_provider_mock(fragile_port)
+    request_id = f"stopped-stream-{flavour}-{time.monotonic_ns()}"
+    headers = {"x-request-id": request_id}
+    messages = [{"role": "user", "content": "a long story, please"}]
+    try:
+        if flavour == "openai":
+            stream = oa(gateway).chat.completions.create(
+                model="fragile-model", messages=messages, stream=True, extra_headers=headers
+            )
+            next(stream), next(stream)
+            stream.close()
+        else:
+            with an(gateway).messages.stream(
+                model="fragile-model", max_tokens=64, messages=messages, extra_headers=headers
+            ) as events:
+                next(iter(events)), next(iter(events))
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(url + "/_mock/streams") as r:
+                streams = json.load(r)
+            records = [r for r in gateway.audit_records() if r.get("request_id") == request_id]
+            if records and streams["abandoned"]:
+                break
+            assert time.monotonic() < deadline, f"still going after 10 s: {streams}, records {records}"
+            time.sleep(0.2)
+    finally:
+        stop_process(fragile)
+    assert streams == {"completed": 0, "abandoned": 1}
+    (record,) = records
+    assert record["status"] == 499, record
+    assert re.fullmatch(r"client closed the connection after \d+ bytes of the stream; .*", record["error"])
+
+
 def test_audit_chain_verifies_and_records_every_request(gateway):
     raw = oa(gateway).chat.completions.with_raw_response.create(
         model="mock-gpt", messages=[{"role": "user", "content": "audit me"}]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from gatewayd.server.pipeline import STOPPED_UPSTREAM
 from support.gateway import KEYS
 from support.raw_http import read_until_closed, status_and_body
 from support.views import journal
@@ -127,11 +128,12 @@ def test_a_client_that_half_closes_is_recorded_as_gone_not_as_answered(gateway, 
     assert recorded[0]["status"] == 499 and recorded[0]["error"].startswith("client closed the connection")
 
 
-def test_a_client_that_hangs_up_while_the_provider_works_is_recorded_as_gone(gateway):
+def test_a_client_that_hangs_up_while_the_provider_works_stops_the_request(gateway):
     """The body is read by its Content-Length, so the server's end-of-body message is still
     unread when the watch on the client starts: it must pass over it and wait for the hang
-    up. The client sends a whole request, waits, then closes (no half-close): the record
-    says 499, not the 504 the slow provider answers 1.5 s later."""
+    up. The client sends a whole request, waits, then closes (no half-close): the request
+    upstream is stopped there, and the record says so (499), not the timeout (504) the
+    slow provider would have caused 1.5 s later."""
     request_id = "hung-up-while-waiting"
     body = json.dumps({"model": "slow-model", "messages": [{"role": "user", "content": "wait for me"}]}).encode()
     raw = head("POST", "/v1/chat/completions", f"Content-Length: {len(body)}", f"X-Request-Id: {request_id}")
@@ -142,4 +144,5 @@ def test_a_client_that_hangs_up_while_the_provider_works_is_recorded_as_gone(gat
     while not (records := [r for r in gateway.audit_records() if r.get("request_id") == request_id]):
         assert time.monotonic() < deadline, "the request was never recorded"
         time.sleep(0.2)
-    assert records[0]["status"] == 499 and records[0]["error"].startswith("client closed the connection")
+    assert records[0]["status"] == 499
+    assert records[0]["error"] == STOPPED_UPSTREAM and records[0]["upstream"] == "slow", records[0]

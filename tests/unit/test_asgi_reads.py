@@ -1,6 +1,7 @@
 """read_body and ClientWatch against a receive() that hands out messages as granian does:
 the body, then an empty end-of-body message that arrives only when the server's thread
-gets round to it, then one that waits until the client goes."""
+gets round to it, then one that waits until the client goes; and the watch stopping the
+request's task when the client goes."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_a_closed_watch_leaves_no_cycle_behind():
     try:
         futures = [KeptCallbacks()]
         ref = weakref.ref(futures[0])
-        watch = ClientWatch(futures.pop)  # the one receive() hands the future over
+        watch = ClientWatch(futures.pop, task=None)  # the one receive() hands the future over
         watch.close()
         del watch
         assert ref() is None, "the watch and its future keep each other alive"
@@ -127,7 +128,8 @@ def test_the_watch_passes_over_the_end_of_body_message_and_sees_the_client_go():
         async def receive() -> dict:
             return left.pop() if left else await going
 
-        watch = ClientWatch(receive)
+        watch = ClientWatch(receive, asyncio.current_task())
+        watch.armed = False  # only watching here: the hang-up stops nothing
         await asyncio.sleep(0.01)
         seen = [watch.gone()]
         going.set_result({"type": "http.disconnect"})
@@ -137,3 +139,60 @@ def test_the_watch_passes_over_the_end_of_body_message_and_sees_the_client_go():
         return seen
 
     assert asyncio.run(run()) == [False, True]
+
+
+def hang_up_while_waiting(armed: bool, also_cancelled: bool = False):
+    """A request task waits (as on a provider) while its client goes: what it sees."""
+
+    async def run():
+        going = asyncio.get_running_loop().create_future()
+        seen = {}
+
+        async def request():
+            watch = ClientWatch(lambda: going, asyncio.current_task())
+            watch.armed = armed
+            try:
+                await asyncio.sleep(5)  # the upstream wait
+                seen["outcome"] = "answered"
+            except asyncio.CancelledError:
+                seen["stopped"] = watch.stopped()
+                seen["outcome"] = "stopped"
+                if not seen["stopped"]:
+                    raise
+            finally:
+                seen["gone"] = watch.gone()
+                watch.close()
+            await asyncio.sleep(0)  # the request goes on: nothing is left cancelled
+            seen["after"] = "went on"
+
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.01)
+        going.set_result({"type": "http.disconnect"})
+        if also_cancelled:
+            task.cancel()  # the server shutting down, in the same turn as the hang-up
+        done, _ = await asyncio.wait({task}, timeout=0.2)
+        if not done:
+            waiting = {**seen, "task": "still waiting"}
+            task.cancel()
+            return waiting
+        if task.cancelled():
+            seen["task"] = "cancelled"
+        return seen
+
+    return asyncio.run(run())
+
+
+def test_an_armed_watch_stops_the_request_when_the_client_goes():
+    seen = hang_up_while_waiting(armed=True)
+    assert seen == {"stopped": True, "outcome": "stopped", "gone": True, "after": "went on"}
+
+
+def test_a_disarmed_watch_only_notes_the_client_going():
+    """Once the request's record is being written, a hang-up stops nothing."""
+    seen = hang_up_while_waiting(armed=False)
+    assert seen["task"] == "still waiting" and "outcome" not in seen
+
+
+def test_another_cancellation_is_not_taken_for_the_hang_up():
+    seen = hang_up_while_waiting(armed=True, also_cancelled=True)
+    assert seen["task"] == "cancelled" and seen["stopped"] is False

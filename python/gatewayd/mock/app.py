@@ -64,6 +64,8 @@ class MockApp:
         self._config = config
         # Raw (method, path, headers, body); redacted and decoded only when read.
         self._journal: deque[tuple[str, str, list[tuple[str, str]], bytes]] = deque(maxlen=JOURNAL_SIZE)
+        # Streams sent to their end, and streams whose client (the gateway) closed them first.
+        self._streams = {"completed": 0, "abandoned": 0}
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.path.startswith("/_mock/"):
@@ -92,7 +94,8 @@ class MockApp:
             return proto.response_bytes(200, headers, reply)
         headers[0] = ("content-type", "text/event-stream")
         headers.append(("cache-control", "no-cache"))
-        await _stream(proto, headers, reply, knobs.chunk_delay)
+        ended = await _stream(proto, headers, reply, knobs.chunk_delay)
+        self._streams["completed" if ended else "abandoned"] += 1
 
     def _reply(
         self, scope: Scope, route: tuple[Dialect, Handler] | None, body: bytes, knobs: Knobs
@@ -120,6 +123,8 @@ class MockApp:
             proto.response_bytes(200, [("content-type", JSON)], b'{"status":"ok"}')
         elif route == ("GET", "/_mock/requests"):
             proto.response_bytes(200, [("content-type", JSON)], encode([_recorded(*e) for e in self._journal]))
+        elif route == ("GET", "/_mock/streams"):
+            proto.response_bytes(200, [("content-type", JSON)], encode(self._streams))
         elif route == ("DELETE", "/_mock/requests"):
             self._journal.clear()
             proto.response_empty(204, [])
@@ -127,7 +132,9 @@ class MockApp:
             proto.response_bytes(404, [("content-type", JSON)], b'{"error":"no such mock endpoint"}')
 
 
-async def _stream(proto: HTTPProtocol, headers: list[tuple[str, str]], frames: list[bytes], delay: float) -> None:
+async def _stream(proto: HTTPProtocol, headers: list[tuple[str, str]], frames: list[bytes], delay: float) -> bool:
+    """Sends the events; False when the client went away mid-stream (nothing is left to
+    tell it)."""
     transport = proto.response_stream(200, headers)
     try:
         for i, frame in enumerate(frames):
@@ -135,7 +142,8 @@ async def _stream(proto: HTTPProtocol, headers: list[tuple[str, str]], frames: l
                 await asyncio.sleep(delay)
             await transport.send_bytes(frame)
     except ProtocolClosed:
-        pass  # the client went away mid-stream; nothing is left to tell it
+        return False
+    return True
 
 
 def _presented_key(get: HeaderGetter) -> str:

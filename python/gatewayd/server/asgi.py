@@ -75,6 +75,15 @@ class BodyDeadlines:
 body_deadlines = BodyDeadlines(10.0, 60.0)
 
 
+def request_task() -> asyncio.Task:
+    """The running request's task. The body-read sweep and the client watch end a request
+    by cancelling it: requests run in asyncio tasks (granian's default task
+    implementation, which serve keeps)."""
+    task = task_on(body_deadlines.loop) or current_task()  # the latter if run on another loop
+    assert task is not None
+    return task
+
+
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
     """Reads the whole request body, refusing early when it passes `limit` bytes, and
     raising BodyTimeout when the client stalls (see BodyDeadlines).
@@ -85,12 +94,8 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
     to the server's thread, which a cache hit needs for nothing (ClientWatch takes it)."""
     if declared is not None and declared > limit:
         raise BodyTooLarge
-    deadlines = body_deadlines
-    reads = deadlines.reads
-    task = task_on(deadlines.loop) or current_task()  # the latter if run on another loop
-    # The sweep ends a stalled read by cancelling its task: requests run in asyncio tasks
-    # (granian's default task implementation, which serve keeps).
-    assert task is not None
+    reads = body_deadlines.reads
+    task = request_task()
     reads[task] = 0
     try:
         message = await receive()
@@ -124,26 +129,39 @@ async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes
 
 
 class ClientWatch:
-    """Learns, without waiting, whether the client hung up while its request is served.
+    """Learns, without waiting, whether the client hung up while its request is served, and
+    stops the request's upstream work when it does.
 
     granian answers a pending receive() with http.disconnect once the connection closes,
     and it closes it as soon as the client half-closes (hyper's half-close support is off
     and granian 2.8 has no setting for it), while a send() to a closed connection
-    succeeds silently: without this watch, an answer nobody received is recorded as given.
+    succeeds silently: without this watch, an answer nobody received is recorded as given,
+    and a provider goes on generating (and billing) an answer nobody will read.
     When read_body stopped at the Content-Length, what is left of the body comes first
     (granian's ASGI sends one empty end-of-body message): the watch asks again after each
     body message, until a receive() waits. A `receive` with a `disconnected()` future of
     its own (the RSGI adapter's) is watched through that, and its body left alone.
-    """
 
-    __slots__ = ("_receive", "_next", "_closed")
+    While `armed` (from the start until the request's record is being written), a hang-up
+    cancels `task`, the request's: the cancellation reaches whatever upstream wait the
+    request is in, which closes the provider's connection (as nginx does by default, and
+    Envoy always). `stopped()` then tells the request's own cancellation apart from any
+    other. `via` is what the record names as the upstream called (see
+    gatewayd.server.forwarding.Via)."""
 
-    def __init__(self, receive: Receive):
+    __slots__ = ("_receive", "_next", "_closed", "_task", "armed", "fired", "via")
+
+    def __init__(self, receive: Receive, task: asyncio.Task):
         self._receive = receive
         self._closed = False
+        self._task = task
+        self.armed = True
+        self.fired = False  # the hang-up cancelled the task
+        self.via: tuple = (0, None, None)
         disconnected = getattr(receive, "disconnected", None)
         if disconnected is not None:
             self._next = asyncio.ensure_future(disconnected())
+            self._next.add_done_callback(self._arrived)
         else:
             self._ask()
 
@@ -154,18 +172,32 @@ class ClientWatch:
     def _arrived(self, message: asyncio.Future) -> None:
         if self._closed or message.cancelled() or message.exception() is not None:
             return
-        if message.result()["type"] == "http.request":
-            self._ask()
+        said = message.result()  # None from a `disconnected()` future: its completing says it
+        if said is not None and said["type"] == "http.request":
+            return self._ask()
+        if self.armed:
+            self.fired = True
+            self._task.cancel("the client closed the connection")
 
     def gone(self) -> bool:
         message = self._next
         if not message.done() or message.cancelled() or message.exception() is not None:
             return False
-        said = message.result()  # None from a `disconnected()` future: its completing says it
+        said = message.result()
         return said is None or said["type"] == "http.disconnect"
+
+    def stopped(self) -> bool:
+        """Whether a CancelledError being handled is this watch's doing alone: if so, the
+        task's cancellation is taken back, and the request goes on to record what
+        happened. Another cancellation (the server shutting down) stays pending."""
+        if not self.fired:
+            return False
+        self.fired = False
+        return self._task.uncancel() == 0
 
     def close(self) -> None:
         self._closed = True  # a body message arriving after this asks for nothing more
+        self.armed = False
         # granian's futures are invisible to the cycle collector: the callback (bound to
         # this watch, which holds the future) is a cycle only taking it off breaks.
         self._next.remove_done_callback(self._arrived)

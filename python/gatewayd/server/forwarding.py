@@ -46,12 +46,14 @@ class Forwarding:
     _scrub: Callable[[bytes], bytes]
     _record: Callable[..., Awaitable[None]]  # the request's audit record: Pipeline._record
 
-    async def _forward(self, scope, send: Send, adm, config, anthropic: bool) -> bytes | None:
-        """Answers from upstream; returns the answer when it is a whole JSON one."""
+    async def _forward(self, scope, send: Send, adm, config, anthropic: bool, client=None) -> bytes | None:
+        """Answers from upstream; returns the answer when it is a whole JSON one. `client`
+        (a ClientWatch) learns which upstream is being called, for the record of a request
+        whose client hangs up meanwhile."""
         # A streamed OpenAI request: whether the client asked for the usage chunk (if not,
         # an OpenAI provider is asked for it, and it is stripped from the stream).
         asked = usage.client_asked(adm.body) if adm.stream and adm.api in USAGE_CHUNK_APIS else None
-        upstream, via, translation = await self._first_answer(scope, adm, config, asked)
+        upstream, via, translation = await self._first_answer(scope, adm, config, asked, client)
         # A stand-in's answer (maybe another model's) is not kept for later requests.
         ttl = config.cache.ttl_s if config.cache.enabled and not via[0] else 0.0
         if isinstance(upstream, Untranslatable):
@@ -67,7 +69,7 @@ class Forwarding:
             protocol = self.providers[answering(adm, via)].kind == "anthropic"  # of the answer's usage
             if status == 200 and content_type.startswith(SSE):
                 strip = asked is False and translation is None and not protocol
-                await self.streams.relay(send, adm, upstream, passed, ttl, anthropic, via, translation, strip)
+                await self.streams.relay(send, adm, upstream, passed, ttl, anthropic, via, translation, strip, client)
                 return None
             raw = payload = await upstream.read()  # raw: the provider's own answer
             if status >= 400:
@@ -119,7 +121,7 @@ class Forwarding:
         await self._record(adm, status, response=payload, via=via, counts=counts)
         await respond(send, status, adm.answer_headers(content_type, passed), payload)
 
-    async def _first_answer(self, scope, adm, config, asked: bool | None = None):
+    async def _first_answer(self, scope, adm, config, asked: bool | None = None, client=None):
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,
@@ -142,8 +144,10 @@ class Forwarding:
                     continue
             elif asked is False and self.providers[name].kind == "openai":
                 body = usage.ask_for_usage(body)[0]  # stripped again: the client did not ask
-            upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
             via = (*route.via, upstream_api)
+            if client is not None:
+                client.via = via
+            upstream = await self._call(scope, name, upstream_api or adm.api, adm.stream, body, config)
             failure = failure_of(upstream)
             if failure is None:
                 health.succeeded(name)

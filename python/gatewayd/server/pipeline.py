@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from asyncio import CancelledError
 from collections.abc import Awaitable
 from time import perf_counter
 
@@ -32,6 +33,7 @@ from gatewayd.server.asgi import (
     Receive,
     Send,
     read_body,
+    request_task,
     respond,
     transfer_coding_problem,
 )
@@ -47,6 +49,8 @@ from gatewayd.upstream import UpstreamClient
 from gatewayd.upstream.providers import ProviderEndpoint
 
 log = logging.getLogger("gatewayd.pipeline")
+# The record of a request whose client hung up while it was upstream (ClientWatch).
+STOPPED_UPSTREAM = "client closed the connection while the request was upstream; the provider's request was stopped"
 
 
 class AuditUnavailable(Exception):
@@ -208,9 +212,15 @@ class Pipeline(Forwarding):
                 spent = self.budgets.check(budgets_of(caller, config), time.time())
                 if spent is not None:  # would start after its budget is spent: nothing goes upstream
                     return await self._over_budget(send, adm, spent, anthropic)
-            self.clients[adm] = client = ClientWatch(receive)
+            self.clients[adm] = client = ClientWatch(receive, request_task())
             try:
-                answer = await self._forward(scope, send, adm, config, anthropic)
+                answer = await self._forward(scope, send, adm, config, anthropic, client)
+            except CancelledError:
+                if not client.stopped():
+                    raise
+                answer = None
+                if client.armed:  # not recorded yet: the hang-up stopped the request upstream
+                    await self._record(adm, 499, error=STOPPED_UPSTREAM, via=client.via)
             finally:
                 del self.clients[adm]
                 client.close()
@@ -314,10 +324,12 @@ class Pipeline(Forwarding):
         served = adm.served
         audit = served.config.audit
         caller = self.callers.get(adm)
-        client = None if delivered else self.clients.get(adm)
-        if client is not None and client.gone():  # 499, as nginx logs it: nobody got the answer
-            error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
-            status = 499
+        client = self.clients.get(adm)
+        if client is not None:
+            client.armed = False  # recorded now: a hang-up from here on stops nothing
+            if status != 499 and not delivered and client.gone():  # as nginx logs it: nobody got the answer
+                error = f"client closed the connection before its {status} answer" + (f" ({error})" if error else "")
+                status = 499
         try:
             seq, cost = self.engine.record(
                 adm,

@@ -6,6 +6,7 @@ under `inflight_on_revert: cut` (ROLLBACK.md R6)."""
 from __future__ import annotations
 
 import hashlib
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
 
 from gatewayd import _core
@@ -46,6 +47,7 @@ class StreamRelay:
         via,
         translation: Translation | None,
         strip: bool = False,
+        client=None,
     ) -> None:
         """Passes SSE through chunk by chunk (translated event by event into the caller's
         protocol, with a translation); a stream that breaks off, or ends before its
@@ -59,12 +61,17 @@ class StreamRelay:
 
         Usage is read once, at the end, from the stream's first and last bytes (`protocol`:
         whether the provider speaks Anthropic's). With `strip`, the usage chunk the gateway
-        asked an OpenAI provider for is stripped: the client did not ask for it."""
+        asked an OpenAI provider for is stripped: the client did not ask for it.
+
+        A client that hangs up (`client`, its ClientWatch, cancels the request) stops the
+        stream: the upstream connection is closed, so the provider stops generating, and
+        the record (499) keeps the digest of what was relayed until then."""
         await send({"type": "http.response.start", "status": 200, "headers": adm.answer_headers(SSE, passed)})
         digest = hashlib.sha256()
         kept: list[bytes] | None = [] if adm.cache_key else None
         tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
         error = None
+        relayed = 0  # bytes sent to the client
         watch, versions = self.in_service, adm.served.versions
         # The swaps seen, and the change after which this stream's versions left service.
         seen, reverted_by = watch.left_service(versions)
@@ -96,11 +103,17 @@ class StreamRelay:
                         if not chunk:
                             continue
                     digest.update(chunk)
+                    relayed += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
         except _core.StreamTranslationError as exc:  # an upstream event with no translation
             error = UpstreamError("protocol", str(exc))
+        except CancelledError:
+            if client is None or not client.stopped():
+                raise
+            if not ends_with_last_event(tail, upstream_anthropic):  # else the client read it all, as SDKs
+                return await self._stopped(adm, upstream, relayed, digest, head, tail, upstream_anthropic, via)
         if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
             digest.update(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
@@ -144,6 +157,14 @@ class StreamRelay:
         )
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
+
+    async def _stopped(self, adm, upstream, relayed: int, digest, head, tail: bytes, anthropic: bool, via) -> None:
+        """The client hung up mid-stream: the provider's stream is closed (it stops
+        generating), and the record keeps what was relayed and the usage said so far."""
+        await upstream.aclose()
+        counts = usage.read_stream(head or b"", tail, anthropic)
+        stopped = f"client closed the connection after {relayed} bytes of the stream; the provider's was closed"
+        await self.record(adm, 499, error=stopped, response_sha256=digest.hexdigest(), via=via, counts=counts)
 
     async def _cut_on_revert(
         self, send: Send, adm, upstream, change: int, sha256: str, anthropic: bool, via, counts

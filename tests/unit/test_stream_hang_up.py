@@ -1,0 +1,93 @@
+"""A client that hangs up while its stream is relayed (StreamRelay.relay with a
+ClientWatch): the provider's stream is closed and the record says 499 with what was
+relayed, unless the client had read the stream's last event already (as SDKs hang up on
+reading it). A real engine admits the stream and writes its record; the upstream is a
+stand-in that hands over chunks as a network would, one wait each. No network."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+
+from gatewayd import _core
+from gatewayd.control.documents import RuntimeConfig
+from gatewayd.control.snapshot import InService, Served
+from gatewayd.server.asgi import ClientWatch
+from gatewayd.server.pipeline import Pipeline
+
+V1 = _core.Versions(1, 1, 1)
+CHUNKS = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
+POLICY = _core.Policy(b'{"default": "allow"}', 1)
+ROUTING = _core.Routing(b'{"routes": [{"match": "gpt-*", "provider": "oa"}]}', 1, [("oa", "openai")])
+STREAMED = b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+
+
+class Upstream:
+    """Hands over CHUNKS, each after a wait; the client hangs up (`hang_up`) before chunk
+    `at` (len(CHUNKS): after the last, while the stream's end has not come in yet)."""
+
+    def __init__(self, at: int, hang_up) -> None:
+        self.at, self.hang_up = at, hang_up
+        self.closed = False
+
+    async def chunks(self):
+        for i, chunk in enumerate(CHUNKS):
+            if i == self.at:
+                self.hang_up()
+            await asyncio.sleep(0)  # the network
+            yield chunk
+        if self.at == len(CHUNKS):
+            self.hang_up()
+            await asyncio.get_running_loop().create_future()  # the end of the body, never coming
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def relay_until_hang_up(at: int):
+    """What the client was sent, the record, and the upstream, for a hang-up before chunk `at`."""
+    with tempfile.TemporaryDirectory() as chains:
+        engine = _core.Engine(16, 1 << 20, chains, "r1", 1 << 20)
+        pipeline = Pipeline(engine, None, None, None, {}, 0, None, InService())
+        sent: list[bytes] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message.get("body", b""))
+
+        async def run() -> Upstream:
+            going = asyncio.get_running_loop().create_future()
+            watch = ClientWatch(lambda: going, asyncio.current_task())
+            upstream = Upstream(at, lambda: going.set_result({"type": "http.disconnect"}))
+            served = Served(POLICY, None, ROUTING, RuntimeConfig(), V1, 0)
+            adm = engine.admit(
+                served=served, api="chat", tenant="acme", request_id="req-1", headers=[], body=STREAMED,
+                cache=_core.CacheMode.OFF, vary="",
+            )  # fmt: skip
+            pipeline.clients[adm] = watch
+            await pipeline.streams.relay(send, adm, upstream, [], 0.0, False, (0, None, None), None, False, watch)
+            watch.close()
+            await asyncio.sleep(0)  # nothing is left cancelled: the request goes on
+            return upstream
+
+        upstream = asyncio.run(run())
+        [record] = [json.loads(r) for r in _core.AuditReader(chains, "r1")]
+    return sent[1:], record, upstream
+
+
+def test_a_hang_up_mid_stream_closes_the_provider_stream_and_records_what_was_relayed():
+    bodies, record, upstream = relay_until_hang_up(at=2)
+    relayed = b"".join(CHUNKS[:2])
+    assert bodies == CHUNKS[:2]
+    assert upstream.closed
+    assert record["status"] == 499
+    assert record["error"].startswith(f"client closed the connection after {len(relayed)} bytes of the stream")
+    assert record["response_sha256"] == hashlib.sha256(relayed).hexdigest()
+
+
+def test_a_hang_up_after_the_last_event_is_a_whole_answer():
+    bodies, record, _ = relay_until_hang_up(at=len(CHUNKS))
+    assert bodies[: len(CHUNKS)] == CHUNKS
+    assert record["status"] == 200 and record["error"] is None
+    assert record["response_sha256"] == hashlib.sha256(b"".join(CHUNKS)).hexdigest()
