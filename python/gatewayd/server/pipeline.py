@@ -114,47 +114,10 @@ class Pipeline(Forwarding):
         route = snap.route(tenant, api)
         try:
             body = await read_body(receive, self.max_body, seen.content_length)
-        except BodyTooLarge:
-            message = f"request body exceeds the limit of {self.max_body} bytes"
+        except (BodyTooLarge, BodyTimeout, ClientGone) as exc:  # audited too: nothing reached a provider
+            status, code, message = self._unread(exc)
             return await self._reject(
-                route.current(),
-                send,
-                api,
-                tenant,
-                request_id,
-                413,
-                "request_too_large",
-                message,
-                caller=caller,
-                arrived=arrived,
-            )
-        except BodyTimeout:
-            message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
-            return await self._reject(
-                route.current(),
-                send,
-                api,
-                tenant,
-                request_id,
-                408,
-                "request_timeout",
-                message,
-                caller=caller,
-                arrived=arrived,
-            )
-        except ClientGone:  # recorded as what happened: nothing reached a provider, nobody is answered
-            message = "client closed the connection before its body was read"
-            return await self._reject(
-                route.current(),
-                send,
-                api,
-                tenant,
-                request_id,
-                499,
-                "client_closed_request",
-                message,
-                caller=caller,
-                arrived=arrived,
+                route.current(), send, api, tenant, request_id, status, code, message, caller=caller, arrived=arrived
             )
         # A canary splits traffic by caller (R13): only then is the sticky bucket computed.
         if route.split:
@@ -228,6 +191,15 @@ class Pipeline(Forwarding):
             del self.callers[adm]
         if served.mirror is not None:
             self.mirror.copy(served, api, tenant, request_id, body, answer)
+
+    def _unread(self, exc: Exception) -> tuple[int, str, str]:
+        """The (status, code, message) of a request whose body could not be read."""
+        if isinstance(exc, BodyTooLarge):
+            return 413, "request_too_large", f"request body exceeds the limit of {self.max_body} bytes"
+        if isinstance(exc, BodyTimeout):
+            message = "the request body stalled (server.body_idle_timeout_s / server.body_timeout_s)"
+            return 408, "request_timeout", message
+        return 499, "client_closed_request", "client closed the connection before its body was read"
 
     async def _over_budget(self, send: Send, adm, spent, anthropic: bool) -> None:
         """429 `budget_exceeded` in the API's error shape, naming the budget and its reset."""
