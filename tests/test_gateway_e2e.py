@@ -303,7 +303,8 @@ def test_a_client_that_stops_reading_a_stream_stops_the_provider(gateway, fragil
             with an(gateway).messages.stream(
                 model="fragile-model", max_tokens=64, messages=messages, extra_headers=headers
             ) as events:
-                next(iter(events)), next(iter(events))
+                texts = iter(events.text_stream)
+                next(texts), next(texts)
         deadline = time.monotonic() + 10
         while True:
             with urllib.request.urlopen(url + "/_mock/streams") as r:
@@ -319,6 +320,8 @@ def test_a_client_that_stops_reading_a_stream_stops_the_provider(gateway, fragil
     (record,) = records
     assert record["status"] == 499, record
     assert re.fullmatch(r"client closed the connection after \d+ bytes of the stream; .*", record["error"])
+    # What the provider generated until then is charged, though its usage never came.
+    assert record["prompt_tokens"] > 0 and record["completion_tokens"] >= 2
 
 
 def test_audit_chain_verifies_and_records_every_request(gateway):

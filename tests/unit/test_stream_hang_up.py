@@ -16,6 +16,7 @@ from gatewayd.control.documents import RuntimeConfig
 from gatewayd.control.snapshot import InService, Served
 from gatewayd.server.asgi import ClientWatch
 from gatewayd.server.pipeline import Pipeline
+from gatewayd.server.usage import Counts, stopped_counts
 
 V1 = _core.Versions(1, 1, 1)
 CHUNKS = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
@@ -84,6 +85,9 @@ def test_a_hang_up_mid_stream_closes_the_provider_stream_and_records_what_was_re
     assert record["status"] == 499
     assert record["error"].startswith(f"client closed the connection after {len(relayed)} bytes of the stream")
     assert record["response_sha256"] == hashlib.sha256(relayed).hexdigest()
+    # No usage came from the provider: what the client took is charged, estimated.
+    assert record["error"].endswith("(usage estimated: 2 content events relayed)")
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (len(STREAMED) // 4, 2)
 
 
 def test_a_hang_up_after_the_last_event_is_a_whole_answer():
@@ -91,3 +95,15 @@ def test_a_hang_up_after_the_last_event_is_a_whole_answer():
     assert bodies[: len(CHUNKS)] == CHUNKS
     assert record["status"] == 200 and record["error"] is None
     assert record["response_sha256"] == hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+
+
+def test_a_stopped_request_is_charged_what_the_provider_said_when_it_said_it_all():
+    assert stopped_counts(Counts(100, 7, 40), 4000, 5) == (Counts(100, 7, 40), False)
+
+
+def test_a_stopped_request_is_charged_an_estimate_for_what_the_provider_did_not_say():
+    # Anthropic's message_start gave the prompt (and one output token); 9 events went out.
+    assert stopped_counts(Counts(100, 1, 40), 4000, 9) == (Counts(100, 9, 40), True)
+    # OpenAI's usage comes last: nothing was said, the prompt is taken from the body's size.
+    assert stopped_counts(None, 4000, 3) == (Counts(1000, 3, 0), True)
+    assert stopped_counts(None, 2, 0) == (Counts(1, 0, 0), True)

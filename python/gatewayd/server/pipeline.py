@@ -50,7 +50,10 @@ from gatewayd.upstream.providers import ProviderEndpoint
 
 log = logging.getLogger("gatewayd.pipeline")
 # The record of a request whose client hung up while it was upstream (ClientWatch).
-STOPPED_UPSTREAM = "client closed the connection while the request was upstream; the provider's request was stopped"
+STOPPED_UPSTREAM = (
+    "client closed the connection while the request was upstream; the provider's request was stopped "
+    "(usage estimated from the body's size)"
+)
 
 
 class AuditUnavailable(Exception):
@@ -183,7 +186,8 @@ class Pipeline(Forwarding):
                     raise
                 answer = None
                 if client.armed:  # not recorded yet: the hang-up stopped the request upstream
-                    await self._record(adm, 499, error=STOPPED_UPSTREAM, via=client.via)
+                    counts = usage.stopped_counts(None, len(adm.body), 0)[0]
+                    await self._record(adm, 499, error=STOPPED_UPSTREAM, via=client.via, counts=counts)
             finally:
                 del self.clients[adm]
                 client.close()

@@ -71,7 +71,7 @@ class StreamRelay:
         kept: list[bytes] | None = [] if adm.cache_key else None
         tail = b"\n"  # the stream's last STREAM_TAIL bytes (all of it, after a line start, until then)
         error = None
-        relayed = 0  # bytes sent to the client
+        relayed = events = 0  # bytes sent to the client, and content events among them
         watch, versions = self.in_service, adm.served.versions
         # The swaps seen, and the change after which this stream's versions left service.
         seen, reverted_by = watch.left_service(versions)
@@ -79,6 +79,7 @@ class StreamRelay:
         translator = translation.stream() if translation is not None else None
         upstream_anthropic = anthropic if translation is None else translation.upstream_api == "messages"
         head = b"" if upstream_anthropic else None  # the stream's first bytes, for message_start
+        content_event = usage.CONTENT_EVENT[anthropic]  # counted in what the client is sent
         stripper = usage.UsageStripper() if strip else None
         try:
             if not (cut and reverted_by is not None):
@@ -104,6 +105,7 @@ class StreamRelay:
                             continue
                     digest.update(chunk)
                     relayed += len(chunk)
+                    events += chunk.count(content_event)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             error = exc
@@ -113,7 +115,8 @@ class StreamRelay:
             if client is None or not client.stopped():
                 raise
             if not ends_with_last_event(tail, upstream_anthropic):  # else the client read it all, as SDKs
-                return await self._stopped(adm, upstream, relayed, digest, head, tail, upstream_anthropic, via)
+                said = usage.read_stream(head or b"", tail, upstream_anthropic)
+                return await self._stopped(adm, upstream, relayed, events, digest, said, via)
         if stripper is not None and (rest := stripper.rest()):  # an event the provider never finished
             digest.update(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
@@ -158,12 +161,15 @@ class StreamRelay:
         event = errors.sse_error_event(status, message, "upstream_" + error.kind, anthropic)
         await send({"type": "http.response.body", "body": event})
 
-    async def _stopped(self, adm, upstream, relayed: int, digest, head, tail: bytes, anthropic: bool, via) -> None:
+    async def _stopped(self, adm, upstream, relayed: int, events: int, digest, said, via) -> None:
         """The client hung up mid-stream: the provider's stream is closed (it stops
-        generating), and the record keeps what was relayed and the usage said so far."""
+        generating), and the record keeps what was relayed and the usage the provider said
+        so far, or an estimate of it (usage.stopped_counts)."""
         await upstream.aclose()
-        counts = usage.read_stream(head or b"", tail, anthropic)
+        counts, estimated = usage.stopped_counts(said, len(adm.body), events)
         stopped = f"client closed the connection after {relayed} bytes of the stream; the provider's was closed"
+        if estimated:
+            stopped += f" (usage estimated: {events} content events relayed)"
         await self.record(adm, 499, error=stopped, response_sha256=digest.hexdigest(), via=via, counts=counts)
 
     async def _cut_on_revert(

@@ -145,6 +145,25 @@ def read_stream(head: bytes, tail: bytes, anthropic: bool) -> Counts | None:
     return merged.counts()
 
 
+# What one streamed content event looks like in each protocol (Anthropic's, OpenAI's): a
+# stream cut short is charged about a token for each relayed (see stopped_counts).
+CONTENT_EVENT = {True: b"event: content_block_delta", False: b"data: {"}
+
+
+def stopped_counts(said: Counts | None, body_bytes: int, events: int) -> tuple[Counts, bool]:
+    """The usage to charge a request stopped because its client hung up: what the provider
+    said, when it said it all, else an estimate. The provider bills a stopped request's
+    prompt and what it generated until then, so a client that stops reading cannot spend
+    past its budget: a prompt the provider did not count is taken as a token per 4 bytes
+    of the request body (an overestimate: JSON around the text), and the output as a token
+    per content event relayed (about what providers stream). Returns (counts, estimated)."""
+    if said is not None and said.completion >= events:
+        return said, False
+    prompt = said.prompt if said is not None and said.prompt else max(1, body_bytes // 4)
+    cached = said.cached if said is not None else 0
+    return Counts(prompt, events, cached), True
+
+
 def _decode(decoder, line: bytes | None):
     if line is None:
         return None
