@@ -7,22 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from collections.abc import Callable
 
 from gatewayd import _core
 from gatewayd.control.documents import RuntimeConfig
-from gatewayd.control.snapshot import InService, Served
-from gatewayd.server.pipeline import Pipeline
+from gatewayd.control.snapshot import InService
+from support.relay import CHUNKS, V1, relaying
 
-V1 = _core.Versions(1, 1, 1)
 V2 = _core.Versions(1, 2, 1)
-CHUNKS = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
-
-
-POLICY = _core.Policy(b'{"default": "allow"}', 1)
-ROUTING = _core.Routing(b'{"routes": [{"match": "gpt-*", "provider": "oa"}]}', 1, [("oa", "openai")])
-STREAMED = b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
 
 
 class Upstream:
@@ -50,9 +42,7 @@ def relay(mode: str, swaps: dict[int, list[_core.Versions]], start: tuple = (V1,
     client got (bodies), the record's fields and the upstream."""
     in_service = InService()
     in_service.swap(start, 9)
-    with tempfile.TemporaryDirectory() as chains:
-        engine = _core.Engine(16, 1 << 20, chains, "r1", 1 << 20)
-        pipeline = Pipeline(engine, None, None, None, {}, 0, None, in_service)
+    with relaying(in_service) as run:
         sent: list[dict] = []
 
         async def send(message: dict) -> None:
@@ -62,13 +52,9 @@ def relay(mode: str, swaps: dict[int, list[_core.Versions]], start: tuple = (V1,
             return lambda: in_service.swap(sets, 10 + i)
 
         upstream = Upstream({i: swap(i, sets) for i, sets in swaps.items()})
-        served = Served(POLICY, None, ROUTING, RuntimeConfig(inflight_on_revert=mode), V1, 0)
-        adm = engine.admit(
-            served=served, api="chat", tenant="acme", request_id="req-1", headers=[], body=STREAMED,
-            cache=_core.CacheMode.OFF, vary="",
-        )  # fmt: skip
-        asyncio.run(pipeline.streams.relay(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
-        [record] = [json.loads(r) for r in _core.AuditReader(chains, "r1")]
+        adm = run.admit(RuntimeConfig(inflight_on_revert=mode))
+        asyncio.run(run.pipeline.streams.relay(send, adm, upstream, [], 0.0, anthropic, (0, None, None), None))
+        record = run.record()
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert "more_body" not in sent[-1] or not sent[-1]["more_body"]  # the response ended
     record.setdefault("inflight", None)  # written only when a revert touched the stream

@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import tempfile
 
-from gatewayd import _core
 from gatewayd.control.documents import RuntimeConfig
-from gatewayd.control.snapshot import InService, Served
 from gatewayd.server.asgi import ClientWatch
-from gatewayd.server.pipeline import Pipeline
 from gatewayd.server.usage import Counts, stopped_counts
-
-V1 = _core.Versions(1, 1, 1)
-CHUNKS = [b'data: {"n": %d}\n\n' % n for n in range(4)] + [b"data: [DONE]\n\n"]
-POLICY = _core.Policy(b'{"default": "allow"}', 1)
-ROUTING = _core.Routing(b'{"routes": [{"match": "gpt-*", "provider": "oa"}]}', 1, [("oa", "openai")])
-STREAMED = b'{"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+from support.relay import CHUNKS, STREAMED, relaying
 
 
 class Upstream:
@@ -49,31 +39,25 @@ class Upstream:
 
 def relay_until_hang_up(at: int):
     """What the client was sent, the record, and the upstream, for a hang-up before chunk `at`."""
-    with tempfile.TemporaryDirectory() as chains:
-        engine = _core.Engine(16, 1 << 20, chains, "r1", 1 << 20)
-        pipeline = Pipeline(engine, None, None, None, {}, 0, None, InService())
+    with relaying() as run:
         sent: list[bytes] = []
 
         async def send(message: dict) -> None:
             sent.append(message.get("body", b""))
 
-        async def run() -> Upstream:
+        async def go() -> Upstream:
             going = asyncio.get_running_loop().create_future()
             watch = ClientWatch(lambda: going, asyncio.current_task())
             upstream = Upstream(at, lambda: going.set_result({"type": "http.disconnect"}))
-            served = Served(POLICY, None, ROUTING, RuntimeConfig(), V1, 0)
-            adm = engine.admit(
-                served=served, api="chat", tenant="acme", request_id="req-1", headers=[], body=STREAMED,
-                cache=_core.CacheMode.OFF, vary="",
-            )  # fmt: skip
-            pipeline.clients[adm] = watch
-            await pipeline.streams.relay(send, adm, upstream, [], 0.0, False, (0, None, None), None, False, watch)
+            adm = run.admit(RuntimeConfig())
+            run.pipeline.clients[adm] = watch
+            await run.pipeline.streams.relay(send, adm, upstream, [], 0.0, False, (0, None, None), None, False, watch)
             watch.close()
             await asyncio.sleep(0)  # nothing is left cancelled: the request goes on
             return upstream
 
-        upstream = asyncio.run(run())
-        [record] = [json.loads(r) for r in _core.AuditReader(chains, "r1")]
+        upstream = asyncio.run(go())
+        record = run.record()
     return sent[1:], record, upstream
 
 
