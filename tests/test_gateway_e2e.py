@@ -324,6 +324,25 @@ def test_a_client_that_stops_reading_a_stream_stops_the_provider(gateway, fragil
     assert record["prompt_tokens"] > 0 and record["completion_tokens"] >= 2
 
 
+def test_a_worker_freezes_its_start_up_objects_out_of_the_collectors_passes(gateway):
+    """Their full passes would walk every module and document each time (a pause of
+    several ms every few thousand requests); /metrics shows what each worker froze, and
+    the passes the collector made, by generation."""
+    for n in range(30):  # something for the collector to see
+        oa(gateway).chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": f"gc {n}"}])
+    deadline = time.monotonic() + 5  # the worker writes its metrics once a second
+    while True:
+        text = httpx.get(gateway.url + "/metrics", timeout=10).text
+        frozen = [float(v) for v in re.findall(r"^gatewayd_python_gc_frozen_objects\{[^}]*\} (\S+)$", text, re.M)]
+        passes = re.findall(r'^gatewayd_python_gc_collections_total\{[^}]*generation="(\d)"\} (\S+)$', text, re.M)
+        if frozen and passes or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert frozen and min(frozen) > 10_000, frozen  # every worker froze what start-up made
+    assert sorted({generation for generation, _ in passes}) == ["0", "1", "2"]
+    assert sum(float(count) for generation, count in passes if generation == "0") > 0
+
+
 def test_audit_chain_verifies_and_records_every_request(gateway):
     raw = oa(gateway).chat.completions.with_raw_response.create(
         model="mock-gpt", messages=[{"role": "user", "content": "audit me"}]

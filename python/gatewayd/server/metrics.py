@@ -34,6 +34,7 @@ class ReplicaMetrics(msgspec.Struct):
     # Usage by (tenant, key, model, provider, price version, currency): Engine.usage_rows
     usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
     budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
+    gc: list[int] = []  # the cyclic collector's passes per generation (0, 1, 2), then the frozen objects
 
 
 class _Series(msgspec.Struct):
@@ -193,6 +194,18 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         family(f"gatewayd_{counter}_total", "counter", help_text)
         for m in replicas:
             lines.append(f"gatewayd_{counter}_total{{{_labels(replica=m.replica)}}} {m.counters.get(counter, 0)}")
+
+    family("gatewayd_python_gc_collections_total", "counter", "Passes of Python's cyclic collector, by generation.")
+    for m in replicas:
+        for generation, passes in enumerate(m.gc[:3]):
+            lines.append(
+                f"gatewayd_python_gc_collections_total{{{_labels(replica=m.replica, generation=generation)}}} {passes}"
+            )
+    family(
+        "gatewayd_python_gc_frozen_objects", "gauge", "Objects made at start-up, frozen out of the collector's passes."
+    )
+    for m in replicas:
+        lines.append(f"gatewayd_python_gc_frozen_objects{{{_labels(replica=m.replica)}}} {m.gc[3] if m.gc else 0}")
 
     stats = sorted({stat for _, snap in engines for stat in snap.cache})
     for stat in stats:
