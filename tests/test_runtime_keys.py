@@ -12,6 +12,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from conftest import start_provider_mock
 
 from gatewayd.control.keys import Budget, RuntimeKey
 from gatewayd.control.local_store import LocalStore
@@ -170,6 +171,30 @@ def test_a_budget_spent_across_two_replicas_stops_requests_on_both(pair):
     assert capped["spent"] >= 60 and capped["budget"] == {"amount": 60.0, "unit": "tokens", "period": "day"}
     metrics = httpx.get(pair[0].url + "/metrics").text
     assert re.search(r'gatewayd_budget_used_ratio\{[^}]*owner="key",name="capped"[^}]*\} (1\.\d+|[2-9])', metrics)
+
+
+def test_a_key_that_stops_reading_its_streams_still_spends_its_budget(pair, fragile_port):
+    """A stream stopped by its client ends before OpenAI's usage chunk: what the provider
+    generated until then is charged all the same (estimated), so stopping early is no way
+    around a budget. 50 events 300 ms apart: the client takes three and closes."""
+    key = create(pair[0], "quitter", "--budget-tokens", "100000", "--period", "day")
+    _, fragile = start_provider_mock(fragile_port)
+    try:
+        stream = oa(pair[0], key).chat.completions.create(model="fragile-model", messages=HI, stream=True)
+        for _ in range(3):
+            next(stream)
+        stream.close()
+        deadline = time.monotonic() + 10
+        while True:  # the record is written once the gateway sees the hang up; the spend follows
+            listed = json.loads(pair[0].cli("keys", "list", "--json").stdout)
+            (quitter,) = [k for k in listed if k["name"] == "quitter"]
+            if quitter["spent"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    finally:
+        stop_process(fragile)
+    # The prompt (a token per 4 bytes of the body) and an output token per event relayed.
+    assert quitter["spent"] >= 3 + len(json.dumps(HI)) // 4, quitter
 
 
 def test_a_tenant_budget_from_the_config_stops_the_tenant(pair):
