@@ -284,7 +284,8 @@ class GatewayApp:
                 shadow_routing=[(v, s, shape, int(n), t) for (v, s, shape), (n, t) in pipeline.mirror.stats.items()],
                 usage=pipeline.engine.usage_rows(),
                 budgets=self.budgets.levels() if self.budgets else [],
-                gc=[*(generation["collections"] for generation in gc.get_stats()), gc.get_freeze_count()],
+                gc_passes=[generation["collections"] for generation in gc.get_stats()],
+                gc_frozen=gc.get_freeze_count(),
             )
         )
 

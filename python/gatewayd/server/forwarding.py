@@ -16,7 +16,7 @@ import msgspec
 
 from gatewayd.server import errors, usage
 from gatewayd.server.answers import answering, content_type_of, failure_of, is_error_shaped
-from gatewayd.server.asgi import JSON, Send, respond
+from gatewayd.server.asgi import JSON, ClientWatch, Send, respond
 from gatewayd.server.failover import Failover
 from gatewayd.server.health import ProviderHealth
 from gatewayd.server.stream_relay import SSE, UPSTREAM_ERROR_STATUS, StreamRelay
@@ -46,7 +46,9 @@ class Forwarding:
     _scrub: Callable[[bytes], bytes]
     _record: Callable[..., Awaitable[None]]  # the request's audit record: Pipeline._record
 
-    async def _forward(self, scope, send: Send, adm, config, anthropic: bool, client=None) -> bytes | None:
+    async def _forward(
+        self, scope, send: Send, adm, config, anthropic: bool, client: ClientWatch | None = None
+    ) -> bytes | None:
         """Answers from upstream; returns the answer when it is a whole JSON one. `client`
         (a ClientWatch) learns which upstream is being called, for the record of a request
         whose client hangs up meanwhile."""
@@ -121,7 +123,7 @@ class Forwarding:
         await self._record(adm, status, response=payload, via=via, counts=counts)
         await respond(send, status, adm.answer_headers(content_type, passed), payload)
 
-    async def _first_answer(self, scope, adm, config, asked: bool | None = None, client=None):
+    async def _first_answer(self, scope, adm, config, asked: bool | None = None, client: ClientWatch | None = None):
         """The provider's response, else each fallback's in turn while they fail the request
         before answering (unreachable, timed out, a 429/5xx status; skipped while ejected):
         nothing has been relayed yet, so the client sees only the upstream that answered,

@@ -34,7 +34,8 @@ class ReplicaMetrics(msgspec.Struct):
     # Usage by (tenant, key, model, provider, price version, currency): Engine.usage_rows
     usage: list[tuple[tuple[str, str, str, str, int, str], list[float]]] = []
     budgets: list[tuple[str, str, str, float]] = []  # (owner, period, unit, share used)
-    gc: list[int] = []  # the cyclic collector's passes per generation (0, 1, 2), then the frozen objects
+    gc_passes: list[int] = []  # the cyclic collector's passes, by generation (0, 1, 2)
+    gc_frozen: int = 0  # objects frozen out of those passes at start-up
 
 
 class _Series(msgspec.Struct):
@@ -197,7 +198,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
 
     family("gatewayd_python_gc_collections_total", "counter", "Passes of Python's cyclic collector, by generation.")
     for m in replicas:
-        for generation, passes in enumerate(m.gc[:3]):
+        for generation, passes in enumerate(m.gc_passes):
             lines.append(
                 f"gatewayd_python_gc_collections_total{{{_labels(replica=m.replica, generation=generation)}}} {passes}"
             )
@@ -205,7 +206,7 @@ def render(replicas: list[ReplicaMetrics]) -> bytes:
         "gatewayd_python_gc_frozen_objects", "gauge", "Objects made at start-up, frozen out of the collector's passes."
     )
     for m in replicas:
-        lines.append(f"gatewayd_python_gc_frozen_objects{{{_labels(replica=m.replica)}}} {m.gc[3] if m.gc else 0}")
+        lines.append(f"gatewayd_python_gc_frozen_objects{{{_labels(replica=m.replica)}}} {m.gc_frozen}")
 
     stats = sorted({stat for _, snap in engines for stat in snap.cache})
     for stat in stats:

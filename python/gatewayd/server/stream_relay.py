@@ -13,7 +13,7 @@ from gatewayd import _core
 from gatewayd.control.snapshot import InService
 from gatewayd.server import errors, usage
 from gatewayd.server.answers import ends_with_last_event
-from gatewayd.server.asgi import Send
+from gatewayd.server.asgi import ClientWatch, Send
 from gatewayd.translate import Translation
 from gatewayd.upstream import UpstreamError
 
@@ -47,7 +47,7 @@ class StreamRelay:
         via,
         translation: Translation | None,
         strip: bool = False,
-        client=None,
+        client: ClientWatch | None = None,
     ) -> None:
         """Passes SSE through chunk by chunk (translated event by event into the caller's
         protocol, with a translation); a stream that breaks off, or ends before its
