@@ -17,12 +17,9 @@ collector, hash seeds), so each case runs `--repeat` times, as many at once as t
 CPUs (an instruction count does not depend on what else runs), and the median is reported
 with the spread beside it (`spread_per_request`: the largest count less the smallest).
 
-The `upstream-essential` case is a measuring rod, not a server: the same forwarded request
-through only what no gatewayd request can skip (the header scan, the snapshot's route,
-`Engine.admit`, the upstream call, the usage read, `Engine.record`, the answer with its
-version headers), none of the pipeline's other glue (fallbacks, rate limits, budgets,
-client watch, translation checks, error shapes). Upstream minus it is what the glue costs;
-it minus the bare relay is what the work itself costs.
+The `upstream-essential` case is bench/essential.py's measuring rod: the same forwarded
+request through only what no gatewayd request can skip. Upstream minus it is what the
+pipeline's glue costs; it minus the bare relay is what the work itself costs.
 
 Instructions are not time: valgrind's CPU has no SHA extensions, so the Rust core's SHA-256
 runs its portable code here (several times the instructions of the SHA-NI path it takes on
@@ -59,6 +56,7 @@ RUST_CALLS = {
 def inner(case: str, rounds: int) -> None:
     """Runs in the valgrind'ed process: warm up, dump, measure, dump."""
     sys.path.insert(0, str(HERE))
+    import essential
     import test_pipeline as tp
     import uvloop
 
@@ -75,7 +73,7 @@ def inner(case: str, rounds: int) -> None:
             handler = {
                 "hit": app,
                 "upstream": app,
-                "upstream-essential": essential_upstream(app),
+                "upstream-essential": essential.essential_upstream(app),
                 "bare-answer": tp.bare_answer(tp.BARE_ANSWER),
                 "bare-relay": tp.bare_relay(client, url + "/v1/chat/completions"),
             }[case]
@@ -87,46 +85,6 @@ def inner(case: str, rounds: int) -> None:
                 tp.serve(loop, handler, scope, body, concurrency)
             dump()
     loop.close()
-
-
-def essential_upstream(app):
-    """An OpenAI chat request forwarded through the Rust core's two calls and nothing else
-    of the pipeline (see the module's docstring): the floor under `upstream` for this design."""
-    from time import perf_counter
-
-    from gatewayd.server import usage
-    from gatewayd.server.request_headers import cache_mode, scan
-
-    pipeline = app.pipeline
-    engine, client, agent, keys = pipeline.engine, pipeline.client, pipeline.agent, pipeline.auth.keys
-
-    async def handler(scope, receive, send) -> None:
-        arrived = perf_counter()
-        seen = scan(scope["headers"], keys)
-        caller = seen.caller
-        served = agent.snapshot.route(caller.tenant, "chat").serve(0)
-        body = (await receive())["body"]
-        adm = engine.admit(
-            served=served,
-            api="chat",
-            tenant=caller.tenant,
-            request_id=seen.request_id,
-            headers=scope["headers"],
-            body=body,
-            cache=cache_mode(seen.cache, served.config.cache),
-            vary=seen.vary,
-            waited_s=perf_counter() - arrived,
-        )
-        provider = pipeline.providers[adm.provider]
-        upstream = await client.send("POST", provider.url("chat"), provider.headers([]), adm.body, 30)
-        payload = await upstream.read()
-        await upstream.aclose()
-        counts = usage.read_answer(payload, False)[1]
-        engine.record(adm, status=200, response=payload, key=caller.key, counts=counts)
-        await send({"type": "http.response.start", "status": 200, "headers": adm.answer_headers(b"application/json")})
-        await send({"type": "http.response.body", "body": payload})
-
-    return handler
 
 
 def count(case: str, rounds: int) -> dict:

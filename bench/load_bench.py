@@ -10,7 +10,9 @@ Parts (all by default):
   p99 at one connection (minus the direct mock's) against the pass-through's added p50 +
   40 us and 1 ms; req/s at 32 connections against 0.9 x the pass-through's; cache hits
   at 32 connections against 0.6 x the do-nothing app's; with --litellm, LiteLLM's proxy
-  (one worker, same mock, same body) on the same scenarios.
+  (one worker, same mock, same body) on the same scenarios; with --rod, bench/essential.py's
+  measuring rod (only the work no forwarded request can skip, ASGI) against the same
+  forwarding targets: how close this design's own work can get to the floor.
 - ``rate`` (open loop, oha with coordinated-omission correction, same layout): every
   server at 25, 50 and 80% of gatewayd's measured saturation rate (ASGI, 32 connections):
   added p50, p99 and p99.9 over the direct mock at the same rate.
@@ -135,7 +137,9 @@ def verdict(value: float, limit: float, at_most: bool = True) -> dict:
     return {"value": round(value, 3), "limit": round(limit, 3), "pass": ok}
 
 
-def part_targets(run: Run, mock: Target, bare: Target, noop: Target, gateways: list[Target], peers: list[Target]):
+def part_targets(
+    run: Run, mock: Target, bare: Target, noop: Target, gateways: list[Target], peers: list[Target], rods: list[Target]
+):
     steps = [
         ("mock c1", mock, lambda: run.wrk(mock, PLAIN, 1)),
         ("mock c32", mock, lambda: run.wrk(mock, PLAIN, 32)),
@@ -143,7 +147,7 @@ def part_targets(run: Run, mock: Target, bare: Target, noop: Target, gateways: l
         ("passthrough c32", bare, lambda: run.wrk(bare, PLAIN, 32)),
         ("do-nothing app c32", noop, lambda: run.wrk(noop, PLAIN, 32)),
     ]
-    for t in [*gateways, *peers]:
+    for t in [*gateways, *rods, *peers]:
         steps += [(f"{t.name} c1", t, lambda t=t: run.wrk(t, PLAIN, 1))]
         steps += [(f"{t.name} c32", t, lambda t=t: run.wrk(t, PLAIN, 32))]
     steps += [(f"{t.name} cache hits c32", t, lambda t=t: run.wrk(t, CACHED, 32)) for t in gateways]
@@ -160,18 +164,23 @@ def part_targets(run: Run, mock: Target, bare: Target, noop: Target, gateways: l
             "mock_c32_rps": runs["mock c32"]["rps"],
         }
     }
+    forwarding = lambda name: {  # noqa: E731
+        "added_p50_c1_us": verdict(added(name, "p50_ms"), floor_p50 + 40),
+        "added_p99_c1_us": verdict(added(name, "p99_ms"), 1000),
+        "c32_rps_over_passthrough": verdict(
+            runs[f"{name} c32"]["rps"] / runs["passthrough c32"]["rps"], 0.9, at_most=False
+        ),
+    }
     for t in gateways:
         figures[t.name] = {
-            "added_p50_c1_us": verdict(added(t.name, "p50_ms"), floor_p50 + 40),
-            "added_p99_c1_us": verdict(added(t.name, "p99_ms"), 1000),
-            "c32_rps_over_passthrough": verdict(
-                runs[f"{t.name} c32"]["rps"] / runs["passthrough c32"]["rps"], 0.9, at_most=False
-            ),
+            **forwarding(t.name),
             "cache_hits_c32_rps_over_do_nothing_app": verdict(
                 runs[f"{t.name} cache hits c32"]["rps"] / runs["do-nothing app c32"]["rps"], 0.6, at_most=False
             ),
             "worker_rss_mb": round(worker_rss_mb(t.pid), 1),
         }
+    for rod in rods:
+        figures[rod.name] = forwarding(rod.name)
     for peer in peers:  # gatewayd (the first interface) against the peer, same scenarios
         ours = gateways[0].name
         figures[peer.name] = {
@@ -306,6 +315,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="round-robin rounds; medians are reported")
     parser.add_argument("--interfaces", default="asgi,rsgi", help="gatewayd's [server] interface values to measure")
     parser.add_argument("--litellm", action="store_true", help="also LiteLLM's proxy (creates its venv once)")
+    parser.add_argument("--rod", action="store_true", help="also bench/essential.py's measuring rod (targets)")
     parser.add_argument("--memory", default="100000,1000000", help="request counts at which RSS is read")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
     args = parser.parse_args()
@@ -338,11 +348,12 @@ def main() -> int:
                 run.log(f"gatewayd with interface {interface} did not start: {skipped[interface]}")
         result["interfaces_skipped"] = skipped
         peers = [servers.litellm("mock-gpt")] if args.litellm else []
-        for t in [bare, noop, *gateways, *peers]:  # warm-up: pools, the cache entry
+        rods = [servers.essential(policy)] if args.rod else []
+        for t in [bare, noop, *gateways, *rods, *peers]:  # warm-up: pools, the cache entry
             wrk(t.url, run.script(t, CACHED), 8, 2, "0,1")
         saturation = 0.0
         if "targets" in parts:
-            result["targets"], runs = part_targets(run, mock, bare, noop, gateways, peers)
+            result["targets"], runs = part_targets(run, mock, bare, noop, gateways, peers, rods)
             saturation = runs[f"{gateways[0].name} c32"]["rps"]
             result["targets_runs"] = runs
         if saturation == 0.0 and "rate" in parts:

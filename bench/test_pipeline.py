@@ -128,10 +128,10 @@ def gateway_app(loop, mock_url: str, root: Path):
     (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())  # the shipped defaults
     os.environ["GATEWAYD_CONFIG"] = str(gw.config)
     from gatewayd import config
-    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.cli.serve import bootstrap
     from gatewayd.server.app import create_app
 
-    _bootstrap(config.load(str(gw.config)))
+    bootstrap(config.load(str(gw.config)))
     gateway = create_app()
     loop.run_until_complete(gateway.startup())
     try:
@@ -363,11 +363,11 @@ def traced_app(loop, mock_url, tmp_path_factory):
     (root / "policy.yaml").write_text(policy_50())
     (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
     from gatewayd import config
-    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.cli.serve import bootstrap
     from gatewayd.server.app import GatewayApp
 
     settings = config.load(str(gw.config))
-    _bootstrap(settings)
+    bootstrap(settings)
     gateway = GatewayApp(settings)
     loop.run_until_complete(gateway.startup())
     assert gateway.tracer_provider is not None

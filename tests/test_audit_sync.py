@@ -112,7 +112,7 @@ def test_answers_start_only_once_their_records_are_on_disk(tmp_path, mock_port, 
     out, everything appended is on disk (the app runs in-process, so the engine can be
     asked at that moment; the provider is the real mock over HTTP)."""
     from gatewayd import config
-    from gatewayd.cli.serve import _bootstrap
+    from gatewayd.cli.serve import bootstrap
     from gatewayd.server.app import create_app
     from support.gateway import KEYS, Gateway
 
@@ -121,7 +121,7 @@ def test_answers_start_only_once_their_records_are_on_disk(tmp_path, mock_port, 
         "cache: {enabled: true, ttl_s: 300, mode: deterministic}\naudit: {fsync: group}\n"
     )
     monkeypatch.setenv("GATEWAYD_CONFIG", str(gw.config))
-    _bootstrap(config.load(str(gw.config)))
+    bootstrap(config.load(str(gw.config)))
     app = create_app()
     body = b'{"model":"mock-gpt","temperature":0,"messages":[{"role":"user","content":"durable?"}]}'
     scope = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from gatewayd import config
 from gatewayd.cli.common import load_settings, open_registry
@@ -44,37 +45,49 @@ def run_serve(args) -> int:
     tracing.check(settings, args.config or os.environ.get("GATEWAYD_CONFIG") or "defaults")
     if args.config:  # workers are separate processes: they find the file through the environment
         os.environ["GATEWAYD_CONFIG"] = os.path.abspath(args.config)
-    _bootstrap(settings)
+    bootstrap(settings)
+    max_connections = _fit_connection_cap(settings.server.max_connections)
+    admin = _start_admin() if settings.server.admin_port else None
+    try:
+        granian_server(settings, max_connections).serve()
+    finally:
+        if admin is not None:
+            _stop(admin)
+    return 0
+
+
+def granian_server(
+    settings: config.Settings,
+    max_connections: int,
+    target: str = "gatewayd.server.app:create_app",
+    working_dir: Path | None = None,
+):
+    """The granian server `serve` runs: `target` is the app factory (the bench serves its
+    measuring rods through the same settings)."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
     server = settings.server
-    max_connections = _fit_connection_cap(server.max_connections)
-    admin = _start_admin() if server.admin_port else None
-    try:
-        Granian(
-            "gatewayd.server.app:create_app",
-            factory=True,
-            address=server.host,
-            port=server.port,
-            interface=Interfaces.RSGI if server.interface == "rsgi" else Interfaces.ASGI,
-            loop=Loops.uvloop,
-            workers=server.workers,
-            # HTTP/1 only: in granian's "auto" mode a connection that sends nothing never
-            # gets past protocol detection, so the header timeout never starts.
-            http=HTTPModes.http1,
-            # Covers idle keep-alive connections too; granian closes the connection.
-            http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout_s * 1000)),
-            backpressure=max_connections,  # open connections per worker
-            log_access=False,
-            respawn_failed_workers=True,
-            workers_kill_timeout=10,
-        ).serve()
-    finally:
-        if admin is not None:
-            _stop(admin)
-    return 0
+    return Granian(
+        target,
+        factory=True,
+        working_dir=working_dir,
+        address=server.host,
+        port=server.port,
+        interface=Interfaces.RSGI if server.interface == "rsgi" else Interfaces.ASGI,
+        loop=Loops.uvloop,
+        workers=server.workers,
+        # HTTP/1 only: in granian's "auto" mode a connection that sends nothing never
+        # gets past protocol detection, so the header timeout never starts.
+        http=HTTPModes.http1,
+        # Covers idle keep-alive connections too; granian closes the connection.
+        http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout_s * 1000)),
+        backpressure=max_connections,  # open connections per worker
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=10,
+    )
 
 
 def run_healthcheck(args) -> int:
@@ -125,7 +138,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _bootstrap(settings: config.Settings) -> None:
+def bootstrap(settings: config.Settings) -> None:
     """Before any worker starts: a store that could lose versions is refused, and an empty
     one gets the config file's documents as version 1."""
     registry = open_registry(settings)
