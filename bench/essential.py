@@ -7,8 +7,8 @@ client watch, translation checks, error shapes).
 It is no server to deploy: a request that needs any of the skipped parts is served wrong.
 It answers one question: how close to the bare pass-through can this design's own work
 get? `bench/instructions.py` counts it in-process (`upstream-essential`);
-`bench/load_bench.py --rod` serves it live, through the granian settings `gatewayd serve`
-uses, beside gatewayd and the pass-through:
+`bench/load_bench.py --rod` serves it live on each interface measured, through the granian
+settings `gatewayd serve` uses, beside gatewayd and the pass-through:
 
     python bench/essential.py CONFIG      (GATEWAYD_CONFIG's file; its [server] port)
 """
@@ -60,22 +60,33 @@ def essential_upstream(app):
     return handler
 
 
-def create_app():
-    """granian's factory: gatewayd's app for its lifespan and every other path, the rod for
-    chat completions (built on the first one, once the app has started)."""
-    from gatewayd.server.app import create_app as gatewayd_app
+class Rod:
+    """gatewayd's app for its lifespan and every other path, the rod for chat completions
+    (built on the first one, once the app has started); on either of granian's interfaces,
+    as the config's [server] interface says."""
 
-    app = gatewayd_app()
-    rod = None
+    def __init__(self) -> None:
+        from gatewayd.server.app import create_app
 
-    async def serve(scope, receive, send) -> None:
-        nonlocal rod
+        self.app = create_app()
+        self._rod = None
+
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
-            rod = rod or essential_upstream(app)
-            return await rod(scope, receive, send)
-        return await app(scope, receive, send)
+            self._rod = self._rod or essential_upstream(self.app)
+            return await self._rod(scope, receive, send)
+        return await self.app(scope, receive, send)
 
-    return serve
+    async def __rsgi__(self, scope, protocol) -> None:
+        from gatewayd.server import rsgi
+
+        await rsgi.serve(self, scope, protocol)
+
+    def __rsgi_init__(self, loop) -> None:
+        self.app.__rsgi_init__(loop)
+
+    def __rsgi_del__(self, loop) -> None:
+        self.app.__rsgi_del__(loop)
 
 
 def main(config_path: str) -> None:
@@ -85,7 +96,7 @@ def main(config_path: str) -> None:
     os.environ["GATEWAYD_CONFIG"] = os.path.abspath(config_path)
     settings = config.load(config_path)
     bootstrap(settings)
-    granian_server(settings, settings.server.max_connections, "essential:create_app", HERE).serve()
+    granian_server(settings, settings.server.max_connections, "essential:Rod", HERE).serve()
 
 
 if __name__ == "__main__":

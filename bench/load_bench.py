@@ -11,7 +11,7 @@ Parts (all by default):
   40 us and 1 ms; req/s at 32 connections against 0.9 x the pass-through's; cache hits
   at 32 connections against 0.6 x the do-nothing app's; with --litellm, LiteLLM's proxy
   (one worker, same mock, same body) on the same scenarios; with --rod, bench/essential.py's
-  measuring rod (only the work no forwarded request can skip, ASGI) against the same
+  measuring rod (only the work no forwarded request can skip, on each interface) against the same
   forwarding targets: how close this design's own work can get to the floor.
 - ``rate`` (open loop, oha with coordinated-omission correction, same layout): every
   server at 25, 50 and 80% of gatewayd's measured saturation rate (ASGI, 32 connections):
@@ -348,7 +348,7 @@ def main() -> int:
                 run.log(f"gatewayd with interface {interface} did not start: {skipped[interface]}")
         result["interfaces_skipped"] = skipped
         peers = [servers.litellm("mock-gpt")] if args.litellm else []
-        rods = [servers.essential(policy)] if args.rod else []
+        rods = [servers.essential(policy, t.name.removeprefix("gatewayd-")) for t in gateways] if args.rod else []
         for t in [bare, noop, *gateways, *rods, *peers]:  # warm-up: pools, the cache entry
             wrk(t.url, run.script(t, CACHED), 8, 2, "0,1")
         saturation = 0.0

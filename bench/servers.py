@@ -83,19 +83,19 @@ class Servers:
         wait_ready(gw.url + "/readyz")
         return Target(name, gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
 
-    def essential(self, policy: str) -> Target:
-        """bench/essential.py's measuring rod (ASGI, one worker), configured as `gateway` is:
-        only the work no forwarded request can skip."""
-        root = self.root / "essential"
+    def essential(self, policy: str, interface: str = "asgi") -> Target:
+        """bench/essential.py's measuring rod (one worker), configured as `gateway` is: only
+        the work no forwarded request can skip."""
+        root = self.root / f"essential-{interface}"
         root.mkdir()
-        gw = Gateway(root, self.mock_port, free_port())
+        gw = Gateway(root, self.mock_port, free_port(), interface=interface)
         (root / "policy.yaml").write_text(policy)
         (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
         argv = [sys.executable, str(HERE / "essential.py"), str(gw.config)]
         gw.proc = start_process(argv, gw.url + "/healthz", timeout=60)
         self._stops.append(gw.stop)
         wait_ready(gw.url + "/readyz")
-        return Target("essential rod", gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
+        return Target(f"rod-{interface}", gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
 
     def passthrough(self, client: str = "gatewayd", name: str = "passthrough") -> Target:
         """bench/passthrough.py with `client` upstream (`canned`: the do-nothing app)."""
