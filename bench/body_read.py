@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from gateway_bench import PROMPT, pin, wrk  # noqa: E402
 from passthrough import serve  # noqa: E402
-from servers import process_tree  # noqa: E402
+from servers import cpu_us, process_tree  # noqa: E402
 
 from support.procs import free_port, start_process, stop_process  # noqa: E402
 
@@ -51,16 +51,6 @@ async def app(scope, receive, send) -> None:
             break
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": ANSWER})
-
-
-def cpu_us(pids: list[int]) -> float:
-    """User and system CPU of every thread of `pids`, in µs (10 ms ticks)."""
-    total = 0
-    for pid in pids:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total * 10_000.0
 
 
 def main() -> None:

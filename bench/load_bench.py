@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gateway_bench import PROMPT, WRK_LUA, pin, policy_50, worker_rss_mb, wrk  # noqa: E402
 from load_plot import plot  # noqa: E402
-from servers import Servers, Target  # noqa: E402
+from servers import Servers, Target, cpu_us, process_tree  # noqa: E402
 
 RESULTS = HERE / "results"
 OHA = shutil.which("oha") or str(Path.home() / ".cargo" / "bin" / "oha")
@@ -95,7 +95,13 @@ class Run:
     def wrk(self, target: Target, body: str, connections: int, pinned: bool = True) -> dict:
         # The direct mock keeps CPU 0 and wrk takes the server's CPU, as in gateway_bench.
         cpus = ("1" if target.name == "mock" else CLIENT_CPUS) if pinned else "0,1"
-        return wrk(target.url, self.script(target, body), connections, self.args.seconds, cpus)
+        pids = process_tree(target.pid)
+        before = cpu_us(pids)
+        run = wrk(target.url, self.script(target, body), connections, self.args.seconds, cpus)
+        # The server's own CPU (every thread of its processes) per request: steadier than
+        # req/s on a shared VM, whose speed moves between one run and the next.
+        run["cpu_us_per_request"] = round((cpu_us(pids) - before) / (run["rps"] * self.args.seconds), 1)
+        return run
 
     def oha(self, target: Target, body: str, rate: float, seconds: int) -> dict:
         """Open loop at `rate` req/s: latency counts from when each request was due."""
@@ -159,6 +165,8 @@ def part_targets(
             "passthrough_added_p50_us": round(floor_p50),
             "passthrough_added_p99_us": round(added("passthrough", "p99_ms")),
             "passthrough_c32_rps": runs["passthrough c32"]["rps"],
+            "passthrough_cpu_us_per_request_c1": runs["passthrough c1"]["cpu_us_per_request"],
+            "passthrough_cpu_us_per_request_c32": runs["passthrough c32"]["cpu_us_per_request"],
             "do_nothing_app_c32_rps": runs["do-nothing app c32"]["rps"],
             "mock_c1_p50_us": round(runs["mock c1"]["p50_ms"] * 1000),
             "mock_c32_rps": runs["mock c32"]["rps"],
@@ -170,6 +178,8 @@ def part_targets(
         "c32_rps_over_passthrough": verdict(
             runs[f"{name} c32"]["rps"] / runs["passthrough c32"]["rps"], 0.9, at_most=False
         ),
+        "cpu_us_per_request_c1": runs[f"{name} c1"]["cpu_us_per_request"],
+        "cpu_us_per_request_c32": runs[f"{name} c32"]["cpu_us_per_request"],
     }
     for t in gateways:
         figures[t.name] = {
@@ -292,6 +302,8 @@ def verdict_lines(result: dict) -> list[str]:
             if isinstance(value, dict) and "pass" in value:
                 mark = "ok  " if value["pass"] else "MISS"
                 lines.append(f"{mark} {name:<16} {figure:<40} {value['value']:>10g}  limit {value['limit']:g}")
+            elif figure.startswith("cpu_us"):
+                lines.append(f"     {name:<16} {figure:<40} {value:>10g}")
     for name, value in result.get("targets", {}).get("floors", {}).items():
         lines.append(f"     floor            {name:<40} {value:>10g}")
     for name, figures in result.get("targets", {}).items():
