@@ -22,7 +22,8 @@ Parts (all by default):
 - ``idle``: CPU per second of an idle gatewayd (one worker, the embedded store: its agent
   sleeps until a flip wakes it) against the idle bare pass-through's.
 Every round-robin repeat runs every server in turn, so noise hits each alike; medians are
-reported. Writes bench/results/load.json and load.png (latency against offered load).
+reported. Writes bench/results/load.json (--out names it), load.png (latency against offered
+load) and load-cpu.png (CPU per forwarded request at 1 and 32 connections).
 ``--quick`` validates the harness in about two minutes; its figures are not the ones to quote.
 """
 
@@ -45,7 +46,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gateway_bench import PROMPT, WRK_LUA, pin, policy_50, worker_rss_mb, wrk  # noqa: E402
-from load_plot import plot  # noqa: E402
+from load_plot import plot, plot_cpu  # noqa: E402
 from servers import Servers, Target, cpu_us, process_tree  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -328,6 +329,7 @@ def main() -> int:
     parser.add_argument("--interfaces", default="asgi,rsgi", help="gatewayd's [server] interface values to measure")
     parser.add_argument("--litellm", action="store_true", help="also LiteLLM's proxy (creates its venv once)")
     parser.add_argument("--rod", action="store_true", help="also bench/essential.py's measuring rod (targets)")
+    parser.add_argument("--out", default="load", help="results file name in bench/results, without .json")
     parser.add_argument("--memory", default="100000,1000000", help="request counts at which RSS is read")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
     args = parser.parse_args()
@@ -381,12 +383,17 @@ def main() -> int:
         if "idle" in parts:
             result["idle"] = part_idle(run, gateways[0], bare)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("load-quick.json" if args.quick else "load.json")
+    out = RESULTS / ("load-quick.json" if args.quick else f"{args.out}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
+    pictures = []
     if "rate" in result:
-        plot(result, out.with_suffix(".png"))
+        pictures.append(out.with_suffix(".png"))
+        plot(result, pictures[-1])
+    if "targets" in result:
+        pictures.append(out.with_name(f"{out.stem}-cpu.png"))
+        plot_cpu(result, pictures[-1])
     print("\n".join(verdict_lines(result)))
-    run.log(f"wrote {out.relative_to(HERE.parent)}" + (" and its .png" if "rate" in result else ""))
+    run.log(f"wrote {', '.join(str(p.relative_to(HERE.parent)) for p in [out, *pictures])}")
     return 0
 
 
