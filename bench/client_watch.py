@@ -124,7 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the picture from the saved results")
     args = parser.parse_args()
+    if args.plot_only:
+        return plot(json.loads((RESULTS / "client_watch.json").read_text())["medians"])
     samples: dict[str, dict[str, list[float]]] = {name: {} for name in VARIANTS}
     with Servers() as servers:
         script = servers.root / "client_watch.lua"
@@ -168,11 +171,12 @@ def plot(medians: dict) -> None:
 
     names = list(medians)
     panels = [
+        ("c1_p50_ms", "p50 at 1 connection (ms)"),
         ("c1_cpu_us_per_request", "CPU per request, 1 connection (µs)"),
         ("c1_voluntary_switches_per_request", "voluntary switches per request, 1 connection"),
         ("c32_cpu_us_per_request", "CPU per request, 32 connections (µs)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
     for ax, (key, title) in zip(axes, panels, strict=True):
         values = [medians[name][key] for name in names]
         ax.bar(names, values, color=["#b0b0b0", "#3a7bd5"] * 2)
