@@ -11,6 +11,8 @@ one run (pytest-benchmark): what our own glue costs, without granian or wrk arou
 - upstream, streamed: the same request with `stream: true` and no usage asked for: the
   gateway asks the provider for the usage chunk, strips it from the client's stream and
   reads the usage from the stream's last bytes;
+- upstream, the measuring rod: the same request through bench/essential.py's handler, only
+  the work no forwarded request can skip (its distance to the relay is the design's cost);
 - upstream with a budget: a run-time key whose budget is checked before the call and
   charged after it (bench/compare_revisions.py: the cost of usage and budgets, before/after);
 - cache hit during a canary: the same cache hit while a routing candidate serves half of
@@ -314,6 +316,17 @@ def budgeted_key(app, loop):
 def test_upstream_through_gatewayd_with_a_budget(benchmark, loop, app, budgeted_key):
     scope = scope_for(PLAIN, budgeted_key)
     assert benchmark(serve, loop, app, scope, PLAIN, CONCURRENCY) == 200
+    per_request(benchmark)
+
+
+def test_upstream_essential_rod(benchmark, loop, app):
+    """The measuring rod (bench/essential.py): the same request through only the work no
+    forwarded request can skip. Between the bare relay and gatewayd: this design's own
+    cost below it, the pipeline's above it."""
+    from essential import essential_upstream
+
+    scope = scope_for(PLAIN, KEYS["acme"])
+    assert benchmark(serve, loop, essential_upstream(app), scope, PLAIN, CONCURRENCY) == 200
     per_request(benchmark)
 
 
