@@ -17,20 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+from alternation import RESULTS, bars, save  # noqa: E402
 from gateway_bench import PROMPT, pin, wrk  # noqa: E402
 from passthrough import serve  # noqa: E402
 from servers import cpu_us, process_tree  # noqa: E402
 
 from support.procs import free_port, start_process, stop_process  # noqa: E402
 
-RESULTS = HERE / "results"
 WAYS = {"to the last message": "", "by Content-Length": "1"}
 BODY = json.dumps({"model": "mock-gpt", "messages": [{"role": "user", "content": PROMPT}]})
 LUA = f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\nwrk.headers["content-type"] = "application/json"\n'
@@ -84,39 +83,14 @@ def main() -> None:
         for _, proc in servers.values():
             stop_process(proc)
         script.unlink(missing_ok=True)
-    medians = {way: {name: round(statistics.median(v), 3) for name, v in runs.items()} for way, runs in samples.items()}
-    result = {"how": __doc__.strip(), "seconds": args.seconds, "rounds": args.rounds}
-    result.update(medians=medians, samples=samples)
-    (RESULTS / "body_read.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(medians)
-    for way, figures in medians.items():
-        print(f"{way:20s} {figures}")
-
-
-def plot(medians: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ways = list(medians)
+    medians = save("body_read", __doc__.strip(), args, samples)
     panels = [
         ("c1_p50_ms", "p50 at 1 connection (ms)"),
         ("c32_rps", "req/s at 32 connections"),
         ("c32_cpu_us_per_request", "CPU per request at 32 connections (µs)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(11, 3.4))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        values = [medians[way][key] for way in ways]
-        ax.bar(ways, values, color=["#b0b0b0", "#3a7bd5"])
-        ax.set_title(title, fontsize=10)
-        ax.set_ylim(0, max(values) * 1.15)
-        for i, value in enumerate(values):
-            ax.annotate(f"{value:.4g}", (i, value), ha="center", va="bottom", fontsize=9)
-        ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("A bare granian ASGI app: the body read to its last message, or by its Content-Length", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "body_read.png", dpi=110)
+    title = "A bare granian ASGI app: the body read to its last message, or by its Content-Length"
+    bars(medians, panels, ["#b0b0b0", "#3a7bd5"], title, RESULTS / "body_read.png")
 
 
 if __name__ == "__main__":

@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+from alternation import RESULTS, bars, save  # noqa: E402
 from gateway_bench import PROMPT, pin, wrk  # noqa: E402
 from servers import Servers, cpu_us, process_tree  # noqa: E402
 
 from support.procs import free_port, start_process  # noqa: E402
 
-RESULTS = HERE / "results"
 VARIANTS = {  # name -> (interface, watched)
     "asgi": ("asgi", False),
     "asgi + watch": ("asgi", True),
@@ -154,39 +153,18 @@ def main() -> None:
                     for figure, value in run.items():
                         samples[name].setdefault(f"c{connections}_{figure}", []).append(value)
                     print(f"[client_watch] round {round_} {name:13s} c{connections:<2d} {run}", flush=True)
-    medians = {name: {k: round(statistics.median(v), 3) for k, v in runs.items()} for name, runs in samples.items()}
-    result = {"how": __doc__.strip(), "seconds": args.seconds, "rounds": args.rounds}
-    result.update(medians=medians, samples=samples)
-    (RESULTS / "client_watch.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(medians)
-    for name, figures in medians.items():
-        print(f"{name:13s} {figures}")
+    plot(save("client_watch", __doc__.strip(), args, samples))
 
 
 def plot(medians: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(medians)
     panels = [
         ("c1_p50_ms", "p50 at 1 connection (ms)"),
         ("c1_cpu_us_per_request", "CPU per request, 1 connection (µs)"),
         ("c1_voluntary_switches_per_request", "voluntary switches per request, 1 connection"),
         ("c32_cpu_us_per_request", "CPU per request, 32 connections (µs)"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.6))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        values = [medians[name][key] for name in names]
-        ax.bar(names, values, color=["#b0b0b0", "#3a7bd5"] * 2)
-        ax.set_title(title, fontsize=10)
-        for i, value in enumerate(values):
-            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=9)
-        ax.tick_params(axis="x", labelsize=8, rotation=15)
-    fig.suptitle("A bare relay through gatewayd's upstream client, with and without its client watch", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "client_watch.png", dpi=110)
+    title = "A bare relay through gatewayd's upstream client, with and without its client watch"
+    bars(medians, panels, ["#b0b0b0", "#3a7bd5"] * 2, title, RESULTS / "client_watch.png")
 
 
 if __name__ == "__main__":
