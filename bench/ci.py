@@ -94,6 +94,14 @@ PIPELINE_PAIRS = {
         "CPU per request forwarding to the mock / a bare relay through the same UpstreamClient "
         "(the round that took the least CPU: the mock sets the wall-clock pace)",
     ),
+    "pipeline/essential-cpu": (
+        "test_upstream_essential_rod",
+        "test_upstream_floor_bare_relay",
+        _least_cpu_per_request,
+        "µs CPU/request",
+        "CPU per request of the measuring rod (only the work no forwarded request can skip: the "
+        "Rust core's two calls around the upstream call) / the bare relay: the design's own cost",
+    ),
 }
 GATEWAY_SECONDS, GATEWAY_ROUNDS, GATEWAY_LAYOUT = 3, 5, "dedicated"
 GATEWAY_SCENARIOS = ("passthrough_c1", "gateway_c1", "passthrough_c32", "gateway_c32")
