@@ -23,7 +23,7 @@ baseline's, with a line naming the benchmark and both figures; a ratio without a
 entry is reported, not failed. The ratio gated is the median of the passes' own ratios
 (each pass measures both sides back to back), in this run and in the baseline alike: one
 pass disturbed on either side moves it not at all. (The best figure of each side, also
-recorded, can pair two different passes: one unusually fast reference round once made an
+recorded, follows an outlier: one pass whose reference ran unusually fast once made an
 unchanged audit append read 2x its baseline.)
 """
 
