@@ -6,9 +6,10 @@ client watch, translation checks, error shapes).
 
 It is no server to deploy: a request that needs any of the skipped parts is served wrong.
 It answers one question: how close to the bare pass-through can this design's own work
-get? `bench/instructions.py` counts it in-process (`upstream-essential`);
-`bench/load_bench.py --rod` serves it live on each interface measured, through the granian
-settings `gatewayd serve` uses, beside gatewayd and the pass-through:
+get? In-process, `bench/instructions.py` counts it (`upstream-essential`) and
+`bench/test_pipeline.py` times it; `bench/load_bench.py --rod` serves it live on each
+interface measured, through the granian settings `gatewayd serve` uses, beside gatewayd
+and the pass-through:
 
     python bench/essential.py CONFIG      (GATEWAYD_CONFIG's file; its [server] port)
 """
