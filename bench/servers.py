@@ -73,29 +73,30 @@ class Servers:
         """gatewayd in front of the mock under the shipped runtime config and `policy` (JSON
         or YAML text), served through granian's `interface` (`[server] interface`)."""
         name = name or f"gatewayd-{interface}" + (f"-{workers}w" if workers > 1 else "")
-        root = self.root / name
-        root.mkdir()
-        gw = Gateway(root, self.mock_port, free_port(), workers=workers, interface=interface)
-        (root / "policy.yaml").write_text(policy)
-        (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
-        gw.proc = start_process(gw.cli_argv("serve"), gw.url + "/healthz", timeout=60)
-        self._stops.append(gw.stop)
-        wait_ready(gw.url + "/readyz")
-        return Target(name, gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
+        gw = self._configured(name, policy, interface, workers)
+        return self._serving(name, gw, gw.cli_argv("serve"))
 
     def essential(self, policy: str, interface: str = "asgi") -> Target:
         """bench/essential.py's measuring rod (one worker), configured as `gateway` is: only
         the work no forwarded request can skip."""
-        root = self.root / f"essential-{interface}"
+        gw = self._configured(f"essential-{interface}", policy, interface)
+        return self._serving(f"rod-{interface}", gw, [sys.executable, str(HERE / "essential.py"), str(gw.config)])
+
+    def _configured(self, directory: str, policy: str, interface: str, workers: int = 1) -> Gateway:
+        """A gateway's config in a directory of its own: the shipped runtime and `policy`."""
+        root = self.root / directory
         root.mkdir()
-        gw = Gateway(root, self.mock_port, free_port(), interface=interface)
+        gw = Gateway(root, self.mock_port, free_port(), workers=workers, interface=interface)
         (root / "policy.yaml").write_text(policy)
         (root / "runtime.yaml").write_text(SHIPPED_RUNTIME.read_text())
-        argv = [sys.executable, str(HERE / "essential.py"), str(gw.config)]
+        return gw
+
+    def _serving(self, name: str, gw: Gateway, argv: list[str]) -> Target:
+        """`gw` started by `argv`, once it is ready; stopped with the rest."""
         gw.proc = start_process(argv, gw.url + "/healthz", timeout=60)
         self._stops.append(gw.stop)
         wait_ready(gw.url + "/readyz")
-        return Target(f"rod-{interface}", gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
+        return Target(name, gw.url + "/v1/chat/completions", KEYS["acme"], gw.proc)
 
     def passthrough(self, client: str = "gatewayd", name: str = "passthrough") -> Target:
         """bench/passthrough.py with `client` upstream (`canned`: the do-nothing app)."""
